@@ -1,0 +1,1 @@
+"""hiscale: hierarchical Bayesian scaling laws."""

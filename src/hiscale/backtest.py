@@ -1,0 +1,414 @@
+"""Backtests with the paper's protocol; prediction methods plug in.
+
+A *method* is an object with a ``name``, a ``prepare(corpus, family)`` step
+run once per family (e.g. building a leave-one-family-out prior) and a call
+``method(cell, state, seed=...) -> CellPrediction``. Cells are independent
+tasks (:class:`CellTask`, :func:`run_cell`), so they can run in a process pool.
+
+Scoring (Choshen et al. 2025): ``ARE = mean_i |L_i - L̂_i| / L_i`` in percent
+over the scored target rows of the cell. Interval columns hold the mean
+bounds over scored rows and ``covered*`` the fraction of scored rows inside
+their interval (0 or 1 with ``target="final"`` and one target run).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import multiprocessing as mp
+
+import numpy as np
+import pandas as pd
+
+from hiscale.data import Curves, CurvesError
+from hiscale.paper import fit_paper, fit_paper_single
+from hiscale.protocol import Cell, make_cells, sizes
+
+__all__ = [
+    "COLUMNS",
+    "METHODS",
+    "CellPrediction",
+    "CellTask",
+    "Method",
+    "PaperMethod",
+    "backtest",
+    "get_method",
+    "register_method",
+    "run_cell",
+    "summary_table",
+    "usable_families",
+]
+
+COLUMNS: tuple[str, ...] = (
+    "family",
+    "method",
+    "direction",
+    "target",
+    "k",
+    "p",
+    "n_sizes_used",
+    "n_train_rows",
+    "n_fit_rows",
+    "target_run",
+    "target_params",
+    "target_tokens",
+    "n_target_rows",
+    "actual",
+    "predicted",
+    "are_pct",
+    "lower80",
+    "upper80",
+    "covered80",
+    "lower50",
+    "upper50",
+    "covered50",
+    "pit",
+    "rhat_max",
+    "ess_min",
+    "divergences",
+    "flagged",
+    "seconds",
+    "status",
+)
+
+
+@dataclass(frozen=True)
+class CellPrediction:
+    """A method's prediction for every scored target row of a cell.
+
+    Attributes
+    ----------
+    median : ndarray
+        Point prediction per target row (posterior-predictive median for
+        Bayesian methods).
+    intervals : dict
+        ``{0.8: (lower, upper), 0.5: (lower, upper)}`` central new-run
+        intervals per row; empty for methods without intervals.
+    pit : ndarray or None
+        Predictive CDF at the actual value, per row.
+    diagnostics : dict
+        ``rhat_max, ess_min, divergences, flagged`` (NaN / False if n/a).
+    n_fit_rows : int or None
+        Rows the method actually fitted on (e.g. after end-of-run selection).
+    status : str
+        ``"ok"`` or the failure reason.
+    """
+
+    median: np.ndarray
+    intervals: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    pit: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    n_fit_rows: int | None = None
+    status: str = "ok"
+
+
+class Method(Protocol):
+    """Interface of a backtest method."""
+
+    name: str
+
+    def prepare(self, corpus: Curves, family: str) -> Any:
+        """Per-family state (e.g. a leave-one-family-out prior)."""
+        ...
+
+    def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
+        """Predict the cell's scored target rows."""
+        ...
+
+
+class PaperMethod:
+    """The paper's least-squares estimator (k = 1: its single-model regime)."""
+
+    name = "paper"
+
+    def prepare(self, corpus: Curves, family: str) -> None:
+        """Nothing to prepare."""
+        return None
+
+    def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
+        """Fit on the cell's training rows and predict the target rows."""
+        f = cell.train.frame
+        t = cell.target.frame
+        fitter = fit_paper_single if cell.n_sizes_used == 1 else fit_paper
+        fit = fitter(f["params"], f["tokens"], f["loss"])
+        pred = fit.predict(t["params"], t["tokens"])
+        return CellPrediction(median=np.asarray(pred), n_fit_rows=len(f), status=fit.status)
+
+
+METHODS: dict[str, Callable[..., Method]] = {"paper": PaperMethod}
+
+
+def register_method(name: str, factory: Callable[..., Method]) -> None:
+    """Add a method factory to the registry (used by ``--method NAME``)."""
+    METHODS[name] = factory
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """Instantiate a registered method."""
+    if name not in METHODS:
+        # Bayesian methods register themselves on import.
+        import hiscale.bayes  # noqa: F401
+
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**options)
+
+
+@dataclass(frozen=True)
+class CellTask:
+    """Everything one cell needs: picklable, independent of other cells."""
+
+    cell: Cell
+    method: Method
+    state: Any
+    target: str
+    seed: int
+
+
+def _nan_row(task: CellTask) -> dict[str, Any]:
+    cell = task.cell
+    t = cell.target.frame
+    runs = sorted(t["run"].unique().tolist())
+    return {
+        "family": cell.family,
+        "method": task.method.name,
+        "direction": cell.direction,
+        "target": task.target,
+        "k": cell.k,
+        "p": cell.p,
+        "n_sizes_used": cell.n_sizes_used,
+        "n_train_rows": len(cell.train.frame),
+        "n_fit_rows": np.nan,
+        "target_run": runs[0] if len(runs) == 1 else f"{len(runs)} runs",
+        "target_params": float(t["params"].iloc[0]),
+        "target_tokens": float(t["tokens"].max()),
+        "n_target_rows": len(t),
+        "actual": float(t["loss"].mean()),
+        "predicted": np.nan,
+        "are_pct": np.nan,
+        "lower80": np.nan,
+        "upper80": np.nan,
+        "covered80": np.nan,
+        "lower50": np.nan,
+        "upper50": np.nan,
+        "covered50": np.nan,
+        "pit": np.nan,
+        "rhat_max": np.nan,
+        "ess_min": np.nan,
+        "divergences": np.nan,
+        "flagged": False,
+        "seconds": 0.0,
+        "status": "ok",
+    }
+
+
+def run_cell(task: CellTask) -> dict[str, Any]:
+    """Run one cell and return its result row (failures become a status)."""
+    row = _nan_row(task)
+    cell = task.cell
+    if len(cell.train.frame) == 0:
+        row["status"] = "no training rows after filters"
+        return row
+    start = time.perf_counter()
+    try:
+        pred = task.method(cell, task.state, seed=task.seed)
+    except (ValueError, RuntimeError, CurvesError, FloatingPointError) as err:
+        row["status"] = f"error: {type(err).__name__}: {str(err).splitlines()[0][:200]}"
+        row["seconds"] = time.perf_counter() - start
+        return row
+    row["seconds"] = time.perf_counter() - start
+    row["status"] = pred.status
+    row["n_fit_rows"] = pred.n_fit_rows if pred.n_fit_rows is not None else np.nan
+    actual = cell.target.frame["loss"].to_numpy()
+    med = np.asarray(pred.median, dtype=float)
+    if pred.status == "ok" and not np.all(np.isfinite(med)):
+        row["status"] = "non-finite prediction"
+    if row["status"] == "ok":
+        row["predicted"] = float(med.mean())
+        row["are_pct"] = float(np.mean(np.abs(actual - med) / actual) * 100)
+        for level, tag in ((0.8, "80"), (0.5, "50")):
+            if level in pred.intervals:
+                lo, hi = (np.asarray(v, dtype=float) for v in pred.intervals[level])
+                row[f"lower{tag}"] = float(lo.mean())
+                row[f"upper{tag}"] = float(hi.mean())
+                row[f"covered{tag}"] = float(np.mean((actual >= lo) & (actual <= hi)))
+        if pred.pit is not None:
+            row["pit"] = float(np.mean(pred.pit))
+    for key in ("rhat_max", "ess_min", "divergences", "flagged"):
+        if key in pred.diagnostics:
+            row[key] = pred.diagnostics[key]
+    return row
+
+
+def usable_families(curves: Curves) -> list[str]:
+    """Families with >= 3 distinct sizes (the protocol's requirement)."""
+    out = []
+    for fam in curves.families:
+        if len(sizes(curves.family(fam))) >= 3:
+            out.append(fam)
+    return out
+
+
+def _progress(enabled: bool, total: int) -> Callable[[dict[str, Any]], None]:
+    import sys
+
+    count = {"n": 0}
+    tty = sys.stderr.isatty()
+
+    def tick(row: dict[str, Any]) -> None:
+        count["n"] += 1
+        if not enabled:
+            return
+        msg = (
+            f"[{count['n']}/{total}] {row['family']} {row['method']} k={row['k']} "
+            f"p={row['p']:.1f} ARE={row['are_pct']:.2f}% {row['status']}"
+        )
+        if tty:
+            sys.stderr.write("\r" + msg[:120].ljust(120))
+            if count["n"] == total:
+                sys.stderr.write("\n")
+        else:
+            sys.stderr.write(msg + "\n")
+        sys.stderr.flush()
+
+    return tick
+
+
+def backtest(
+    curves: Curves,
+    *,
+    families: Sequence[str] | str = "all",
+    methods: Sequence[str | Method] = ("paper",),
+    grid: str | Sequence[tuple[int, float]] = "paper",
+    target: str = "last30",
+    min_tokens: float = 1e10,
+    direction: str = "up",
+    include_k1: bool | None = None,
+    seed: int = 0,
+    jobs: int = 1,
+    progress: bool = False,
+    corpus: Curves | None = None,
+    method_options: dict[str, dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """Run the paper's backtest grid for some families and methods.
+
+    Parameters
+    ----------
+    curves : Curves
+        Validated curves (one metric per family).
+    families : "all" or sequence of str
+        ``"all"`` = every usable family (>= 3 sizes).
+    methods : sequence of str or Method
+        Registered names (``"paper"``, ``"bayes"``, ``"bayes-flat"``) or objects.
+    grid : {"paper", "quick", "sub"} or list of (k, p)
+        See :data:`hiscale.protocol.GRIDS`.
+    target : {"last30", "final"}
+    min_tokens : float
+        Training rows need ``tokens > min_tokens`` (0 disables).
+    direction : {"up", "down"}
+    include_k1 : bool, optional
+        Add k = 1 cells. Default: True when a Bayesian method is requested.
+    seed : int
+        Base seed; every cell gets the same seed so methods are comparable.
+    jobs : int
+        Worker processes (``spawn``); 1 runs in-process.
+    progress : bool
+        Print one line per finished cell to stderr.
+    corpus : Curves, optional
+        Data used by ``prepare`` (e.g. to build leave-one-family-out priors);
+        defaults to ``curves``.
+    method_options : dict, optional
+        ``{method_name: {option: value}}`` passed to the method factories.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (family, method, k, p) with :data:`COLUMNS`.
+    """
+    fams = usable_families(curves) if families == "all" or families == ["all"] else list(families)
+    if not fams:
+        raise CurvesError("column 'params': no usable family (a family needs >= 3 sizes)")
+    method_options = method_options or {}
+    objs: list[Method] = [
+        m if not isinstance(m, str) else get_method(m, **method_options.get(m, {}))
+        for m in methods
+    ]
+    if include_k1 is None:
+        include_k1 = any(m.name != "paper" for m in objs)
+    corpus = corpus if corpus is not None else curves
+    tasks: list[CellTask] = []
+    for fam in fams:
+        cells = make_cells(
+            curves.family(fam),
+            grid=grid,
+            target=target,
+            min_tokens=min_tokens,
+            direction=direction,
+            include_k1=include_k1,
+        )
+        for m in objs:
+            state = m.prepare(corpus, fam)
+            tasks.extend(CellTask(c, m, state, target, seed) for c in cells)
+    tick = _progress(progress, len(tasks))
+    rows: list[dict[str, Any]] = []
+    if jobs > 1:
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+            for row in pool.map(run_cell, tasks):
+                tick(row)
+                rows.append(row)
+    else:
+        for task in tasks:
+            row = run_cell(task)
+            tick(row)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(COLUMNS))
+
+
+def _bin(n: int) -> str:
+    return "8+" if n >= 8 else str(int(n))
+
+
+def summary_table(results: pd.DataFrame, *, value: str = "are_pct") -> pd.DataFrame:
+    """Macro average like the paper's heatmap.
+
+    Rows = number of sizes in the training rows (1 … 7, 8+), columns =
+    ``(method, p)``; the value is averaged within family first, then across
+    families. Failed cells are excluded (their count is in ``status``).
+    """
+    ok = results[(results["status"] == "ok") & results[value].notna()].copy()
+    if ok.empty:
+        return pd.DataFrame()
+    ok["models"] = ok["n_sizes_used"].map(_bin)
+    per_fam = ok.groupby(["method", "models", "p", "family"])[value].mean()
+    macro = per_fam.groupby(["method", "models", "p"]).mean().unstack(["method", "p"])
+    order = sorted(macro.index, key=lambda s: (s == "8+", int(s.rstrip("+"))))
+    return macro.loc[order].sort_index(axis=1)
+
+
+def method_summary(results: pd.DataFrame) -> pd.DataFrame:
+    """One line per method: macro ARE, coverage, failures, flagged fits, time."""
+    out = []
+    for name, g in results.groupby("method", sort=False):
+        ok = g[g["status"] == "ok"]
+        fam_are = ok.groupby("family")["are_pct"].mean()
+        low = ok[(ok["n_sizes_used"] <= 3) | (ok["p"] <= 0.3)]
+        rec = {
+            "method": name,
+            "cells": len(g),
+            "failed": int((g["status"] != "ok").sum()),
+            "flagged": int(g["flagged"].fillna(False).astype(bool).sum()),
+            "macro_are": float(fam_are.mean()) if len(fam_are) else np.nan,
+            "macro_are_low_budget": float(low.groupby("family")["are_pct"].mean().mean())
+            if len(low)
+            else np.nan,
+            "coverage80": float(ok.groupby("family")["covered80"].mean().mean()),
+            "coverage50": float(ok.groupby("family")["covered50"].mean().mean()),
+            "median_seconds": float(g["seconds"].median()),
+        }
+        out.append(rec)
+    return pd.DataFrame(out)

@@ -1,0 +1,1 @@
+"""Extra CLI commands (predict, fit, prior, simulate, demo) register here."""

@@ -1,0 +1,386 @@
+"""The "curves" table: schema, validation and loading.
+
+One row per (run, checkpoint, metric) with the loss at that checkpoint.
+Required columns are ``family, run, params, tokens, loss``; the optional
+columns of the corpus (``metric, primary, is_final, seed, flops, run_tokens,
+schedule, lr, dataset, arch, source``) are understood when present, and any
+other column is kept untouched.
+
+Validation happens once, at the boundary (:func:`validate_curves`), and every
+problem is reported as a one-line :class:`CurvesError` that names the column,
+the offending value and the first offending row. Nothing is ever dropped
+silently: every selection or filter returns a new :class:`Curves` whose
+``log`` says how many rows it removed and why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "NUMERIC_COLUMNS",
+    "OPTIONAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "Curves",
+    "CurvesError",
+    "FilterRecord",
+    "load_curves",
+    "validate_curves",
+]
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("family", "run", "params", "tokens", "loss")
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    "metric",
+    "primary",
+    "is_final",
+    "seed",
+    "flops",
+    "run_tokens",
+    "schedule",
+    "lr",
+    "dataset",
+    "arch",
+    "source",
+)
+NUMERIC_COLUMNS: tuple[str, ...] = ("params", "tokens", "loss")
+
+
+class CurvesError(ValueError):
+    """Invalid curves data. The message is one line naming column, value and row."""
+
+
+@dataclass(frozen=True)
+class FilterRecord:
+    """What one selection or filter step removed.
+
+    Attributes
+    ----------
+    step : str
+        Name of the step (e.g. ``"metric"``, ``"min_tokens"``).
+    removed : int
+        Number of rows removed by the step.
+    kept : int
+        Number of rows left after the step.
+    reason : str
+        Human-readable reason, e.g. ``"tokens <= 1e+10"``.
+    """
+
+    step: str
+    removed: int
+    kept: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.step}: removed {self.removed} rows ({self.reason}), kept {self.kept}"
+
+
+@dataclass(frozen=True)
+class Curves:
+    """A validated curves table plus the log of every row-removing step.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Validated table (see module docstring for the schema).
+    log : tuple of FilterRecord
+        Steps applied so far, in order.
+    """
+
+    frame: pd.DataFrame
+    log: tuple[FilterRecord, ...] = field(default=())
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def families(self) -> list[str]:
+        """Sorted family names present in the table."""
+        return sorted(self.frame["family"].unique().tolist())
+
+    def with_frame(self, frame: pd.DataFrame, *, step: str, reason: str) -> Curves:
+        """Return a copy holding ``frame`` with a log record of the rows removed."""
+        record = FilterRecord(
+            step=step, removed=len(self.frame) - len(frame), kept=len(frame), reason=reason
+        )
+        return replace(self, frame=frame.reset_index(drop=True), log=(*self.log, record))
+
+    def family(self, name: str) -> Curves:
+        """Rows of one family (error naming the known families if absent)."""
+        _check_families(self.frame, [name])
+        sub = self.frame[self.frame["family"] == name]
+        return self.with_frame(sub, step="family", reason=f"family != {name!r}")
+
+    def removal_summary(self) -> str:
+        """One line per step that removed rows."""
+        lines = [str(r) for r in self.log if r.removed > 0]
+        return "\n".join(lines) if lines else "no rows removed"
+
+    def data_hash(self) -> str:
+        """Short SHA-256 of the core columns (for provenance in results)."""
+        return frame_hash(self.frame)
+
+
+def frame_hash(frame: pd.DataFrame) -> str:
+    """SHA-256 (16 hex chars) of ``family, run, params, tokens, loss`` in row order."""
+    core = frame[list(REQUIRED_COLUMNS)]
+    h = hashlib.sha256(pd.util.hash_pandas_object(core, index=False).to_numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _row_label(frame: pd.DataFrame, pos: int) -> str:
+    run = frame["run"].iloc[pos] if "run" in frame.columns else None
+    extra = f" (run {run!r})" if run is not None and not pd.isna(run) else ""
+    return f"row {pos}{extra}"
+
+
+def _fail(column: str, value: object, frame: pd.DataFrame, pos: int, problem: str) -> None:
+    raise CurvesError(
+        f"column {column!r}: {problem}: value {value!r} at {_row_label(frame, pos)}"
+    )
+
+
+def _to_bool(series: pd.Series, column: str, frame: pd.DataFrame) -> pd.Series:
+    if series.dtype == bool:
+        return series
+    mapping = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
+    text = series.astype("string").str.strip().str.lower()
+    out = text.map(mapping)
+    bad = out.isna() & series.notna()
+    if bad.any():
+        pos = int(np.flatnonzero(bad.to_numpy())[0])
+        _fail(column, series.iloc[pos], frame, pos, "not a boolean (true/false)")
+    return out.fillna(False).astype(bool)
+
+
+def validate_curves(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validate a curves table and return a clean copy with canonical dtypes.
+
+    Checks, each failing with a one-line :class:`CurvesError`:
+
+    * the input is a non-empty table with every required column;
+    * ``family`` and ``run`` are non-empty;
+    * ``params``, ``tokens``, ``loss`` are numeric, finite and > 0;
+    * ``params`` is constant within each run;
+    * no duplicate ``(run, metric, tokens)`` key carries two different losses.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Raw table.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Copy with ``params, tokens, loss`` as float64, ``family, run, metric``
+        as str and ``primary, is_final`` as bool (when present). Extra columns
+        are kept.
+    """
+    if not isinstance(frame, pd.DataFrame):
+        raise CurvesError(f"expected a pandas DataFrame, got {type(frame).__name__}")
+    if len(frame) == 0:
+        raise CurvesError("empty input: the curves table has no rows")
+    frame = frame.reset_index(drop=True).copy()
+    frame.columns = [str(c) for c in frame.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise CurvesError(
+            f"missing required column {missing[0]!r} (required: {', '.join(REQUIRED_COLUMNS)}; "
+            f"found: {', '.join(frame.columns)})"
+        )
+    for col in ("family", "run"):
+        raw = frame[col]
+        empty = raw.isna() | (raw.astype("string").str.strip() == "")
+        if empty.any():
+            pos = int(np.flatnonzero(empty.to_numpy())[0])
+            _fail(col, raw.iloc[pos], frame, pos, "empty value")
+        frame[col] = raw.astype(str)
+    for col in NUMERIC_COLUMNS:
+        raw = frame[col]
+        num = pd.to_numeric(raw, errors="coerce")
+        bad = num.isna().to_numpy()
+        if bad.any():
+            pos = int(np.flatnonzero(bad)[0])
+            _fail(col, raw.iloc[pos], frame, pos, "not a number")
+        values = num.to_numpy(dtype=float)
+        nonfinite = ~np.isfinite(values)
+        if nonfinite.any():
+            pos = int(np.flatnonzero(nonfinite)[0])
+            _fail(col, raw.iloc[pos], frame, pos, "not finite")
+        nonpos = values <= 0
+        if nonpos.any():
+            pos = int(np.flatnonzero(nonpos)[0])
+            _fail(col, raw.iloc[pos], frame, pos, "must be > 0")
+        frame[col] = values
+    if "metric" in frame.columns:
+        frame["metric"] = frame["metric"].fillna("").astype(str)
+    for col in ("primary", "is_final"):
+        if col in frame.columns:
+            frame[col] = _to_bool(frame[col], col, frame)
+    for col in ("run_tokens", "lr", "seed", "flops"):
+        if col in frame.columns:
+            frame[col] = pd.to_numeric(frame[col], errors="coerce")
+
+    # params constant within a run
+    first = frame.groupby("run", sort=False)["params"].transform("first")
+    changed = (frame["params"] != first).to_numpy()
+    if changed.any():
+        pos = int(np.flatnonzero(changed)[0])
+        _fail(
+            "params",
+            frame["params"].iloc[pos],
+            frame,
+            pos,
+            f"params change within a run (first seen {first.iloc[pos]:g})",
+        )
+    # duplicate (run, metric, tokens) with different losses
+    key = ["run", "metric", "tokens"] if "metric" in frame.columns else ["run", "tokens"]
+    dup = frame.duplicated(key, keep=False)
+    if dup.any():
+        spread = frame[dup].groupby(key, sort=False)["loss"].transform(lambda s: s.max() - s.min())
+        conflict = spread[spread > 0]
+        if len(conflict):
+            pos = int(conflict.index[0])
+            _fail(
+                "loss",
+                frame["loss"].iloc[pos],
+                frame,
+                pos,
+                f"duplicate ({', '.join(key)}) key with different losses at tokens "
+                f"{frame['tokens'].iloc[pos]:g}",
+            )
+    return frame
+
+
+def _check_families(frame: pd.DataFrame, families: Iterable[str]) -> None:
+    known = sorted(frame["family"].unique().tolist())
+    for fam in families:
+        if fam not in known:
+            raise CurvesError(
+                f"column 'family': unknown family {fam!r}; known families: {', '.join(known)}"
+            )
+
+
+def _read(source: str | PathLike | pd.DataFrame) -> pd.DataFrame:
+    if isinstance(source, pd.DataFrame):
+        return source
+    path = Path(source)
+    if not path.exists():
+        raise CurvesError(f"file not found: {str(path)!r}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, low_memory=False)
+    except pd.errors.EmptyDataError as err:
+        raise CurvesError(f"empty input: {str(path)!r} has no data") from err
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as err:
+        msg = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CurvesError(f"cannot read {str(path)!r}: {msg}") from err
+
+
+def select_metric(curves: Curves, metric: str = "primary") -> Curves:
+    """Keep one metric per family.
+
+    Parameters
+    ----------
+    curves : Curves
+        Validated table.
+    metric : str
+        ``"primary"`` keeps the rows flagged ``primary`` (or, without that
+        column, requires a single metric per family); any other value keeps
+        the rows whose ``metric`` equals it. Families without that metric are
+        removed and reported in the log.
+    """
+    frame = curves.frame
+    if "metric" not in frame.columns:
+        if metric != "primary":
+            raise CurvesError(f"column 'metric' is missing, cannot select metric {metric!r}")
+        return curves.with_frame(frame, step="metric", reason="no metric column")
+    if metric == "primary":
+        if "primary" in frame.columns:
+            keep = frame["primary"].to_numpy(dtype=bool)
+            no_primary = sorted(set(frame["family"]) - set(frame.loc[keep, "family"]))
+            if no_primary:
+                raise CurvesError(
+                    f"column 'primary': family {no_primary[0]!r} has no row with primary=True; "
+                    "pass metric=<name>"
+                )
+            many = frame[keep].groupby("family")["metric"].nunique()
+            if (many > 1).any():
+                fam = many[many > 1].index[0]
+                raise CurvesError(
+                    f"column 'primary': family {fam!r} has {int(many[fam])} primary metrics; "
+                    "expected exactly one"
+                )
+            return curves.with_frame(
+                frame[keep], step="metric", reason="non-primary metric rows"
+            )
+        many = frame.groupby("family")["metric"].nunique()
+        if (many > 1).any():
+            fam = many[many > 1].index[0]
+            raise CurvesError(
+                f"column 'metric': family {fam!r} has several metrics and there is no "
+                "'primary' column; pass metric=<name>"
+            )
+        return curves.with_frame(frame, step="metric", reason="single metric per family")
+    keep = (frame["metric"] == metric).to_numpy()
+    if not keep.any():
+        known = sorted(frame["metric"].unique().tolist())
+        raise CurvesError(f"column 'metric': unknown metric {metric!r}; known: {', '.join(known)}")
+    return curves.with_frame(frame[keep], step="metric", reason=f"metric != {metric!r}")
+
+
+def load_curves(
+    source: str | PathLike | pd.DataFrame | Curves | Sequence[str | PathLike | pd.DataFrame],
+    *,
+    metric: str = "primary",
+    families: Sequence[str] | None = None,
+) -> Curves:
+    """Read, validate and select a curves table.
+
+    Parameters
+    ----------
+    source : path, DataFrame, Curves or sequence of those
+        CSV (any suffix but ``.parquet``) or Parquet file(s), or frame(s).
+        Several sources are concatenated before validation.
+    metric : str, default "primary"
+        Which metric to keep per family (see :func:`select_metric`).
+    families : sequence of str, optional
+        Keep only these families; an unknown name is an error that lists the
+        known ones.
+
+    Returns
+    -------
+    Curves
+        The validated table and the log of rows removed by metric and family
+        selection.
+    """
+    if isinstance(source, Curves):
+        curves = source
+    else:
+        sources = (
+            list(source)
+            if isinstance(source, (list, tuple))
+            else [source]  # type: ignore[list-item]
+        )
+        if not sources:
+            raise CurvesError("empty input: no data source given")
+        frames = [_read(s) for s in sources]
+        frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        curves = Curves(validate_curves(frame))
+        curves = select_metric(curves, metric)
+    if families is not None:
+        fams = list(families)
+        _check_families(curves.frame, fams)
+        keep = curves.frame["family"].isin(fams).to_numpy()
+        curves = curves.with_frame(
+            curves.frame[keep], step="families", reason=f"family not in {fams}"
+        )
+    return curves

@@ -1,0 +1,255 @@
+"""The paper's backtest protocol: filters, target choice and grid cells.
+
+Choshen, Zhang & Andreas (2025), one family at a time:
+
+1. A family is usable with >= 3 distinct sizes. The target is every run of
+   the largest size (``direction="up"``; ``"down"`` predicts the smallest size
+   from the largest ones, paper App. C).
+2. Cell ``(k, p)``: training runs are the ``k`` sizes nearest the bottom
+   (``up``) or top (``down``) of the remaining sizes. ``T`` = the largest
+   token count over those runs (one shared threshold). Training rows keep
+   ``tokens > min_tokens`` (default 1e10) and ``tokens < p * T`` (strict).
+3. Targets: ``last30`` = target rows with ``tokens >= 0.7 *`` that run's
+   largest token count; ``final`` = each target run's final checkpoint. The
+   token cut is applied to training rows only.
+
+Every filter returns a :class:`~hiscale.data.Curves` whose log records what it
+removed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from hiscale.data import Curves, CurvesError
+
+__all__ = [
+    "GRIDS",
+    "Cell",
+    "end_of_run",
+    "filter_fraction",
+    "filter_min_tokens",
+    "grid_values",
+    "make_cells",
+    "select_sizes",
+    "sizes",
+    "split_target",
+    "target_rows",
+]
+
+P_VALUES_PAPER: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
+P_VALUES_QUICK: tuple[float, ...] = (0.3, 0.5, 1.0)
+K_VALUES_QUICK: tuple[int, ...] = (1, 2, 3, 5)
+
+GRIDS = {
+    "paper": "k = 2 ... n-1 (n = number of sizes), p = 0.1, 0.2, ..., 1.0",
+    "quick": "k in {2, 3, 5, n-1} (those that exist), p in {0.3, 0.5, 1.0}",
+    "sub": (
+        "paper p values; k in {2..7} plus 3 log-spaced values up to n-1 "
+        "(documented subsample for very large families)"
+    ),
+}
+
+
+def sizes(curves: Curves) -> np.ndarray:
+    """Sorted distinct parameter counts."""
+    return np.sort(curves.frame["params"].unique())
+
+
+def filter_min_tokens(curves: Curves, min_tokens: float = 1e10) -> Curves:
+    """Keep rows with ``tokens > min_tokens`` (the paper's 10B cut; 0 disables)."""
+    if min_tokens <= 0:
+        return curves.with_frame(curves.frame, step="min_tokens", reason="disabled")
+    keep = curves.frame["tokens"].to_numpy() > min_tokens
+    return curves.with_frame(
+        curves.frame[keep], step="min_tokens", reason=f"tokens <= {min_tokens:g}"
+    )
+
+
+def filter_fraction(curves: Curves, p: float, *, threshold: float | None = None) -> Curves:
+    """Keep rows with ``tokens < p * T`` (strict), ``T`` = shared threshold.
+
+    ``T`` defaults to the largest token count in ``curves`` (compute it before
+    any other token filter so it is the paper's shared threshold).
+    """
+    if not 0 < p <= 1:
+        raise ValueError(f"fraction p must be in (0, 1], got {p}")
+    t = float(curves.frame["tokens"].max()) if threshold is None else float(threshold)
+    keep = curves.frame["tokens"].to_numpy() < p * t
+    return curves.with_frame(
+        curves.frame[keep], step="fraction", reason=f"tokens >= {p:g} x {t:.4g}"
+    )
+
+
+def select_sizes(curves: Curves, k: int, *, largest: bool = False) -> Curves:
+    """Keep every run of the ``k`` smallest (or largest) distinct sizes."""
+    s = sizes(curves)
+    if k < 1 or k > len(s):
+        raise ValueError(f"k must be in 1..{len(s)}, got {k}")
+    chosen = s[-k:] if largest else s[:k]
+    keep = curves.frame["params"].isin(chosen).to_numpy()
+    which = "largest" if largest else "smallest"
+    return curves.with_frame(
+        curves.frame[keep], step="sizes", reason=f"not among the {k} {which} sizes"
+    )
+
+
+def split_target(curves: Curves, *, direction: str = "up") -> tuple[Curves, Curves]:
+    """Split one family into (training candidates, target runs).
+
+    ``direction="up"``: target = every run of the largest size;
+    ``"down"``: of the smallest size.
+    """
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    s = sizes(curves)
+    if len(s) < 2:
+        raise CurvesError(f"column 'params': need >= 2 sizes to split a target, got {len(s)}")
+    tsize = s[-1] if direction == "up" else s[0]
+    is_t = (curves.frame["params"] == tsize).to_numpy()
+    target = curves.with_frame(curves.frame[is_t], step="target", reason="not target size")
+    train = curves.with_frame(curves.frame[~is_t], step="target", reason="target size")
+    return train, target
+
+
+def target_rows(target: Curves, definition: str = "last30") -> Curves:
+    """Rows scored in a cell.
+
+    ``last30``: rows with ``tokens >= 0.7 x`` the run's largest token count;
+    ``final``: each run's last checkpoint.
+    """
+    f = target.frame
+    run_max = f.groupby("run")["tokens"].transform("max").to_numpy()
+    if definition == "last30":
+        keep = f["tokens"].to_numpy() >= 0.7 * run_max
+        reason = "tokens < 0.7 x run max"
+    elif definition == "final":
+        keep = f["tokens"].to_numpy() == run_max
+        reason = "not the final checkpoint"
+    else:
+        raise ValueError(f"target must be 'last30' or 'final', got {definition!r}")
+    return target.with_frame(f[keep], step="target_rows", reason=reason)
+
+
+def end_of_run(curves: Curves, fraction: float = 0.8) -> Curves:
+    """Keep each run's rows with ``tokens >= fraction x`` that run's largest count.
+
+    Used by the Bayesian methods (LESSONS.md, second probe): applied after the
+    cell's truncation, so training data still obey the paper's ``p`` cut.
+    ``fraction = 0`` keeps everything.
+    """
+    if fraction <= 0:
+        return curves.with_frame(curves.frame, step="end_of_run", reason="disabled")
+    f = curves.frame
+    run_max = f.groupby("run")["tokens"].transform("max").to_numpy()
+    keep = f["tokens"].to_numpy() >= fraction * run_max
+    return curves.with_frame(
+        f[keep], step="end_of_run", reason=f"tokens < {fraction:g} x run max in cell"
+    )
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One backtest cell: the training rows and scored target rows of a family.
+
+    Attributes
+    ----------
+    family : str
+    k : int
+        Number of training sizes requested.
+    p : float
+        Fraction of the shared token threshold kept.
+    direction : str
+        ``"up"`` or ``"down"``.
+    train : Curves
+        Training rows after every filter (log included).
+    target : Curves
+        Scored target rows.
+    n_sizes_used : int
+        Distinct sizes left in ``train`` (heatmap row label).
+    """
+
+    family: str
+    k: int
+    p: float
+    direction: str
+    train: Curves
+    target: Curves
+    n_sizes_used: int
+
+
+def grid_values(n_candidates: int, grid: str, *, include_k1: bool = False) -> list[tuple[int, float]]:
+    """The (k, p) pairs of a grid for a family with ``n_candidates`` training sizes."""
+    if grid == "paper":
+        ks = list(range(2, n_candidates + 1))
+        ps = P_VALUES_PAPER
+    elif grid == "quick":
+        ks = sorted({k for k in (2, 3, 5, n_candidates) if 2 <= k <= n_candidates})
+        ps = P_VALUES_QUICK
+    elif grid == "sub":
+        base = [k for k in range(2, 8) if k <= n_candidates]
+        extra = (
+            np.unique(np.round(np.geomspace(8, n_candidates, 3)).astype(int)).tolist()
+            if n_candidates >= 8
+            else []
+        )
+        ks = sorted(set(base) | set(extra))
+        ps = P_VALUES_PAPER
+    else:
+        raise ValueError(f"unknown grid {grid!r}; known: {', '.join(GRIDS)}")
+    if include_k1 and n_candidates >= 1:
+        ks = [1, *ks]
+    return [(k, p) for k in ks for p in ps]
+
+
+def make_cells(
+    curves: Curves,
+    *,
+    grid: str | Sequence[tuple[int, float]] = "paper",
+    target: str = "last30",
+    min_tokens: float = 1e10,
+    direction: str = "up",
+    include_k1: bool = False,
+) -> list[Cell]:
+    """All cells of one family (``curves`` must hold exactly one family).
+
+    Raises :class:`~hiscale.data.CurvesError` when the family is not usable
+    (fewer than 3 distinct sizes).
+    """
+    fams = curves.families
+    if len(fams) != 1:
+        raise ValueError(f"make_cells needs one family, got {len(fams)}: {fams}")
+    fam = fams[0]
+    n_sizes = len(sizes(curves))
+    if n_sizes < 3:
+        raise CurvesError(
+            f"column 'params': family {fam!r} has {n_sizes} distinct sizes; "
+            "the protocol needs >= 3"
+        )
+    candidates, tgt = split_target(curves, direction=direction)
+    scored = target_rows(tgt, target)
+    n_cand = len(sizes(candidates))
+    pairs = (
+        grid_values(n_cand, grid, include_k1=include_k1) if isinstance(grid, str) else list(grid)
+    )
+    cells = []
+    largest = direction == "down"
+    for k, p in pairs:
+        chosen = select_sizes(candidates, k, largest=largest)
+        t_shared = float(chosen.frame["tokens"].max())
+        train = filter_fraction(filter_min_tokens(chosen, min_tokens), p, threshold=t_shared)
+        cells.append(
+            Cell(
+                family=fam,
+                k=k,
+                p=p,
+                direction=direction,
+                train=train,
+                target=scored,
+                n_sizes_used=int(train.frame["params"].nunique()),
+            )
+        )
+    return cells
