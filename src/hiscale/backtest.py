@@ -13,13 +13,12 @@ their interval (0 or 1 with ``target="final"`` and one target run).
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
-
-import multiprocessing as mp
 
 import numpy as np
 import pandas as pd
@@ -334,8 +333,7 @@ def backtest(
         raise CurvesError("column 'params': no usable family (a family needs >= 3 sizes)")
     method_options = method_options or {}
     objs: list[Method] = [
-        m if not isinstance(m, str) else get_method(m, **method_options.get(m, {}))
-        for m in methods
+        m if not isinstance(m, str) else get_method(m, **method_options.get(m, {})) for m in methods
     ]
     if include_k1 is None:
         include_k1 = any(m.name != "paper" for m in objs)

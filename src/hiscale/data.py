@@ -141,9 +141,7 @@ def _row_label(frame: pd.DataFrame, pos: int) -> str:
 
 
 def _fail(column: str, value: object, frame: pd.DataFrame, pos: int, problem: str) -> None:
-    raise CurvesError(
-        f"column {column!r}: {problem}: value {value!r} at {_row_label(frame, pos)}"
-    )
+    raise CurvesError(f"column {column!r}: {problem}: value {value!r} at {_row_label(frame, pos)}")
 
 
 def _to_bool(series: pd.Series, column: str, frame: pd.DataFrame) -> pd.Series:
@@ -319,9 +317,7 @@ def select_metric(curves: Curves, metric: str = "primary") -> Curves:
                     f"column 'primary': family {fam!r} has {int(many[fam])} primary metrics; "
                     "expected exactly one"
                 )
-            return curves.with_frame(
-                frame[keep], step="metric", reason="non-primary metric rows"
-            )
+            return curves.with_frame(frame[keep], step="metric", reason="non-primary metric rows")
         many = frame.groupby("family")["metric"].nunique()
         if (many > 1).any():
             fam = many[many > 1].index[0]
@@ -366,9 +362,7 @@ def load_curves(
         curves = source
     else:
         sources = (
-            list(source)
-            if isinstance(source, (list, tuple))
-            else [source]  # type: ignore[list-item]
+            list(source) if isinstance(source, (list, tuple)) else [source]  # type: ignore[list-item]
         )
         if not sources:
             raise CurvesError("empty input: no data source given")

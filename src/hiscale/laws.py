@@ -84,9 +84,7 @@ def _log_loss_chinchilla_nd(x, y, theta):
     alpha = jnp.exp(theta["log_alpha"])
     beta = jnp.exp(theta["log_beta"])
     terms = jnp.stack(
-        jnp.broadcast_arrays(
-            ln_e + 0.0 * x, ln_a - alpha * x, ln_b - beta * y + gamma * x
-        ),
+        jnp.broadcast_arrays(ln_e + 0.0 * x, ln_a - alpha * x, ln_b - beta * y + gamma * x),
         axis=0,
     )
     m = terms.max(0)
@@ -137,9 +135,7 @@ LAWS: dict[str, Law] = {
         name="chinchilla-nd",
         params=("u_a", "u_b", "log_alpha", "log_beta", "gamma"),
         log_loss_fn=_log_loss_chinchilla_nd,
-        description=(
-            "L = s (e + a (N/N0)^-alpha + b (D/D0)^-beta (N/N0)^gamma), e + a + b = 1"
-        ),
+        description=("L = s (e + a (N/N0)^-alpha + b (D/D0)^-beta (N/N0)^gamma), e + a + b = 1"),
     ),
 }
 

@@ -74,9 +74,9 @@ def _curve_fit(f, xdata, ydata, p0, bounds):
                     f, xdata, ydata, p0=p0, bounds=bounds, method="dogbox", x_scale=p0
                 )
                 return popt, "dogbox", "ok"
-            except Exception as err:  # noqa: BLE001 - reported, never hidden
+            except Exception as err:
                 return None, "none", f"fit failed (dogbox retry): {type(err).__name__}: {err}"
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:
             return None, "none", f"fit failed: {type(err).__name__}: {err}"
 
 
@@ -111,8 +111,9 @@ def fit_paper(params, tokens, loss) -> PaperFit:
         return PaperFit(None, status, method)
     if not np.all(np.isfinite(popt)):
         return PaperFit(None, "fit failed: non-finite parameters", method)
-    return PaperFit(dict(zip(("a", "b", "e", "alpha", "beta"), map(float, popt), strict=True)),
-                    "ok", method)
+    return PaperFit(
+        dict(zip(("a", "b", "e", "alpha", "beta"), map(float, popt), strict=True)), "ok", method
+    )
 
 
 def fit_paper_single(params, tokens, loss) -> PaperFit:

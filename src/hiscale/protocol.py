@@ -181,7 +181,9 @@ class Cell:
     n_sizes_used: int
 
 
-def grid_values(n_candidates: int, grid: str, *, include_k1: bool = False) -> list[tuple[int, float]]:
+def grid_values(
+    n_candidates: int, grid: str, *, include_k1: bool = False
+) -> list[tuple[int, float]]:
     """The (k, p) pairs of a grid for a family with ``n_candidates`` training sizes."""
     if grid == "paper":
         ks = list(range(2, n_candidates + 1))
@@ -226,8 +228,7 @@ def make_cells(
     n_sizes = len(sizes(curves))
     if n_sizes < 3:
         raise CurvesError(
-            f"column 'params': family {fam!r} has {n_sizes} distinct sizes; "
-            "the protocol needs >= 3"
+            f"column 'params': family {fam!r} has {n_sizes} distinct sizes; the protocol needs >= 3"
         )
     candidates, tgt = split_target(curves, direction=direction)
     scored = target_rows(tgt, target)
