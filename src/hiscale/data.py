@@ -141,7 +141,28 @@ def _row_label(frame: pd.DataFrame, pos: int) -> str:
 
 
 def _fail(column: str, value: object, frame: pd.DataFrame, pos: int, problem: str) -> None:
+    if isinstance(value, np.generic):  # report -1.0, not np.float64(-1.0)
+        value = value.item()
     raise CurvesError(f"column {column!r}: {problem}: value {value!r} at {_row_label(frame, pos)}")
+
+
+def _scalar_to_float(value: object) -> float:
+    """``float(value)`` for a real number or numeric string, else NaN."""
+    if isinstance(value, (bool, np.bool_, complex, np.complexfloating)):
+        return np.nan
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
+
+
+def _as_float(raw: pd.Series) -> np.ndarray:
+    """Values of a column as float64, NaN wherever an entry is not a real number."""
+    if pd.api.types.is_bool_dtype(raw) or pd.api.types.is_complex_dtype(raw):
+        return np.full(len(raw), np.nan)
+    if pd.api.types.is_numeric_dtype(raw):
+        return raw.to_numpy(dtype=float, na_value=np.nan)
+    return np.array([_scalar_to_float(v) for v in raw], dtype=float)
 
 
 def _to_bool(series: pd.Series, column: str, frame: pd.DataFrame) -> pd.Series:
@@ -186,6 +207,9 @@ def validate_curves(frame: pd.DataFrame) -> pd.DataFrame:
         raise CurvesError("empty input: the curves table has no rows")
     frame = frame.reset_index(drop=True).copy()
     frame.columns = [str(c) for c in frame.columns]
+    dupcols = frame.columns[frame.columns.duplicated()]
+    if len(dupcols):
+        raise CurvesError(f"column {dupcols[0]!r} appears more than once")
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
     if missing:
         raise CurvesError(
@@ -201,12 +225,11 @@ def validate_curves(frame: pd.DataFrame) -> pd.DataFrame:
         frame[col] = raw.astype(str)
     for col in NUMERIC_COLUMNS:
         raw = frame[col]
-        num = pd.to_numeric(raw, errors="coerce")
-        bad = num.isna().to_numpy()
+        values = _as_float(raw)
+        bad = np.isnan(values)
         if bad.any():
             pos = int(np.flatnonzero(bad)[0])
             _fail(col, raw.iloc[pos], frame, pos, "not a number")
-        values = num.to_numpy(dtype=float)
         nonfinite = ~np.isfinite(values)
         if nonfinite.any():
             pos = int(np.flatnonzero(nonfinite)[0])
@@ -348,9 +371,9 @@ def load_curves(
         Several sources are concatenated before validation.
     metric : str, default "primary"
         Which metric to keep per family (see :func:`select_metric`).
-    families : sequence of str, optional
-        Keep only these families; an unknown name is an error that lists the
-        known ones.
+    families : str or sequence of str, optional
+        Keep only these families (a single name is one family); an unknown
+        name is an error that lists the known ones.
 
     Returns
     -------
@@ -371,7 +394,7 @@ def load_curves(
         curves = Curves(validate_curves(frame))
         curves = select_metric(curves, metric)
     if families is not None:
-        fams = list(families)
+        fams = [families] if isinstance(families, str) else list(families)
         _check_families(curves.frame, fams)
         keep = curves.frame["family"].isin(fams).to_numpy()
         curves = curves.with_frame(
