@@ -91,6 +91,11 @@ def _log_loss_chinchilla_nd(x, y, theta):
     return theta["log_scale"] + jnp.log(jnp.sum(jnp.exp(terms - m), 0)) + m
 
 
+def _log_loss_chinchilla(x, y, theta):
+    """``ln L`` for the separable law: ``g = 1`` even if ``theta`` carries a ``gamma``."""
+    return _log_loss_chinchilla_nd(x, y, {k: v for k, v in theta.items() if k != "gamma"})
+
+
 @dataclass(frozen=True)
 class Law:
     """A scaling-law form in the share parameterisation.
@@ -128,7 +133,7 @@ LAWS: dict[str, Law] = {
     "chinchilla": Law(
         name="chinchilla",
         params=("u_a", "u_b", "log_alpha", "log_beta"),
-        log_loss_fn=_log_loss_chinchilla_nd,
+        log_loss_fn=_log_loss_chinchilla,
         description="L = s (e + a (N/N0)^-alpha + b (D/D0)^-beta), e + a + b = 1",
     ),
     "chinchilla-nd": Law(
