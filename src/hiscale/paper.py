@@ -132,5 +132,7 @@ def fit_paper_single(params, tokens, loss) -> PaperFit:
     popt, method, status = _curve_fit(f, np.vstack([n, d]), y, p0, bounds)
     if popt is None:
         return PaperFit(None, status, method)
+    if not np.all(np.isfinite(popt)):
+        return PaperFit(None, "fit failed: non-finite parameters", method)
     b, e, beta = map(float, popt)
     return PaperFit({"a": a0, "b": b, "e": e, "alpha": alpha0, "beta": beta}, "ok", method)
