@@ -299,8 +299,8 @@ def backtest(
     ----------
     curves : Curves
         Validated curves (one metric per family).
-    families : "all" or sequence of str
-        ``"all"`` = every usable family (>= 3 sizes).
+    families : "all", str or sequence of str
+        ``"all"`` = every usable family (>= 3 sizes); a single name is one family.
     methods : sequence of str or Method
         Registered names (``"paper"``, ``"bayes"``, ``"bayes-flat"``) or objects.
     grid : {"paper", "quick", "sub"} or list of (k, p)
@@ -328,7 +328,8 @@ def backtest(
     pandas.DataFrame
         One row per (family, method, k, p) with :data:`COLUMNS`.
     """
-    fams = usable_families(curves) if families == "all" or families == ["all"] else list(families)
+    families = [families] if isinstance(families, str) else list(families)
+    fams = usable_families(curves) if families == ["all"] else families
     if not fams:
         raise CurvesError("column 'params': no usable family (a family needs >= 3 sizes)")
     method_options = method_options or {}

@@ -1,0 +1,411 @@
+"""Backtest runner, result table, summaries and the ``hiscale backtest`` command."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from synthetic import make_frame
+
+from hiscale.backtest import (
+    COLUMNS,
+    METHODS,
+    CellPrediction,
+    PaperMethod,
+    backtest,
+    get_method,
+    method_summary,
+    register_method,
+    summary_table,
+    usable_families,
+)
+from hiscale.cli import main
+from hiscale.data import CurvesError, load_curves
+from hiscale.paper import fit_paper_single
+from hiscale.protocol import make_cells
+
+
+@pytest.fixture(scope="module")
+def synth():
+    """Three synthetic families: noiseless (5 sizes), noisy (4 sizes), unusable (2 sizes)."""
+    frame = pd.concat(
+        [
+            make_frame("clean"),
+            make_frame("noisy", sizes=(2e7, 6e7, 2e8, 6e8), noise=0.005, seed=1),
+            make_frame("tiny", sizes=(1e7, 1e8)),
+        ],
+        ignore_index=True,
+    )
+    return load_curves(frame)
+
+
+class ConstMethod:
+    """A test method: predicts a constant, with optional intervals or failures."""
+
+    name = "const"
+
+    def __init__(self, value=3.0, *, fail=None, status="ok", width=None):
+        self.value, self.fail, self.status, self.width = value, fail, status, width
+
+    def prepare(self, corpus, family):
+        return {"family": family}
+
+    def __call__(self, cell, state, *, seed):
+        assert state == {"family": cell.family}
+        if self.fail is not None:
+            raise self.fail
+        n = len(cell.target.frame)
+        med = np.full(n, self.value)
+        intervals = {}
+        if self.width is not None:
+            intervals = {
+                0.8: (med - self.width, med + self.width),
+                0.5: (med - self.width / 4, med + self.width / 4),
+            }
+        return CellPrediction(
+            median=med,
+            intervals=intervals,
+            pit=np.full(n, 0.25) if self.width else None,
+            diagnostics={"rhat_max": 1.01, "ess_min": 400.0, "divergences": 0, "flagged": False},
+            n_fit_rows=7,
+            status=self.status,
+        )
+
+
+# --- result table ---------------------------------------------------------------------
+
+
+def test_columns_and_one_row_per_cell(synth):
+    res = backtest(synth, families=["clean"], grid="quick")
+    cells = make_cells(synth.family("clean"), grid="quick")
+    assert list(res.columns) == list(COLUMNS)
+    assert len(res) == len(cells) == 9
+    assert list(zip(res["k"], res["p"], strict=True)) == [(c.k, c.p) for c in cells]
+    assert (res["status"] == "ok").all()
+    assert (res["method"] == "paper").all() and (res["family"] == "clean").all()
+    assert (res["direction"] == "up").all() and (res["target"] == "last30").all()
+    assert (res["target_params"] == 1e9).all() and (res["target_run"] == "clean-4").all()
+    assert (res["n_target_rows"] == 1).all()  # only 2e11 is >= 0.7 x 2e11 (next is 1.3e11)
+    assert (res["n_fit_rows"] == res["n_train_rows"]).all()
+    # noiseless data from the paper's law: exact from 3 sizes on; with 2 sizes
+    # (e, a, alpha) are not identified by two model sizes, so only roughly right
+    identified = res["k"] >= 3
+    assert res.loc[identified, "are_pct"].max() < 1e-6
+    assert res.loc[~identified, "are_pct"].max() < 5
+    assert res[["lower80", "upper80", "covered80", "pit", "rhat_max"]].isna().all().all()
+    assert not res["flagged"].any()
+    assert (res["seconds"] >= 0).all()
+
+
+def test_are_is_mean_relative_error_over_target_rows(synth):
+    res = backtest(synth, families=["noisy"], methods=[ConstMethod(3.0)], grid=[(2, 1.0)])
+    t = make_cells(synth.family("noisy"), grid=[(2, 1.0)])[0].target.frame
+    expected = np.mean(np.abs(t["loss"] - 3.0) / t["loss"]) * 100
+    assert res["are_pct"].iloc[0] == pytest.approx(expected)
+    assert res["actual"].iloc[0] == pytest.approx(t["loss"].mean())
+    assert res["n_fit_rows"].iloc[0] == 7
+
+
+def test_final_target_and_down_direction(synth):
+    res = backtest(synth, families="clean", grid=[(3, 1.0)], target="final", direction="down")
+    row = res.iloc[0]
+    assert (row["target"], row["direction"], row["n_target_rows"]) == ("final", "down", 1)
+    assert row["target_params"] == 1e7 and row["status"] == "ok"
+
+
+def test_k1_uses_single_model_regime(synth):
+    res = backtest(synth, families=["clean"], grid=[(1, 1.0)])
+    row = res.iloc[0]
+    assert row["n_sizes_used"] == 1 and row["status"] == "ok"
+    (cell,) = make_cells(synth.family("clean"), grid=[(1, 1.0)])
+    f = cell.train.frame
+    fit = fit_paper_single(f["params"], f["tokens"], f["loss"])
+    expected = fit.predict(cell.target.frame["params"], cell.target.frame["tokens"]).mean()
+    assert row["predicted"] == pytest.approx(expected)
+
+
+def test_include_k1_default_follows_methods(synth):
+    paper_only = backtest(synth, families=["clean"], grid="quick")
+    assert 1 not in set(paper_only["k"])
+    with_k1 = backtest(synth, families=["clean"], grid="quick", include_k1=True)
+    assert sorted(set(with_k1["k"])) == [1, 2, 3, 4]
+    other = backtest(synth, families=["clean"], methods=[ConstMethod()], grid="quick")
+    assert 1 in set(other["k"])
+
+
+# --- failures become a status ---------------------------------------------------------
+
+
+def test_empty_training_cell_is_a_status(synth):
+    # T = 2e11 for k = 2; p = 0.05 keeps tokens < 1e10, which the 10B cut removes
+    res = backtest(synth, families=["clean"], grid=[(2, 0.05)])
+    row = res.iloc[0]
+    assert row["status"] == "no training rows after filters"
+    assert row["n_train_rows"] == 0 and np.isnan(row["are_pct"]) and np.isnan(row["predicted"])
+
+
+def test_too_few_rows_is_a_status(synth):
+    # p = 0.1 keeps 1.06e10 and 1.6e10 of each of the two runs: 4 rows < 5 parameters
+    res = backtest(synth, families=["clean"], grid=[(2, 0.1), (2, 1.0)])
+    assert list(res["status"]) == ["fit failed: 4 rows < 5 parameters", "ok"]
+    assert np.isnan(res["are_pct"].iloc[0])
+
+
+@pytest.mark.parametrize(
+    ("method", "status"),
+    [
+        (ConstMethod(fail=ValueError("boom\nsecond line")), "error: ValueError: boom"),
+        (ConstMethod(fail=RuntimeError("no convergence")), "error: RuntimeError: no convergence"),
+        (ConstMethod(fail=CurvesError("bad")), "error: CurvesError: bad"),
+        (ConstMethod(np.nan), "non-finite prediction"),
+        (ConstMethod(status="sampler failed"), "sampler failed"),
+    ],
+)
+def test_method_failures_become_status(synth, method, status):
+    res = backtest(synth, families=["clean"], methods=[method], grid=[(2, 1.0), (3, 0.5)])
+    assert len(res) == 2
+    assert (res["status"] == status).all()
+    assert res["are_pct"].isna().all() and res["predicted"].isna().all()
+
+
+def test_programming_errors_are_not_hidden(synth):
+    with pytest.raises(TypeError, match="oops"):
+        backtest(synth, families=["clean"], methods=[ConstMethod(fail=TypeError("oops"))])
+
+
+def test_interval_columns(synth):
+    res = backtest(
+        synth, families=["noisy"], methods=[ConstMethod(3.0, width=5.0)], grid=[(2, 1.0)]
+    )
+    row = res.iloc[0]
+    assert (row["lower80"], row["upper80"]) == (-2.0, 8.0)
+    assert (row["lower50"], row["upper50"]) == (1.75, 4.25)
+    assert row["covered80"] == 1.0
+    assert row["covered50"] == 1.0  # the losses lie in (1.75, 4.25)
+    assert row["pit"] == 0.25
+    assert (row["rhat_max"], row["ess_min"], row["divergences"]) == (1.01, 400.0, 0)
+    narrow = backtest(
+        synth, families=["noisy"], methods=[ConstMethod(10.0, width=1.0)], grid=[(2, 1.0)]
+    )
+    assert narrow["covered80"].iloc[0] == 0.0
+
+
+# --- families and methods -------------------------------------------------------------
+
+
+def test_usable_families(synth):
+    assert usable_families(synth) == ["clean", "noisy"]
+    res = backtest(synth, grid=[(2, 1.0)])
+    assert sorted(res["family"]) == ["clean", "noisy"]
+    assert list(backtest(synth, families="all", grid=[(2, 1.0)])["family"]) == ["clean", "noisy"]
+
+
+def test_family_errors(synth):
+    with pytest.raises(CurvesError, match=r"unknown family 'nope'; known families: clean, noisy"):
+        backtest(synth, families=["nope"])
+    with pytest.raises(CurvesError, match=r"family 'tiny' has 2 distinct sizes"):
+        backtest(synth, families=["tiny"])
+    with pytest.raises(CurvesError, match="no usable family"):
+        backtest(synth.family("tiny"))
+
+
+def test_several_methods(synth):
+    res = backtest(synth, families=["clean"], methods=["paper", ConstMethod()], grid="quick")
+    assert len(res) == 2 * 12  # const adds k = 1 cells for both methods
+    assert res.groupby("method").size().to_dict() == {"const": 12, "paper": 12}
+
+
+def test_method_registry(monkeypatch):
+    monkeypatch.setitem(METHODS, "const", ConstMethod)
+    assert isinstance(get_method("paper"), PaperMethod)
+    m = get_method("const", value=2.0)
+    assert isinstance(m, ConstMethod) and m.value == 2.0
+    register_method("const2", lambda: ConstMethod(1.0))
+    try:
+        assert get_method("const2").value == 1.0
+    finally:
+        METHODS.pop("const2")
+
+
+def test_method_options_by_name(synth, monkeypatch):
+    monkeypatch.setitem(METHODS, "const", ConstMethod)
+    res = backtest(
+        synth,
+        families=["clean"],
+        methods=["const"],
+        grid=[(2, 1.0)],
+        method_options={"const": {"value": 2.5}},
+    )
+    assert res["predicted"].iloc[0] == 2.5
+
+
+def test_progress_lines(synth, capsys):
+    backtest(synth, families=["clean"], grid=[(2, 1.0), (3, 1.0)], progress=True)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2
+    assert err[0].startswith("[1/2] clean paper k=2 p=1.0 ARE=")
+    assert err[1].endswith(" ok")
+
+
+def test_process_pool_gives_the_same_rows(synth):
+    grid = [(2, 1.0), (3, 0.5), (3, 0.3)]
+    one = backtest(synth, families=["clean", "noisy"], grid=grid)
+    two = backtest(synth, families=["clean", "noisy"], grid=grid, jobs=2)
+    cols = [c for c in COLUMNS if c != "seconds"]
+    pd.testing.assert_frame_equal(one[cols], two[cols])
+
+
+# --- summaries --------------------------------------------------------------------------
+
+
+def fake_results():
+    rows = [
+        # family, n_sizes_used, p, are, status, covered80
+        ("a", 2, 0.5, 1.0, "ok", 1.0),
+        ("a", 2, 0.5, 3.0, "ok", 0.0),
+        ("b", 2, 0.5, 6.0, "ok", 1.0),
+        ("a", 9, 0.5, 0.5, "ok", 1.0),
+        ("b", 12, 0.5, 1.5, "ok", 1.0),
+        ("a", 4, 1.0, 2.0, "ok", 0.0),
+        ("b", 4, 1.0, np.nan, "fit failed: x", np.nan),
+    ]
+    frame = pd.DataFrame(
+        rows, columns=["family", "n_sizes_used", "p", "are_pct", "status", "covered80"]
+    )
+    frame["method"] = "m"
+    frame["covered50"] = np.nan
+    frame["flagged"] = [False, True, False, False, False, False, False]
+    frame["seconds"] = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+    return frame
+
+
+def test_summary_table_is_a_macro_average():
+    table = summary_table(fake_results())
+    assert list(table.index) == ["2", "4", "8+"]
+    assert list(table.columns) == [("m", 0.5), ("m", 1.0)]
+    assert table.loc["2", ("m", 0.5)] == pytest.approx(((1 + 3) / 2 + 6) / 2)  # within, then across
+    assert table.loc["8+", ("m", 0.5)] == pytest.approx(1.0)
+    assert table.loc["4", ("m", 1.0)] == pytest.approx(2.0)  # the failed cell is left out
+    assert np.isnan(table.loc["4", ("m", 0.5)])
+
+
+def test_summary_table_bins_and_empty():
+    res = fake_results().assign(n_sizes_used=[1, 3, 7, 8, 10, 2, 2])
+    assert list(summary_table(res).index) == ["1", "2", "3", "7", "8+"]
+    assert summary_table(fake_results().assign(status="failed")).empty
+
+
+def test_method_summary():
+    out = method_summary(fake_results())
+    assert list(out.columns) == [
+        "method",
+        "cells",
+        "failed",
+        "flagged",
+        "macro_are",
+        "macro_are_low_budget",
+        "coverage80",
+        "coverage50",
+        "median_seconds",
+    ]
+    row = out.iloc[0]
+    assert (row["method"], row["cells"], row["failed"], row["flagged"]) == ("m", 7, 1, 1)
+    assert row["macro_are"] == pytest.approx(((1 + 3 + 0.5 + 2) / 4 + (6 + 1.5) / 2) / 2)
+    assert row["macro_are_low_budget"] == pytest.approx(((1 + 3) / 2 + 6) / 2)
+    assert row["coverage80"] == pytest.approx((2 / 4 + 2 / 2) / 2)
+    assert np.isnan(row["coverage50"])
+    assert row["median_seconds"] == 4.0
+
+
+def test_summaries_of_a_real_run(synth):
+    res = backtest(synth, methods=["paper", ConstMethod()], grid="quick")
+    table = summary_table(res)
+    assert set(table.columns.get_level_values(0)) == {"paper", "const"}
+    assert set(table.columns.get_level_values(1)) == {0.3, 0.5, 1.0}
+    summ = method_summary(res)
+    assert list(summ["method"]) == ["paper", "const"]
+    assert (summ["cells"] == len(res) // 2).all()
+
+
+# --- CLI ------------------------------------------------------------------------------------
+
+
+def test_cli_backtest_gpt3(corpus_file, tmp_path, capsys):
+    out = tmp_path / "x.csv"
+    args = ["backtest", str(corpus_file), "--family", "gpt3", "--method", "paper"]
+    rc = main([*args, "--grid", "quick", "--out", str(out), "--quiet"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "Macro ARE (%), target=last30" in captured.out
+    assert f"wrote 12 rows to {out}" in captured.out
+    res = pd.read_csv(out)
+    assert list(res.columns) == list(COLUMNS)
+    assert len(res) == 12  # k in {2, 3, 5, 7} x p in {0.3, 0.5, 1.0}
+    assert (res["family"] == "gpt3").all()
+    cell = res[(res["k"] == 7) & (res["p"] == 1.0)]
+    assert cell["are_pct"].iloc[0] == pytest.approx(1.61, abs=0.05)
+
+
+def test_cli_json_and_progress(tmp_path, capsys):
+    path = tmp_path / "synth.csv"
+    make_frame("clean").to_csv(path, index=False)
+    rc = main(["backtest", str(path), "--family", "all", "--grid", "quick", "--json"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    payload = json.loads(captured.out)
+    assert payload["summary"][0]["method"] == "paper"
+    assert payload["summary"][0]["cells"] == 9
+    assert set(payload["heatmap"]) == {"paper|p=0.3", "paper|p=0.5", "paper|p=1.0"}
+    assert len(captured.err.strip().splitlines()) == 9  # one progress line per cell
+
+
+def test_cli_subprocess(corpus_file, tmp_path):
+    out = tmp_path / "x.csv"
+    cmd = [sys.executable, "-m", "hiscale.cli", "backtest", str(corpus_file)]
+    cmd += ["--family", "gpt3", "--method", "paper", "--grid", "quick", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "Macro ARE" in proc.stdout
+    assert len(pd.read_csv(out)) == 12
+
+
+def test_cli_missing_file(tmp_path, capsys):
+    rc = main(["backtest", str(tmp_path / "nope.csv"), "--family", "gpt3"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert err.startswith("hiscale: error: file not found: ") and "nope.csv" in err
+
+
+def test_cli_missing_file_subprocess(tmp_path):
+    cmd = [sys.executable, "-m", "hiscale.cli", "backtest", str(tmp_path / "nope.csv")]
+    proc = subprocess.run(
+        [*cmd, "--family", "gpt3"], capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and "file not found" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_unknown_family(tmp_path, capsys):
+    path = tmp_path / "synth.csv"
+    pd.concat([make_frame("clean"), make_frame("other")]).to_csv(path, index=False)
+    rc = main(["backtest", str(path), "--family", "gpt3", "--quiet"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "hiscale: error: column 'family': unknown family 'gpt3'; known families: clean, other\n"
+    )
+
+
+def test_cli_bad_data_and_arguments(tmp_path, capsys):
+    path = tmp_path / "bad.csv"
+    make_frame("clean").assign(loss=-1.0).to_csv(path, index=False)
+    assert main(["backtest", str(path), "--family", "clean"]) == 2
+    assert "column 'loss': must be > 0: value -1.0 at row 0" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["backtest", str(path), "--family", "clean", "--min-tokens", "-1"])
+    assert exc.value.code == 2
+    assert "must be a finite number >= 0" in capsys.readouterr().err
