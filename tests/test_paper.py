@@ -53,6 +53,16 @@ def test_predict_broadcasts_and_fails_to_nan():
     assert out.shape == (2,) and np.all(np.isnan(out))
 
 
+def test_predict_with_extreme_exponents_does_not_warn():
+    """Overflowing powers are not warnings (filterwarnings=error would crash a backtest)."""
+    huge_alpha = PaperFit({"a": 6.0, "b": 7.0, "e": 0.5, "alpha": 40.0, "beta": 0.3}, "ok", "trf")
+    out = huge_alpha.predict([1e9, 1e10], 1e11)
+    # N**40 overflows to inf, so the size term is 0, its limit
+    np.testing.assert_allclose(out, np.exp(0.5) + np.exp(7.0) * 1e11**-0.3)
+    huge_b = PaperFit({"a": 6.0, "b": 800.0, "e": 0.5, "alpha": 0.3, "beta": 0.3}, "ok", "trf")
+    assert np.isinf(huge_b.predict(1e9, 1e11))
+
+
 def test_single_model_regime_fixes_a_and_alpha():
     truth = {**TRUE, "a": P0[0], "alpha": P0[3]}
     f = make_frame(sizes=[1e8], truth=truth)

@@ -52,13 +52,19 @@ class PaperFit:
         return self.params is not None
 
     def predict(self, params, tokens) -> np.ndarray:
-        """Point prediction at ``(N, D)``; NaN when the fit failed."""
+        """Point prediction at ``(N, D)``; NaN when the fit failed.
+
+        Extreme fitted exponents can overflow ``N**alpha`` (the term then
+        correctly vanishes) or ``exp(b)`` (the prediction is ``inf``, which the
+        backtest reports as a non-finite prediction); no warning is emitted.
+        """
         n = np.asarray(params, dtype=float)
         d = np.asarray(tokens, dtype=float)
         if self.params is None:
             return np.full(np.broadcast(n, d).shape, np.nan)
         p = self.params
-        return paper_law(n, d, p["a"], p["b"], p["e"], p["alpha"], p["beta"])
+        with np.errstate(over="ignore", invalid="ignore"):
+            return paper_law(n, d, p["a"], p["b"], p["e"], p["alpha"], p["beta"])
 
 
 def _curve_fit(f, xdata, ydata, p0, bounds):
