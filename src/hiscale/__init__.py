@@ -1,1 +1,39 @@
-"""hiscale: hierarchical Bayesian scaling laws."""
+"""hiscale: hierarchical Bayesian scaling laws for language models.
+
+The flow, one module per concept::
+
+    data      -> the curves table: schema, validation, loading
+    protocol  -> the paper's filters, targets and (k, p) cells
+    laws      -> scaling-law forms as pure jax functions
+    paper     -> the paper's least-squares estimator (the baseline)
+    priors    -> prior defaults as data; population priors on disk
+    design    -> curves -> padded arrays for the NumPyro models
+    model     -> the NumPyro family model
+    inference -> MAP, NUTS, diagnostics
+    fit       -> ``fit(...) -> Fit`` and ``Fit.predict``
+    population-> building a population prior (two-step)
+    backtest  -> the paper's protocol, methods plug in
+    plots, cli on top.
+"""
+
+import os
+
+# Multi-chain NUTS runs chains in parallel on CPU host devices; this must be set
+# before jax is first imported. A user's own XLA_FLAGS win.
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={min(4, os.cpu_count() or 1)}"
+    ).strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import jax  # noqa: E402
+
+# The likelihood works on log losses that differ at the 1e-4 level; MAP and
+# NUTS are run in double precision.
+jax.config.update("jax_enable_x64", True)
+
+__version__ = "0.1.0"
+
+from hiscale.data import Curves, CurvesError, load_curves  # noqa: E402
+
+__all__ = ["Curves", "CurvesError", "__version__", "load_curves"]

@@ -1,0 +1,129 @@
+"""Curves -> fixed-shape arrays for the NumPyro family model.
+
+Rows and runs are padded to power-of-two buckets with masks, so one compiled
+sampler serves every backtest cell of similar size (LESSONS.md: "fixed padded
+shapes with masks made every cell reuse one compiled kernel").
+
+Each row gets a *tempering weight* ``w = min(1, n_eff / n_r)`` (``n_r`` rows
+in its run): checkpoints of one run are strongly autocorrelated, so a run
+counts as about ``n_eff`` independent points however densely it was logged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hiscale.data import Curves
+from hiscale.laws import D0, N0
+
+__all__ = ["Design", "bucket", "make_design", "thin_rows"]
+
+
+def bucket(n: int, minimum: int = 8) -> int:
+    """Smallest power of two >= max(n, minimum)."""
+    return int(max(minimum, 1 << max(0, int(np.ceil(np.log2(max(n, 1)))))))
+
+
+def thin_rows(frame: pd.DataFrame, max_rows_per_run: int) -> pd.DataFrame:
+    """Keep at most ``max_rows_per_run`` rows per run, evenly spaced in ln D, last row kept."""
+    if max_rows_per_run <= 0:
+        return frame
+    parts = []
+    for _, g in frame.sort_values(["run", "tokens"]).groupby("run", sort=False):
+        if len(g) <= max_rows_per_run:
+            parts.append(g)
+            continue
+        idx = np.unique(np.round(np.linspace(0, len(g) - 1, max_rows_per_run)).astype(int))
+        parts.append(g.iloc[idx])
+    return pd.concat(parts) if parts else frame.iloc[:0]
+
+
+@dataclass(frozen=True)
+class Design:
+    """Padded model inputs.
+
+    Attributes
+    ----------
+    x, y : ndarray, shape (R,)
+        ``ln(N/N0)`` and ``ln(D/D0)`` per row (padding rows copy row 0).
+    run : ndarray of int, shape (R,)
+        Run index per row.
+    weight : ndarray, shape (R,)
+        Tempering weight (0 on padding).
+    mask : ndarray of bool, shape (R,)
+        True for real rows.
+    log_loss : ndarray, shape (R,)
+        ``ln L`` (padding copies row 0).
+    run_names : tuple of str
+        Real runs, in index order (padding runs follow).
+    n_rows, n_runs : int
+        Real counts; arrays are padded to ``bucket`` sizes.
+    log_scale_loc : float
+        ``ln median(loss)`` of the real rows (centre of the scale prior).
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    run: np.ndarray
+    weight: np.ndarray
+    mask: np.ndarray
+    log_loss: np.ndarray
+    run_names: tuple[str, ...]
+    run_params: np.ndarray
+    n_rows: int
+    n_runs: int
+    n_runs_padded: int
+    log_scale_loc: float
+
+    def model_args(self) -> dict[str, np.ndarray]:
+        """Keyword arrays for :func:`hiscale.model.family_model` (except priors)."""
+        return {
+            "x": self.x,
+            "y": self.y,
+            "run": self.run,
+            "weight": self.weight,
+            "mask": self.mask,
+        }
+
+
+def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) -> Design:
+    """Build padded arrays from (already selected) training rows of one family."""
+    frame = curves.frame if isinstance(curves, Curves) else curves
+    if len(frame) == 0:
+        raise ValueError("no training rows: cannot build a design")
+    frame = frame.sort_values(["params", "run", "tokens"])
+    runs = list(dict.fromkeys(frame["run"].tolist()))
+    run_index = {r: i for i, r in enumerate(runs)}
+    n = len(frame)
+    rp = bucket(n, 16)
+    kp = bucket(len(runs), 4)
+    x = np.log(frame["params"].to_numpy(float) / N0)
+    y = np.log(frame["tokens"].to_numpy(float) / D0)
+    ll = np.log(frame["loss"].to_numpy(float))
+    ri = frame["run"].map(run_index).to_numpy(int)
+    counts = np.bincount(ri, minlength=len(runs))
+    w = np.minimum(1.0, n_eff_per_run / counts[ri]) if n_eff_per_run > 0 else np.ones(n)
+
+    def pad(a, fill):
+        out = np.full(rp, fill, dtype=a.dtype)
+        out[:n] = a
+        return out
+
+    run_params = frame.groupby("run", sort=False)["params"].first().reindex(runs).to_numpy(float)
+    return Design(
+        x=pad(x, x[0]),
+        y=pad(y, y[0]),
+        run=pad(ri, 0),
+        weight=pad(w, 0.0),
+        mask=pad(np.ones(n, bool), False),
+        log_loss=pad(ll, ll[0]),
+        run_names=tuple(runs),
+        run_params=run_params,
+        n_rows=n,
+        n_runs=len(runs),
+        n_runs_padded=kp,
+        log_scale_loc=float(np.log(np.median(frame["loss"].to_numpy(float)))),
+    )

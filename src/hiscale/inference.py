@@ -1,0 +1,263 @@
+"""MAP and NUTS for the family model, and the sampler's diagnostics.
+
+* :func:`map_estimate`: BFGS on the unconstrained potential, jitted once per
+  shape bucket (the data are arguments, not constants).
+* :func:`run_nuts`: NUTS started at the MAP (the guard against the floor->0
+  mode, LESSONS.md point 3), a dense mass matrix over the global parameters,
+  ``jit_model_args`` so one compiled kernel serves every cell of a bucket.
+* :func:`diagnose`: r̂ (max), bulk/tail ESS (min), divergences, max-tree-depth
+  hits (read from NumPyro's ``num_steps``: ArviZ's ``diagnose`` misses it),
+  and chain disagreement; :data:`THRESHOLDS` decide the ``flagged`` verdict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+from jax.scipy.optimize import minimize
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
+from jax import lax
+from numpyro.infer.hmc import hmc
+from numpyro.infer.util import constrain_fn, potential_energy
+
+__all__ = [
+    "GLOBAL_SITES",
+    "THRESHOLDS",
+    "SamplerSettings",
+    "diagnose",
+    "init_params",
+    "map_estimate",
+    "run_nuts",
+]
+
+GLOBAL_SITES: tuple[str, ...] = ("xi", "log_scale", "sigma_run", "sigma_obs")
+
+#: A fit is flagged when any of these fails.
+THRESHOLDS: dict[str, float] = {
+    "rhat_max": 1.01,
+    "ess_min": 100.0,
+    "divergences": 0,
+    "tree_depth_hits_frac": 0.05,
+    "chain_disagreement": 1.0,
+}
+
+
+@dataclass(frozen=True)
+class SamplerSettings:
+    """NUTS settings (recorded with every fit).
+
+    ``chain_method`` "parallel" uses one CPU host device per chain (hiscale
+    sets two or more host devices before importing jax).
+    """
+
+    num_warmup: int = 500
+    num_samples: int = 1000
+    num_chains: int = 2
+    target_accept_prob: float = 0.9
+    max_tree_depth: int = 8
+    dense_global: bool = True
+    chain_method: str = "parallel"
+    init_jitter: float = 0.05
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for provenance."""
+        return asdict(self)
+
+
+def init_params(n_law: int, log_scale_loc: float) -> dict[str, jnp.ndarray]:
+    """Unconstrained starting point: prior centre of every site."""
+    return {
+        "xi": jnp.zeros(n_law),
+        "log_scale": jnp.asarray(log_scale_loc, dtype=float),
+        "sigma_run": jnp.asarray(np.log(0.01)),
+        "sigma_obs": jnp.asarray(np.log(0.005)),
+    }
+
+
+@lru_cache(maxsize=None)
+def _map_solver(model: Callable) -> Callable:
+    @jax.jit
+    def solve(start, kwargs):
+        flat, unravel = ravel_pytree(start)
+
+        def f(v):
+            return potential_energy(model, (), kwargs, unravel(v))
+
+        f0 = f(flat)
+        res = minimize(f, flat, method="BFGS", options={"maxiter": 500})
+        good = jnp.all(jnp.isfinite(res.x)) & jnp.isfinite(res.fun) & (res.fun <= f0)
+        best = jnp.where(good, res.x, flat)
+        return unravel(best), jnp.where(good, res.fun, f0), good
+
+    return solve
+
+
+def map_estimate(model: Callable, kwargs: dict[str, Any], start: dict) -> tuple[dict, float, bool]:
+    """MAP in the unconstrained space (BFGS); returns (params, potential, improved).
+
+    Falls back to ``start`` when BFGS ends at a non-finite or worse point.
+    """
+    params, fun, ok = _map_solver(model)(start, kwargs)
+    return params, float(fun), bool(ok)
+
+
+@lru_cache(maxsize=None)
+def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
+    """One jitted NUTS chain (warm-up + sampling) with the data as arguments.
+
+    NumPyro's ``MCMC`` re-traces its collection loop on every ``run``; a
+    backtest runs hundreds of fits of the same shapes, so hiscale drives the
+    functional NUTS kernel itself: compiled once per (model, settings, shape).
+    """
+
+    def potential_gen(*args, **kwargs):
+        return lambda params: potential_energy(model, args, kwargs, params)
+
+    init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
+
+    def run_chain(key, init, kwargs):
+        state = init_kernel(
+            init,
+            num_warmup=settings.num_warmup,
+            step_size=0.05,
+            find_heuristic_step_size=True,
+            target_accept_prob=settings.target_accept_prob,
+            dense_mass=settings.dense_global,
+            max_tree_depth=settings.max_tree_depth,
+            model_kwargs=kwargs,
+            rng_key=key,
+        )
+
+        def step(st, _):
+            st = sample_kernel(st, model_kwargs=kwargs)
+            return st, (st.z, st.diverging, st.num_steps)
+
+        state, _ = lax.scan(step, state, None, length=settings.num_warmup)
+        _, (z, div, nsteps) = lax.scan(step, state, None, length=settings.num_samples)
+        return z, div, nsteps
+
+    if settings.chain_method == "parallel" and jax.local_device_count() >= settings.num_chains:
+        return jax.pmap(run_chain, in_axes=(0, 0, None))
+    return jax.jit(jax.vmap(run_chain, in_axes=(0, 0, None)))
+
+
+@lru_cache(maxsize=None)
+def _constrainer(model: Callable) -> Callable:
+    @jax.jit
+    def constrain(z, kwargs):
+        return jax.vmap(
+            lambda zi: constrain_fn(model, (), kwargs, zi, return_deterministic=True)
+        )(z)
+
+    return constrain
+
+
+def run_nuts(
+    model: Callable,
+    kwargs: dict[str, Any],
+    *,
+    rng_key: jax.Array,
+    settings: SamplerSettings,
+    init: dict[str, jnp.ndarray],
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """NUTS chains from ``init`` (plus small per-chain jitter).
+
+    Returns
+    -------
+    samples : dict
+        Constrained sites and deterministics, ``(chain, draw, ...)``.
+    extra : dict
+        ``diverging`` and ``num_steps``, ``(chain, draw)``.
+    """
+    k_jit, k_run = jax.random.split(rng_key)
+    c = settings.num_chains
+    flat, unravel = ravel_pytree(init)
+    noise = settings.init_jitter * jax.random.normal(k_jit, (c, flat.shape[0]))
+    inits = jax.vmap(unravel)(flat[None, :] + noise)
+    keys = jax.random.split(k_run, c)
+    z, div, nsteps = _chain_runner(model, settings)(keys, inits, kwargs)
+    n = settings.num_samples
+    zflat = jax.tree.map(lambda a: a.reshape(c * n, *a.shape[2:]), z)
+    cons = _constrainer(model)(zflat, kwargs)
+    samples = {k: np.asarray(v).reshape(c, n, *v.shape[1:]) for k, v in cons.items()}
+    return samples, {"diverging": np.asarray(div), "num_steps": np.asarray(nsteps)}
+
+
+def diagnose(
+    samples: dict[str, np.ndarray],
+    *,
+    diverging: np.ndarray,
+    num_steps: np.ndarray,
+    max_tree_depth: int,
+) -> dict[str, Any]:
+    """Convergence summary of grouped-by-chain samples.
+
+    Parameters
+    ----------
+    samples : dict
+        Site -> array ``(chain, draw, ...)`` (sites ``xi``,
+        ``log_scale``, ``sigma_run``, ``sigma_obs``).
+    diverging, num_steps : ndarray ``(chain, draw)``
+    max_tree_depth : int
+
+    Returns
+    -------
+    dict
+        ``rhat_max, ess_min (bulk), ess_tail_min, divergences,
+        tree_depth_hits, chain_disagreement, flagged, reasons``.
+    """
+    parts = []
+    for name in GLOBAL_SITES:
+        v = np.asarray(samples[name], dtype=float)
+        parts.append(v.reshape(v.shape[0], v.shape[1], -1))
+    allv = np.concatenate(parts, axis=-1)  # (chain, draw, P)
+    n_chains = allv.shape[0]
+    rhat = np.asarray(split_gelman_rubin(allv)) if n_chains > 1 else np.ones(allv.shape[-1])
+    ess = np.asarray(effective_sample_size(allv))
+    # tail ESS: ESS of the 5% and 95% quantile indicators (Vehtari et al. 2021)
+    q05 = np.quantile(allv, 0.05, axis=(0, 1))
+    q95 = np.quantile(allv, 0.95, axis=(0, 1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ess_tail = np.minimum(
+            np.asarray(effective_sample_size((allv <= q05).astype(float))),
+            np.asarray(effective_sample_size((allv <= q95).astype(float))),
+        )
+    glob = allv
+    if n_chains > 1:
+        means = glob.mean(axis=1)
+        sd = glob.reshape(-1, glob.shape[-1]).std(axis=0) + 1e-12
+        disagreement = float(np.max((means.max(0) - means.min(0)) / sd))
+    else:
+        disagreement = 0.0
+    div = int(np.sum(diverging))
+    hits = int(np.sum(np.asarray(num_steps) >= 2**max_tree_depth - 1))
+    out = {
+        "rhat_max": float(np.nanmax(rhat)),
+        "ess_min": float(np.nanmin(ess)),
+        "ess_tail_min": float(np.nanmin(ess_tail)),
+        "divergences": div,
+        "tree_depth_hits": hits,
+        "chain_disagreement": disagreement,
+    }
+    n_draws = allv.shape[0] * allv.shape[1]
+    reasons = []
+    if out["rhat_max"] > THRESHOLDS["rhat_max"]:
+        reasons.append(f"r_hat {out['rhat_max']:.3f} > {THRESHOLDS['rhat_max']}")
+    if out["ess_min"] < THRESHOLDS["ess_min"]:
+        reasons.append(f"ESS {out['ess_min']:.0f} < {THRESHOLDS['ess_min']:.0f}")
+    if div > THRESHOLDS["divergences"]:
+        reasons.append(f"{div} divergences")
+    if hits > THRESHOLDS["tree_depth_hits_frac"] * n_draws:
+        reasons.append(f"{hits} max-tree-depth hits")
+    if disagreement > THRESHOLDS["chain_disagreement"]:
+        reasons.append(f"chains disagree ({disagreement:.2f} sd)")
+    out["flagged"] = bool(reasons)
+    out["reasons"] = "; ".join(reasons)
+    return out

@@ -1,0 +1,230 @@
+"""Priors as data: weak defaults in one place, population priors on disk.
+
+A family's parameters are the law's unit-free vector ``z`` (log share ratios
+``u_a, u_b``, log exponents, optional ``gamma``), its loss scale
+``log_scale`` (never pooled) and two noise scales:
+
+* ``z ~ MVN(loc, chol chol^T)`` (non-centred in the model);
+* ``log_scale ~ Normal(ln median(loss) + log_scale_shift, log_scale_sd)``,
+  centred on the family's own data because loss units differ across
+  families (nats/token vs LAMBADA nats/word);
+* ``sigma_run ~ LogNormal(*sigma_run)``: run-to-run (seed) offset of ln L;
+* ``sigma_obs ~ LogNormal(*sigma_obs)``: checkpoint-level noise of ln L.
+
+A :class:`Prior` is either the weak default (``"flat"``: no borrowing) or a
+population prior, the predictive distribution of a *new* family's
+parameters learned from many families (:mod:`hiscale.population`) and saved
+in ``models/NAME/prior.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hiscale.laws import get_law
+
+__all__ = [
+    "DEFAULT_LAW_PRIORS",
+    "DEFAULT_PRIORS",
+    "Prior",
+    "flat_prior",
+    "list_priors",
+    "load_prior",
+    "resolve_prior",
+]
+
+#: Weak per-parameter priors ``(mean, sd)`` for the unit-free law parameters.
+#: ``u_a = ln(a/e)``, ``u_b = ln(b/e)`` at (N0, D0) = (1e9, 1e11); exponents
+#: centred on the Datablations fit (alpha = beta = 0.35).
+DEFAULT_LAW_PRIORS: dict[str, tuple[float, float]] = {
+    "u_a": (-1.0, 1.5),
+    "u_b": (-1.0, 1.5),
+    "log_alpha": (math.log(0.35), 0.6),
+    "log_beta": (math.log(0.35), 0.6),
+    "gamma": (0.0, 0.15),
+}
+
+#: Everything else the model and the data selection need, in one place.
+DEFAULT_PRIORS: dict[str, Any] = {
+    "log_scale_sd": 1.0,
+    "log_scale_shift": 0.0,
+    "sigma_run": (math.log(0.01), 0.5),
+    "sigma_obs": (math.log(0.005), 1.0),
+    "df_run": 4.0,
+    "df_obs": 4.0,
+}
+
+
+@dataclass(frozen=True)
+class Prior:
+    """Prior for one family's parameters.
+
+    Attributes
+    ----------
+    name : str
+        ``"flat"`` or the population prior's name.
+    law : str
+        Law form the ``z`` vector belongs to.
+    names : tuple of str
+        Order of ``z``.
+    loc : ndarray, shape (K,)
+    cov : ndarray, shape (K, K)
+    settings : dict
+        Noise and scale priors (keys of :data:`DEFAULT_PRIORS`).
+    meta : dict
+        Provenance (families, data hash, sampler settings, ...).
+    """
+
+    name: str
+    law: str
+    names: tuple[str, ...]
+    loc: np.ndarray
+    cov: np.ndarray
+    settings: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRIORS))
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        k = len(self.names)
+        loc = np.asarray(self.loc, dtype=float)
+        cov = np.asarray(self.cov, dtype=float)
+        if loc.shape != (k,) or cov.shape != (k, k):
+            raise ValueError(
+                f"prior {self.name!r}: expected loc ({k},) and cov ({k}, {k}), "
+                f"got {loc.shape} and {cov.shape}"
+            )
+        object.__setattr__(self, "loc", loc)
+        object.__setattr__(self, "cov", cov)
+
+    @property
+    def sd(self) -> np.ndarray:
+        """Marginal standard deviations of ``z``."""
+        return np.sqrt(np.diag(self.cov))
+
+    def with_settings(self, **overrides: Any) -> Prior:
+        """Copy with some noise/scale settings replaced."""
+        unknown = set(overrides) - set(DEFAULT_PRIORS)
+        if unknown:
+            raise ValueError(f"unknown prior settings {sorted(unknown)}; known: {list(DEFAULT_PRIORS)}")
+        return replace(self, settings={**self.settings, **overrides})
+
+    def for_law(self, law: str) -> Prior:
+        """Project/extend this prior onto another law's parameter vector.
+
+        Parameters the prior lacks get the weak default, independent of the
+        others; parameters the law does not use are marginalised out.
+        """
+        target = get_law(law).params
+        if tuple(target) == self.names:
+            return self
+        k = len(target)
+        loc = np.zeros(k)
+        cov = np.zeros((k, k))
+        idx = {n: i for i, n in enumerate(self.names)}
+        for i, ni in enumerate(target):
+            if ni in idx:
+                loc[i] = self.loc[idx[ni]]
+                for j, nj in enumerate(target):
+                    if nj in idx:
+                        cov[i, j] = self.cov[idx[ni], idx[nj]]
+            else:
+                m, s = DEFAULT_LAW_PRIORS[ni]
+                loc[i] = m
+                cov[i, i] = s**2
+        return replace(self, law=get_law(law).name, names=tuple(target), loc=loc, cov=cov)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready representation (recorded with every result)."""
+        d = asdict(self)
+        d["loc"] = self.loc.tolist()
+        d["cov"] = self.cov.tolist()
+        d["names"] = list(self.names)
+        d["settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Prior:
+        """Inverse of :meth:`to_dict`."""
+        settings = {**DEFAULT_PRIORS}
+        for k, v in d.get("settings", {}).items():
+            settings[k] = tuple(v) if isinstance(v, list) else v
+        return cls(
+            name=d["name"],
+            law=d["law"],
+            names=tuple(d["names"]),
+            loc=np.asarray(d["loc"], dtype=float),
+            cov=np.asarray(d["cov"], dtype=float),
+            settings=settings,
+            meta=d.get("meta", {}),
+        )
+
+    def save(self, directory: str | Path) -> Path:
+        """Write ``prior.json`` into ``directory`` (created if needed)."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "prior.json"
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def flat_prior(law: str = "chinchilla", **settings: Any) -> Prior:
+    """Weak defaults, no borrowing (independent normals from :data:`DEFAULT_LAW_PRIORS`)."""
+    names = get_law(law).params
+    loc = np.array([DEFAULT_LAW_PRIORS[n][0] for n in names])
+    sd = np.array([DEFAULT_LAW_PRIORS[n][1] for n in names])
+    prior = Prior(name="flat", law=get_law(law).name, names=names, loc=loc, cov=np.diag(sd**2))
+    return prior.with_settings(**settings) if settings else prior
+
+
+def _search_dirs() -> list[Path]:
+    here = Path(__file__).resolve().parent
+    return [here / "_models", here.parent.parent / "models"]
+
+
+def list_priors() -> list[str]:
+    """Names of the population priors shipped with the package."""
+    names: set[str] = set()
+    for d in _search_dirs():
+        if d.is_dir():
+            names.update(p.parent.name for p in d.glob("*/prior.json"))
+    return sorted(names)
+
+
+def load_prior(name_or_path: str | Path) -> Prior:
+    """Load a population prior by shipped name (``"corpus-v1"``) or directory/file path."""
+    path = Path(name_or_path)
+    candidates = []
+    if path.suffix == ".json":
+        candidates.append(path)
+    candidates.append(path / "prior.json")
+    candidates += [d / str(name_or_path) / "prior.json" for d in _search_dirs()]
+    for c in candidates:
+        if c.is_file():
+            try:
+                return Prior.from_dict(json.loads(c.read_text()))
+            except (json.JSONDecodeError, KeyError, ValueError) as err:
+                raise ValueError(f"{str(c)!r} is not a hiscale prior: {err}") from err
+    known = ", ".join(list_priors()) or "none"
+    raise ValueError(f"unknown prior {str(name_or_path)!r}; shipped priors: {known}, or 'flat'")
+
+
+def resolve_prior(prior: str | Path | Prior, *, law: str) -> Prior:
+    """``"flat"``, a shipped name, a path or a :class:`Prior` -> Prior for ``law``."""
+    if isinstance(prior, Prior):
+        return prior.for_law(law)
+    if str(prior) == "flat":
+        return flat_prior(law)
+    return load_prior(prior).for_law(law)
