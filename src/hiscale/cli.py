@@ -87,8 +87,12 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", default="last30", choices=["last30", "final"])
     p.add_argument("--direction", default="up", choices=["up", "down"])
     p.add_argument("--min-tokens", type=nonneg_float, default=1e10, help="10B cut (0 disables)")
-    p.add_argument("--k1", action=argparse.BooleanOptionalAction, default=None,
-                   help="add k=1 cells (default: on when a Bayesian method runs)")
+    p.add_argument(
+        "--k1",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add k=1 cells (default: on when a Bayesian method runs)",
+    )
     p.add_argument("--prior", default=None, help="saved prior for bayes (default: leave-one-out)")
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out", default=None, help="write one row per cell to this CSV")
@@ -136,8 +140,10 @@ def _backtest(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2))
         return 0
     with pd.option_context("display.width", 200, "display.max_columns", 40):
-        print(f"Macro ARE (%), target={args.target}, rows = #models in training data, "
-              "columns = (method, p)")
+        print(
+            f"Macro ARE (%), target={args.target}, rows = #models in training data, "
+            "columns = (method, p)"
+        )
         print(table.round(2).to_string())
         print()
         print(summ.round(3).to_string(index=False))
@@ -178,4 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run through the package module so commands registered in hiscale.commands land
+    # in the same registry
+    from hiscale.cli import main as _main
+
+    sys.exit(_main())

@@ -166,16 +166,25 @@ def _as_float(raw: pd.Series) -> np.ndarray:
 
 
 def _to_bool(series: pd.Series, column: str, frame: pd.DataFrame) -> pd.Series:
+    """Parse a boolean column (True/False, 1/0, "true"/"false"); empty -> False."""
     if series.dtype == bool:
         return series
     mapping = {"true": True, "false": False, "1": True, "0": False, "1.0": True, "0.0": False}
-    text = series.astype("string").str.strip().str.lower()
-    out = text.map(mapping)
-    bad = out.isna() & series.notna()
-    if bad.any():
-        pos = int(np.flatnonzero(bad.to_numpy())[0])
-        _fail(column, series.iloc[pos], frame, pos, "not a boolean (true/false)")
-    return out.fillna(False).astype(bool)
+    values = series.to_numpy(dtype=object)
+    out = np.zeros(len(values), dtype=bool)
+    for pos, v in enumerate(values):
+        if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
+            continue
+        if isinstance(v, (bool, np.bool_)):
+            out[pos] = bool(v)
+            continue
+        key = str(v).strip().lower()
+        if key == "":
+            continue
+        if key not in mapping:
+            _fail(column, v, frame, pos, "not a boolean (true/false)")
+        out[pos] = mapping[key]
+    return pd.Series(out, index=series.index)
 
 
 def validate_curves(frame: pd.DataFrame) -> pd.DataFrame:

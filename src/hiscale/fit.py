@@ -196,14 +196,23 @@ class Fit:
         obs = np.log(self.data["loss"].to_numpy(float))
         mu = np.asarray(self.posterior["mu"])[..., :n_rows]
         s = self.prior.settings
-        weight = np.asarray(make_design(self.data, n_eff_per_run=self.options["n_eff_per_run"]).weight[:n_rows])
+        weight = np.asarray(
+            make_design(self.data, n_eff_per_run=self.options["n_eff_per_run"]).weight[:n_rows]
+        )
         # pointwise log-likelihood per run (leave-one-run-out PSIS-LOO)
         c, d = mu.shape[:2]
         loglik = np.asarray(
             jax.vmap(
                 lambda r, sr, so: run_loglik(
-                    r, jnp.asarray(run_idx), jnp.asarray(weight), jnp.ones(n_rows, bool),
-                    n_runs, sr, so, s["df_run"], s["df_obs"],
+                    r,
+                    jnp.asarray(run_idx),
+                    jnp.asarray(weight),
+                    jnp.ones(n_rows, bool),
+                    n_runs,
+                    sr,
+                    so,
+                    s["df_run"],
+                    s["df_obs"],
                 )
             )(
                 jnp.asarray((obs - mu).reshape(c * d, n_rows)),
@@ -215,9 +224,15 @@ class Fit:
         rng = np.random.default_rng(self.seed)
         resid = obs - mu
         n_r = np.bincount(run_idx, minlength=n_runs).astype(float)
-        rbar = np.stack(
-            [np.bincount(run_idx, weights=row, minlength=n_runs) for row in resid.reshape(c * d, -1)]
-        ).reshape(c, d, n_runs) / n_r
+        rbar = (
+            np.stack(
+                [
+                    np.bincount(run_idx, weights=row, minlength=n_runs)
+                    for row in resid.reshape(c * d, -1)
+                ]
+            ).reshape(c, d, n_runs)
+            / n_r
+        )
         vr = post["sigma_run"][..., None] ** 2
         vo = post["sigma_obs"][..., None] ** 2 / n_r
         shrink = vr / (vr + vo)
@@ -225,7 +240,8 @@ class Fit:
         rep = (
             mu
             + delta[..., run_idx]
-            + post["sigma_obs"][..., None] * stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
+            + post["sigma_obs"][..., None]
+            * stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
         )
         dt = az.from_dict(
             {
@@ -285,8 +301,10 @@ class Fit:
         names = (*law.params, "log_scale", "sigma_run", "sigma_obs", "mu")
         ds = xr.Dataset(
             {
-                n: (("chain", "draw", *(("row_padded",) if n == "mu" else ())),
-                    np.asarray(self.posterior[n]))
+                n: (
+                    ("chain", "draw", *(("row_padded",) if n == "mu" else ())),
+                    np.asarray(self.posterior[n]),
+                )
                 for n in names
             }
         )
@@ -325,15 +343,18 @@ def load_fit(path: str | Path) -> Fit:
         raise ValueError(f"fit file not found: {str(path)!r}")
     try:
         dt = xr.open_datatree(path, engine="h5netcdf")
-    except Exception as err:  # noqa: BLE001 - any reader failure means "not a fit"
-        raise ValueError(f"{str(path)!r} is not a hiscale fit (cannot read netCDF: {type(err).__name__})") from None
+    except Exception as err:
+        raise ValueError(
+            f"{str(path)!r} is not a hiscale fit (cannot read netCDF: {type(err).__name__})"
+        ) from None
     attrs = dict(dt.attrs)
     fmt = attrs.get("hiscale_format")
     if fmt is None or "hiscale_draws" not in dt.children:
         raise ValueError(f"{str(path)!r} is not a hiscale fit (no hiscale_format attribute)")
     if fmt != FIT_FORMAT:
         raise ValueError(
-            f"{str(path)!r} was written in format {fmt!r} (hiscale {attrs.get('hiscale_version')}); "
+            f"{str(path)!r} was written in format {fmt!r} "
+            f"(hiscale {attrs.get('hiscale_version')}); "
             f"this hiscale ({__version__}) reads {FIT_FORMAT!r}"
         )
     draws = dt["hiscale_draws"].to_dataset()
@@ -487,4 +508,3 @@ def fit(
         provenance={"data_hash": c.data_hash(), "hiscale_version": __version__},
         sample_stats=stats_,
     )
-

@@ -14,16 +14,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.flatten_util import ravel_pytree
-from jax.scipy.optimize import minimize
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from jax import lax
+from jax.flatten_util import ravel_pytree
+from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
@@ -37,7 +36,7 @@ __all__ = [
     "run_nuts",
 ]
 
-GLOBAL_SITES: tuple[str, ...] = ("xi", "log_scale", "sigma_run", "sigma_obs")
+GLOBAL_SITES: tuple[str, ...] = ("xi", "log_scale", "log_sigma_run", "log_sigma_obs")
 
 #: A fit is flagged when any of these fails.
 THRESHOLDS: dict[str, float] = {
@@ -76,39 +75,75 @@ def init_params(n_law: int, log_scale_loc: float) -> dict[str, jnp.ndarray]:
     return {
         "xi": jnp.zeros(n_law),
         "log_scale": jnp.asarray(log_scale_loc, dtype=float),
-        "sigma_run": jnp.asarray(np.log(0.01)),
-        "sigma_obs": jnp.asarray(np.log(0.005)),
+        "log_sigma_run": jnp.asarray(np.log(0.01)),
+        "log_sigma_obs": jnp.asarray(np.log(0.005)),
     }
 
 
-@lru_cache(maxsize=None)
-def _map_solver(model: Callable) -> Callable:
+@cache
+def _value_and_grad(model: Callable) -> Callable:
     @jax.jit
-    def solve(start, kwargs):
-        flat, unravel = ravel_pytree(start)
+    def vg(params, kwargs):
+        return jax.value_and_grad(lambda p: potential_energy(model, (), kwargs, p))(params)
 
-        def f(v):
-            return potential_energy(model, (), kwargs, unravel(v))
+    return vg
 
-        f0 = f(flat)
-        res = minimize(f, flat, method="BFGS", options={"maxiter": 500})
-        good = jnp.all(jnp.isfinite(res.x)) & jnp.isfinite(res.fun) & (res.fun <= f0)
-        best = jnp.where(good, res.x, flat)
-        return unravel(best), jnp.where(good, res.fun, f0), good
 
-    return solve
+#: Box for the MAP search in the unconstrained space (prior sd units for ``xi``).
+MAP_BOUNDS: dict[str, tuple[float, float]] = {
+    "xi": (-8.0, 8.0),
+    "log_scale": (-10.0, 10.0),
+    "log_sigma_run": (-15.0, 2.0),
+    "log_sigma_obs": (-15.0, 2.0),
+}
 
 
 def map_estimate(model: Callable, kwargs: dict[str, Any], start: dict) -> tuple[dict, float, bool]:
-    """MAP in the unconstrained space (BFGS); returns (params, potential, improved).
+    """MAP in the unconstrained space: L-BFGS-B in a generous box.
 
-    Falls back to ``start`` when BFGS ends at a non-finite or worse point.
+    The box (:data:`MAP_BOUNDS`, ``log_scale`` relative to its start) keeps
+    the optimiser out of overflow regions; BFGS without it walked to
+    ``sigma_run = exp(1000)`` on the misfitting family. Returns
+    ``(params, potential, improved)`` and falls back to ``start`` when the
+    optimum is not finite or not better.
     """
-    params, fun, ok = _map_solver(model)(start, kwargs)
-    return params, float(fun), bool(ok)
+    from scipy.optimize import minimize as sp_minimize
+
+    vg = _value_and_grad(model)
+    flat0, unravel = ravel_pytree(start)
+    lo, hi = [], []
+    for name in sorted(start):  # ravel_pytree flattens dicts in sorted-key order
+        size = int(np.size(start[name]))
+        a, b = MAP_BOUNDS.get(name, (-np.inf, np.inf))
+        if name == "log_scale":
+            a, b = float(start[name]) + a, float(start[name]) + b
+        lo += [a] * size
+        hi += [b] * size
+
+    def f(v):
+        val, g = vg(unravel(jnp.asarray(v)), kwargs)
+        gflat, _ = ravel_pytree(g)
+        val = float(val)
+        if not np.isfinite(val):
+            return 1e300, np.zeros_like(v)
+        return val, np.asarray(gflat, dtype=float)
+
+    f0, _ = f(np.asarray(flat0))
+    res = sp_minimize(
+        f,
+        np.asarray(flat0),
+        jac=True,
+        method="L-BFGS-B",
+        bounds=list(zip(lo, hi, strict=True)),
+        options={"maxiter": 1000},
+    )
+    f1, _ = f(res.x)
+    if np.all(np.isfinite(res.x)) and np.isfinite(f1) and f1 <= f0:
+        return unravel(jnp.asarray(res.x)), f1, True
+    return start, f0, False
 
 
-@lru_cache(maxsize=None)
+@cache
 def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
     """One jitted NUTS chain (warm-up + sampling) with the data as arguments.
 
@@ -148,13 +183,13 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
     return jax.jit(jax.vmap(run_chain, in_axes=(0, 0, None)))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _constrainer(model: Callable) -> Callable:
     @jax.jit
     def constrain(z, kwargs):
-        return jax.vmap(
-            lambda zi: constrain_fn(model, (), kwargs, zi, return_deterministic=True)
-        )(z)
+        return jax.vmap(lambda zi: constrain_fn(model, (), kwargs, zi, return_deterministic=True))(
+            z
+        )
 
     return constrain
 
@@ -203,7 +238,7 @@ def diagnose(
     ----------
     samples : dict
         Site -> array ``(chain, draw, ...)`` (sites ``xi``,
-        ``log_scale``, ``sigma_run``, ``sigma_obs``).
+        ``log_scale``, ``log_sigma_run``, ``log_sigma_obs``).
     diverging, num_steps : ndarray ``(chain, draw)``
     max_tree_depth : int
 

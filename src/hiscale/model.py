@@ -8,7 +8,7 @@ For rows ``i`` (checkpoints of run ``r``) with ``x = ln(N/N0)``,
     z &= \\mathrm{loc} + C\\xi,\\ \\xi \\sim \\mathcal N(0, I)
         \\qquad (z \\sim \\mathrm{MVN}(\\mathrm{loc}, CC^T), \\text{ non-centred})\\\\
     \\ln s &\\sim \\mathcal N(m_s, s_s),\\quad
-    \\sigma_{run}, \\sigma_{obs} \\sim \\mathrm{LogNormal}(\\cdot)\\\\
+    \\ln\\sigma_{run}, \\ln\\sigma_{obs} \\sim \\mathcal N(\\cdot)\\\\
     e_i &= \\delta_r + \\varepsilon_i,\\quad \\delta_r \\sim \\sigma_{run} t_{\\nu},
         \\quad \\varepsilon_i \\sim \\sigma_{obs} t_{\\nu}
 
@@ -38,7 +38,7 @@ The same function serves prior, fit and posterior predictive: with
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
 import jax
 import jax.numpy as jnp
@@ -100,7 +100,7 @@ def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, d
     return between + within
 
 
-@lru_cache(maxsize=None)
+@cache
 def make_family_model(law: str | Law) -> Callable:
     """The family model for one law form (cached, so compiled kernels are reused)."""
     law = get_law(law)
@@ -115,12 +115,17 @@ def make_family_model(law: str | Law) -> Callable:
         theta["log_scale"] = numpyro.sample(
             "log_scale", dist.Normal(prior["log_scale_loc"], prior["log_scale_sd"])
         )
-        sigma_run = numpyro.sample(
-            "sigma_run", dist.LogNormal(prior["sigma_run"][0], prior["sigma_run"][1])
+        # noise scales are sampled on the log scale (a LogNormal prior): the
+        # unconstrained space is then the sampling space, and the clip keeps
+        # exp() finite wherever an optimiser or a warm-up step wanders.
+        log_sigma_run = numpyro.sample(
+            "log_sigma_run", dist.Normal(prior["sigma_run"][0], prior["sigma_run"][1])
         )
-        sigma_obs = numpyro.sample(
-            "sigma_obs", dist.LogNormal(prior["sigma_obs"][0], prior["sigma_obs"][1])
+        log_sigma_obs = numpyro.sample(
+            "log_sigma_obs", dist.Normal(prior["sigma_obs"][0], prior["sigma_obs"][1])
         )
+        sigma_run = numpyro.deterministic("sigma_run", jnp.exp(jnp.clip(log_sigma_run, -20.0, 3.0)))
+        sigma_obs = numpyro.deterministic("sigma_obs", jnp.exp(jnp.clip(log_sigma_obs, -20.0, 3.0)))
         mu = numpyro.deterministic("mu", law.log_loss(x, y, theta))
         n_runs = run_mask.shape[0]
         if log_loss is None:

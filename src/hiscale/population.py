@@ -35,6 +35,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,15 @@ __all__ = [
     "FamilySummary",
     "build_prior",
     "cache_dir",
+    "engine_revision",
     "family_group",
     "population_families",
     "summarise_family",
 ]
+
+
+#: Step-1 family fits with a larger r_hat are left out of the population (and reported).
+MAX_STEP1_RHAT: float = 1.1
 
 
 def cache_dir() -> Path:
@@ -129,9 +135,20 @@ class FamilySummary:
         return cls(**d)
 
 
+@lru_cache(maxsize=1)
+def engine_revision() -> str:
+    """Hash of the modules that define a fit (cached results are keyed by it)."""
+    here = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in ("laws.py", "design.py", "model.py", "inference.py", "fit.py", "population.py"):
+        h.update((here / name).read_bytes())
+    return h.hexdigest()[:12]
+
+
 def _summary_key(curves: Curves, family: str, law: str, options: FitOptions, sampler, seed) -> str:
     payload = json.dumps(
         [
+            engine_revision(),
             curves.family(family).data_hash(),
             family,
             law,
@@ -165,7 +182,9 @@ def summarise_family(
     if use_cache and path.is_file():
         return FamilySummary.from_dict(json.loads(path.read_text()))
     t0 = time.perf_counter()
-    f = fit(curves, family=family, prior="flat", law=law, seed=seed, options=options, sampler=sampler)
+    f = fit(
+        curves, family=family, prior="flat", law=law, seed=seed, options=options, sampler=sampler
+    )
     names = get_law(law).params
     z = np.stack([f.posterior[n].reshape(-1) for n in names], axis=1)
     counts = f.data.groupby("run").size()
@@ -178,7 +197,7 @@ def summarise_family(
         log_sigma_obs=float(np.median(np.log(f.posterior["sigma_obs"]))),
         single_row_runs=bool(counts.max() == 1),
         rows=len(f.data),
-        runs=int(len(counts)),
+        runs=len(counts),
         diagnostics={k: v for k, v in f.diagnostics.items()},
         seconds=time.perf_counter() - t0,
     )
@@ -220,6 +239,7 @@ def build_prior(
     seed: int = 0,
     use_cache: bool = True,
     progress: bool = False,
+    min_span: float = 4.0,
 ) -> Prior:
     """Two-step population prior from the families in ``curves``.
 
@@ -241,6 +261,8 @@ def build_prior(
         Reuse cached step-1 summaries.
     progress : bool
         Print one line per step-1 family to stderr.
+    min_span : float
+        Families whose sizes span less than this factor are left out.
 
     Returns
     -------
@@ -253,7 +275,7 @@ def build_prior(
     t_start = time.perf_counter()
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
-    auto, why = population_families(curves)
+    auto, why = population_families(curves, min_span=min_span)
     fams = list(families) if families is not None else auto
     groups = {family_group(e) for e in exclude}
     for f in list(fams):
@@ -267,16 +289,28 @@ def build_prior(
         t0 = time.perf_counter()
         summaries.append(
             summarise_family(
-                curves, fam, law=law, options=options, sampler=sampler, seed=seed,
+                curves,
+                fam,
+                law=law,
+                options=options,
+                sampler=sampler,
+                seed=seed,
                 use_cache=use_cache,
             )
         )
         if progress:
             d = summaries[-1].diagnostics
             sys.stderr.write(
-                f"[{i + 1}/{len(fams)}] {fam}: {summaries[-1].rows} rows, r_hat {d['rhat_max']:.3f}, "
+                f"[{i + 1}/{len(fams)}] {fam}: {summaries[-1].rows} rows, "
+                f"r_hat {d['rhat_max']:.3f}, "
                 f"{time.perf_counter() - t0:.1f}s\n"
             )
+    bad = [s for s in summaries if s.diagnostics["rhat_max"] > MAX_STEP1_RHAT]
+    for s in bad:
+        why[s.family] = f"step-1 fit did not converge (r_hat {s.diagnostics['rhat_max']:.3g})"
+    summaries = [s for s in summaries if s.diagnostics["rhat_max"] <= MAX_STEP1_RHAT]
+    if len(summaries) < 2:
+        raise ValueError(f"need >= 2 converged families for a population prior; left out: {why}")
     base = flat_prior(law)
     k = len(base.names)
     m = np.stack([s.mean for s in summaries])
@@ -284,7 +318,10 @@ def build_prior(
     t1 = time.perf_counter()
     kernel = NUTS(_population_model, target_accept_prob=0.95)
     mcmc = MCMC(
-        kernel, num_warmup=1000, num_samples=1000, num_chains=2,
+        kernel,
+        num_warmup=1000,
+        num_samples=1000,
+        num_chains=2,
         chain_method="parallel" if jax.local_device_count() >= 2 else "sequential",
         progress_bar=False,
     )
@@ -301,7 +338,15 @@ def build_prior(
 
     grouped = mcmc.get_samples(group_by_chain=True)
     rhat = max(
-        float(np.nanmax(np.asarray(split_gelman_rubin(np.asarray(grouped[v]).reshape(2, -1, *np.shape(grouped[v])[2:])))))
+        float(
+            np.nanmax(
+                np.asarray(
+                    split_gelman_rubin(
+                        np.asarray(grouped[v]).reshape(2, -1, *np.shape(grouped[v])[2:])
+                    )
+                )
+            )
+        )
         for v in ("mu", "tau")
     )
     div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
@@ -324,12 +369,18 @@ def build_prior(
         settings["sigma_obs"] = (float(np.median(lso)), float(max(0.75, np.std(lso))))
     meta = {
         "families_used": {
-            s.family: {"rows": s.rows, "runs": s.runs, "rhat_max": s.diagnostics["rhat_max"],
-                       "flagged": s.diagnostics["flagged"], "fit_seconds": s.seconds}
+            s.family: {
+                "rows": s.rows,
+                "runs": s.runs,
+                "rhat_max": s.diagnostics["rhat_max"],
+                "flagged": s.diagnostics["flagged"],
+                "fit_seconds": s.seconds,
+            }
             for s in summaries
         },
         "families_left_out": why,
         "exclude": list(exclude),
+        "min_span": min_span,
         "data_hash": curves.data_hash(),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
         "population": {
@@ -344,10 +395,20 @@ def build_prior(
         "step1_options": options.to_dict(),
         "step1_sampler": sampler.to_dict(),
         "seed": seed,
-        "seconds": {"step1": t1 - t_start, "step2": t2 - t1, "total": time.perf_counter() - t_start},
+        "seconds": {
+            "step1": t1 - t_start,
+            "step2": t2 - t1,
+            "total": time.perf_counter() - t_start,
+        },
         "hiscale_version": __version__,
         "built": time.strftime("%Y-%m-%d"),
     }
-    return Prior(name=name, law=get_law(law).name, names=base.names, loc=loc, cov=cov,
-                 settings=settings, meta=meta)
-
+    return Prior(
+        name=name,
+        law=get_law(law).name,
+        names=base.names,
+        loc=loc,
+        cov=cov,
+        settings=settings,
+        meta=meta,
+    )

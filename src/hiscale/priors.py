@@ -110,7 +110,9 @@ class Prior:
         """Copy with some noise/scale settings replaced."""
         unknown = set(overrides) - set(DEFAULT_PRIORS)
         if unknown:
-            raise ValueError(f"unknown prior settings {sorted(unknown)}; known: {list(DEFAULT_PRIORS)}")
+            raise ValueError(
+                f"unknown prior settings {sorted(unknown)}; known: {list(DEFAULT_PRIORS)}"
+            )
         return replace(self, settings={**self.settings, **overrides})
 
     def for_law(self, law: str) -> Prior:
@@ -144,7 +146,9 @@ class Prior:
         d["loc"] = self.loc.tolist()
         d["cov"] = self.cov.tolist()
         d["names"] = list(self.names)
-        d["settings"] = {k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()}
+        d["settings"] = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in self.settings.items()
+        }
         return d
 
     @classmethod

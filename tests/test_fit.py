@@ -1,0 +1,249 @@
+"""Fit: predictive maths on fake posteriors, diagnostics, smoke NUTS, recovery, determinism."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from engine_sim import TRUTH, simulate_family, true_loss
+from scipy import stats
+
+import hiscale
+from hiscale.data import load_curves
+from hiscale.fit import Fit, FitOptions, fit, load_fit
+from hiscale.inference import SamplerSettings, diagnose
+from hiscale.laws import LAWS
+from hiscale.priors import flat_prior
+
+SMALL = SamplerSettings(num_warmup=200, num_samples=200)
+
+
+def fake_fit(n_draws=4000, *, sigma_run=0.02, sigma_obs=0.0, spread=0.0, seed=0):
+    """A Fit whose posterior is built by hand (no sampling)."""
+    rng = np.random.default_rng(seed)
+    post = {}
+    for k, v in TRUTH.items():
+        post[k] = (v + spread * rng.standard_normal(n_draws)).reshape(2, -1)
+    post["sigma_run"] = np.full((2, n_draws // 2), sigma_run)
+    post["sigma_obs"] = np.full((2, n_draws // 2), sigma_obs)
+    return Fit(
+        family="fake",
+        law="chinchilla",
+        prior=flat_prior(),
+        posterior=post,
+        diagnostics={"flagged": False},
+        sampler={},
+        options=FitOptions().to_dict(),
+        seed=0,
+        data=pd.DataFrame({"family": [], "run": [], "params": [], "tokens": [], "loss": []}),
+    )
+
+
+def test_expected_curve_of_point_posterior_is_the_law():
+    f = fake_fit(spread=0.0)
+    pred = f.predict([1e9, 7e9], [1e11, 2e11])
+    np.testing.assert_allclose(pred["expected_median"], true_loss([1e9, 7e9], [1e11, 2e11]))
+    np.testing.assert_allclose(pred["expected_lower80"], pred["expected_upper80"])
+
+
+def test_new_run_interval_is_the_run_offset_distribution():
+    # point posterior + sigma_run only: ln L_new = ln L̂ + sigma_run * t_4
+    f = fake_fit(n_draws=200_000, sigma_run=0.02)
+    pred = f.predict(7e9, 2e11, ci_prob=0.8)
+    mu = np.log(true_loss(7e9, 2e11))
+    q = stats.t.ppf(0.9, f.prior.settings["df_run"]) * 0.02
+    np.testing.assert_allclose(np.log(pred["new_run_upper80"][0]), mu + q, atol=2e-3 * 0.02 * 50)
+    np.testing.assert_allclose(np.log(pred["new_run_lower80"][0]), mu - q, atol=2e-3 * 0.02 * 50)
+    np.testing.assert_allclose(np.log(pred["new_run_median"][0]), mu, atol=1e-3)
+
+
+def test_intervals_nest_and_widen():
+    f = fake_fit(spread=0.05, sigma_run=0.01, sigma_obs=0.003)
+    p = f.predict(3e9, 6e10)
+    for kind in ("expected", "new_run"):
+        assert p[f"{kind}_lower95"][0] < p[f"{kind}_lower80"][0] < p[f"{kind}_lower50"][0]
+        assert p[f"{kind}_upper50"][0] < p[f"{kind}_upper80"][0] < p[f"{kind}_upper95"][0]
+    # a new run is more uncertain than the expected curve
+    assert p["new_run_upper80"][0] - p["new_run_lower80"][0] > (
+        p["expected_upper80"][0] - p["expected_lower80"][0]
+    )
+
+
+def test_predict_rejects_bad_input():
+    f = fake_fit()
+    with pytest.raises(ValueError, match="params must be finite and > 0"):
+        f.predict(-5, 1e10)
+    with pytest.raises(ValueError, match="ci_prob"):
+        f.predict(1e9, 1e10, ci_prob=1.5)
+
+
+def test_predict_is_deterministic_given_seed():
+    f = fake_fit(spread=0.05)
+    a = f.predict(1e9, 1e11, seed=3)
+    b = f.predict(1e9, 1e11, seed=3)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def _chains(shift):
+    rng = np.random.default_rng(0)
+    s = {
+        "xi": rng.standard_normal((2, 2000, 4)),
+        "log_scale": rng.standard_normal((2, 2000)),
+        "log_sigma_run": rng.standard_normal((2, 2000)),
+        "log_sigma_obs": rng.standard_normal((2, 2000)),
+    }
+    s["log_scale"][1] += shift
+    return s
+
+
+def test_diagnose_passes_good_chains_and_flags_disagreeing_ones():
+    ok = diagnose(
+        _chains(0.0),
+        diverging=np.zeros((2, 2000), bool),
+        num_steps=np.full((2, 2000), 7),
+        max_tree_depth=8,
+    )
+    assert not ok["flagged"], ok["reasons"]
+    bad = diagnose(
+        _chains(5.0),
+        diverging=np.zeros((2, 2000), bool),
+        num_steps=np.full((2, 2000), 7),
+        max_tree_depth=8,
+    )
+    assert bad["flagged"]
+    assert "r_hat" in bad["reasons"] and "chains disagree" in bad["reasons"]
+    div = diagnose(
+        _chains(0.0),
+        diverging=np.eye(2, 2000, dtype=bool),
+        num_steps=np.full((2, 2000), 255),
+        max_tree_depth=8,
+    )
+    assert div["flagged"] and div["divergences"] == 2 and div["tree_depth_hits"] == 4000
+
+
+@pytest.fixture(scope="module")
+def small_fit():
+    frame = simulate_family(seed=0)
+    return fit(frame, prior="flat", seed=0, sampler=SMALL)
+
+
+def test_smoke_nuts_runs_and_reports(small_fit):
+    f = small_fit
+    assert f.posterior["u_a"].shape == (2, 200)
+    for key in (
+        "rhat_max",
+        "ess_min",
+        "ess_tail_min",
+        "divergences",
+        "tree_depth_hits",
+        "chain_disagreement",
+        "flagged",
+    ):
+        assert key in f.diagnostics
+    assert f.diagnostics["rhat_max"] < 1.1
+    assert "sampler:" in f.summary()
+
+
+def test_small_recovery_of_the_target(small_fit):
+    """Five sizes 5e7..8e8: predict a 4x larger model within a few percent."""
+    target_n, target_d = 3.2e9, 40 * 3.2e9
+    truth = true_loss(target_n, target_d)
+    p = small_fit.predict(target_n, target_d)
+    assert abs(p["expected_median"][0] / truth - 1) < 0.03
+    assert p["new_run_lower95"][0] < truth < p["new_run_upper95"][0]
+    # the exponents are recovered roughly
+    alpha = np.exp(small_fit.posterior["log_alpha"]).mean()
+    assert 0.15 < alpha < 0.6
+
+
+def test_fit_is_bit_identical_for_the_same_seed(small_fit):
+    frame = simulate_family(seed=0)
+    again = fit(frame, prior="flat", seed=0, sampler=SMALL)
+    for k in ("u_a", "log_alpha", "sigma_run"):
+        np.testing.assert_array_equal(small_fit.posterior[k], again.posterior[k])
+    pd.testing.assert_frame_equal(small_fit.predict(1e9, 1e11), again.predict(1e9, 1e11))
+
+
+# five runs only: PSIS warns that some Pareto k are high, which is expected here
+@pytest.mark.filterwarnings("ignore:Estimated shape parameter of Pareto:UserWarning")
+def test_datatree_groups_and_loo(small_fit):
+    import arviz as az
+
+    dt = small_fit.to_datatree()
+    for group in (
+        "posterior",
+        "sample_stats",
+        "log_likelihood",
+        "posterior_predictive",
+        "observed_data",
+    ):
+        assert group in dt.children
+    assert dt.attrs["family"] == "sim" and "prior_json" in dt.attrs
+    assert int(dt["sample_stats"]["reached_max_tree_depth"].sum()) >= 0
+    elpd = az.loo(dt, var_name="run_loglik")
+    assert np.isfinite(elpd.elpd)
+
+
+def test_save_load_roundtrip_is_bit_identical(small_fit, tmp_path):
+    path = small_fit.save(tmp_path / "fit.nc")
+    back = load_fit(path)
+    pd.testing.assert_frame_equal(
+        small_fit.predict([1e9, 4e9], [1e11, 2e11], seed=5),
+        back.predict([1e9, 4e9], [1e11, 2e11], seed=5),
+    )
+    assert back.diagnostics == pytest.approx(small_fit.diagnostics)
+
+
+def test_load_rejects_non_fit_files(tmp_path):
+    bad = tmp_path / "bad.nc"
+    bad.write_bytes(b"not a netcdf file")
+    with pytest.raises(ValueError, match="is not a hiscale fit"):
+        load_fit(bad)
+    with pytest.raises(ValueError, match="not found"):
+        load_fit(tmp_path / "missing.nc")
+
+
+def test_fit_requires_family_when_several():
+    frame = pd.concat([simulate_family("a"), simulate_family("b")])
+    with pytest.raises(hiscale.CurvesError, match="pick one with family="):
+        fit(load_curves(frame), prior="flat", sampler=SMALL)
+
+
+def test_final_only_family_pins_checkpoint_noise():
+    frame = simulate_family(n_ckpt=1, sizes=(5e7, 1e8, 2e8, 4e8, 8e8, 1.6e9))
+    f = fit(frame, prior="flat", sampler=SMALL)
+    assert f.prior.settings["sigma_obs"][1] == pytest.approx(0.1)
+    assert LAWS[f.law].params == ("u_a", "u_b", "log_alpha", "log_beta")
+
+
+@pytest.mark.slow
+def test_recovery_tightens_with_more_sizes():
+    """Slow: more sizes -> smaller error on a 10x extrapolation (recovery)."""
+    errs = []
+    for sizes in [(5e7, 1e8, 2e8), (5e7, 1e8, 2e8, 4e8, 8e8, 1.6e9)]:
+        f = fit(simulate_family(sizes=sizes, seed=11), prior="flat", sampler=SamplerSettings())
+        p = f.predict(1.6e10, 40 * 1.6e10)
+        errs.append(abs(p["expected_median"][0] / true_loss(1.6e10, 40 * 1.6e10) - 1))
+    assert errs[1] < 0.02
+    assert errs[1] <= errs[0] + 1e-3
+
+
+@pytest.mark.slow
+def test_simulated_coverage_of_80_percent_intervals():
+    """Slow: families drawn from the prior; 80% new-run intervals cover ~80%."""
+    rng = np.random.default_rng(0)
+    prior = flat_prior()
+    hits = []
+    for i in range(30):
+        z = rng.multivariate_normal(prior.loc, prior.cov * 0.25)
+        truth = dict(zip(prior.names, z, strict=True)) | {"log_scale": np.log(2.5)}
+        frame = simulate_family(
+            f"s{i}", truth=truth, seed=i, sizes=(5e7, 1e8, 2e8, 4e8, 8e8, 1.6e9)
+        )
+        target = frame[frame["params"] == 1.6e9]
+        train = frame[frame["params"] < 1.6e9]
+        f = fit(
+            train, prior="flat", seed=i, sampler=SamplerSettings(num_warmup=300, num_samples=300)
+        )
+        row = target.iloc[-1]
+        p = f.predict(row["params"], row["tokens"], ci_prob=0.8)
+        hits.append(p["new_run_lower80"][0] <= row["loss"] <= p["new_run_upper80"][0])
+    assert 0.6 <= np.mean(hits) <= 0.95
