@@ -53,6 +53,10 @@ VARIANTS = {
         doc="Gaussian run offsets and noise (df 1000) instead of Student-t",
     ),
     "pop-all": dict(min_span=1.0, doc="population includes narrow families (datablations triples)"),
+    "mixed-units": dict(
+        match_unit=False,
+        doc="population mixes loss units (LAMBADA nats/word with nats/token families)",
+    ),
     "flat": dict(prior="flat", doc="weak default prior, no borrowing (= bayes-flat)"),
 }
 
@@ -71,6 +75,7 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS))
     ap.add_argument("--grid", default="quick")
     ap.add_argument("--out", default="benchmarks/results/ablations")
+    ap.add_argument("--resume", action="store_true", help="reuse variants already in the CSV")
     args = ap.parse_args(argv)
     curves = load_curves(args.corpus)
     out = Path(args.out)

@@ -23,7 +23,14 @@ from hiscale.backtest import CellPrediction, register_method
 from hiscale.data import Curves
 from hiscale.fit import FitOptions, fit
 from hiscale.inference import SamplerSettings
-from hiscale.population import build_prior, cache_dir, engine_revision, family_group
+from hiscale.population import (
+    build_prior,
+    cache_dir,
+    engine_revision,
+    family_group,
+    family_unit,
+    population_families,
+)
 from hiscale.priors import Prior, flat_prior, load_prior
 from hiscale.protocol import Cell
 
@@ -40,10 +47,17 @@ def leave_one_out_prior(
     seed: int = 0,
     progress: bool = False,
     min_span: float = 4.0,
+    match_unit: bool = True,
 ) -> Prior:
-    """Population prior built without ``family``'s group (cached on disk)."""
+    """Population prior built without ``family``'s group (cached on disk).
+
+    Only families in the held-out family's loss unit feed it; when fewer than
+    two are left, the weak default (``flat``) prior is returned, with a note
+    in ``meta``.
+    """
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
+    unit = family_unit(corpus, family) if match_unit else None
     key = hashlib.sha256(
         json.dumps(
             [
@@ -56,6 +70,8 @@ def leave_one_out_prior(
                 seed,
                 __version__,
                 min_span,
+                unit,
+                "population-v2",
             ],
             default=str,
         ).encode()
@@ -65,17 +81,34 @@ def leave_one_out_prior(
         return load_prior(path)
     if progress:
         sys.stderr.write(f"building leave-one-out prior without {family_group(family)!r} ...\n")
-    prior = build_prior(
-        corpus,
-        name=f"lofo-{family_group(family)}",
-        law=law,
-        exclude=[family],
-        options=options,
-        sampler=sampler,
-        seed=seed,
-        progress=progress,
-        min_span=min_span,
-    )
+    candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
+    if len([f for f in candidates if family_group(f) != family_group(family)]) < 2:
+        base = flat_prior(law)
+        prior = Prior(
+            name="flat",
+            law=base.law,
+            names=base.names,
+            loc=base.loc,
+            cov=base.cov,
+            settings=base.settings,
+            meta={
+                "note": f"no population in loss unit {unit!r} without {family!r}: flat prior",
+                "loss_unit": unit,
+            },
+        )
+    else:
+        prior = build_prior(
+            corpus,
+            name=f"lofo-{family_group(family)}",
+            law=law,
+            exclude=[family],
+            options=options,
+            sampler=sampler,
+            seed=seed,
+            progress=progress,
+            min_span=min_span,
+            loss_unit=unit,
+        )
     prior.save(path)
     return prior
 
@@ -107,6 +140,7 @@ class BayesMethod:
     progress: bool = False
     prior_settings: dict[str, Any] = field(default_factory=dict)
     min_span: float = 4.0
+    match_unit: bool = True
 
     def prepare(self, corpus: Curves, family: str) -> Prior:
         """The prior used for every cell of ``family`` (with ``prior_settings`` applied)."""
@@ -127,11 +161,14 @@ class BayesMethod:
                 sampler=self.sampler,
                 progress=self.progress,
                 min_span=self.min_span,
+                match_unit=self.match_unit,
             )
         saved = load_prior(Path(self.prior) if Path(str(self.prior)).exists() else self.prior)
         seen = {family_group(f) for f in saved.meta.get("families_used", {})}
-        if family_group(family) in seen:
-            # the saved prior saw this family: rebuild it without the family
+        other_unit = saved.meta.get("loss_unit") not in (None, family_unit(corpus, family))
+        if family_group(family) in seen or other_unit:
+            # the saved prior saw this family (or is in another loss unit):
+            # rebuild it from the corpus without the family
             return leave_one_out_prior(
                 corpus,
                 family,
@@ -140,6 +177,7 @@ class BayesMethod:
                 sampler=self.sampler,
                 progress=self.progress,
                 min_span=self.min_span,
+                match_unit=self.match_unit,
             )
         return saved.for_law(self.law)
 

@@ -484,6 +484,15 @@ def fit(
     if len(selected) == 0:
         raise CurvesError(f"column 'tokens': no rows of family {family!r} left after filters")
     pr = resolve_prior(prior, law=law)
+    notes = []
+    prior_unit = pr.meta.get("loss_unit")
+    if prior_unit and "loss_unit" in c.frame.columns:
+        units = set(c.frame["loss_unit"].dropna().astype(str))
+        if units and prior_unit not in units:
+            notes.append(
+                f"prior {pr.name!r} was learned from families in {prior_unit!r}, this family "
+                f"is in {sorted(units)}: borrowing across loss units is not calibrated"
+            )
     design = make_design(selected, n_eff_per_run=options.n_eff_per_run)
     if design.n_rows == design.n_runs:
         # one row per run (final-only families): run offsets and checkpoint noise
@@ -505,6 +514,6 @@ def fit(
         data=data,
         log=selected.log,
         timings=timings,
-        provenance={"data_hash": c.data_hash(), "hiscale_version": __version__},
+        provenance={"data_hash": c.data_hash(), "hiscale_version": __version__, "notes": notes},
         sample_stats=stats_,
     )

@@ -59,6 +59,8 @@ __all__ = [
     "cache_dir",
     "engine_revision",
     "family_group",
+    "family_unit",
+    "majority_unit",
     "population_families",
     "summarise_family",
 ]
@@ -85,20 +87,47 @@ def family_group(family: str) -> str:
     return family.split("-")[0]
 
 
+def family_unit(curves: Curves, family: str) -> str:
+    """The family's loss unit (``loss_unit`` column), or ``"unspecified"``."""
+    f = curves.frame
+    if "loss_unit" not in f.columns:
+        return "unspecified"
+    units = f.loc[f["family"] == family, "loss_unit"].dropna().astype(str).unique()
+    return units[0] if len(units) else "unspecified"
+
+
 def population_families(
-    curves: Curves, *, min_sizes: int = 3, min_span: float = 4.0
+    curves: Curves,
+    *,
+    min_sizes: int = 3,
+    min_span: float = 4.0,
+    loss_unit: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Families that feed the population, and why the others were left out."""
+    """Families that feed the population, and why the others were left out.
+
+    A population is learned within one loss unit (``loss_unit``; ``None``
+    mixes units): shares and exponents of a per-token validation loss and of
+    a per-word downstream NLL (LAMBADA) are not draws from one distribution.
+    """
     keep, why = [], {}
     for fam in curves.families:
         s = np.sort(curves.frame.loc[curves.frame["family"] == fam, "params"].unique())
-        if len(s) < min_sizes:
+        unit = family_unit(curves, fam)
+        if loss_unit is not None and unit != loss_unit:
+            why[fam] = f"loss unit {unit!r} != {loss_unit!r}"
+        elif len(s) < min_sizes:
             why[fam] = f"{len(s)} sizes < {min_sizes}"
         elif s[-1] / s[0] < min_span:
             why[fam] = f"sizes span {s[-1] / s[0]:.1f}x < {min_span:g}x"
         else:
             keep.append(fam)
     return keep, why
+
+
+def majority_unit(curves: Curves) -> str:
+    """The loss unit shared by most families."""
+    units = [family_unit(curves, f) for f in curves.families]
+    return max(set(units), key=units.count)
 
 
 @dataclass(frozen=True)
@@ -137,10 +166,10 @@ class FamilySummary:
 
 @lru_cache(maxsize=1)
 def engine_revision() -> str:
-    """Hash of the modules that define a fit (cached results are keyed by it)."""
+    """Hash of the modules that define a family fit (cached step-1 summaries are keyed by it)."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for name in ("laws.py", "design.py", "model.py", "inference.py", "fit.py", "population.py"):
+    for name in ("laws.py", "design.py", "model.py", "inference.py", "fit.py"):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 
@@ -202,7 +231,9 @@ def summarise_family(
         seconds=time.perf_counter() - t0,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(summ.to_dict(), default=_json_default, indent=1))
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(summ.to_dict(), default=_json_default, indent=1))
+    tmp.replace(path)  # atomic: concurrent backtests may read the cache
     return summ
 
 
@@ -240,6 +271,7 @@ def build_prior(
     use_cache: bool = True,
     progress: bool = False,
     min_span: float = 4.0,
+    loss_unit: str | None = "auto",
 ) -> Prior:
     """Two-step population prior from the families in ``curves``.
 
@@ -263,6 +295,9 @@ def build_prior(
         Print one line per step-1 family to stderr.
     min_span : float
         Families whose sizes span less than this factor are left out.
+    loss_unit : str or None
+        Only families in this loss unit feed the population; ``"auto"`` = the
+        unit of most families, ``None`` mixes units.
 
     Returns
     -------
@@ -275,7 +310,9 @@ def build_prior(
     t_start = time.perf_counter()
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
-    auto, why = population_families(curves, min_span=min_span)
+    if loss_unit == "auto":
+        loss_unit = majority_unit(curves)
+    auto, why = population_families(curves, min_span=min_span, loss_unit=loss_unit)
     fams = list(families) if families is not None else auto
     groups = {family_group(e) for e in exclude}
     for f in list(fams):
@@ -381,6 +418,7 @@ def build_prior(
         "families_left_out": why,
         "exclude": list(exclude),
         "min_span": min_span,
+        "loss_unit": loss_unit,
         "data_hash": curves.data_hash(),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
         "population": {

@@ -1,0 +1,205 @@
+"""Joint hierarchical fit of several named families at once (research use).
+
+One NumPyro model over ``F`` families, each with the family likelihood of
+:mod:`hiscale.model` (run offsets integrated out, tempered within-run term),
+and the population in the same model:
+
+.. math::
+
+    z_f = \\mu + \\mathrm{diag}(\\tau) L_\\Omega \\xi_f,\\quad \\xi_f \\sim \\mathcal N(0, I),\\quad
+    \\mu \\sim \\mathcal N(\\mathrm{loc}_0, 2 s_0),\\ \\tau \\sim \\mathcal N^+(0, s_0),\\
+    L_\\Omega \\sim \\mathrm{LKJChol}(2)
+
+with per-family ``log_scale``, ``log_sigma_run`` and ``log_sigma_obs`` under
+the weak defaults. The two-step route (:mod:`hiscale.population`) is what
+ships priors; this one-step fit is for research: it samples when the
+families' likelihoods are tempered (LESSONS.md point 4 failed without it),
+and its diagnostics say when it does not.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+from numpyro.infer import MCMC, NUTS, init_to_median
+
+from hiscale.data import Curves, load_curves
+from hiscale.design import bucket, make_design
+from hiscale.fit import FitOptions, select_rows
+from hiscale.laws import get_law
+from hiscale.model import prior_arrays, run_loglik
+from hiscale.priors import flat_prior
+
+__all__ = ["JointFit", "fit_joint", "make_joint_model"]
+
+
+def make_joint_model(law: str):
+    """Joint model for one law form; data arrays carry a leading family axis."""
+    law_obj = get_law(law)
+    names = law_obj.params
+
+    def joint_model(x, y, run, weight, mask, run_mask, prior, log_loss=None):
+        n_fam, k = x.shape[0], len(names)
+        mu = numpyro.sample("mu", dist.Normal(prior["loc"], 2.0 * prior["sd"]).to_event(1))
+        tau = numpyro.sample("tau", dist.HalfNormal(prior["sd"]).to_event(1))
+        l_omega = numpyro.sample("L_omega", dist.LKJCholesky(k, 2.0))
+        with numpyro.plate("family", n_fam):
+            xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
+            log_scale = numpyro.sample(
+                "log_scale", dist.Normal(prior["log_scale_loc"], prior["log_scale_sd"])
+            )
+            lsr = numpyro.sample(
+                "log_sigma_run", dist.Normal(prior["sigma_run"][0], prior["sigma_run"][1])
+            )
+            lso = numpyro.sample(
+                "log_sigma_obs", dist.Normal(prior["sigma_obs"][0], prior["sigma_obs"][1])
+            )
+        z = mu + xi @ (tau[:, None] * l_omega).T  # (F, K)
+        theta = {n: numpyro.deterministic(n, z[:, i]) for i, n in enumerate(names)}
+        theta_rows = {n: v[:, None] for n, v in theta.items()}
+        theta_rows["log_scale"] = log_scale[:, None]
+        mean = law_obj.log_loss(x, y, theta_rows)
+        sr = jnp.exp(jnp.clip(lsr, -20.0, 3.0))
+        so = jnp.exp(jnp.clip(lso, -20.0, 3.0))
+        n_runs = run_mask.shape[1]
+        ll = jax.vmap(
+            lambda r, ru, w, m, a, b: run_loglik(
+                r, ru, w, m, n_runs, a, b, prior["df_run"], prior["df_obs"]
+            )
+        )(log_loss - mean, run, weight, mask, sr, so)
+        numpyro.factor("run_loglik", jnp.sum(jnp.where(run_mask, ll, 0.0)))
+
+    return joint_model
+
+
+@dataclass
+class JointFit:
+    """Result of :func:`fit_joint`: an ArviZ DataTree plus diagnostics."""
+
+    families: list[str]
+    law: str
+    datatree: Any
+    diagnostics: dict[str, Any]
+    seconds: float
+
+    @property
+    def flagged(self) -> bool:
+        """True when a convergence threshold failed."""
+        return bool(self.diagnostics["flagged"])
+
+
+def fit_joint(
+    curves: Curves | str,
+    *,
+    families: Sequence[str],
+    law: str = "chinchilla",
+    seed: int = 0,
+    options: FitOptions | None = None,
+    num_warmup: int = 500,
+    num_samples: int = 500,
+    num_chains: int = 2,
+) -> JointFit:
+    """NUTS on the joint hierarchical model of ``families``.
+
+    Parameters
+    ----------
+    curves : Curves or path
+    families : sequence of str
+        At least two families.
+    law : str
+    seed : int
+    options : FitOptions
+        Row selection per family (as in :func:`hiscale.fit.fit`).
+    num_warmup, num_samples, num_chains : int
+    """
+    options = options or FitOptions()
+    c = curves if isinstance(curves, Curves) else load_curves(curves)
+    fams = list(families)
+    if len(fams) < 2:
+        raise ValueError(f"a joint fit needs >= 2 families, got {fams}")
+    designs = [
+        make_design(select_rows(c.family(f), options), n_eff_per_run=options.n_eff_per_run)
+        for f in fams
+    ]
+    rows = max(bucket(d.n_rows, 16) for d in designs)
+    runs = max(d.n_runs_padded for d in designs)
+
+    def pad(a, fill):
+        out = np.full(rows, fill, dtype=a.dtype)
+        out[: len(a)] = a
+        return out
+
+    arr = {
+        k: np.stack(
+            [pad(getattr(d, k), getattr(d, k)[0] if k != "mask" else False) for d in designs]
+        )
+        for k in ("x", "y", "run", "mask", "log_loss")
+    }
+    arr["weight"] = np.stack([pad(d.weight, 0.0) for d in designs])
+    run_mask = np.stack([np.arange(runs) < d.n_runs for d in designs])
+    base = flat_prior(law)
+    pa = prior_arrays(base, log_scale_loc=0.0)
+    prior = {
+        "loc": jnp.asarray(base.loc),
+        "sd": jnp.asarray(base.sd),
+        "log_scale_loc": jnp.asarray([d.log_scale_loc for d in designs]),
+        "log_scale_sd": jnp.asarray(pa["log_scale_sd"]),
+        "sigma_run": jnp.asarray(pa["sigma_run"]),
+        "sigma_obs": jnp.asarray(pa["sigma_obs"]),
+        "df_run": jnp.asarray(pa["df_run"]),
+        "df_obs": jnp.asarray(pa["df_obs"]),
+    }
+    model = make_joint_model(law)
+    t0 = time.perf_counter()
+    chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
+    mcmc = MCMC(
+        NUTS(model, target_accept_prob=0.9, max_tree_depth=9, init_strategy=init_to_median),
+        num_warmup=num_warmup,
+        num_samples=num_samples,
+        num_chains=num_chains,
+        chain_method=chain_method,
+        progress_bar=False,
+    )
+    mcmc.run(
+        jax.random.PRNGKey(seed),
+        x=jnp.asarray(arr["x"]),
+        y=jnp.asarray(arr["y"]),
+        run=jnp.asarray(arr["run"]),
+        weight=jnp.asarray(arr["weight"]),
+        mask=jnp.asarray(arr["mask"]),
+        run_mask=jnp.asarray(run_mask),
+        prior=prior,
+        log_loss=jnp.asarray(arr["log_loss"]),
+        extra_fields=("diverging", "num_steps"),
+    )
+    seconds = time.perf_counter() - t0
+    import arviz as az
+
+    from hiscale.inference import diagnose
+
+    grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
+    extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}
+    diag = diagnose(
+        {
+            "xi": grouped["xi"],
+            "log_scale": grouped["log_scale"],
+            "log_sigma_run": grouped["log_sigma_run"],
+            "log_sigma_obs": grouped["log_sigma_obs"],
+        },
+        diverging=extra["diverging"],
+        num_steps=extra["num_steps"],
+        max_tree_depth=9,
+    )
+    dt = az.from_numpyro(
+        mcmc, coords={"family": fams}, dims={n: ["family"] for n in get_law(law).params}
+    )
+    dt.attrs.update({"families": ",".join(fams), "law": law, "seconds": seconds})
+    return JointFit(families=fams, law=law, datatree=dt, diagnostics=diag, seconds=seconds)
