@@ -50,7 +50,7 @@ def demo():
 def sparse_fit(demo):
     """Flat-prior fit of the demo's low-budget family (two small sizes)."""
     curves, _ = demo
-    return fit(curves, family="sim-3", prior="flat", seed=0, sampler=TEST_SAMPLER)
+    return fit(curves, family="sim3", prior="flat", seed=0, sampler=TEST_SAMPLER)
 
 
 def _png(fig, tmp_path, name="fig.png") -> Path:
@@ -72,7 +72,7 @@ def test_importing_plots_does_not_touch_matplotlib():
 
 def test_plot_curves_data_only(demo, tmp_path):
     curves, _ = demo
-    fig = plot_curves(curves, family="sim-0")
+    fig = plot_curves(curves, family="sim0")
     _png(fig, tmp_path)
     ax = fig.axes[0]
     assert ax.get_xscale() == "log" and ax.get_yscale() == "log"
@@ -82,7 +82,7 @@ def test_plot_curves_data_only(demo, tmp_path):
 
 def test_plot_curves_with_fit_target_and_truth(demo, sparse_fit, tmp_path):
     curves, truth = demo
-    row = truth.loc["sim-3"].copy()
+    row = truth.loc["sim3"].copy()
     row["law"] = "chinchilla"
     target = (row["target_params"], row["target_tokens"])
     for actual in (
@@ -111,12 +111,12 @@ def test_plot_curves_errors(demo):
     with pytest.raises(ValueError, match="unknown family 'nope'"):
         plot_curves(curves, family="nope")
     with pytest.raises(ValueError, match="needs target"):
-        plot_curves(curves, family="sim-0", actual=2.5)
+        plot_curves(curves, family="sim0", actual=2.5)
 
 
 def test_plot_target_density(demo, sparse_fit, tmp_path):
     _, truth = demo
-    row = truth.loc["sim-3"]
+    row = truth.loc["sim3"]
     fig = plot_target_density(
         sparse_fit,
         row["target_params"],
@@ -215,11 +215,11 @@ def test_plot_exponents_from_fits_and_prior(sparse_fit, tmp_path):
     prior = flat_prior()
     meta = {"family_means": {"pop-a": [-1.0, -2.0, np.log(0.3), np.log(0.25)]}}
     prior = type(prior)(**{**prior.__dict__, "name": "pop", "meta": meta})
-    fig = plot_exponents({"sim-3 (flat)": sparse_fit}, prior=prior)
+    fig = plot_exponents({"sim3 (flat)": sparse_fit}, prior=prior)
     _png(fig, tmp_path)
     ax_a, ax_b = fig.axes[:2]
     assert "alpha" in ax_a.get_xlabel() and "beta" in ax_b.get_xlabel()
-    assert [t.get_text() for t in ax_a.get_yticklabels()] == ["sim-3 (flat)", "pop-a"]
+    assert [t.get_text() for t in ax_a.get_yticklabels()] == ["sim3 (flat)", "pop-a"]
     fig2 = plot_exponents(prior)  # the prior alone
     _png(fig2, tmp_path, "prior.png")
     fig3 = plot_exponents([sparse_fit])

@@ -173,7 +173,9 @@ def simulate_families(
     sparse_sizes : int
         Sizes kept in a sparse family (1 or 2 makes the borrowing case).
     prefix : str
-        Family names are ``{prefix}-{i}``.
+        Family names are ``{prefix}{i}`` (no hyphen: hiscale groups families by
+        the name before the first hyphen, :func:`hiscale.population.family_group`,
+        and simulated families are independent).
     max_tries : int
         Redraws allowed per family before giving up.
 
@@ -210,7 +212,7 @@ def simulate_families(
     truth: list[dict] = []
     for i, child in enumerate(children):
         rng = np.random.default_rng(child)
-        family = f"{prefix}-{i}"
+        family = f"{prefix}{i}"
         if sizes is None:
             k = int(rng.integers(n_sizes[0], n_sizes[1] + 1))
             grid = np.geomspace(size_range[0], size_range[1], k)
