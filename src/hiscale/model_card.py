@@ -1,0 +1,210 @@
+"""MODEL_CARD.md for a population prior, generated from the prior's ``meta``.
+
+The card says what the prior is for, which families and rows went in, which
+were left out and why, how it was sampled and how to rebuild it. Everything
+comes from :attr:`hiscale.priors.Prior.meta` (written by
+:func:`hiscale.population.build_prior`), so the card cannot drift from the
+numbers in ``prior.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from hiscale.priors import Prior
+
+__all__ = ["model_card", "write_model_card"]
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if isinstance(v, (bool, np.bool_)):
+        return "yes" if v else "no"
+    if isinstance(v, (int, np.integer)):
+        return f"{int(v):,}"
+    if isinstance(v, (float, np.floating)):
+        return f"{float(v):.{digits}g}"
+    return str(v)
+
+
+def _rhat(v: Any) -> str:
+    return f"{float(v):.3f}" if isinstance(v, (int, float, np.number)) else str(v)
+
+
+def _kv_table(d: dict[str, Any]) -> list[str]:
+    lines = ["| setting | value |", "|---|---|"]
+    lines += [f"| `{k}` | {_rhat(v) if 'rhat' in k else _fmt(v)} |" for k, v in d.items()]
+    return lines
+
+
+def _parameter_table(prior: Prior) -> list[str]:
+    lines = [
+        "| parameter | prior mean | prior sd | new family, 95% range |",
+        "|---|---|---|---|",
+    ]
+    for name, mu, sd in zip(prior.names, prior.loc, prior.sd, strict=True):
+        lo, hi = mu - 1.96 * sd, mu + 1.96 * sd
+        if name.startswith("log_"):
+            rng = f"{name[4:]} in [{np.exp(lo):.3g}, {np.exp(hi):.3g}] (median {np.exp(mu):.3g})"
+        else:
+            rng = f"[{lo:.3g}, {hi:.3g}]"
+        lines.append(f"| `{name}` | {mu:.3f} | {sd:.3f} | {rng} |")
+    return lines
+
+
+def model_card(prior: Prior, *, command: str | None = None) -> str:
+    """Markdown model card of a population prior.
+
+    Parameters
+    ----------
+    prior : Prior
+        A population prior (``meta`` as written by
+        :func:`hiscale.population.build_prior`).
+    command : str, optional
+        Command that rebuilds the prior (default: ``meta["rebuild_command"]``).
+
+    Returns
+    -------
+    str
+        The card's Markdown text.
+    """
+    meta = prior.meta
+    command = command or meta.get("rebuild_command")
+    used: dict[str, dict[str, Any]] = meta.get("families_used", {})
+    left: dict[str, str] = meta.get("families_left_out", {})
+    pop: dict[str, Any] = meta.get("population", {})
+    secs: dict[str, float] = meta.get("seconds", {})
+    out: list[str] = [f"# Population prior `{prior.name}`", ""]
+    out += [
+        f"A prior for the scaling-law parameters of a **new** family under the "
+        f"`{prior.law}` law, learned from {len(used)} families of training curves "
+        f"(hiscale {meta.get('hiscale_version', '?')}, built {meta.get('built', '?')}).",
+        "",
+        "Use it with `hiscale predict DATA --family F --params N --tokens D "
+        f"--prior {prior.name}` or `hiscale.fit.fit(..., prior={prior.name!r})`: a family "
+        "observed at a few small sizes borrows the shape of the law (size and data "
+        "exponents, loss shares) from the families below, while its loss scale "
+        "`log_scale` is always its own.",
+        "",
+        "## Intended use and limits",
+        "",
+        "* Predicting the loss of a larger model of a family from a few smaller runs of "
+        "that family, with predictive intervals.",
+        "* The prior describes families *like the ones below* (decoder-only LMs, their "
+        "metrics and token budgets). Families unlike them (other architectures, "
+        "downstream metrics, heavy data repetition) may be poorly served; compare "
+        "with `--prior flat`.",
+        "* Backtesting a family that is in this prior would leak its answer: the "
+        "backtest rebuilds the prior without the family's group "
+        "(`hiscale.bayes.leave_one_out_prior`).",
+        "",
+        "## Data",
+        "",
+        f"* data hash (SHA-256 of `family, run, params, tokens, loss`, 16 hex): "
+        f"`{meta.get('data_hash', '?')}`",
+    ]
+    if meta.get("data_paths"):
+        out.append(f"* data file(s): {', '.join(f'`{p}`' for p in meta['data_paths'])}")
+    if meta.get("exclude"):
+        out.append(f"* excluded on request: {', '.join(f'`{f}`' for f in meta['exclude'])}")
+    out += ["", f"### Families used ({len(used)})", ""]
+    if used:
+        out += [
+            "| family | rows fitted | runs | step-1 r̂ max | flagged | fit seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for fam, d in used.items():
+            out.append(
+                f"| {fam} | {_fmt(d.get('rows', ''))} | {_fmt(d.get('runs', ''))} | "
+                f"{_rhat(d.get('rhat_max', ''))} | {_fmt(d.get('flagged', ''))} | "
+                f"{_fmt(d.get('fit_seconds', ''), 2)} |"
+            )
+        rows = sum(int(d.get("rows", 0)) for d in used.values())
+        out += ["", f"Rows fitted in step 1, all families: {rows:,}."]
+    out += ["", f"### Families left out ({len(left)})", ""]
+    if left:
+        out += ["| family | why |", "|---|---|"]
+        out += [f"| {fam} | {why} |" for fam, why in left.items()]
+    else:
+        out.append("None.")
+    out += ["", "## The prior", ""]
+    out += _parameter_table(prior)
+    s = prior.settings
+    out += [
+        "",
+        "`u_a = ln(a/e)`, `u_b = ln(b/e)` are log share ratios of the model-size and "
+        "data terms to the irreducible term at N0 = 1e9 parameters, D0 = 1e11 tokens.",
+        "",
+        "Noise priors (log scale, Normal(mean, sd)): "
+        f"run offset `ln sigma_run ~ N({s['sigma_run'][0]:.3f}, {s['sigma_run'][1]:.3f})` "
+        f"(median sigma_run {np.exp(s['sigma_run'][0]):.3g}), checkpoint noise "
+        f"`ln sigma_obs ~ N({s['sigma_obs'][0]:.3f}, {s['sigma_obs'][1]:.3f})` "
+        f"(median {np.exp(s['sigma_obs'][0]):.3g}); Student-t degrees of freedom "
+        f"{_fmt(s['df_run'])} (runs) and {_fmt(s['df_obs'])} (checkpoints).",
+        "",
+        "## How it was built",
+        "",
+        "Two steps (`hiscale.population.build_prior`): (1) each family is fitted with "
+        "the flat prior and its posterior summarised as a Gaussian; (2) a normal-normal "
+        "population model is sampled with NUTS, and the prior is its predictive "
+        "distribution for a new family, moment-matched to one Gaussian.",
+        "",
+        "### Step 1: per-family fits",
+        "",
+    ]
+    out += _kv_table({**meta.get("step1_options", {}), **meta.get("step1_sampler", {})})
+    out += ["", "### Step 2: population model", ""]
+    out += _kv_table(
+        {
+            k: pop[k]
+            for k in ("num_warmup", "num_samples", "num_chains", "rhat_max", "divergences")
+            if k in pop
+        }
+    )
+    verdict = (
+        "converged"
+        if pop.get("rhat_max", 2) <= 1.01 and not pop.get("divergences")
+        else ("**check**: r̂ > 1.01 or divergences")
+    )
+    out += ["", f"Population sampler verdict: {verdict}.", ""]
+    if secs:
+        out.append(
+            "Time: "
+            + ", ".join(f"{k} {float(v):.1f} s" for k, v in secs.items())
+            + f" (seed {meta.get('seed', '?')})."
+        )
+        out.append("")
+    out += ["## Rebuild", ""]
+    if command:
+        out += ["```bash", command, "```", ""]
+    else:
+        out += ["The command was not recorded.", ""]
+    out += [
+        "Files: `prior.json` (the prior: `names`, `loc`, `cov`, `settings`, `meta`) and "
+        "this card, generated from it by `hiscale.model_card.write_model_card`.",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def write_model_card(prior: Prior, directory: str | Path, *, command: str | None = None) -> Path:
+    """Write ``MODEL_CARD.md`` next to ``prior.json`` in ``directory``."""
+    path = Path(directory) / "MODEL_CARD.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(model_card(prior, command=command))
+    return path
+
+
+def _main() -> None:  # pragma: no cover - manual use: python -m hiscale.model_card DIR
+    import sys
+
+    d = Path(sys.argv[1])
+    prior = Prior.from_dict(json.loads((d / "prior.json").read_text()))
+    print(write_model_card(prior, d))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main()
