@@ -51,11 +51,13 @@ def test_schema_loads_and_is_consistent(prior):
         "tokens",
         "loss",
         "metric",
+        "loss_unit",
         "primary",
         "is_final",
         "run_tokens",
     }
     assert (frame["metric"] == SIM_METRIC).all() and frame["primary"].all()
+    assert (frame["loss_unit"] == "nats/token").all()
     per_run = frame.groupby("run")
     assert (per_run["is_final"].sum() == 1).all()
     last = frame[frame["is_final"]].set_index("run")

@@ -346,6 +346,7 @@ def _predict(args: argparse.Namespace) -> int:
         )
     if f.flagged:
         warnings_.append("sampler did not converge: " + f.diagnostics.get("reasons", ""))
+    warnings_ += list(f.provenance.get("notes", []))
     for w in warnings_:
         _warn(w)
     frame = f.predict(args.params, args.tokens, ci_prob=levels, seed=args.seed)
@@ -509,6 +510,14 @@ def _add_prior_args(p: argparse.ArgumentParser) -> None:
     from hiscale.laws import LAWS
 
     b.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law form")
+    b.add_argument(
+        "--loss-unit",
+        default="auto",
+        metavar="UNIT",
+        help="learn the population from families in this loss unit (the loss_unit column, "
+        "e.g. 'nats/token'); 'auto' = the unit of most families, 'any' = mix units "
+        "(default: auto)",
+    )
     b.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     b.add_argument(
         "--num-warmup", type=positive_int, default=500, help="step-1 NUTS warm-up steps (500)"
@@ -546,6 +555,8 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
         parts += ["--family", f]
     if args.law != "chinchilla":
         parts += ["--law", args.law]
+    if args.loss_unit != "auto":
+        parts += ["--loss-unit", args.loss_unit]
     if args.seed != 0:
         parts += ["--seed", str(args.seed)]
     for flag, default in (("num_warmup", 500), ("num_samples", 1000), ("num_chains", 2)):
@@ -576,6 +587,7 @@ def _prior_build(args: argparse.Namespace) -> int:
         seed=args.seed,
         use_cache=not args.no_cache,
         progress=not args.quiet,
+        loss_unit=None if args.loss_unit == "any" else args.loss_unit,
     )
     command_line = _rebuild_command(args, name)
     meta = {

@@ -182,8 +182,9 @@ def simulate_families(
     Returns
     -------
     curves : pandas.DataFrame
-        Curves table (``family, run, params, tokens, loss, metric, primary,
-        is_final, run_tokens, seed, source``), sorted like the corpus.
+        Curves table (``family, run, params, tokens, loss, metric, loss_unit,
+        primary, is_final, run_tokens, seed, source``), sorted like the corpus;
+        losses are per-token nats, like the corpus' validation losses.
     truth : pandas.DataFrame
         One row per family: law, its parameters (share form and the paper's
         ``a, b, e, alpha, beta``), ``sigma_run, sigma_obs``, the sizes
@@ -252,6 +253,7 @@ def simulate_families(
                             "tokens": tok,
                             "loss": np.exp(mu + delta + eps),
                             "metric": SIM_METRIC,
+                            "loss_unit": "nats/token",
                             "primary": True,
                             "is_final": np.arange(len(tok)) == len(tok) - 1,
                             "run_tokens": float(tok[-1]),
