@@ -92,7 +92,7 @@ def test_plot_curves_with_fit_target_and_truth(demo, sparse_fit, tmp_path):
     ):
         fig = plot_curves(curves, sparse_fit, target=target, actual=actual)
         _png(fig, tmp_path)
-        texts = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        texts = [t.get_text() for t in fig.legends[0].get_texts()]
         assert any("50/80/95% interval" in t for t in texts)
         assert any("fitted law" in t for t in texts)
         assert "actual" in texts

@@ -149,7 +149,7 @@ def plot_curves(
     norm = colors.LogNorm(vmin=all_sizes.min() / 1.25, vmax=all_sizes.max() * 1.25)
     cmap = _truncate(mpl.colormaps["viridis"])
 
-    fig = _figure(figsize=(8.0, 5.2))
+    fig = _figure(figsize=(8.0, 5.8))
     ax = fig.add_subplot()
     handles: list[Any] = []
     for _, g in frame.sort_values(["params", "run", "tokens"]).groupby(
@@ -218,7 +218,7 @@ def plot_curves(
     cbar.set_label("model size N (parameters)")
     if target is not None:
         cbar.ax.axhline(float(target[0]), color=_TARGET_COLOR, lw=2.5)
-    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     ax.grid(True, which="major", alpha=0.3)
     if title is None:
         runs = frame["run"].nunique()
