@@ -30,7 +30,7 @@ from hiscale.fit import fit
 from hiscale.laws import LAWS
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bayes_grid import FAMILIES  # noqa: E402
+from bayes_grid import FAMILIES
 
 
 def main(argv=None) -> int:
@@ -42,8 +42,11 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default="benchmarks/results/law_loo.json")
     args = ap.parse_args(argv)
     curves = load_curves(args.corpus)
-    out = {"prior": args.prior, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-           "families": {}}
+    out = {
+        "prior": args.prior,
+        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "families": {},
+    }
     for fam in args.families:
         dts = {}
         flags = {}

@@ -27,8 +27,11 @@ def _fmt(v, nd=2):
 def grid_tables(res_dir: Path) -> str:
     js = json.loads((res_dir / "bayes_grid.json").read_text())
     cells = pd.read_csv(res_dir / "bayes_grid_cells.csv")
-    out = [f"Measured {js['date']} on {js['machine']}; `{js['command']}` "
-           f"({js['total_seconds'] / 60:.0f} min).", ""]
+    out = [
+        f"Measured {js['date']} on {js['machine']}; `{js['command']}` "
+        f"({js['total_seconds'] / 60:.0f} min).",
+        "",
+    ]
     methods = list(js["macro_are_common"])
     out.append("| | " + " | ".join(methods) + " |")
     out.append("|---|" + "---|" * len(methods))
@@ -41,23 +44,34 @@ def grid_tables(res_dir: Path) -> str:
         out.append(f"| {label} | " + " | ".join(_fmt(d.get(m)) for m in methods) + " |")
     for lv in ("80", "50"):
         d = js[f"cell_coverage{lv}"]
-        out.append(f"| {lv}% interval coverage (cells) | "
-                   + " | ".join(_fmt(d.get(m), 3) for m in methods) + " |")
+        out.append(
+            f"| {lv}% interval coverage (cells) | "
+            + " | ".join(_fmt(d.get(m), 3) for m in methods)
+            + " |"
+        )
     d = js["flagged_cells"]
     out.append("| flagged fits (cells) | " + " | ".join(_fmt(d.get(m, 0)) for m in methods) + " |")
     d = js["seconds_per_cell_median"]
-    out.append("| median seconds per cell | "
-               + " | ".join(_fmt(d.get(m), 2) for m in methods) + " |")
-    out += ["", f"Common cells (every method succeeded): {js['common_cells']}. "
-            "Ratios to the paper: overall "
-            + ", ".join(f"{m} {v:.2f}×" for m, v in js.get("ratio_to_paper", {}).items())
-            + "; low budget "
-            + ", ".join(f"{m} {v:.2f}×" for m, v in js.get("ratio_to_paper_low_budget", {}).items())
-            + ".", ""]
+    out.append(
+        "| median seconds per cell | " + " | ".join(_fmt(d.get(m), 2) for m in methods) + " |"
+    )
+    out += [
+        "",
+        f"Common cells (every method succeeded): {js['common_cells']}. "
+        "Ratios to the paper: overall "
+        + ", ".join(f"{m} {v:.2f}×" for m, v in js.get("ratio_to_paper", {}).items())
+        + "; low budget "
+        + ", ".join(f"{m} {v:.2f}×" for m, v in js.get("ratio_to_paper_low_budget", {}).items())
+        + ".",
+        "",
+    ]
     fam = pd.DataFrame(js["per_family_are_common"])
     cov = pd.DataFrame(js["coverage_per_family"])
-    out.append("| family | " + " | ".join(f"ARE {m}" for m in fam.columns)
-               + " | cov80 bayes | cov50 bayes |")
+    out.append(
+        "| family | "
+        + " | ".join(f"ARE {m}" for m in fam.columns)
+        + " | cov80 bayes | cov50 bayes |"
+    )
     out.append("|---|" + "---|" * (len(fam.columns) + 2))
     for f, r in fam.iterrows():
         c = cov[(cov["family"] == f) & (cov["method"] == "bayes")]
@@ -68,14 +82,21 @@ def grid_tables(res_dir: Path) -> str:
     ok["models"] = ok["n_sizes_used"].map(lambda n: "8+" if n >= 8 else str(int(n)))
     heat = (
         ok[ok["p"].isin([0.2, 0.5, 1.0])]
-        .groupby(["method", "models", "p", "family"])["are_pct"].mean()
-        .groupby(["method", "models", "p"]).mean().unstack(["method", "p"])
+        .groupby(["method", "models", "p", "family"])["are_pct"]
+        .mean()
+        .groupby(["method", "models", "p"])
+        .mean()
+        .unstack(["method", "p"])
     )
     order = sorted(heat.index, key=lambda s: (s == "8+", int(s.rstrip("+"))))
     heat = heat.loc[order]
     out += ["", "Macro ARE (%) by #models in the training rows and p (paper's heatmap layout):", ""]
-    cols = [(m, p) for m in ("paper", "bayes", "bayes-flat") for p in (0.2, 0.5, 1.0)
-            if (m, p) in heat.columns]
+    cols = [
+        (m, p)
+        for m in ("paper", "bayes", "bayes-flat")
+        for p in (0.2, 0.5, 1.0)
+        if (m, p) in heat.columns
+    ]
     out.append("| #models | " + " | ".join(f"{m} p={p}" for m, p in cols) + " |")
     out.append("|---|" + "---|" * len(cols))
     for idx, r in heat.iterrows():
@@ -85,11 +106,14 @@ def grid_tables(res_dir: Path) -> str:
 
 def ablation_table(res_dir: Path) -> str:
     js = json.loads((res_dir / "ablations.json").read_text())
-    out = [f"Measured {js['date']}; grid `{js['grid']}`, {js['common_cells']} identical cells "
-           f"over {len(js['families'])} families; `{js['command']}`.", "",
-           "| variant | what changes | macro ARE % | low-budget ARE % | k=1 ARE % | cov80 | cov50 "
-           "| flagged | s/cell |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = [
+        f"Measured {js['date']}; grid `{js['grid']}`, {js['common_cells']} identical cells "
+        f"over {len(js['families'])} families; `{js['command']}`.",
+        "",
+        "| variant | what changes | macro ARE % | low-budget ARE % | k=1 ARE % | cov80 | cov50 "
+        "| flagged | s/cell |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in js["table"]:
         out.append(
             f"| {r['variant']} | {r['doc']} | {_fmt(r['macro_are'])} | "

@@ -88,7 +88,7 @@ def test_predict_json(capsys):
     data = res["data"]
     assert (data["runs"], data["sizes"], data["rows_in_family"], data["rows_used"]) == (2, 2, 40, 4)
     assert data["removed"] == [
-        {"step": "end_of_run", "removed": 36, "reason": "tokens < 0.8 x run max in cell"}
+        {"step": "end_of_run", "removed": 36, "reason": "tokens < 0.8 x the run's last token count"}
     ]
     assert set(res["diagnostics"]) >= {"rhat_max", "ess_min", "divergences", "flagged"}
 
@@ -106,7 +106,7 @@ def test_predict_text_and_plot(capsys, tmp_path):
     assert lines[2].startswith("expected loss") and lines[3].startswith("new run")
     assert (
         "data: 2 runs, 2 sizes (50M-114M params), 4 of 40 rows used; removed: 36 by "
-        "end_of_run (tokens < 0.8 x run max in cell)" in lines
+        "end_of_run (tokens < 0.8 x the run's last token count)" in lines
     )
     assert "prior: flat (weak defaults, no borrowing), chinchilla law" in lines
     assert lines[-2].startswith(("sampler:", "WARNING: the sampler did not converge"))

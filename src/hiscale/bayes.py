@@ -128,6 +128,10 @@ class BayesMethod:
     options : FitOptions
         Row selection (the cell has already applied the token cut and ``p``).
     sampler : SamplerSettings
+        NUTS settings of the cell fits.
+    prior_sampler : SamplerSettings
+        NUTS settings of the step-1 family fits behind a leave-one-out prior
+        (kept separate so a quick cell sampler still reuses cached priors).
     progress : bool
         Report prior builds.
     """
@@ -137,6 +141,7 @@ class BayesMethod:
     law: str = "chinchilla"
     options: FitOptions = field(default_factory=FitOptions)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    prior_sampler: SamplerSettings = field(default_factory=SamplerSettings)
     progress: bool = False
     prior_settings: dict[str, Any] = field(default_factory=dict)
     min_span: float = 4.0
@@ -158,7 +163,7 @@ class BayesMethod:
                 family,
                 law=self.law,
                 options=self.options,
-                sampler=self.sampler,
+                sampler=self.prior_sampler,
                 progress=self.progress,
                 min_span=self.min_span,
                 match_unit=self.match_unit,
@@ -174,7 +179,7 @@ class BayesMethod:
                 family,
                 law=self.law,
                 options=self.options,
-                sampler=self.sampler,
+                sampler=self.prior_sampler,
                 progress=self.progress,
                 min_span=self.min_span,
                 match_unit=self.match_unit,

@@ -147,7 +147,7 @@ def end_of_run(curves: Curves, fraction: float = 0.8) -> Curves:
     run_max = f.groupby("run")["tokens"].transform("max").to_numpy()
     keep = f["tokens"].to_numpy() >= fraction * run_max
     return curves.with_frame(
-        f[keep], step="end_of_run", reason=f"tokens < {fraction:g} x run max in cell"
+        f[keep], step="end_of_run", reason=f"tokens < {fraction:g} x the run's last token count"
     )
 
 
