@@ -33,8 +33,8 @@ from bayes_grid import FAMILIES
 
 VARIANTS = {
     "base": dict(
-        doc="default: chinchilla law, end-of-run rows (0.8), tempering n_eff=4, "
-        "Student-t (df 4) run offsets and noise, population of families spanning >= 4x"
+        doc="default: chinchilla law, end-of-run rows (0.8), tempering n_eff=4, Student-t "
+        "(df 4) run offsets and noise, population of family groups spanning >= 4x, one loss unit"
     ),
     "nd": dict(law="chinchilla-nd", doc="law with N-dependent data term B D^-beta (N/N0)^gamma"),
     "all-rows": dict(
@@ -56,6 +56,10 @@ VARIANTS = {
     "mixed-units": dict(
         match_unit=False,
         doc="population mixes loss units (LAMBADA nats/word with nats/token families)",
+    ),
+    "siblings-separate": dict(
+        pool_groups=False,
+        doc="population counts sibling families (gemstones-*, overtrain-*) as independent draws",
     ),
     "flat": dict(prior="flat", doc="weak default prior, no borrowing (= bayes-flat)"),
 }

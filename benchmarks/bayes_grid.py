@@ -101,6 +101,12 @@ def main(argv=None) -> int:
     ap.add_argument("--direction", default="up")
     ap.add_argument("--out", default="benchmarks/results/bayes_grid")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--reuse",
+        default=None,
+        help="cells CSV of an earlier run: rows of methods not in --methods are taken from it "
+        "(same grid, target and families), so one method can be re-run alone",
+    )
     args = ap.parse_args(argv)
     curves = load_curves(args.corpus)
     t0 = time.perf_counter()
@@ -116,6 +122,10 @@ def main(argv=None) -> int:
         progress=True,
     )
     total = time.perf_counter() - t0
+    if args.reuse:
+        old = pd.read_csv(args.reuse)
+        old = old[~old["method"].isin(args.methods) & old["family"].isin(args.families)]
+        res = pd.concat([old, res], ignore_index=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     res.to_csv(f"{out}_cells.csv", index=False)

@@ -48,6 +48,7 @@ def leave_one_out_prior(
     progress: bool = False,
     min_span: float = 4.0,
     match_unit: bool = True,
+    pool_groups: bool = True,
 ) -> Prior:
     """Population prior built without ``family``'s group (cached on disk).
 
@@ -71,7 +72,8 @@ def leave_one_out_prior(
                 __version__,
                 min_span,
                 unit,
-                "population-v2",
+                pool_groups,
+                "population-v3",
             ],
             default=str,
         ).encode()
@@ -82,7 +84,9 @@ def leave_one_out_prior(
     if progress:
         sys.stderr.write(f"building leave-one-out prior without {family_group(family)!r} ...\n")
     candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
-    if len([f for f in candidates if family_group(f) != family_group(family)]) < 2:
+    others = [f for f in candidates if family_group(f) != family_group(family)]
+    n_units = len({family_group(f) for f in others}) if pool_groups else len(others)
+    if n_units < 2:
         base = flat_prior(law)
         prior = Prior(
             name="flat",
@@ -108,6 +112,7 @@ def leave_one_out_prior(
             progress=progress,
             min_span=min_span,
             loss_unit=unit,
+            pool_groups=pool_groups,
         )
     prior.save(path)
     return prior
@@ -146,6 +151,7 @@ class BayesMethod:
     prior_settings: dict[str, Any] = field(default_factory=dict)
     min_span: float = 4.0
     match_unit: bool = True
+    pool_groups: bool = True
 
     def prepare(self, corpus: Curves, family: str) -> Prior:
         """The prior used for every cell of ``family`` (with ``prior_settings`` applied)."""
@@ -167,6 +173,7 @@ class BayesMethod:
                 progress=self.progress,
                 min_span=self.min_span,
                 match_unit=self.match_unit,
+                pool_groups=self.pool_groups,
             )
         saved = load_prior(Path(self.prior) if Path(str(self.prior)).exists() else self.prior)
         seen = {family_group(f) for f in saved.meta.get("families_used", {})}
@@ -183,6 +190,7 @@ class BayesMethod:
                 progress=self.progress,
                 min_span=self.min_span,
                 match_unit=self.match_unit,
+                pool_groups=self.pool_groups,
             )
         return saved.for_law(self.law)
 

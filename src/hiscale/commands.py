@@ -672,6 +672,7 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
         "--truth", metavar="CSV", help="also write each family's true parameters and target"
     )
     p.add_argument("--json", action="store_true", help="print the truth table as JSON")
+    p.add_argument("--quiet", action="store_true", help="print only the files written")
 
 
 @command("simulate", "simulate families of training curves from a prior, with known truth")(
@@ -705,6 +706,9 @@ def _simulate(args: argparse.Namespace) -> int:
             "truth": truth.to_dict(orient="records"),
         }
         print(json.dumps(payload, indent=2, default=_json_default))
+        return 0
+    if args.quiet:
+        print(f"wrote {args.out}" + (f" and {args.truth}" if args.truth else ""))
         return 0
     print(
         f"{len(truth)} families, {curves['run'].nunique()} runs, {len(curves)} rows "

@@ -55,6 +55,22 @@ def _parameter_table(prior: Prior) -> list[str]:
     return lines
 
 
+def _units_lines(meta: dict) -> list[str]:
+    """How families were grouped into independent population units (step 2)."""
+    units = meta.get("population_units")
+    if not units:
+        return []
+    pooled = meta.get("pool_groups", False)
+    head = (
+        "Sibling families of one group (the same models re-run or evaluated differently) "
+        "count as one draw from the population: their step-1 summaries are averaged. "
+        if pooled
+        else "Every family counts as an independent draw from the population. "
+    )
+    parts = [f"`{g}` ({', '.join(m)})" for g, m in units.items()]
+    return [head + f"Population units ({len(units)}): " + "; ".join(parts) + ".", ""]
+
+
 def model_card(prior: Prior, *, command: str | None = None) -> str:
     """Markdown model card of a population prior.
 
@@ -152,6 +168,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         "population model is sampled with NUTS, and the prior is its predictive "
         "distribution for a new family, moment-matched to one Gaussian.",
         "",
+        *_units_lines(meta),
         "### Step 1: per-family fits",
         "",
     ]

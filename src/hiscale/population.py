@@ -245,6 +245,29 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(type(obj).__name__)
 
 
+def _population_units(
+    summaries: list[FamilySummary], *, pool_groups: bool
+) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
+    """Step-2 units: one per family, or one per family group (mean of its members).
+
+    A pooled group's covariance is the mean of its members' covariances (not
+    divided by the group size): siblings are not independent measurements.
+    """
+    if not pool_groups:
+        return {s.family: (s.mean, s.cov, [s.family]) for s in summaries}
+    groups: dict[str, list[FamilySummary]] = {}
+    for s in summaries:
+        groups.setdefault(family_group(s.family), []).append(s)
+    return {
+        g: (
+            np.mean([s.mean for s in members], axis=0),
+            np.mean([s.cov for s in members], axis=0),
+            [s.family for s in members],
+        )
+        for g, members in groups.items()
+    }
+
+
 def _population_model(m, s_chol_cov, mu0, mu_sd):
     k = m.shape[1]
     mu = numpyro.sample("mu", dist.Normal(mu0, mu_sd).to_event(1))
@@ -272,6 +295,7 @@ def build_prior(
     progress: bool = False,
     min_span: float = 4.0,
     loss_unit: str | None = "auto",
+    pool_groups: bool = True,
 ) -> Prior:
     """Two-step population prior from the families in ``curves``.
 
@@ -298,6 +322,12 @@ def build_prior(
     loss_unit : str or None
         Only families in this loss unit feed the population; ``"auto"`` = the
         unit of most families, ``None`` mixes units.
+    pool_groups : bool
+        Treat sibling families of one :func:`family_group` (the same models
+        cooled down, re-run at half the learning rate, or trained on another
+        data set) as *one* draw from the population: their summaries are
+        averaged before step 2. Counting near-duplicates separately makes the
+        population look tighter than the spread between independent families.
 
     Returns
     -------
@@ -350,8 +380,13 @@ def build_prior(
         raise ValueError(f"need >= 2 converged families for a population prior; left out: {why}")
     base = flat_prior(law)
     k = len(base.names)
-    m = np.stack([s.mean for s in summaries])
-    s_cov = np.stack([s.cov + 1e-8 * np.eye(k) for s in summaries])
+    units = _population_units(summaries, pool_groups=pool_groups)
+    if len(units) < 2:
+        raise ValueError(
+            f"need >= 2 independent families (groups) for a population prior, got {list(units)}"
+        )
+    m = np.stack([u[0] for u in units.values()])
+    s_cov = np.stack([u[1] + 1e-8 * np.eye(k) for u in units.values()])
     t1 = time.perf_counter()
     kernel = NUTS(_population_model, target_accept_prob=0.95)
     mcmc = MCMC(
@@ -419,6 +454,8 @@ def build_prior(
         "exclude": list(exclude),
         "min_span": min_span,
         "loss_unit": loss_unit,
+        "pool_groups": pool_groups,
+        "population_units": {g: u[2] for g, u in units.items()},
         "data_hash": curves.data_hash(),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
         "population": {
