@@ -169,7 +169,7 @@ def test_end_of_run():
     out = end_of_run(c, 0.5)
     # per run: keep tokens >= 0.5 x run max
     assert len(out) == 2 + 2 + 2 + 2 + 3
-    assert "0.5 x run max" in out.log[-1].reason
+    assert "0.5 x the run's last token count" in out.log[-1].reason
     off = end_of_run(c, 0)
     assert len(off) == 17 and off.log[-1].reason == "disabled"
 
