@@ -85,12 +85,25 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     frames = []
+    done: set[str] = set()
+    if args.resume and Path(f"{out}_cells.csv").is_file():
+        old = pd.read_csv(f"{out}_cells.csv")
+        old = old[old["variant"].isin(["paper", *args.variants])]
+        frames.append(old)
+        done = set(old["variant"])
     t0 = time.perf_counter()
-    paper = backtest(
-        curves, families=args.families, methods=[PaperMethod()], grid=args.grid, include_k1=True
-    )
-    frames.append(paper.assign(variant="paper"))
+    if "paper" not in done:
+        paper = backtest(
+            curves,
+            families=args.families,
+            methods=[PaperMethod()],
+            grid=args.grid,
+            include_k1=True,
+        )
+        frames.append(paper.assign(variant="paper"))
     for name in args.variants:
+        if name in done:
+            continue
         spec = {k: v for k, v in VARIANTS[name].items() if k != "doc"}
         method = BayesMethod(name=f"bayes[{name}]", progress=True, **spec)
         t1 = time.perf_counter()
