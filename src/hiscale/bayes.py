@@ -158,40 +158,33 @@ class BayesMethod:
         prior = self._prepare(corpus, family)
         return prior.with_settings(**self.prior_settings) if self.prior_settings else prior
 
+    def _loo(self, corpus: Curves, family: str) -> Prior:
+        return leave_one_out_prior(
+            corpus,
+            family,
+            law=self.law,
+            options=self.options,
+            sampler=self.prior_sampler,
+            progress=self.progress,
+            min_span=self.min_span,
+            match_unit=self.match_unit,
+            pool_groups=self.pool_groups,
+        )
+
     def _prepare(self, corpus: Curves, family: str) -> Prior:
         if isinstance(self.prior, Prior):
             return self.prior.for_law(self.law)
         if self.prior == "flat":
             return flat_prior(self.law)
         if self.prior == "loo":
-            return leave_one_out_prior(
-                corpus,
-                family,
-                law=self.law,
-                options=self.options,
-                sampler=self.prior_sampler,
-                progress=self.progress,
-                min_span=self.min_span,
-                match_unit=self.match_unit,
-                pool_groups=self.pool_groups,
-            )
+            return self._loo(corpus, family)
         saved = load_prior(Path(self.prior) if Path(str(self.prior)).exists() else self.prior)
         seen = {family_group(f) for f in saved.meta.get("families_used", {})}
         other_unit = saved.meta.get("loss_unit") not in (None, family_unit(corpus, family))
         if family_group(family) in seen or other_unit:
             # the saved prior saw this family (or is in another loss unit):
             # rebuild it from the corpus without the family
-            return leave_one_out_prior(
-                corpus,
-                family,
-                law=self.law,
-                options=self.options,
-                sampler=self.prior_sampler,
-                progress=self.progress,
-                min_span=self.min_span,
-                match_unit=self.match_unit,
-                pool_groups=self.pool_groups,
-            )
+            return self._loo(corpus, family)
         return saved.for_law(self.law)
 
     def __call__(self, cell: Cell, state: Prior, *, seed: int) -> CellPrediction:
