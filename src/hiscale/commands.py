@@ -721,6 +721,14 @@ def _simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _short_path(source: object) -> str:
+    """A file path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(str(source)).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(source)
+
+
 def _write_table(frame: pd.DataFrame, path: str | Path) -> None:
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
@@ -799,7 +807,7 @@ def _demo(args: argparse.Namespace) -> int:
     sizes = np.sort(fam.frame["params"].unique())
     _progress(
         args,
-        f"demo data: {source}; family {family!r} has {len(sizes)} size(s) "
+        f"demo data: {_short_path(source)}; family {family!r} has {len(sizes)} size(s) "
         f"({', '.join(_fmt_count(s) for s in sizes)}); target N={_fmt_count(n_t)}, "
         f"D={_fmt_count(d_t)}",
     )
