@@ -29,34 +29,21 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import scipy
 
-import hiscale
 from hiscale.data import CurvesError, load_curves
 from hiscale.paper import fit_paper
 from hiscale.protocol import Cell, make_cells
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import machine
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "paper_bootstrap.json"
-
-
-def machine() -> dict[str, object]:
-    """Where the numbers were measured."""
-    return {
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "cpu_count": os.cpu_count(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "scipy": scipy.__version__,
-        "hiscale": hiscale.__version__,
-    }
 
 
 def bootstrap(cell: Cell, *, refits: int, seed: int) -> tuple[np.ndarray, int]:
