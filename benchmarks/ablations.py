@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from hiscale.backtest import PaperMethod, backtest
-from hiscale.bayes import BayesMethod
-from hiscale.data import load_curves
-from hiscale.fit import FitOptions
+from hiscale.backtesting.methods import BayesMethod
+from hiscale.backtesting.runner import PaperMethod, backtest
+from hiscale.data.curves import load_curves
+from hiscale.infer.result import FitOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bayes_grid import FAMILIES

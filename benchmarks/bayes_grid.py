@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from hiscale.backtest import backtest, method_summary, summary_table
-from hiscale.data import load_curves
+from hiscale.backtesting.runner import backtest, method_summary, summary_table
+from hiscale.data.curves import load_curves
 
 FAMILIES = [
     "gpt3",

@@ -3,7 +3,7 @@
 For one backtest cell (default: gpt3, k = 5, p = 0.5, target last30) the
 training rows are resampled with replacement ``--refits`` times (1,000 by
 default); each resample is refitted with the paper's least-squares estimator
-(``hiscale.paper.fit_paper``, same start point and optimiser) and predicts
+(``hiscale.backtesting.paper.fit_paper``, same start point and optimiser) and predicts
 the cell's scored target rows. The 80% interval of the target is the 10th and
 90th percentile over refits of the mean prediction over scored rows (the
 backtest's ``predicted`` column); per-row intervals give the share of target
@@ -36,9 +36,9 @@ from pathlib import Path
 
 import numpy as np
 
-from hiscale.data import CurvesError, load_curves
-from hiscale.paper import fit_paper
-from hiscale.protocol import Cell, make_cells
+from hiscale.backtesting.paper import fit_paper
+from hiscale.backtesting.protocol import Cell, make_cells
+from hiscale.data.curves import CurvesError, load_curves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine

@@ -1,6 +1,6 @@
 """Time the paper's backtest grid of the least-squares ("paper") method.
 
-Runs ``hiscale.backtest.backtest(..., methods=["paper"], grid=GRID,
+Runs ``hiscale.backtesting.runner.backtest(..., methods=["paper"], grid=GRID,
 target=TARGET)`` for every usable family of the corpus (one family at a time,
 in-process), repeats the whole sweep ``--repeats`` times, prints a table
 (family, cells, median seconds, cells/s) and writes a JSON record with the
@@ -12,7 +12,7 @@ Usage::
         [--target last30|final] [--family NAME ...] [--out PATH]
 
 ``CORPUS`` defaults to ``$HISCALE_CORPUS``. ``--grid sub`` is the documented
-subsample of ``hiscale.protocol.GRIDS`` (paper p values; k = 2..7 plus three
+subsample of ``hiscale.backtesting.protocol.GRIDS`` (paper p values; k = 2..7 plus three
 log-spaced k up to n-1) for when the full grid is too slow: the full grid has
 k = 2..n-1, i.e. 1,400 cells for chinchilla's 142 sizes. Only timings and
 counts are written; no corpus rows or derived values go to the output file.
@@ -29,9 +29,9 @@ import sys
 import time
 from pathlib import Path
 
-from hiscale.backtest import backtest, usable_families
-from hiscale.data import CurvesError, load_curves
-from hiscale.protocol import GRIDS
+from hiscale.backtesting.protocol import GRIDS
+from hiscale.backtesting.runner import backtest, usable_families
+from hiscale.data.curves import CurvesError, load_curves
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import machine

@@ -30,12 +30,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from hiscale.backtest import backtest
-from hiscale.data import load_curves
-from hiscale.fit import fit
-from hiscale.paper import fit_paper
+from hiscale.backtesting.paper import fit_paper
+from hiscale.backtesting.runner import backtest
+from hiscale.data.curves import load_curves
+from hiscale.infer.result import fit
 from hiscale.population import build_prior
-from hiscale.priors import load_prior
+from hiscale.priors.prior import load_prior
 
 
 def _time_fit(curves, prior, seed):

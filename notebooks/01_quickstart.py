@@ -52,11 +52,11 @@ import numpy as np
 import pandas as pd
 
 import hiscale
-from hiscale.fit import fit, load_fit
-from hiscale.inference import SamplerSettings
-from hiscale.paper import fit_paper
+from hiscale.backtesting.paper import fit_paper
+from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.result import fit, load_fit
+from hiscale.modeling.simulate import true_loss
 from hiscale.plots import plot_curves, plot_target_density
-from hiscale.simulate import true_loss
 
 FAST = os.environ.get("HISCALE_FAST") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file())

@@ -24,8 +24,8 @@
 # $$\mathrm{ARE} = \frac{1}{|T|}\sum_{i\in T} \frac{|L_i - \hat L_i|}{L_i}\ (\%),$$
 #
 # averaged within each family and then across families (a *macro* average),
-# in a heatmap of #models × p. `hiscale.paper` is their least-squares estimator
-# (one start point, curve_fit), `hiscale.backtest` their protocol.
+# in a heatmap of #models × p. `hiscale.backtesting.paper` is their least-squares estimator
+# (one start point, curve_fit), `hiscale.backtesting.runner` their protocol.
 #
 # This notebook (1) checks the estimator against reference cells, (2) draws the
 # paper's heatmap on the corpus, and (3) puts the Bayesian methods on the same
@@ -51,8 +51,8 @@ import numpy as np
 import pandas as pd
 
 import hiscale
-from hiscale.backtest import backtest, method_summary, summary_table, usable_families
-from hiscale.inference import SamplerSettings
+from hiscale.backtesting.runner import backtest, method_summary, summary_table, usable_families
+from hiscale.infer.nuts import SamplerSettings
 from hiscale.plots import plot_are_heatmap, plot_calibration
 
 FAST = os.environ.get("HISCALE_FAST") == "1"

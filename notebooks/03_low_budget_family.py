@@ -41,12 +41,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import hiscale
-from hiscale.backtest import backtest
-from hiscale.bayes import leave_one_out_prior
-from hiscale.fit import fit
-from hiscale.inference import SamplerSettings
+from hiscale.backtesting.methods import leave_one_out_prior
+from hiscale.backtesting.protocol import make_cells
+from hiscale.backtesting.runner import backtest
+from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.result import fit
 from hiscale.plots import plot_curves, plot_exponents, plot_target_density
-from hiscale.protocol import make_cells
 
 FAST = os.environ.get("HISCALE_FAST") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file())

@@ -26,7 +26,7 @@
 #    the actual value, uniform when calibrated).
 #
 # Here the families are **simulated from the population prior itself**
-# (`hiscale.simulate`), so the model is correct by construction: this checks
+# (`hiscale.modeling.simulate`), so the model is correct by construction: this checks
 # the machinery (sampler, tempering, intervals), not whether real families look
 # like the prior — notebooks 02 and 03 do that on the corpus.
 #
@@ -42,11 +42,11 @@ import numpy as np
 import pandas as pd
 
 import hiscale
-from hiscale.backtest import backtest, method_summary
-from hiscale.fit import fit
-from hiscale.inference import THRESHOLDS, SamplerSettings
+from hiscale.backtesting.runner import backtest, method_summary
+from hiscale.infer.nuts import THRESHOLDS, SamplerSettings
+from hiscale.infer.result import fit
+from hiscale.modeling.simulate import simulate_families
 from hiscale.plots import plot_calibration
-from hiscale.simulate import simulate_families
 
 FAST = os.environ.get("HISCALE_FAST") == "1"
 SAMPLER = SamplerSettings(num_warmup=150, num_samples=150) if FAST else SamplerSettings()

@@ -30,6 +30,6 @@ def corpus_file() -> Path:
 
 @pytest.fixture(scope="session")
 def corpus(corpus_file):
-    from hiscale.data import load_curves
+    from hiscale.data.curves import load_curves
 
     return load_curves(corpus_file)

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 from synthetic import make_frame
 
-from hiscale.backtest import (
+from hiscale.backtesting.paper import fit_paper_single
+from hiscale.backtesting.protocol import make_cells
+from hiscale.backtesting.runner import (
     COLUMNS,
     METHODS,
     CellPrediction,
@@ -22,9 +24,7 @@ from hiscale.backtest import (
     usable_families,
 )
 from hiscale.cli import main
-from hiscale.data import CurvesError, load_curves
-from hiscale.paper import fit_paper_single
-from hiscale.protocol import make_cells
+from hiscale.data.curves import CurvesError, load_curves
 
 
 @pytest.fixture(scope="module")

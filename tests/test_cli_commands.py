@@ -12,12 +12,12 @@ import pandas as pd
 import pytest
 
 from hiscale.cli import build_parser, main
-from hiscale.commands import _verdict_line, data_line
-from hiscale.fit import fit, load_fit
-from hiscale.inference import SamplerSettings
-from hiscale.model_card import model_card
-from hiscale.priors import Prior, flat_prior, load_prior
-from hiscale.simulate import simulate_families
+from hiscale.cli.predict import _verdict_line, data_line
+from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.result import fit, load_fit
+from hiscale.modeling.simulate import simulate_families
+from hiscale.priors.card import model_card
+from hiscale.priors.prior import Prior, flat_prior, load_prior
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "data" / "demo_curves.csv")

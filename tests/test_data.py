@@ -1,4 +1,4 @@
-"""Validation and loading of the curves table (hiscale.data)."""
+"""Validation and loading of the curves table (hiscale.data.curves)."""
 
 import re
 
@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from synthetic import make_frame, tiny_frame
 
-from hiscale.data import (
+from hiscale.data.curves import (
     REQUIRED_COLUMNS,
     Curves,
     CurvesError,

@@ -7,11 +7,11 @@ from engine_sim import TRUTH, simulate_family, true_loss
 from scipy import stats
 
 import hiscale
-from hiscale.data import load_curves
-from hiscale.fit import Fit, FitOptions, fit, load_fit
-from hiscale.inference import SamplerSettings, diagnose
+from hiscale.data.curves import load_curves
+from hiscale.infer.nuts import SamplerSettings, diagnose
+from hiscale.infer.result import Fit, FitOptions, fit, load_fit
 from hiscale.laws import LAWS
-from hiscale.priors import flat_prior
+from hiscale.priors.prior import flat_prior
 
 SMALL = SamplerSettings(num_warmup=200, num_samples=200)
 

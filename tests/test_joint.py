@@ -6,8 +6,8 @@ import pytest
 from engine_sim import TRUTH, simulate_family
 
 import hiscale  # noqa: F401
-from hiscale.data import load_curves
-from hiscale.joint import fit_joint
+from hiscale.contrib.joint import fit_joint
+from hiscale.data.curves import load_curves
 
 
 def test_joint_needs_two_families():

@@ -8,10 +8,10 @@ from numpyro.infer.util import log_density
 from scipy import stats
 
 import hiscale  # noqa: F401  (x64, host devices)
-from hiscale.design import bucket, make_design, thin_rows
 from hiscale.laws import LAWS
-from hiscale.model import make_family_model, prior_arrays, run_loglik
-from hiscale.priors import flat_prior
+from hiscale.modeling.design import bucket, make_design, thin_rows
+from hiscale.modeling.family import make_family_model, prior_arrays, run_loglik
+from hiscale.priors.prior import flat_prior
 
 
 def _kwargs(design, prior):

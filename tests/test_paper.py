@@ -1,12 +1,12 @@
-"""The paper's least-squares estimator (hiscale.paper) and its reference numbers."""
+"""The paper's least-squares estimator (hiscale.backtesting.paper) and its reference numbers."""
 
 import numpy as np
 import pytest
 from synthetic import TRUE, law, make_frame
 
-import hiscale.paper as paper
-from hiscale.backtest import backtest
-from hiscale.paper import P0, PaperFit, fit_paper, fit_paper_single
+import hiscale.backtesting.paper as paper
+from hiscale.backtesting.paper import P0, PaperFit, fit_paper, fit_paper_single
+from hiscale.backtesting.runner import backtest
 
 NAMES = ("a", "b", "e", "alpha", "beta")
 

@@ -9,10 +9,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hiscale.backtest import COLUMNS
-from hiscale.data import load_curves
-from hiscale.fit import fit
-from hiscale.inference import SamplerSettings
+from hiscale.backtesting.runner import COLUMNS
+from hiscale.data.curves import load_curves
+from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.result import fit
+from hiscale.modeling.simulate import true_loss
 from hiscale.plots import (
     coverage_curve,
     plot_are_heatmap,
@@ -21,8 +22,7 @@ from hiscale.plots import (
     plot_exponents,
     plot_target_density,
 )
-from hiscale.priors import flat_prior
-from hiscale.simulate import true_loss
+from hiscale.priors.prior import flat_prior
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt

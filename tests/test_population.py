@@ -6,9 +6,9 @@ import pytest
 from engine_sim import TRUTH, simulate_family
 
 import hiscale  # noqa: F401
-from hiscale.data import load_curves
-from hiscale.fit import FitOptions
-from hiscale.inference import SamplerSettings
+from hiscale.data.curves import load_curves
+from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.result import FitOptions
 from hiscale.population import (
     build_prior,
     family_group,
@@ -16,7 +16,7 @@ from hiscale.population import (
     majority_unit,
     population_families,
 )
-from hiscale.priors import Prior, load_prior, resolve_prior
+from hiscale.priors.prior import Prior, load_prior, resolve_prior
 
 SMALL = SamplerSettings(num_warmup=400, num_samples=400)
 

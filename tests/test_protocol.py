@@ -1,12 +1,11 @@
-"""The paper's protocol on hand-built tables (hiscale.protocol)."""
+"""The paper's protocol on hand-built tables (hiscale.backtesting.protocol)."""
 
 import numpy as np
 import pandas as pd
 import pytest
 from synthetic import make_frame
 
-from hiscale.data import Curves, CurvesError, load_curves
-from hiscale.protocol import (
+from hiscale.backtesting.protocol import (
     GRIDS,
     end_of_run,
     filter_fraction,
@@ -18,6 +17,7 @@ from hiscale.protocol import (
     split_target,
     target_rows,
 )
+from hiscale.data.curves import Curves, CurvesError, load_curves
 
 #: size -> checkpoint tokens. The smallest run never passes the 10B cut; the
 #: largest size (16e6) is the target.

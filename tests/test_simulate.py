@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from hiscale.data import load_curves
+from hiscale.data.curves import load_curves
 from hiscale.laws import share_to_paper
-from hiscale.priors import Prior, flat_prior
-from hiscale.simulate import SIM_METRIC, simulate_families, true_loss
+from hiscale.modeling.simulate import SIM_METRIC, simulate_families, true_loss
+from hiscale.priors.prior import Prior, flat_prior
 
 
 @pytest.fixture(scope="module")
@@ -161,8 +161,8 @@ def test_unknown_prior_name_is_an_error():
 @pytest.mark.slow
 def test_fit_recovers_the_true_loss_of_a_held_out_size(prior):
     """Parameter recovery: a flat-prior fit of six sizes brackets the 7th size's true loss."""
-    from hiscale.fit import fit
-    from hiscale.inference import SamplerSettings
+    from hiscale.infer.nuts import SamplerSettings
+    from hiscale.infer.result import fit
 
     frame, truth = simulate_families(prior, n_families=1, seed=11, sizes=np.geomspace(5e7, 7e9, 7))
     row = truth.iloc[0]

@@ -45,6 +45,6 @@ if _jax_cache != "0" and jax.config.jax_compilation_cache_dir is None:
 
 __version__ = "0.1.0"
 
-from hiscale.data import Curves, CurvesError, load_curves  # noqa: E402
+from hiscale.data.curves import Curves, CurvesError, load_curves  # noqa: E402
 
 __all__ = ["Curves", "CurvesError", "__version__", "load_curves"]

@@ -47,11 +47,11 @@ import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
 from hiscale import __version__
-from hiscale.data import Curves
-from hiscale.fit import FitOptions, fit
-from hiscale.inference import SamplerSettings
+from hiscale.data.curves import Curves
+from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.result import FitOptions, fit
 from hiscale.laws import get_law
-from hiscale.priors import DEFAULT_PRIORS, Prior, flat_prior
+from hiscale.priors.prior import DEFAULT_PRIORS, Prior, flat_prior
 
 __all__ = [
     "FamilySummary",
@@ -169,7 +169,13 @@ def engine_revision() -> str:
     """Hash of the modules that define a family fit (cached step-1 summaries are keyed by it)."""
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
-    for name in ("laws.py", "design.py", "model.py", "inference.py", "fit.py"):
+    for name in (
+        "laws.py",
+        "modeling/design.py",
+        "modeling/family.py",
+        "infer/nuts.py",
+        "infer/result.py",
+    ):
         h.update((here / name).read_bytes())
     return h.hexdigest()[:12]
 

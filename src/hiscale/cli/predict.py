@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_CI", "DEMO_DATA", "DEMO_SAMPLER", "find_demo_data"]
 DEFAULT_CI: tuple[float, ...] = (0.5, 0.8, 0.95)
 
 #: Location of the demo table in a source checkout.
-DEMO_DATA = Path(__file__).resolve().parents[2] / "data" / "demo_curves.csv"
+DEMO_DATA = Path(__file__).resolve().parents[3] / "data" / "demo_curves.csv"
 
 #: The command that made ``data/demo_curves.csv`` (also used to regenerate it
 #: when the package is installed without the ``data/`` folder).
@@ -123,7 +123,7 @@ def _add_model_args(p: argparse.ArgumentParser, *, warmup: int = 500, samples: i
 
 
 def _fit_options(args: argparse.Namespace):
-    from hiscale.fit import FitOptions
+    from hiscale.infer.result import FitOptions
 
     if args.end_of_run > 1:
         raise ValueError(f"--end-of-run must be in [0, 1], got {args.end_of_run}")
@@ -131,7 +131,7 @@ def _fit_options(args: argparse.Namespace):
 
 
 def _sampler(args: argparse.Namespace):
-    from hiscale.inference import SamplerSettings
+    from hiscale.infer.nuts import SamplerSettings
 
     return SamplerSettings(
         num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains
@@ -139,8 +139,8 @@ def _sampler(args: argparse.Namespace):
 
 
 def _run_fit(args: argparse.Namespace, curves, family: str):
-    from hiscale.fit import fit
-    from hiscale.priors import resolve_prior
+    from hiscale.infer.result import fit
+    from hiscale.priors.prior import resolve_prior
 
     # fail fast (before the progress line) on an unknown family or prior
     curves.family(family)
@@ -313,8 +313,8 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     "predict the loss of a model of size N trained on D tokens, with intervals",
 )(_add_predict_args)
 def _predict(args: argparse.Namespace) -> int:
-    from hiscale.data import load_curves
-    from hiscale.fit import load_fit
+    from hiscale.data.curves import load_curves
+    from hiscale.infer.result import load_fit
 
     levels = sorted(set(args.ci_prob)) if args.ci_prob else list(DEFAULT_CI)
     curves = load_curves(args.data, metric=args.metric) if args.data else None
@@ -419,7 +419,7 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
         required=True,
         metavar="FIT.nc",
         help="write the fit here (netCDF; read back by 'hiscale predict --fit' and "
-        "hiscale.fit.load_fit)",
+        "hiscale.infer.result.load_fit)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -427,7 +427,7 @@ def _add_fit_args(p: argparse.ArgumentParser) -> None:
 
 @command("fit", "fit one family with NUTS and save the posterior (netCDF)")(_add_fit_args)
 def _fit(args: argparse.Namespace) -> int:
-    from hiscale.data import load_curves
+    from hiscale.data.curves import load_curves
 
     curves = load_curves(args.data, metric=args.metric)
     family = args.family
@@ -568,9 +568,9 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
 def _prior_build(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from hiscale.data import load_curves
-    from hiscale.model_card import write_model_card
+    from hiscale.data.curves import load_curves
     from hiscale.population import build_prior
+    from hiscale.priors.card import write_model_card
 
     out = Path(args.out)
     name = args.name or out.resolve().name
@@ -679,7 +679,7 @@ def _add_simulate_args(p: argparse.ArgumentParser) -> None:
     _add_simulate_args
 )
 def _simulate(args: argparse.Namespace) -> int:
-    from hiscale.simulate import simulate_families
+    from hiscale.modeling.simulate import simulate_families
 
     if not 0 <= args.sparse <= args.families:
         raise ValueError(f"--sparse must be in 0..{args.families}, got {args.sparse}")
@@ -748,7 +748,7 @@ def find_demo_data() -> tuple[pd.DataFrame, pd.DataFrame, str]:
     truth_path = DEMO_DATA.with_name("demo_truth.csv")
     if DEMO_DATA.is_file() and truth_path.is_file():
         return pd.read_csv(DEMO_DATA), pd.read_csv(truth_path), str(DEMO_DATA)
-    from hiscale.simulate import simulate_families
+    from hiscale.modeling.simulate import simulate_families
 
     curves, truth = simulate_families(**DEMO_SIMULATE)
     return curves, truth, "simulated now (data/demo_curves.csv not found)"
@@ -782,11 +782,11 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
     "small sizes, with and without borrowing, against the known truth",
 )(_add_demo_args)
 def _demo(args: argparse.Namespace) -> int:
-    from hiscale.data import load_curves
-    from hiscale.fit import fit
-    from hiscale.inference import SamplerSettings
-    from hiscale.paper import fit_paper
-    from hiscale.simulate import true_loss
+    from hiscale.backtesting.paper import fit_paper
+    from hiscale.data.curves import load_curves
+    from hiscale.infer.nuts import SamplerSettings
+    from hiscale.infer.result import fit
+    from hiscale.modeling.simulate import true_loss
 
     t_start = time.perf_counter()
     if args.data:

@@ -19,10 +19,11 @@ from typing import Any
 import numpy as np
 
 from hiscale import __version__
-from hiscale.backtest import CellPrediction, register_method
-from hiscale.data import Curves
-from hiscale.fit import FitOptions, fit
-from hiscale.inference import SamplerSettings
+from hiscale.backtesting.protocol import Cell
+from hiscale.backtesting.runner import CellPrediction, register_method
+from hiscale.data.curves import Curves
+from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.result import FitOptions, fit
 from hiscale.population import (
     build_prior,
     cache_dir,
@@ -31,8 +32,7 @@ from hiscale.population import (
     family_unit,
     population_families,
 )
-from hiscale.priors import Prior, flat_prior, load_prior
-from hiscale.protocol import Cell
+from hiscale.priors.prior import Prior, flat_prior, load_prior
 
 __all__ = ["BayesMethod", "leave_one_out_prior"]
 

@@ -47,13 +47,13 @@ import numpyro
 import numpyro.distributions as dist
 
 from hiscale.laws import Law, get_law
-from hiscale.priors import Prior
+from hiscale.priors.prior import Prior
 
 __all__ = ["make_family_model", "prior_arrays", "run_loglik"]
 
 
 def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]:
-    """Model-ready arrays of a :class:`~hiscale.priors.Prior` (a pytree of floats)."""
+    """Model-ready arrays of a :class:`~hiscale.priors.prior.Prior` (a pytree of floats)."""
     s = prior.settings
     cov = prior.cov + 1e-10 * np.eye(len(prior.names))
     return {

@@ -194,7 +194,7 @@ def flat_prior(law: str = "chinchilla", **settings: Any) -> Prior:
 
 
 def _search_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parents[1]
     return [here / "_models", here.parent.parent / "models"]
 
 

@@ -31,14 +31,14 @@ import pandas as pd
 from scipy import stats
 
 from hiscale import __version__
-from hiscale.data import Curves, CurvesError, FilterRecord, load_curves
-from hiscale.design import Design, make_design, thin_rows
-from hiscale.inference import SamplerSettings, diagnose, init_params, map_estimate, run_nuts
+from hiscale.backtesting.protocol import end_of_run as end_of_run_filter
+from hiscale.backtesting.protocol import filter_min_tokens
+from hiscale.data.curves import Curves, CurvesError, FilterRecord, load_curves
+from hiscale.infer.nuts import SamplerSettings, diagnose, init_params, map_estimate, run_nuts
 from hiscale.laws import D0, N0, get_law
-from hiscale.model import make_family_model, prior_arrays, run_loglik
-from hiscale.priors import Prior, resolve_prior
-from hiscale.protocol import end_of_run as end_of_run_filter
-from hiscale.protocol import filter_min_tokens
+from hiscale.modeling.design import Design, make_design, thin_rows
+from hiscale.modeling.family import make_family_model, prior_arrays, run_loglik
+from hiscale.priors.prior import Prior, resolve_prior
 
 __all__ = ["FIT_FORMAT", "Fit", "FitOptions", "fit", "fit_design", "load_fit"]
 

@@ -1,7 +1,7 @@
 """Joint hierarchical fit of several named families at once (research use).
 
 One NumPyro model over ``F`` families, each with the family likelihood of
-:mod:`hiscale.model` (run offsets integrated out, tempered within-run term),
+:mod:`hiscale.modeling.family` (run offsets integrated out, tempered within-run term),
 and the population in the same model:
 
 .. math::
@@ -31,12 +31,12 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS, init_to_median
 
-from hiscale.data import Curves, load_curves
-from hiscale.design import bucket, make_design
-from hiscale.fit import FitOptions, select_rows
+from hiscale.data.curves import Curves, load_curves
+from hiscale.infer.result import FitOptions, select_rows
 from hiscale.laws import get_law
-from hiscale.model import prior_arrays, run_loglik
-from hiscale.priors import flat_prior
+from hiscale.modeling.design import bucket, make_design
+from hiscale.modeling.family import prior_arrays, run_loglik
+from hiscale.priors.prior import flat_prior
 
 __all__ = ["JointFit", "fit_joint", "make_joint_model"]
 
@@ -117,7 +117,7 @@ def fit_joint(
     law : str
     seed : int
     options : FitOptions
-        Row selection per family (as in :func:`hiscale.fit.fit`).
+        Row selection per family (as in :func:`hiscale.infer.result.fit`).
     num_warmup, num_samples, num_chains : int
     """
     options = options or FitOptions()
@@ -183,7 +183,7 @@ def fit_joint(
     seconds = time.perf_counter() - t0
     import arviz as az
 
-    from hiscale.inference import diagnose
+    from hiscale.infer.nuts import diagnose
 
     grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}

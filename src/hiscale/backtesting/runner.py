@@ -23,9 +23,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from hiscale.data import Curves, CurvesError
-from hiscale.paper import fit_paper, fit_paper_single
-from hiscale.protocol import Cell, make_cells, sizes
+from hiscale.backtesting.paper import fit_paper, fit_paper_single
+from hiscale.backtesting.protocol import Cell, make_cells, sizes
+from hiscale.data.curves import Curves, CurvesError
 
 __all__ = [
     "COLUMNS",
@@ -150,7 +150,7 @@ def get_method(name: str, **options: Any) -> Method:
     """Instantiate a registered method."""
     if name not in METHODS:
         # Bayesian methods register themselves on import.
-        import hiscale.bayes  # noqa: F401
+        import hiscale.backtesting.methods  # noqa: F401
 
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
@@ -304,7 +304,7 @@ def backtest(
     methods : sequence of str or Method
         Registered names (``"paper"``, ``"bayes"``, ``"bayes-flat"``) or objects.
     grid : {"paper", "quick", "sub"} or list of (k, p)
-        See :data:`hiscale.protocol.GRIDS`.
+        See :data:`hiscale.backtesting.protocol.GRIDS`.
     target : {"last30", "final"}
     min_tokens : float
         Training rows need ``tokens > min_tokens`` (0 disables).

@@ -1,7 +1,7 @@
 """Simulated families of training curves with a known truth.
 
 Each family is drawn from a prior exactly as the family model generates data
-(:mod:`hiscale.model`), so a fit can be compared with the noiseless curve it
+(:mod:`hiscale.modeling.family`), so a fit can be compared with the noiseless curve it
 should recover:
 
 * law parameters ``z ~ MVN(loc, cov)`` of the prior, redrawn (with the loss
@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from hiscale.laws import D0, N0, get_law, share_to_paper
-from hiscale.priors import Prior, resolve_prior
+from hiscale.priors.prior import Prior, resolve_prior
 
 __all__ = ["SIM_METRIC", "simulate_families", "true_loss"]
 
@@ -258,7 +258,7 @@ def simulate_families(
                             "is_final": np.arange(len(tok)) == len(tok) - 1,
                             "run_tokens": float(tok[-1]),
                             "seed": r,
-                            "source": f"hiscale.simulate seed={seed}",
+                            "source": f"hiscale.modeling.simulate seed={seed}",
                         }
                     )
                 )

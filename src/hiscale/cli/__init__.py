@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from hiscale.data import CurvesError, load_curves
+from hiscale.data.curves import CurvesError, load_curves
 
 __all__ = ["main"]
 
@@ -103,7 +103,7 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
 
 @command("backtest", "score methods on the paper's (k, p) grid")(_add_backtest_args)
 def _backtest(args: argparse.Namespace) -> int:
-    from hiscale.backtest import backtest, method_summary, summary_table
+    from hiscale.backtesting.runner import backtest, method_summary, summary_table
 
     curves = load_curves(args.data, metric=args.metric)
     fams = "all" if "all" in args.family else args.family
@@ -159,7 +159,7 @@ def _backtest(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every registered command)."""
     # import modules that register more commands
-    from hiscale import commands  # noqa: F401
+    from hiscale.cli import predict  # noqa: F401
 
     parser = argparse.ArgumentParser(
         prog="hiscale",
@@ -184,7 +184,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    # run through the package module so commands registered in hiscale.commands land
+    # run through the package module so commands registered in hiscale.cli.predict land
     # in the same registry
     from hiscale.cli import main as _main
 

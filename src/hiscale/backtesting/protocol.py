@@ -13,7 +13,7 @@ Choshen, Zhang & Andreas (2025), one family at a time:
    largest token count; ``final`` = each target run's final checkpoint. The
    token cut is applied to training rows only.
 
-Every filter returns a :class:`~hiscale.data.Curves` whose log records what it
+Every filter returns a :class:`~hiscale.data.curves.Curves` whose log records what it
 removed.
 """
 
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hiscale.data import Curves, CurvesError
+from hiscale.data.curves import Curves, CurvesError
 
 __all__ = [
     "GRIDS",
@@ -218,7 +218,7 @@ def make_cells(
 ) -> list[Cell]:
     """All cells of one family (``curves`` must hold exactly one family).
 
-    Raises :class:`~hiscale.data.CurvesError` when the family is not usable
+    Raises :class:`~hiscale.data.curves.CurvesError` when the family is not usable
     (fewer than 3 distinct sizes).
     """
     fams = curves.families

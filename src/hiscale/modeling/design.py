@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from hiscale.data import Curves
+from hiscale.data.curves import Curves
 from hiscale.laws import D0, N0
 
 __all__ = ["Design", "bucket", "make_design", "thin_rows"]
@@ -79,7 +79,7 @@ class Design:
     log_scale_loc: float
 
     def model_args(self) -> dict[str, np.ndarray]:
-        """Keyword arrays for :func:`hiscale.model.family_model` (except priors)."""
+        """Keyword arrays for :func:`hiscale.modeling.family.family_model` (except priors)."""
         return {
             "x": self.x,
             "y": self.y,

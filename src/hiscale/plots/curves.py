@@ -21,13 +21,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from hiscale.data import Curves, load_curves
+from hiscale.data.curves import Curves, load_curves
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-    from hiscale.fit import Fit
-    from hiscale.priors import Prior
+    from hiscale.infer.result import Fit
+    from hiscale.priors.prior import Prior
 
 __all__ = [
     "coverage_curve",
@@ -299,7 +299,7 @@ def plot_target_density(
         Observed loss at the target.
     paper_prediction : float, optional
         Point prediction of the least-squares estimator (e.g.
-        ``hiscale.paper.fit_paper(...).predict(N, D)``).
+        ``hiscale.backtesting.paper.fit_paper(...).predict(N, D)``).
     ci_prob : float or sequence of float
         Interval levels shaded.
     seed : int
@@ -390,7 +390,7 @@ def _kde(values: np.ndarray, grid: np.ndarray) -> np.ndarray:
 
 
 def _heatmap_matrices(results: pd.DataFrame, methods, value: str):
-    from hiscale.backtest import summary_table
+    from hiscale.backtesting.runner import summary_table
 
     table = summary_table(results, value=value)
     if table.empty:
@@ -418,12 +418,12 @@ def plot_are_heatmap(
     One panel per method, side by side with one shared colour scale (values
     above ``vmax`` are drawn in the top colour; the printed number is exact).
     Cells are averaged within a family first, then across families
-    (:func:`hiscale.backtest.summary_table`).
+    (:func:`hiscale.backtesting.runner.summary_table`).
 
     Parameters
     ----------
     results : DataFrame
-        Output of :func:`hiscale.backtest.backtest`.
+        Output of :func:`hiscale.backtesting.runner.backtest`.
     methods : sequence of str, optional
         Methods to draw, in order (default: every method in ``results``).
     value : str
@@ -523,7 +523,7 @@ def plot_calibration(
     Parameters
     ----------
     results : DataFrame
-        Output of :func:`hiscale.backtest.backtest`; methods without ``pit``
+        Output of :func:`hiscale.backtesting.runner.backtest`; methods without ``pit``
         values (the paper's estimator) are skipped.
     methods : sequence of str, optional
         Methods to draw (default: those with PIT values).
@@ -632,7 +632,7 @@ def plot_exponents(
     -------
     matplotlib.figure.Figure
     """
-    from hiscale.priors import Prior, load_prior
+    from hiscale.priors.prior import Prior, load_prior
 
     if isinstance(fits, (Prior, str)):
         fits, prior = None, fits

@@ -2,7 +2,7 @@
 
 The card says what the prior is for, which families and rows went in, which
 were left out and why, how it was sampled and how to rebuild it. Everything
-comes from :attr:`hiscale.priors.Prior.meta` (written by
+comes from :attr:`hiscale.priors.prior.Prior.meta` (written by
 :func:`hiscale.population.build_prior`), so the card cannot drift from the
 numbers in ``prior.json``.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hiscale.priors import Prior
+from hiscale.priors.prior import Prior
 
 __all__ = ["model_card", "write_model_card"]
 
@@ -100,7 +100,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         f"(hiscale {meta.get('hiscale_version', '?')}, built {meta.get('built', '?')}).",
         "",
         "Use it with `hiscale predict DATA --family F --params N --tokens D "
-        f"--prior {prior.name}` or `hiscale.fit.fit(..., prior={prior.name!r})`: a family "
+        f"--prior {prior.name}` or `hiscale.infer.result.fit(..., prior={prior.name!r})`: a family "
         "observed at a few small sizes borrows the shape of the law (size and data "
         "exponents, loss shares) from the families below, while its loss scale "
         "`log_scale` is always its own.",
@@ -115,7 +115,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         "with `--prior flat`.",
         "* Backtesting a family that is in this prior would leak its answer: the "
         "backtest rebuilds the prior without the family's group "
-        "(`hiscale.bayes.leave_one_out_prior`).",
+        "(`hiscale.backtesting.methods.leave_one_out_prior`).",
         "",
         "## Data",
         "",
@@ -201,7 +201,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         out += ["The command was not recorded.", ""]
     out += [
         "Files: `prior.json` (the prior: `names`, `loc`, `cov`, `settings`, `meta`) and "
-        "this card, generated from it by `hiscale.model_card.write_model_card`.",
+        "this card, generated from it by `hiscale.priors.card.write_model_card`.",
         "",
     ]
     return "\n".join(out)
@@ -215,7 +215,7 @@ def write_model_card(prior: Prior, directory: str | Path, *, command: str | None
     return path
 
 
-def _main() -> None:  # pragma: no cover - manual use: python -m hiscale.model_card DIR
+def _main() -> None:  # pragma: no cover - manual use: python -m hiscale.priors.card DIR
     import sys
 
     d = Path(sys.argv[1])

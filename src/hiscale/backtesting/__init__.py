@@ -1,0 +1,1 @@
+"""Backtests with the paper's protocol: cells, methods, the runner, the paper's estimator."""

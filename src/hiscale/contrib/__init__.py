@@ -1,0 +1,1 @@
+"""Research code outside the main flow (nothing in hiscale imports it)."""

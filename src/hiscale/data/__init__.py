@@ -1,0 +1,1 @@
+"""The data layer: the curves table (schema, validation, loading)."""

@@ -1,0 +1,1 @@
+"""Inference: MAP and NUTS, diagnostics, ``fit`` and its result."""

@@ -1,0 +1,1 @@
+"""NumPyro models: curves -> design arrays, the family model, simulation from it."""

@@ -1,0 +1,1 @@
+"""Priors as data: defaults, the Prior class, population priors on disk, model cards."""
