@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from hiscale.backtesting.methods import BayesMethod
-from hiscale.backtesting.runner import PaperMethod, backtest
+from hiscale.backtesting.methods import BayesMethod, PaperMethod
+from hiscale.backtesting.runner import backtest
 from hiscale.data.curves import load_curves
-from hiscale.infer.result import FitOptions
+from hiscale.infer.fit import FitOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bayes_grid import FAMILIES

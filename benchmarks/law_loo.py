@@ -26,7 +26,7 @@ from pathlib import Path
 import arviz as az
 
 from hiscale.data.curves import load_curves
-from hiscale.infer.result import fit
+from hiscale.infer.fit import fit
 from hiscale.laws import LAWS
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -33,7 +33,7 @@ from pathlib import Path
 from hiscale.backtesting.paper import fit_paper
 from hiscale.backtesting.runner import backtest
 from hiscale.data.curves import load_curves
-from hiscale.infer.result import fit
+from hiscale.infer.fit import fit
 from hiscale.population import build_prior
 from hiscale.priors.prior import load_prior
 

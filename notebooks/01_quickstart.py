@@ -53,8 +53,9 @@ import pandas as pd
 
 import hiscale
 from hiscale.backtesting.paper import fit_paper
-from hiscale.infer.nuts import SamplerSettings
-from hiscale.infer.result import fit, load_fit
+from hiscale.infer.fit import fit
+from hiscale.infer.result import load_fit
+from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import true_loss
 from hiscale.plots import plot_curves, plot_target_density
 

@@ -52,7 +52,7 @@ import pandas as pd
 
 import hiscale
 from hiscale.backtesting.runner import backtest, method_summary, summary_table, usable_families
-from hiscale.infer.nuts import SamplerSettings
+from hiscale.infer.settings import SamplerSettings
 from hiscale.plots import plot_are_heatmap, plot_calibration
 
 FAST = os.environ.get("HISCALE_FAST") == "1"

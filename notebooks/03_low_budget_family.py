@@ -41,11 +41,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 import hiscale
-from hiscale.backtesting.methods import leave_one_out_prior
+from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.protocol import make_cells
 from hiscale.backtesting.runner import backtest
-from hiscale.infer.nuts import SamplerSettings
-from hiscale.infer.result import fit
+from hiscale.infer.fit import fit
+from hiscale.infer.settings import SamplerSettings
 from hiscale.plots import plot_curves, plot_exponents, plot_target_density
 
 FAST = os.environ.get("HISCALE_FAST") == "1"

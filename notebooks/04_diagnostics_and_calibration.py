@@ -43,8 +43,8 @@ import pandas as pd
 
 import hiscale
 from hiscale.backtesting.runner import backtest, method_summary
-from hiscale.infer.nuts import THRESHOLDS, SamplerSettings
-from hiscale.infer.result import fit
+from hiscale.infer.fit import fit
+from hiscale.infer.settings import THRESHOLDS, SamplerSettings
 from hiscale.modeling.simulate import simulate_families
 from hiscale.plots import plot_calibration
 

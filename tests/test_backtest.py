@@ -9,17 +9,19 @@ import pandas as pd
 import pytest
 from synthetic import make_frame
 
+from hiscale.backtesting.methods import (
+    METHODS,
+    BayesMethod,
+    CellPrediction,
+    PaperMethod,
+    get_method,
+)
 from hiscale.backtesting.paper import fit_paper_single
 from hiscale.backtesting.protocol import make_cells
 from hiscale.backtesting.runner import (
     COLUMNS,
-    METHODS,
-    CellPrediction,
-    PaperMethod,
     backtest,
-    get_method,
     method_summary,
-    register_method,
     summary_table,
     usable_families,
 )
@@ -217,16 +219,16 @@ def test_several_methods(synth):
     assert res.groupby("method").size().to_dict() == {"const": 12, "paper": 12}
 
 
-def test_method_registry(monkeypatch):
-    monkeypatch.setitem(METHODS, "const", ConstMethod)
+def test_methods_by_name(monkeypatch):
+    assert sorted(METHODS) == ["bayes", "bayes-flat", "paper"]
     assert isinstance(get_method("paper"), PaperMethod)
+    flat = get_method("bayes-flat")
+    assert isinstance(flat, BayesMethod) and flat.prior == "flat" and flat.name == "bayes-flat"
+    with pytest.raises(ValueError, match="unknown method 'nope'; known: bayes, bayes-flat, paper"):
+        get_method("nope")
+    monkeypatch.setitem(METHODS, "const", ConstMethod)
     m = get_method("const", value=2.0)
     assert isinstance(m, ConstMethod) and m.value == 2.0
-    register_method("const2", lambda: ConstMethod(1.0))
-    try:
-        assert get_method("const2").value == 1.0
-    finally:
-        METHODS.pop("const2")
 
 
 def test_method_options_by_name(synth, monkeypatch):
@@ -363,7 +365,7 @@ def test_cli_json_and_progress(tmp_path, capsys):
 
 def test_cli_subprocess(corpus_file, tmp_path):
     out = tmp_path / "x.csv"
-    cmd = [sys.executable, "-m", "hiscale.cli", "backtest", str(corpus_file)]
+    cmd = [sys.executable, "-m", "hiscale", "backtest", str(corpus_file)]
     cmd += ["--family", "gpt3", "--method", "paper", "--grid", "quick", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -380,7 +382,7 @@ def test_cli_missing_file(tmp_path, capsys):
 
 
 def test_cli_missing_file_subprocess(tmp_path):
-    cmd = [sys.executable, "-m", "hiscale.cli", "backtest", str(tmp_path / "nope.csv")]
+    cmd = [sys.executable, "-m", "hiscale", "backtest", str(tmp_path / "nope.csv")]
     proc = subprocess.run(
         [*cmd, "--family", "gpt3"], capture_output=True, text=True, timeout=300, check=False
     )

@@ -13,8 +13,9 @@ import pytest
 
 from hiscale.cli import build_parser, main
 from hiscale.cli.predict import _verdict_line, data_line
-from hiscale.infer.nuts import SamplerSettings
-from hiscale.infer.result import fit, load_fit
+from hiscale.infer.fit import fit
+from hiscale.infer.result import load_fit
+from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import simulate_families
 from hiscale.priors.card import model_card
 from hiscale.priors.prior import Prior, flat_prior, load_prior

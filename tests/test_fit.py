@@ -8,8 +8,10 @@ from scipy import stats
 
 import hiscale
 from hiscale.data.curves import load_curves
-from hiscale.infer.nuts import SamplerSettings, diagnose
-from hiscale.infer.result import Fit, FitOptions, fit, load_fit
+from hiscale.infer.diagnostics import diagnose
+from hiscale.infer.fit import FitOptions, fit
+from hiscale.infer.result import Fit, load_fit
+from hiscale.infer.settings import SamplerSettings
 from hiscale.laws import LAWS
 from hiscale.priors.prior import flat_prior
 

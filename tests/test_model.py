@@ -8,8 +8,9 @@ from numpyro.infer.util import log_density
 from scipy import stats
 
 import hiscale  # noqa: F401  (x64, host devices)
+from hiscale.data.selection import thin_rows
 from hiscale.laws import LAWS
-from hiscale.modeling.design import bucket, make_design, thin_rows
+from hiscale.modeling.design import bucket, make_design
 from hiscale.modeling.family import make_family_model, prior_arrays, run_loglik
 from hiscale.priors.prior import flat_prior
 

@@ -11,8 +11,8 @@ import pytest
 
 from hiscale.backtesting.runner import COLUMNS
 from hiscale.data.curves import load_curves
-from hiscale.infer.nuts import SamplerSettings
-from hiscale.infer.result import fit
+from hiscale.infer.fit import fit
+from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import true_loss
 from hiscale.plots import (
     coverage_curve,

@@ -7,8 +7,8 @@ from engine_sim import TRUTH, simulate_family
 
 import hiscale  # noqa: F401
 from hiscale.data.curves import load_curves
-from hiscale.infer.nuts import SamplerSettings
-from hiscale.infer.result import FitOptions
+from hiscale.infer.fit import FitOptions
+from hiscale.infer.settings import SamplerSettings
 from hiscale.population import (
     build_prior,
     family_group,

@@ -7,9 +7,7 @@ from synthetic import make_frame
 
 from hiscale.backtesting.protocol import (
     GRIDS,
-    end_of_run,
     filter_fraction,
-    filter_min_tokens,
     grid_values,
     make_cells,
     select_sizes,
@@ -18,6 +16,7 @@ from hiscale.backtesting.protocol import (
     target_rows,
 )
 from hiscale.data.curves import Curves, CurvesError, load_curves
+from hiscale.data.selection import end_of_run, filter_min_tokens
 
 #: size -> checkpoint tokens. The smallest run never passes the 10B cut; the
 #: largest size (16e6) is the target.

@@ -161,8 +161,8 @@ def test_unknown_prior_name_is_an_error():
 @pytest.mark.slow
 def test_fit_recovers_the_true_loss_of_a_held_out_size(prior):
     """Parameter recovery: a flat-prior fit of six sizes brackets the 7th size's true loss."""
-    from hiscale.infer.nuts import SamplerSettings
-    from hiscale.infer.result import fit
+    from hiscale.infer.fit import fit
+    from hiscale.infer.settings import SamplerSettings
 
     frame, truth = simulate_families(prior, n_families=1, seed=11, sizes=np.geomspace(5e7, 7e9, 7))
     row = truth.iloc[0]

@@ -46,12 +46,13 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
-from hiscale import __version__
+from hiscale._version import __version__
 from hiscale.data.curves import Curves
-from hiscale.infer.nuts import SamplerSettings
-from hiscale.infer.result import FitOptions, fit
+from hiscale.infer.fit import FitOptions, fit
+from hiscale.infer.settings import SamplerSettings
 from hiscale.laws import get_law
-from hiscale.priors.prior import DEFAULT_PRIORS, Prior, flat_prior
+from hiscale.priors.defaults import DEFAULT_PRIORS
+from hiscale.priors.prior import Prior, flat_prior
 
 __all__ = [
     "FamilySummary",
@@ -173,7 +174,11 @@ def engine_revision() -> str:
         "laws.py",
         "modeling/design.py",
         "modeling/family.py",
+        "data/selection.py",
+        "infer/settings.py",
         "infer/nuts.py",
+        "infer/diagnostics.py",
+        "infer/fit.py",
         "infer/result.py",
     ):
         h.update((here / name).read_bytes())

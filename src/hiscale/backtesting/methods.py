@@ -1,121 +1,109 @@
-"""Bayesian backtest methods: ``bayes`` (population prior) and ``bayes-flat``.
+"""Backtest methods: the interface, the paper's estimator and the Bayesian fits.
 
-Backtesting a family that is *in* a prior's training data would be a cheat,
-so ``bayes`` uses a prior built without the family's whole group
-(:func:`hiscale.population.family_group`; leave-one-family-out, cached on
-disk). A saved prior given with ``prior=`` is used as-is for families it did
-not see, and rebuilt without the family from the same corpus otherwise.
+A *method* is an object with a ``name``, a ``prepare(corpus, family)`` step
+run once per family (e.g. building a leave-one-family-out prior) and a call
+``method(cell, state, seed=...) -> CellPrediction``. :data:`METHODS` maps the
+names accepted by ``backtest(methods=...)`` and ``--method`` to factories:
+
+* ``paper``: the paper's least-squares estimator (:mod:`hiscale.backtesting.paper`);
+* ``bayes``: NUTS under a population prior. Backtesting a family that is *in*
+  a prior's training data would be a cheat, so ``bayes`` uses a prior built
+  without the family's whole group (:func:`hiscale.population.family_group`;
+  :func:`hiscale.backtesting.loo_prior.leave_one_out_prior`, cached on disk).
+  A saved prior given with ``prior=`` is used as-is for families it did not
+  see, and rebuilt without the family from the same corpus otherwise;
+* ``bayes-flat``: NUTS under the weak default prior (no borrowing).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
-from hiscale import __version__
+from hiscale.backtesting.loo_prior import leave_one_out_prior
+from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
-from hiscale.backtesting.runner import CellPrediction, register_method
 from hiscale.data.curves import Curves
-from hiscale.infer.nuts import SamplerSettings
-from hiscale.infer.result import FitOptions, fit
-from hiscale.population import (
-    build_prior,
-    cache_dir,
-    engine_revision,
-    family_group,
-    family_unit,
-    population_families,
-)
+from hiscale.infer.fit import FitOptions, fit
+from hiscale.infer.settings import SamplerSettings
+from hiscale.population import family_group, family_unit
 from hiscale.priors.prior import Prior, flat_prior, load_prior
 
-__all__ = ["BayesMethod", "leave_one_out_prior"]
+__all__ = [
+    "METHODS",
+    "BayesMethod",
+    "CellPrediction",
+    "Method",
+    "PaperMethod",
+    "get_method",
+]
 
 
-def leave_one_out_prior(
-    corpus: Curves,
-    family: str,
-    *,
-    law: str = "chinchilla",
-    options: FitOptions | None = None,
-    sampler: SamplerSettings | None = None,
-    seed: int = 0,
-    progress: bool = False,
-    min_span: float = 4.0,
-    match_unit: bool = True,
-    pool_groups: bool = True,
-) -> Prior:
-    """Population prior built without ``family``'s group (cached on disk).
+@dataclass(frozen=True)
+class CellPrediction:
+    """A method's prediction for every scored target row of a cell.
 
-    Only families in the held-out family's loss unit feed it; when fewer than
-    two are left, the weak default (``flat``) prior is returned, with a note
-    in ``meta``.
+    Attributes
+    ----------
+    median : ndarray
+        Point prediction per target row (posterior-predictive median for
+        Bayesian methods).
+    intervals : dict
+        ``{0.8: (lower, upper), 0.5: (lower, upper)}`` central new-run
+        intervals per row; empty for methods without intervals.
+    pit : ndarray or None
+        Predictive CDF at the actual value, per row.
+    diagnostics : dict
+        ``rhat_max, ess_min, divergences, flagged`` (NaN / False if n/a).
+    n_fit_rows : int or None
+        Rows the method actually fitted on (e.g. after end-of-run selection).
+    status : str
+        ``"ok"`` or the failure reason.
     """
-    options = options or FitOptions()
-    sampler = sampler or SamplerSettings()
-    unit = family_unit(corpus, family) if match_unit else None
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                engine_revision(),
-                corpus.data_hash(),
-                family_group(family),
-                law,
-                options.to_dict(),
-                sampler.to_dict(),
-                seed,
-                __version__,
-                min_span,
-                unit,
-                pool_groups,
-                "population-v3",
-            ],
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
-    path = cache_dir() / "priors" / f"lofo-{family_group(family)}-{key}"
-    if (path / "prior.json").is_file():
-        return load_prior(path)
-    if progress:
-        sys.stderr.write(f"building leave-one-out prior without {family_group(family)!r} ...\n")
-    candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
-    others = [f for f in candidates if family_group(f) != family_group(family)]
-    n_units = len({family_group(f) for f in others}) if pool_groups else len(others)
-    if n_units < 2:
-        base = flat_prior(law)
-        prior = Prior(
-            name="flat",
-            law=base.law,
-            names=base.names,
-            loc=base.loc,
-            cov=base.cov,
-            settings=base.settings,
-            meta={
-                "note": f"no population in loss unit {unit!r} without {family!r}: flat prior",
-                "loss_unit": unit,
-            },
-        )
-    else:
-        prior = build_prior(
-            corpus,
-            name=f"lofo-{family_group(family)}",
-            law=law,
-            exclude=[family],
-            options=options,
-            sampler=sampler,
-            seed=seed,
-            progress=progress,
-            min_span=min_span,
-            loss_unit=unit,
-            pool_groups=pool_groups,
-        )
-    prior.save(path)
-    return prior
+
+    median: np.ndarray
+    intervals: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    pit: np.ndarray | None = None
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+    n_fit_rows: int | None = None
+    status: str = "ok"
+
+
+class Method(Protocol):
+    """Interface of a backtest method."""
+
+    name: str
+
+    def prepare(self, corpus: Curves, family: str) -> Any:
+        """Per-family state (e.g. a leave-one-family-out prior)."""
+        ...
+
+    def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
+        """Predict the cell's scored target rows."""
+        ...
+
+
+class PaperMethod:
+    """The paper's least-squares estimator (k = 1: its single-model regime)."""
+
+    name = "paper"
+
+    def prepare(self, corpus: Curves, family: str) -> None:
+        """Nothing to prepare."""
+        return None
+
+    def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
+        """Fit on the cell's training rows and predict the target rows."""
+        f = cell.train.frame
+        t = cell.target.frame
+        fitter = fit_paper_single if cell.n_sizes_used == 1 else fit_paper
+        fit = fitter(f["params"], f["tokens"], f["loss"])
+        pred = fit.predict(t["params"], t["tokens"])
+        return CellPrediction(median=np.asarray(pred), n_fit_rows=len(f), status=fit.status)
 
 
 @dataclass
@@ -229,5 +217,16 @@ def _bayes_flat(**kw: Any) -> BayesMethod:
     return BayesMethod(name=kw.pop("name", "bayes-flat"), **kw)
 
 
-register_method("bayes", _bayes)
-register_method("bayes-flat", _bayes_flat)
+#: Method name -> factory (keyword options -> Method).
+METHODS: dict[str, Callable[..., Method]] = {
+    "paper": PaperMethod,
+    "bayes": _bayes,
+    "bayes-flat": _bayes_flat,
+}
+
+
+def get_method(name: str, **options: Any) -> Method:
+    """Instantiate the method ``name`` of :data:`METHODS` with ``options``."""
+    if name not in METHODS:
+        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
+    return METHODS[name](**options)

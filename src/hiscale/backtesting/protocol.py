@@ -25,13 +25,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from hiscale.data.curves import Curves, CurvesError
+from hiscale.data.selection import filter_min_tokens
 
 __all__ = [
     "GRIDS",
     "Cell",
-    "end_of_run",
     "filter_fraction",
-    "filter_min_tokens",
     "grid_values",
     "make_cells",
     "select_sizes",
@@ -57,16 +56,6 @@ GRIDS = {
 def sizes(curves: Curves) -> np.ndarray:
     """Sorted distinct parameter counts."""
     return np.sort(curves.frame["params"].unique())
-
-
-def filter_min_tokens(curves: Curves, min_tokens: float = 1e10) -> Curves:
-    """Keep rows with ``tokens > min_tokens`` (the paper's 10B cut; 0 disables)."""
-    if min_tokens <= 0:
-        return curves.with_frame(curves.frame, step="min_tokens", reason="disabled")
-    keep = curves.frame["tokens"].to_numpy() > min_tokens
-    return curves.with_frame(
-        curves.frame[keep], step="min_tokens", reason=f"tokens <= {min_tokens:g}"
-    )
 
 
 def filter_fraction(curves: Curves, p: float, *, threshold: float | None = None) -> Curves:
@@ -132,23 +121,6 @@ def target_rows(target: Curves, definition: str = "last30") -> Curves:
     else:
         raise ValueError(f"target must be 'last30' or 'final', got {definition!r}")
     return target.with_frame(f[keep], step="target_rows", reason=reason)
-
-
-def end_of_run(curves: Curves, fraction: float = 0.8) -> Curves:
-    """Keep each run's rows with ``tokens >= fraction x`` that run's largest count.
-
-    Used by the Bayesian methods (LESSONS.md, second probe): applied after the
-    cell's truncation, so training data still obey the paper's ``p`` cut.
-    ``fraction = 0`` keeps everything.
-    """
-    if fraction <= 0:
-        return curves.with_frame(curves.frame, step="end_of_run", reason="disabled")
-    f = curves.frame
-    run_max = f.groupby("run")["tokens"].transform("max").to_numpy()
-    keep = f["tokens"].to_numpy() >= fraction * run_max
-    return curves.with_frame(
-        f[keep], step="end_of_run", reason=f"tokens < {fraction:g} x the run's last token count"
-    )
 
 
 @dataclass(frozen=True)

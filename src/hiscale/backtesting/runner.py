@@ -1,9 +1,8 @@
-"""Backtests with the paper's protocol; prediction methods plug in.
+"""Run a backtest: every (family, method, cell), scored, one row each.
 
-A *method* is an object with a ``name``, a ``prepare(corpus, family)`` step
-run once per family (e.g. building a leave-one-family-out prior) and a call
-``method(cell, state, seed=...) -> CellPrediction``. Cells are independent
-tasks (:class:`CellTask`, :func:`run_cell`), so they can run in a process pool.
+Methods (:mod:`hiscale.backtesting.methods`) are named or passed as objects;
+cells (:mod:`hiscale.backtesting.protocol`) are independent tasks
+(:class:`CellTask`, :func:`run_cell`), so they can run in a process pool.
 
 Scoring (Choshen et al. 2025): ``ARE = mean_i |L_i - L̂_i| / L_i`` in percent
 over the scored target rows of the cell. Interval columns hold the mean
@@ -17,26 +16,21 @@ import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from hiscale.backtesting.paper import fit_paper, fit_paper_single
+from hiscale.backtesting.methods import Method, get_method
 from hiscale.backtesting.protocol import Cell, make_cells, sizes
 from hiscale.data.curves import Curves, CurvesError
 
 __all__ = [
     "COLUMNS",
-    "METHODS",
-    "CellPrediction",
     "CellTask",
-    "Method",
-    "PaperMethod",
     "backtest",
-    "get_method",
-    "register_method",
+    "method_summary",
     "run_cell",
     "summary_table",
     "usable_families",
@@ -73,88 +67,6 @@ COLUMNS: tuple[str, ...] = (
     "seconds",
     "status",
 )
-
-
-@dataclass(frozen=True)
-class CellPrediction:
-    """A method's prediction for every scored target row of a cell.
-
-    Attributes
-    ----------
-    median : ndarray
-        Point prediction per target row (posterior-predictive median for
-        Bayesian methods).
-    intervals : dict
-        ``{0.8: (lower, upper), 0.5: (lower, upper)}`` central new-run
-        intervals per row; empty for methods without intervals.
-    pit : ndarray or None
-        Predictive CDF at the actual value, per row.
-    diagnostics : dict
-        ``rhat_max, ess_min, divergences, flagged`` (NaN / False if n/a).
-    n_fit_rows : int or None
-        Rows the method actually fitted on (e.g. after end-of-run selection).
-    status : str
-        ``"ok"`` or the failure reason.
-    """
-
-    median: np.ndarray
-    intervals: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
-    pit: np.ndarray | None = None
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-    n_fit_rows: int | None = None
-    status: str = "ok"
-
-
-class Method(Protocol):
-    """Interface of a backtest method."""
-
-    name: str
-
-    def prepare(self, corpus: Curves, family: str) -> Any:
-        """Per-family state (e.g. a leave-one-family-out prior)."""
-        ...
-
-    def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
-        """Predict the cell's scored target rows."""
-        ...
-
-
-class PaperMethod:
-    """The paper's least-squares estimator (k = 1: its single-model regime)."""
-
-    name = "paper"
-
-    def prepare(self, corpus: Curves, family: str) -> None:
-        """Nothing to prepare."""
-        return None
-
-    def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
-        """Fit on the cell's training rows and predict the target rows."""
-        f = cell.train.frame
-        t = cell.target.frame
-        fitter = fit_paper_single if cell.n_sizes_used == 1 else fit_paper
-        fit = fitter(f["params"], f["tokens"], f["loss"])
-        pred = fit.predict(t["params"], t["tokens"])
-        return CellPrediction(median=np.asarray(pred), n_fit_rows=len(f), status=fit.status)
-
-
-METHODS: dict[str, Callable[..., Method]] = {"paper": PaperMethod}
-
-
-def register_method(name: str, factory: Callable[..., Method]) -> None:
-    """Add a method factory to the registry (used by ``--method NAME``)."""
-    METHODS[name] = factory
-
-
-def get_method(name: str, **options: Any) -> Method:
-    """Instantiate a registered method."""
-    if name not in METHODS:
-        # Bayesian methods register themselves on import.
-        import hiscale.backtesting.methods  # noqa: F401
-
-    if name not in METHODS:
-        raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
-    return METHODS[name](**options)
 
 
 @dataclass(frozen=True)

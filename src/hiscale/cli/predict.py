@@ -123,7 +123,7 @@ def _add_model_args(p: argparse.ArgumentParser, *, warmup: int = 500, samples: i
 
 
 def _fit_options(args: argparse.Namespace):
-    from hiscale.infer.result import FitOptions
+    from hiscale.infer.fit import FitOptions
 
     if args.end_of_run > 1:
         raise ValueError(f"--end-of-run must be in [0, 1], got {args.end_of_run}")
@@ -131,7 +131,7 @@ def _fit_options(args: argparse.Namespace):
 
 
 def _sampler(args: argparse.Namespace):
-    from hiscale.infer.nuts import SamplerSettings
+    from hiscale.infer.settings import SamplerSettings
 
     return SamplerSettings(
         num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains
@@ -139,7 +139,7 @@ def _sampler(args: argparse.Namespace):
 
 
 def _run_fit(args: argparse.Namespace, curves, family: str):
-    from hiscale.infer.result import fit
+    from hiscale.infer.fit import fit
     from hiscale.priors.prior import resolve_prior
 
     # fail fast (before the progress line) on an unknown family or prior
@@ -784,8 +784,8 @@ def _add_demo_args(p: argparse.ArgumentParser) -> None:
 def _demo(args: argparse.Namespace) -> int:
     from hiscale.backtesting.paper import fit_paper
     from hiscale.data.curves import load_curves
-    from hiscale.infer.nuts import SamplerSettings
-    from hiscale.infer.result import fit
+    from hiscale.infer.fit import fit
+    from hiscale.infer.settings import SamplerSettings
     from hiscale.modeling.simulate import true_loss
 
     t_start = time.perf_counter()

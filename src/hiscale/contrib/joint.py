@@ -32,7 +32,8 @@ import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS, init_to_median
 
 from hiscale.data.curves import Curves, load_curves
-from hiscale.infer.result import FitOptions, select_rows
+from hiscale.infer.diagnostics import diagnose
+from hiscale.infer.fit import FitOptions
 from hiscale.laws import get_law
 from hiscale.modeling.design import bucket, make_design
 from hiscale.modeling.family import prior_arrays, run_loglik
@@ -126,8 +127,7 @@ def fit_joint(
     if len(fams) < 2:
         raise ValueError(f"a joint fit needs >= 2 families, got {fams}")
     designs = [
-        make_design(select_rows(c.family(f), options), n_eff_per_run=options.n_eff_per_run)
-        for f in fams
+        make_design(options.select(c.family(f)), n_eff_per_run=options.n_eff_per_run) for f in fams
     ]
     rows = max(bucket(d.n_rows, 16) for d in designs)
     runs = max(d.n_runs_padded for d in designs)
@@ -182,8 +182,6 @@ def fit_joint(
     )
     seconds = time.perf_counter() - t0
     import arviz as az
-
-    from hiscale.infer.nuts import diagnose
 
     grouped = {k: np.asarray(v) for k, v in mcmc.get_samples(group_by_chain=True).items()}
     extra = {k: np.asarray(v) for k, v in mcmc.get_extra_fields(group_by_chain=True).items()}

@@ -1,19 +1,18 @@
-"""MAP and NUTS for the family model, and the sampler's diagnostics.
+"""MAP and NUTS for the family model.
 
 * :func:`map_estimate`: BFGS on the unconstrained potential, jitted once per
   shape bucket (the data are arguments, not constants).
 * :func:`run_nuts`: NUTS started at the MAP (the guard against the floor->0
   mode, LESSONS.md point 3), a dense mass matrix over the global parameters,
   ``jit_model_args`` so one compiled kernel serves every cell of a bucket.
-* :func:`diagnose`: r̂ (max), bulk/tail ESS (min), divergences, max-tree-depth
-  hits (read from NumPyro's ``num_steps``: ArviZ's ``diagnose`` misses it),
-  and chain disagreement; :data:`THRESHOLDS` decide the ``flagged`` verdict.
+
+Settings: :class:`hiscale.infer.settings.SamplerSettings`; the verdict on the
+draws: :func:`hiscale.infer.diagnostics.diagnose`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
 from functools import cache
 from typing import Any
 
@@ -22,52 +21,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
-from numpyro.diagnostics import effective_sample_size, split_gelman_rubin
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
-__all__ = [
-    "GLOBAL_SITES",
-    "THRESHOLDS",
-    "SamplerSettings",
-    "diagnose",
-    "init_params",
-    "map_estimate",
-    "run_nuts",
-]
+from hiscale.infer.settings import SamplerSettings
 
-GLOBAL_SITES: tuple[str, ...] = ("xi", "log_scale", "log_sigma_run", "log_sigma_obs")
-
-#: A fit is flagged when any of these fails.
-THRESHOLDS: dict[str, float] = {
-    "rhat_max": 1.01,
-    "ess_min": 100.0,
-    "divergences": 0,
-    "tree_depth_hits_frac": 0.05,
-    "chain_disagreement": 1.0,
-}
-
-
-@dataclass(frozen=True)
-class SamplerSettings:
-    """NUTS settings (recorded with every fit).
-
-    ``chain_method`` "parallel" uses one CPU host device per chain (hiscale
-    sets two or more host devices before importing jax).
-    """
-
-    num_warmup: int = 500
-    num_samples: int = 1000
-    num_chains: int = 2
-    target_accept_prob: float = 0.9
-    max_tree_depth: int = 8
-    dense_global: bool = True
-    chain_method: str = "parallel"
-    init_jitter: float = 0.05
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for provenance."""
-        return asdict(self)
+__all__ = ["MAP_BOUNDS", "init_params", "map_estimate", "run_nuts"]
 
 
 def init_params(n_law: int, log_scale_loc: float) -> dict[str, jnp.ndarray]:
@@ -223,76 +182,3 @@ def run_nuts(
     cons = _constrainer(model)(zflat, kwargs)
     samples = {k: np.asarray(v).reshape(c, n, *v.shape[1:]) for k, v in cons.items()}
     return samples, {"diverging": np.asarray(div), "num_steps": np.asarray(nsteps)}
-
-
-def diagnose(
-    samples: dict[str, np.ndarray],
-    *,
-    diverging: np.ndarray,
-    num_steps: np.ndarray,
-    max_tree_depth: int,
-) -> dict[str, Any]:
-    """Convergence summary of grouped-by-chain samples.
-
-    Parameters
-    ----------
-    samples : dict
-        Site -> array ``(chain, draw, ...)`` (sites ``xi``,
-        ``log_scale``, ``log_sigma_run``, ``log_sigma_obs``).
-    diverging, num_steps : ndarray ``(chain, draw)``
-    max_tree_depth : int
-
-    Returns
-    -------
-    dict
-        ``rhat_max, ess_min (bulk), ess_tail_min, divergences,
-        tree_depth_hits, chain_disagreement, flagged, reasons``.
-    """
-    parts = []
-    for name in GLOBAL_SITES:
-        v = np.asarray(samples[name], dtype=float)
-        parts.append(v.reshape(v.shape[0], v.shape[1], -1))
-    allv = np.concatenate(parts, axis=-1)  # (chain, draw, P)
-    n_chains = allv.shape[0]
-    rhat = np.asarray(split_gelman_rubin(allv)) if n_chains > 1 else np.ones(allv.shape[-1])
-    ess = np.asarray(effective_sample_size(allv))
-    # tail ESS: ESS of the 5% and 95% quantile indicators (Vehtari et al. 2021)
-    q05 = np.quantile(allv, 0.05, axis=(0, 1))
-    q95 = np.quantile(allv, 0.95, axis=(0, 1))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ess_tail = np.minimum(
-            np.asarray(effective_sample_size((allv <= q05).astype(float))),
-            np.asarray(effective_sample_size((allv <= q95).astype(float))),
-        )
-    glob = allv
-    if n_chains > 1:
-        means = glob.mean(axis=1)
-        sd = glob.reshape(-1, glob.shape[-1]).std(axis=0) + 1e-12
-        disagreement = float(np.max((means.max(0) - means.min(0)) / sd))
-    else:
-        disagreement = 0.0
-    div = int(np.sum(diverging))
-    hits = int(np.sum(np.asarray(num_steps) >= 2**max_tree_depth - 1))
-    out = {
-        "rhat_max": float(np.nanmax(rhat)),
-        "ess_min": float(np.nanmin(ess)),
-        "ess_tail_min": float(np.nanmin(ess_tail)),
-        "divergences": div,
-        "tree_depth_hits": hits,
-        "chain_disagreement": disagreement,
-    }
-    n_draws = allv.shape[0] * allv.shape[1]
-    reasons = []
-    if out["rhat_max"] > THRESHOLDS["rhat_max"]:
-        reasons.append(f"r_hat {out['rhat_max']:.3f} > {THRESHOLDS['rhat_max']}")
-    if out["ess_min"] < THRESHOLDS["ess_min"]:
-        reasons.append(f"ESS {out['ess_min']:.0f} < {THRESHOLDS['ess_min']:.0f}")
-    if div > THRESHOLDS["divergences"]:
-        reasons.append(f"{div} divergences")
-    if hits > THRESHOLDS["tree_depth_hits_frac"] * n_draws:
-        reasons.append(f"{hits} max-tree-depth hits")
-    if disagreement > THRESHOLDS["chain_disagreement"]:
-        reasons.append(f"chains disagree ({disagreement:.2f} sd)")
-    out["flagged"] = bool(reasons)
-    out["reasons"] = "; ".join(reasons)
-    return out

@@ -19,26 +19,12 @@ import pandas as pd
 from hiscale.data.curves import Curves
 from hiscale.laws import D0, N0
 
-__all__ = ["Design", "bucket", "make_design", "thin_rows"]
+__all__ = ["Design", "bucket", "make_design"]
 
 
 def bucket(n: int, minimum: int = 8) -> int:
     """Smallest power of two >= max(n, minimum)."""
     return int(max(minimum, 1 << max(0, int(np.ceil(np.log2(max(n, 1)))))))
-
-
-def thin_rows(frame: pd.DataFrame, max_rows_per_run: int) -> pd.DataFrame:
-    """Keep at most ``max_rows_per_run`` rows per run, evenly spaced in ln D, last row kept."""
-    if max_rows_per_run <= 0:
-        return frame
-    parts = []
-    for _, g in frame.sort_values(["run", "tokens"]).groupby("run", sort=False):
-        if len(g) <= max_rows_per_run:
-            parts.append(g)
-            continue
-        idx = np.unique(np.round(np.linspace(0, len(g) - 1, max_rows_per_run)).astype(int))
-        parts.append(g.iloc[idx])
-    return pd.concat(parts) if parts else frame.iloc[:0]
 
 
 @dataclass(frozen=True)

@@ -115,7 +115,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         "with `--prior flat`.",
         "* Backtesting a family that is in this prior would leak its answer: the "
         "backtest rebuilds the prior without the family's group "
-        "(`hiscale.backtesting.methods.leave_one_out_prior`).",
+        "(`hiscale.backtesting.loo_prior.leave_one_out_prior`).",
         "",
         "## Data",
         "",

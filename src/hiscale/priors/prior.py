@@ -1,4 +1,4 @@
-"""Priors as data: weak defaults in one place, population priors on disk.
+"""Priors as data: the :class:`Prior` of one family, weak defaults, population priors on disk.
 
 A family's parameters are the law's unit-free vector ``z`` (log share ratios
 ``u_a, u_b``, log exponents, optional ``gamma``), its loss scale
@@ -11,7 +11,8 @@ A family's parameters are the law's unit-free vector ``z`` (log share ratios
 * ``sigma_run ~ LogNormal(*sigma_run)``: run-to-run (seed) offset of ln L;
 * ``sigma_obs ~ LogNormal(*sigma_obs)``: checkpoint-level noise of ln L.
 
-A :class:`Prior` is either the weak default (``"flat"``: no borrowing) or a
+A :class:`Prior` is either the weak default (``"flat"``: no borrowing, the numbers
+in :mod:`hiscale.priors.defaults`) or a
 population prior, the predictive distribution of a *new* family's
 parameters learned from many families (:mod:`hiscale.population`) and saved
 in ``models/NAME/prior.json``.
@@ -20,7 +21,6 @@ in ``models/NAME/prior.json``.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,37 +28,15 @@ from typing import Any
 import numpy as np
 
 from hiscale.laws import get_law
+from hiscale.priors.defaults import DEFAULT_LAW_PRIORS, DEFAULT_PRIORS
 
 __all__ = [
-    "DEFAULT_LAW_PRIORS",
-    "DEFAULT_PRIORS",
     "Prior",
     "flat_prior",
     "list_priors",
     "load_prior",
     "resolve_prior",
 ]
-
-#: Weak per-parameter priors ``(mean, sd)`` for the unit-free law parameters.
-#: ``u_a = ln(a/e)``, ``u_b = ln(b/e)`` at (N0, D0) = (1e9, 1e11); exponents
-#: centred on the Datablations fit (alpha = beta = 0.35).
-DEFAULT_LAW_PRIORS: dict[str, tuple[float, float]] = {
-    "u_a": (-1.0, 1.5),
-    "u_b": (-1.0, 1.5),
-    "log_alpha": (math.log(0.35), 0.6),
-    "log_beta": (math.log(0.35), 0.6),
-    "gamma": (0.0, 0.15),
-}
-
-#: Everything else the model and the data selection need, in one place.
-DEFAULT_PRIORS: dict[str, Any] = {
-    "log_scale_sd": 1.0,
-    "log_scale_shift": 0.0,
-    "sigma_run": (math.log(0.01), 0.5),
-    "sigma_obs": (math.log(0.005), 1.0),
-    "df_run": 4.0,
-    "df_obs": 4.0,
-}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,196 @@
+"""Fit one family with NUTS: ``fit(...) -> Fit``.
+
+Data selection before the model (all reported in ``Fit.log``,
+:mod:`hiscale.data.selection`):
+
+1. the optional token cut ``tokens > min_tokens``;
+2. *end-of-run rows*: per run, rows with ``tokens >= end_of_run x`` its
+   largest token count (LESSONS.md, second probe: the separable law does not
+   describe mid-schedule checkpoints; fitting only the end of each run
+   removed the misfit that drove the bad mode);
+3. at most ``max_rows_per_run`` rows per run, evenly spaced (with tempering
+   to ``n_eff_per_run`` effective points per run, more rows add little).
+
+Then MAP and NUTS (:mod:`hiscale.infer.nuts`) and the sampler's verdict
+(:mod:`hiscale.infer.diagnostics`); the result is a :class:`~hiscale.infer.result.Fit`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pandas as pd
+
+from hiscale._version import __version__
+from hiscale.data.curves import Curves, CurvesError, load_curves
+from hiscale.data.selection import select_rows
+from hiscale.infer.diagnostics import diagnose
+from hiscale.infer.nuts import init_params, map_estimate, run_nuts
+from hiscale.infer.result import Fit
+from hiscale.infer.settings import SamplerSettings
+from hiscale.laws import get_law
+from hiscale.modeling.design import Design, make_design
+from hiscale.modeling.family import make_family_model, prior_arrays
+from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
+from hiscale.priors.prior import Prior, resolve_prior
+
+__all__ = ["FitOptions", "fit", "fit_design"]
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Data selection and likelihood options (recorded with every fit)."""
+
+    min_tokens: float = 0.0
+    end_of_run: float = 0.8
+    max_rows_per_run: int = 32
+    n_eff_per_run: float = 4.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for provenance."""
+        return dict(self.__dict__)
+
+    def select(self, curves: Curves) -> Curves:
+        """This fit's row selection of ``curves`` (:func:`hiscale.data.selection.select_rows`)."""
+        return select_rows(
+            curves,
+            min_tokens=self.min_tokens,
+            end_fraction=self.end_of_run,
+            max_rows_per_run=self.max_rows_per_run,
+        )
+
+
+def fit_design(
+    design: Design,
+    prior: Prior,
+    *,
+    law: str,
+    seed: int = 0,
+    sampler: SamplerSettings | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
+    """MAP then NUTS on a design; returns (posterior, diagnostics, sample_stats, timings)."""
+    sampler = sampler or SamplerSettings()
+    law_obj = get_law(law)
+    prior = prior.for_law(law_obj.name)
+    model = make_family_model(law_obj.name)
+    kwargs = {
+        **{k: jnp.asarray(v) for k, v in design.model_args().items()},
+        "run_mask": jnp.arange(design.n_runs_padded) < design.n_runs,
+        "prior": {
+            k: jnp.asarray(v)
+            for k, v in prior_arrays(prior, log_scale_loc=design.log_scale_loc).items()
+        },
+        "log_loss": jnp.asarray(design.log_loss),
+    }
+    t0 = time.perf_counter()
+    start = init_params(len(law_obj.params), design.log_scale_loc)
+    map_params, _, _ = map_estimate(model, kwargs, start)
+    t1 = time.perf_counter()
+    key = jax.random.PRNGKey(seed)
+    samples, extra = run_nuts(model, kwargs, rng_key=key, settings=sampler, init=map_params)
+    t2 = time.perf_counter()
+    diag = diagnose(
+        samples,
+        diverging=extra["diverging"],
+        num_steps=extra["num_steps"],
+        max_tree_depth=sampler.max_tree_depth,
+    )
+    stats_ = {
+        "diverging": extra["diverging"].astype(bool),
+        "n_steps": extra["num_steps"].astype(np.int64),
+        "reached_max_tree_depth": extra["num_steps"] >= 2**sampler.max_tree_depth - 1,
+    }
+    return samples, diag, stats_, {"map_seconds": t1 - t0, "nuts_seconds": t2 - t1}
+
+
+def fit(
+    curves: Curves | pd.DataFrame | str | Path,
+    *,
+    family: str | None = None,
+    prior: str | Path | Prior = "corpus-v1",
+    law: str = "chinchilla",
+    seed: int = 0,
+    options: FitOptions | None = None,
+    sampler: SamplerSettings | None = None,
+    metric: str = "primary",
+) -> Fit:
+    """Fit one family's runs with NUTS under a (population) prior.
+
+    Parameters
+    ----------
+    curves : Curves, DataFrame or path
+        Curves table (validated if not already a :class:`Curves`).
+    family : str, optional
+        Family to fit; required when the table holds several.
+    prior : "corpus-v1", "flat", path or Prior
+        Population prior to borrow from (``"flat"`` = weak defaults only).
+    law : str
+        Law form (see :data:`hiscale.laws.LAWS`).
+    seed : int
+        Seed of the sampler (same seed -> identical draws).
+    options : FitOptions, optional
+        Row selection and tempering.
+    sampler : SamplerSettings, optional
+        NUTS settings.
+    metric : str
+        Metric selection when ``curves`` is not yet a Curves.
+
+    Returns
+    -------
+    Fit
+    """
+    options = options or FitOptions()
+    sampler = sampler or SamplerSettings()
+    c = curves if isinstance(curves, Curves) else load_curves(curves, metric=metric)
+    fams = c.families
+    if family is None:
+        if len(fams) != 1:
+            raise CurvesError(
+                f"column 'family': the data hold {len(fams)} families; pick one with family= "
+                f"({', '.join(fams)})"
+            )
+        family = fams[0]
+    c = c.family(family)
+    selected = options.select(c)
+    if len(selected) == 0:
+        raise CurvesError(f"column 'tokens': no rows of family {family!r} left after filters")
+    pr = resolve_prior(prior, law=law)
+    notes = []
+    prior_unit = pr.meta.get("loss_unit")
+    if prior_unit and "loss_unit" in c.frame.columns:
+        units = set(c.frame["loss_unit"].dropna().astype(str))
+        if units and prior_unit not in units:
+            notes.append(
+                f"prior {pr.name!r} was learned from families in {prior_unit!r}, this family "
+                f"is in {sorted(units)}: borrowing across loss units is not calibrated"
+            )
+    design = make_design(selected, n_eff_per_run=options.n_eff_per_run)
+    if design.n_rows == design.n_runs:
+        # one row per run (final-only families): run offsets and checkpoint noise
+        # are not separately identified; the run offset carries all the noise.
+        pr = pr.with_settings(sigma_obs=SINGLE_ROW_SIGMA_OBS)
+    t0 = time.perf_counter()
+    samples, diag, stats_, timings = fit_design(design, pr, law=law, seed=seed, sampler=sampler)
+    timings["total_seconds"] = time.perf_counter() - t0
+    data = selected.frame.sort_values(["params", "run", "tokens"]).reset_index(drop=True)
+    return Fit(
+        family=family,
+        law=get_law(law).name,
+        prior=pr,
+        posterior=samples,
+        diagnostics=diag,
+        sampler=sampler.to_dict(),
+        options=options.to_dict(),
+        seed=seed,
+        data=data,
+        log=selected.log,
+        timings=timings,
+        provenance={"data_hash": c.data_hash(), "hiscale_version": __version__, "notes": notes},
+        sample_stats=stats_,
+    )

@@ -1,0 +1,40 @@
+"""Every default prior number in one place.
+
+A family's parameters are the law's unit-free vector ``z`` (log share ratios
+``u_a, u_b``, log exponents, optional ``gamma``), its loss scale
+``log_scale`` (never pooled) and two noise scales; see
+:mod:`hiscale.priors.prior` for how they are used.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["DEFAULT_LAW_PRIORS", "DEFAULT_PRIORS", "SINGLE_ROW_SIGMA_OBS"]
+
+#: Weak per-parameter priors ``(mean, sd)`` for the unit-free law parameters.
+#: ``u_a = ln(a/e)``, ``u_b = ln(b/e)`` at (N0, D0) = (1e9, 1e11); exponents
+#: centred on the Datablations fit (alpha = beta = 0.35).
+DEFAULT_LAW_PRIORS: dict[str, tuple[float, float]] = {
+    "u_a": (-1.0, 1.5),
+    "u_b": (-1.0, 1.5),
+    "log_alpha": (math.log(0.35), 0.6),
+    "log_beta": (math.log(0.35), 0.6),
+    "gamma": (0.0, 0.15),
+}
+
+
+#: Everything else the model and the data selection need, in one place.
+DEFAULT_PRIORS: dict[str, Any] = {
+    "log_scale_sd": 1.0,
+    "log_scale_shift": 0.0,
+    "sigma_run": (math.log(0.01), 0.5),
+    "sigma_obs": (math.log(0.005), 1.0),
+    "df_run": 4.0,
+    "df_obs": 4.0,
+}
+
+
+#: sigma_obs prior (LogNormal loc, scale) when every run has a single row.
+SINGLE_ROW_SIGMA_OBS: tuple[float, float] = (math.log(1e-3), 0.1)
