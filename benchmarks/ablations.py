@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import hiscale
 from hiscale.backtesting.methods import BayesMethod, PaperMethod
 from hiscale.backtesting.runner import backtest
 from hiscale.data.curves import load_curves
@@ -71,6 +72,7 @@ def macro(df: pd.DataFrame, col: str) -> float:
 
 
 def main(argv=None) -> int:
+    hiscale.configure()  # first: 64-bit floats and host devices for JAX
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "corpus", nargs="?", default=os.environ.get("HISCALE_CORPUS", "../shared/corpus/curves.csv")

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import hiscale
 from hiscale.backtesting.runner import backtest, method_summary, summary_table
 from hiscale.data.curves import load_curves
 
@@ -90,6 +91,7 @@ def summarise(res: pd.DataFrame) -> dict:
 
 
 def main(argv=None) -> int:
+    hiscale.configure()  # first: 64-bit floats and host devices for JAX
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
         "corpus", nargs="?", default=os.environ.get("HISCALE_CORPUS", "../shared/corpus/curves.csv")

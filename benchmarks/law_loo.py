@@ -25,6 +25,7 @@ from pathlib import Path
 
 import arviz as az
 
+import hiscale
 from hiscale.data.curves import load_curves
 from hiscale.infer.fit import fit
 from hiscale.laws import LAWS
@@ -34,6 +35,7 @@ from bayes_grid import FAMILIES
 
 
 def main(argv=None) -> int:
+    hiscale.configure()  # first: 64-bit floats and host devices for JAX
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.environ.get("HISCALE_CORPUS", "../shared/corpus/curves.csv")
     ap.add_argument("corpus", nargs="?", default=default)

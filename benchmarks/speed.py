@@ -30,6 +30,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import hiscale
 from hiscale.backtesting.paper import fit_paper
 from hiscale.backtesting.runner import backtest
 from hiscale.data.curves import load_curves
@@ -54,6 +55,7 @@ def _time_fit(curves, prior, seed):
 
 
 def main(argv=None) -> int:
+    hiscale.configure()  # first: 64-bit floats and host devices for JAX
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     default = os.environ.get("HISCALE_CORPUS", "../shared/corpus/curves.csv")
     ap.add_argument("corpus", nargs="?", default=default)

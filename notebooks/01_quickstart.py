@@ -59,6 +59,8 @@ from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import true_loss
 from hiscale.plots import plot_curves, plot_target_density
 
+hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
+
 FAST = os.environ.get("HISCALE_FAST") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file())
 # tiny NUTS settings in fast mode (CI); the defaults otherwise

@@ -48,6 +48,8 @@ from hiscale.infer.fit import fit
 from hiscale.infer.settings import SamplerSettings
 from hiscale.plots import plot_curves, plot_exponents, plot_target_density
 
+hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
+
 FAST = os.environ.get("HISCALE_FAST") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file())
 CORPUS = Path(os.environ.get("HISCALE_CORPUS", REPO.parent / "shared" / "corpus" / "curves.csv"))

@@ -48,6 +48,8 @@ from hiscale.infer.settings import THRESHOLDS, SamplerSettings
 from hiscale.modeling.simulate import simulate_families
 from hiscale.plots import plot_calibration
 
+hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
+
 FAST = os.environ.get("HISCALE_FAST") == "1"
 SAMPLER = SamplerSettings(num_warmup=150, num_samples=150) if FAST else SamplerSettings()
 N_FAMILIES = 3 if FAST else 10

@@ -2,13 +2,16 @@
 
 import os
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 from pathlib import Path
 
 import pytest
+
+import hiscale
+
+# session-wide, before any test module is imported (and before JAX starts)
+hiscale.configure(host_devices=2, platform="cpu")
 
 
 def corpus_path() -> Path:

@@ -411,3 +411,22 @@ def test_cli_bad_data_and_arguments(tmp_path, capsys):
         main(["backtest", str(path), "--family", "clean", "--min-tokens", "-1"])
     assert exc.value.code == 2
     assert "must be a finite number >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_worker_processes_are_configured_and_give_identical_rows(synth):
+    """jobs=2 runs cells in fresh interpreters, configured like this one (x64 on)."""
+    from hiscale.infer.settings import SamplerSettings
+
+    kw = dict(
+        families=["clean"],
+        methods=["bayes-flat"],
+        grid=[(2, 1.0), (3, 1.0)],
+        include_k1=False,
+        method_options={"bayes-flat": {"sampler": SamplerSettings(num_warmup=50, num_samples=50)}},
+    )
+    pooled = backtest(synth, jobs=2, **kw)
+    assert (pooled["status"] == "ok").all(), pooled["status"].tolist()
+    pd.testing.assert_frame_equal(
+        pooled.drop(columns="seconds"), backtest(synth, jobs=1, **kw).drop(columns="seconds")
+    )

@@ -7,7 +7,6 @@ from engine_sim import simulate_family
 from numpyro.infer.util import log_density
 from scipy import stats
 
-import hiscale  # noqa: F401  (x64, host devices)
 from hiscale.data.selection import thin_rows
 from hiscale.laws import LAWS
 from hiscale.modeling.design import bucket, make_design

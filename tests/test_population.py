@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from engine_sim import TRUTH, simulate_family
 
-import hiscale  # noqa: F401
 from hiscale.data.curves import load_curves
 from hiscale.infer.fit import FitOptions
 from hiscale.infer.settings import SamplerSettings

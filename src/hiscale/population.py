@@ -46,6 +46,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
+from hiscale._config import require_x64
 from hiscale._version import __version__
 from hiscale.data.curves import Curves
 from hiscale.infer.fit import FitOptions, fit
@@ -348,6 +349,7 @@ def build_prior(
     """
     import sys
 
+    require_x64("hiscale.build_prior")
     t_start = time.perf_counter()
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()

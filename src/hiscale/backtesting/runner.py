@@ -12,6 +12,7 @@ their interval (0 or 1 with ``target="final"`` and one target run).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hiscale._config import configure, current_settings
 from hiscale.backtesting.methods import Method, get_method
 from hiscale.backtesting.protocol import Cell, make_cells, sizes
 from hiscale.data.curves import Curves, CurvesError
@@ -268,7 +270,9 @@ def backtest(
     rows: list[dict[str, Any]] = []
     if jobs > 1:
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx) as pool:
+        # fresh interpreters: configure JAX in each worker the way it is set up here
+        init = functools.partial(configure, **current_settings())
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=init) as pool:
             for row in pool.map(run_cell, tasks):
                 tick(row)
                 rows.append(row)

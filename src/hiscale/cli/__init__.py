@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from hiscale._config import configure
 from hiscale.data.curves import CurvesError, load_curves
 
 __all__ = ["main"]
@@ -175,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hiscale`` script."""
+    # first thing: host devices and the platform only take effect before JAX starts
+    configure()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

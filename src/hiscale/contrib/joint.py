@@ -31,6 +31,7 @@ import numpyro
 import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS, init_to_median
 
+from hiscale._config import require_x64
 from hiscale.data.curves import Curves, load_curves
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.fit import FitOptions
@@ -121,6 +122,7 @@ def fit_joint(
         Row selection per family (as in :func:`hiscale.infer.result.fit`).
     num_warmup, num_samples, num_chains : int
     """
+    require_x64("hiscale.contrib.joint.fit_joint")
     options = options or FitOptions()
     c = curves if isinstance(curves, Curves) else load_curves(curves)
     fams = list(families)

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
+from hiscale._config import require_x64
 from hiscale._version import __version__
 from hiscale.data.curves import Curves, CurvesError, load_curves
 from hiscale.data.selection import select_rows
@@ -75,6 +76,7 @@ def fit_design(
     sampler: SamplerSettings | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
     """MAP then NUTS on a design; returns (posterior, diagnostics, sample_stats, timings)."""
+    require_x64("hiscale.infer.fit.fit_design")
     sampler = sampler or SamplerSettings()
     law_obj = get_law(law)
     prior = prior.for_law(law_obj.name)
@@ -145,6 +147,7 @@ def fit(
     -------
     Fit
     """
+    require_x64("hiscale.fit")
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
     c = curves if isinstance(curves, Curves) else load_curves(curves, metric=metric)

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from hiscale._config import require_x64
 from hiscale._version import __version__
 from hiscale.data.curves import FilterRecord
 from hiscale.laws import D0, N0, get_law
@@ -70,6 +71,7 @@ class Fit:
         t_obs)`` with ``t`` Student-t draws of the model's degrees of freedom,
         one fresh run offset per draw and target point.
         """
+        require_x64("Fit.draws")
         n = np.atleast_1d(np.asarray(params, dtype=float))
         d = np.atleast_1d(np.asarray(tokens, dtype=float))
         n, d = np.broadcast_arrays(n, d)
@@ -144,6 +146,7 @@ class Fit:
         """
         import arviz as az
 
+        require_x64("Fit.to_datatree")
         law = get_law(self.law)
         names = (*law.params, "log_scale", "sigma_run", "sigma_obs")
         post = {n: np.asarray(self.posterior[n]) for n in names}

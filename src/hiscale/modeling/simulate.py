@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hiscale._config import require_x64
 from hiscale.laws import D0, N0, get_law, share_to_paper
 from hiscale.priors.prior import Prior, resolve_prior
 
@@ -47,6 +48,7 @@ SIM_METRIC = "sim_loss"
 
 
 def _log_loss(law: str, params, tokens, theta: dict[str, float]) -> np.ndarray:
+    require_x64("hiscale.simulate_families")
     x = np.log(np.asarray(params, dtype=float) / N0)
     y = np.log(np.asarray(tokens, dtype=float) / D0)
     return np.asarray(get_law(law).log_loss(x, y, theta), dtype=float)
