@@ -1,10 +1,81 @@
 """hiscale: hierarchical Bayesian scaling laws for language models.
 
-Importing hiscale changes nothing in JAX; call :func:`configure` first.
+The flow, one subpackage per step: ``data`` (the curves table and row
+filters) -> ``laws`` -> ``priors`` -> ``modeling`` (NumPyro models) ->
+``infer`` (NUTS, ``fit``) -> ``population`` (learning a population prior) ->
+``backtesting`` (the paper's protocol) -> ``plots`` -> ``cli``.
+
+The names below are the public API. Importing hiscale is cheap and changes
+nothing in JAX: the modules behind a name are imported when it is first used,
+and :func:`configure` sets JAX up (call it first)::
+
+    import hiscale
+
+    hiscale.configure()
+    fit = hiscale.fit("curves.csv", family="pythia", prior="corpus-v1")
+    fit.predict(6.9e9, 3e11)
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from hiscale._config import configure
 from hiscale._version import __version__
-from hiscale.data.curves import Curves, CurvesError, load_curves
 
-__all__ = ["Curves", "CurvesError", "__version__", "configure", "load_curves"]
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from hiscale.backtesting.runner import backtest
+    from hiscale.data.curves import Curves, CurvesError, load_curves
+    from hiscale.infer.fit import FitOptions, fit
+    from hiscale.infer.result import Fit, load_fit
+    from hiscale.infer.settings import SamplerSettings
+    from hiscale.modeling.simulate import simulate_families
+    from hiscale.population import build_prior
+    from hiscale.priors.prior import load_prior
+
+#: Public name -> module that defines it (imported on first use).
+_LAZY: dict[str, str] = {
+    "Curves": "hiscale.data.curves",
+    "CurvesError": "hiscale.data.curves",
+    "load_curves": "hiscale.data.curves",
+    "load_prior": "hiscale.priors.prior",
+    "simulate_families": "hiscale.modeling.simulate",
+    "SamplerSettings": "hiscale.infer.settings",
+    "FitOptions": "hiscale.infer.fit",
+    "fit": "hiscale.infer.fit",
+    "Fit": "hiscale.infer.result",
+    "load_fit": "hiscale.infer.result",
+    "build_prior": "hiscale.population",
+    "backtest": "hiscale.backtesting.runner",
+}
+
+__all__ = [
+    "Curves",
+    "CurvesError",
+    "Fit",
+    "FitOptions",
+    "SamplerSettings",
+    "__version__",
+    "backtest",
+    "build_prior",
+    "configure",
+    "fit",
+    "load_curves",
+    "load_fit",
+    "load_prior",
+    "simulate_families",
+]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'hiscale' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later look-ups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
