@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from hiscale.cli import build_parser, main
-from hiscale.cli.predict import _verdict_line, data_line
+from hiscale.cli.report import data_line, verdict_line
 from hiscale.infer.fit import fit
 from hiscale.infer.result import load_fit
 from hiscale.infer.settings import SamplerSettings
@@ -156,7 +156,7 @@ def test_flagged_fit_prints_a_clear_warning(saved_fit, tmp_path, capsys):
     )
     assert "hiscale: warning: sampler did not converge: r_hat 1.2 > 1.01" in err
     ok = SimpleNamespace(flagged=False, summary=lambda: "sampler: fine")
-    assert _verdict_line(ok) == "sampler: fine"
+    assert verdict_line(ok) == "sampler: fine"
 
 
 def test_predict_with_fit_and_data_draws_all_rows(saved_fit, tmp_path, capsys):

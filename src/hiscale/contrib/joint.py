@@ -119,7 +119,7 @@ def fit_joint(
     law : str
     seed : int
     options : FitOptions
-        Row selection per family (as in :func:`hiscale.infer.result.fit`).
+        Row selection per family (as in :func:`hiscale.fit`).
     num_warmup, num_samples, num_chains : int
     """
     require_x64("hiscale.contrib.joint.fit_joint")

@@ -100,7 +100,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         f"(hiscale {meta.get('hiscale_version', '?')}, built {meta.get('built', '?')}).",
         "",
         "Use it with `hiscale predict DATA --family F --params N --tokens D "
-        f"--prior {prior.name}` or `hiscale.infer.result.fit(..., prior={prior.name!r})`: a family "
+        f"--prior {prior.name}` or `hiscale.fit(..., prior={prior.name!r})`: a family "
         "observed at a few small sizes borrows the shape of the law (size and data "
         "exponents, loss shares) from the families below, while its loss scale "
         "`log_scale` is always its own.",

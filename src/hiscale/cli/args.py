@@ -1,0 +1,147 @@
+"""Argument types and the argument groups several commands share."""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from hiscale.infer.settings import SamplerSettings
+
+__all__ = [
+    "add_data_args",
+    "add_model_args",
+    "add_sampler_args",
+    "fit_options",
+    "nonneg_float",
+    "positive_float",
+    "positive_int",
+    "probability",
+    "sampler_settings",
+]
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def nonneg_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def probability(text: str) -> float:
+    """argparse type: a number strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+    return value
+
+
+def add_data_args(p: argparse.ArgumentParser, *, nargs: str = "+") -> None:
+    p.add_argument("data", nargs=nargs, help="curves table(s): CSV or Parquet (see README schema)")
+    p.add_argument(
+        "--metric", default="primary", help="metric to use per family (default: the primary one)"
+    )
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    from hiscale.laws import LAWS
+
+    p.add_argument(
+        "--prior",
+        default="corpus-v1",
+        help="population prior to borrow from: a shipped name (corpus-v1), a directory "
+        "or prior.json path, or 'flat' for weak defaults without borrowing "
+        "(default: corpus-v1)",
+    )
+    p.add_argument(
+        "--law",
+        default="chinchilla",
+        choices=sorted(LAWS),
+        help="law form: chinchilla = L = s(e + a (N/N0)^-alpha + b (D/D0)^-beta); "
+        "chinchilla-nd adds an N-dependent data term (default: chinchilla)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: 0)")
+    p.add_argument(
+        "--min-tokens",
+        type=nonneg_float,
+        default=0.0,
+        help="fit only rows with tokens > this (default: 0 = all rows)",
+    )
+    p.add_argument(
+        "--end-of-run",
+        type=nonneg_float,
+        default=0.8,
+        metavar="FRACTION",
+        help="fit only each run's rows with tokens >= FRACTION x its last checkpoint: "
+        "mid-schedule checkpoints sit above the law (default: 0.8; 0 = all rows)",
+    )
+    add_sampler_args(p)
+
+
+def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
+    """``--num-warmup``, ``--num-samples``, ``--num-chains`` (defaults: SamplerSettings)."""
+    d = SamplerSettings()
+    p.add_argument(
+        "--num-warmup",
+        type=positive_int,
+        default=d.num_warmup,
+        help=f"{what} warm-up steps ({d.num_warmup})",
+    )
+    p.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=d.num_samples,
+        help=f"{what} draws per chain ({d.num_samples})",
+    )
+    p.add_argument(
+        "--num-chains",
+        type=positive_int,
+        default=d.num_chains,
+        help=f"{what} chains ({d.num_chains})",
+    )
+
+
+def fit_options(args: argparse.Namespace):
+    """FitOptions from ``--min-tokens`` and ``--end-of-run``."""
+    from hiscale.infer.fit import FitOptions
+
+    if args.end_of_run > 1:
+        raise ValueError(f"--end-of-run must be in [0, 1], got {args.end_of_run}")
+    return FitOptions(min_tokens=args.min_tokens, end_of_run=args.end_of_run)
+
+
+def sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+    """SamplerSettings from ``--num-warmup``, ``--num-samples`` and ``--num-chains``."""
+
+    return SamplerSettings(
+        num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains
+    )

@@ -1,0 +1,101 @@
+"""``hiscale backtest``: score methods on the paper's (k, p) grid."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+
+from hiscale.cli.args import add_data_args, nonneg_float
+
+HELP = "score methods on the paper's (k, p) grid"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``hiscale backtest``."""
+    add_data_args(p)
+    p.add_argument(
+        "--family",
+        action="append",
+        required=True,
+        help="family to backtest (repeatable); 'all' = every usable family",
+    )
+    p.add_argument(
+        "--method",
+        action="append",
+        default=None,
+        help="paper | bayes | bayes-flat (repeatable; default paper)",
+    )
+    p.add_argument("--grid", default="paper", choices=["paper", "quick", "sub"])
+    p.add_argument("--target", default="last30", choices=["last30", "final"])
+    p.add_argument("--direction", default="up", choices=["up", "down"])
+    p.add_argument("--min-tokens", type=nonneg_float, default=1e10, help="10B cut (0 disables)")
+    p.add_argument(
+        "--k1",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add k=1 cells (default: on when a Bayesian method runs)",
+    )
+    p.add_argument("--prior", default=None, help="saved prior for bayes (default: leave-one-out)")
+    p.add_argument("--jobs", type=int, default=1, help="worker processes")
+    p.add_argument("--out", default=None, help="write one row per cell to this CSV")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``hiscale backtest``."""
+    from hiscale.backtesting.runner import backtest, method_summary, summary_table
+    from hiscale.data.curves import load_curves
+
+    curves = load_curves(args.data, metric=args.metric)
+    fams = "all" if "all" in args.family else args.family
+    methods = args.method or ["paper"]
+    options = {}
+    if args.prior is not None:
+        options = {m: {"prior": args.prior} for m in methods if m == "bayes"}
+    res = backtest(
+        curves,
+        families=fams,
+        methods=methods,
+        grid=args.grid,
+        target=args.target,
+        min_tokens=args.min_tokens,
+        direction=args.direction,
+        include_k1=args.k1,
+        seed=args.seed,
+        jobs=args.jobs,
+        progress=not args.quiet,
+        method_options=options,
+    )
+    if args.out:
+        res.to_csv(args.out, index=False)
+    table = summary_table(res)
+    summ = method_summary(res)
+    if args.json:
+        payload = {
+            "summary": summ.to_dict(orient="records"),
+            "heatmap": {
+                f"{m}|p={p}": {str(k): (None if pd.isna(v) else float(v)) for k, v in col.items()}
+                for (m, p), col in table.items()
+            },
+        }
+        print(json.dumps(payload, indent=2))
+        return 0
+    with pd.option_context("display.width", 200, "display.max_columns", 40):
+        print(
+            f"Macro ARE (%), target={args.target}, rows = #models in training data, "
+            "columns = (method, p)"
+        )
+        print(table.round(2).to_string())
+        print()
+        print(summ.round(3).to_string(index=False))
+        failed = res[res["status"] != "ok"]
+        if len(failed):
+            print(f"\n{len(failed)} cells failed:")
+            print(failed.groupby(["method", "status"]).size().to_string())
+    if args.out:
+        print(f"\nwrote {len(res)} rows to {args.out}")
+    return 0

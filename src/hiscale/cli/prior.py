@@ -1,0 +1,162 @@
+"""``hiscale prior build``: a population prior from many families, with its model card."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from hiscale.cli.args import add_data_args, add_sampler_args, sampler_settings
+from hiscale.cli.report import json_default, progress
+from hiscale.infer.settings import SamplerSettings
+
+HELP = "population priors: 'hiscale prior build DATA --out models/NAME'"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``hiscale prior`` and its subcommands."""
+    sub = p.add_subparsers(dest="prior_command", required=True, metavar="{build}")
+    b = sub.add_parser(
+        "build",
+        help="build a population prior from many families",
+        description="Build a population prior from the families in DATA (two steps: "
+        "flat-prior NUTS fit per family, then a normal-normal population model), "
+        "and write prior.json and MODEL_CARD.md into --out.",
+    )
+    add_data_args(b)
+    b.add_argument("--out", required=True, metavar="DIR", help="output directory, e.g. models/NAME")
+    b.add_argument("--name", help="prior name (default: the --out directory's name)")
+    b.add_argument(
+        "--exclude-family",
+        action="append",
+        default=[],
+        metavar="F",
+        help="leave this family (and its group, e.g. gemstones-*) out (repeatable)",
+    )
+    b.add_argument(
+        "--family",
+        action="append",
+        default=None,
+        metavar="F",
+        help="use exactly these families (repeatable; default: every family with >= 3 "
+        "sizes spanning >= 4x)",
+    )
+    from hiscale.laws import LAWS
+
+    b.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law form")
+    b.add_argument(
+        "--loss-unit",
+        default="auto",
+        metavar="UNIT",
+        help="learn the population from families in this loss unit (the loss_unit column, "
+        "e.g. 'nats/token'); 'auto' = the unit of most families, 'any' = mix units "
+        "(default: auto)",
+    )
+    b.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    add_sampler_args(b, what="step-1 NUTS")
+    b.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="refit every family (default: reuse cached step-1 fits in $HISCALE_CACHE)",
+    )
+    b.add_argument("--json", action="store_true", help="print the summary as JSON")
+    b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _rebuild_command(args: argparse.Namespace, name: str) -> str:
+    parts = ["hiscale", "prior", "build", *map(str, args.data), "--out", str(args.out)]
+    if args.name:
+        parts += ["--name", name]
+    if args.metric != "primary":
+        parts += ["--metric", args.metric]
+    for f in args.exclude_family:
+        parts += ["--exclude-family", f]
+    for f in args.family or []:
+        parts += ["--family", f]
+    if args.law != "chinchilla":
+        parts += ["--law", args.law]
+    if args.loss_unit != "auto":
+        parts += ["--loss-unit", args.loss_unit]
+    if args.seed != 0:
+        parts += ["--seed", str(args.seed)]
+    defaults = SamplerSettings()
+    for flag in ("num_warmup", "num_samples", "num_chains"):
+        if getattr(args, flag) != getattr(defaults, flag):
+            parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    return shlex.join(parts)
+
+
+def build(args: argparse.Namespace) -> int:
+    """Run ``hiscale prior build``."""
+    from dataclasses import replace
+
+    from hiscale.data.curves import load_curves
+    from hiscale.population import build_prior
+    from hiscale.priors.card import write_model_card
+
+    out = Path(args.out)
+    name = args.name or out.resolve().name
+    curves = load_curves(args.data, metric=args.metric)
+    progress(args, f"building prior {name!r} from {len(curves.families)} families ...")
+    t0 = time.perf_counter()
+    prior = build_prior(
+        curves,
+        name=name,
+        law=args.law,
+        exclude=args.exclude_family,
+        families=args.family,
+        sampler=sampler_settings(args),
+        seed=args.seed,
+        use_cache=not args.no_cache,
+        progress=not args.quiet,
+        loss_unit=None if args.loss_unit == "any" else args.loss_unit,
+    )
+    command_line = _rebuild_command(args, name)
+    meta = {
+        **prior.meta,
+        "rebuild_command": command_line,
+        "data_paths": [str(p) for p in args.data],
+    }
+    prior = replace(prior, meta=meta)
+    path = prior.save(out)
+    card = write_model_card(prior, out)
+    seconds = time.perf_counter() - t0
+    used = list(prior.meta.get("families_used", {}))
+    left = prior.meta.get("families_left_out", {})
+    if args.json:
+        payload = {
+            "name": name,
+            "prior": str(path),
+            "model_card": str(card),
+            "law": prior.law,
+            "names": list(prior.names),
+            "loc": prior.loc.tolist(),
+            "sd": prior.sd.tolist(),
+            "families_used": used,
+            "families_left_out": left,
+            "seconds": seconds,
+        }
+        print(json.dumps(payload, indent=2, default=json_default))
+        return 0
+    print(f"prior {name!r} ({prior.law} law) from {len(used)} families: {', '.join(used)}")
+    for fam, why in left.items():
+        print(f"  left out {fam}: {why}")
+    for n, mu, sd in zip(prior.names, prior.loc, prior.sd, strict=True):
+        extra = f"  (median {n[4:]} {np.exp(mu):.3f})" if n.startswith("log_") else ""
+        print(f"  {n:<10} mean {mu:+.3f}  sd {sd:.3f}{extra}")
+    print(f"wrote {path} and {card} in {seconds:.0f} s")
+    return 0
+
+
+#: ``hiscale prior SUBCOMMAND`` -> handler.
+SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"build": build}
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``hiscale prior SUBCOMMAND``."""
+    return SUBCOMMANDS[args.prior_command](args)

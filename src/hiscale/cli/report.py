@@ -1,0 +1,182 @@
+"""What the commands print: progress and warnings (stderr), text reports and JSON.
+
+Results go to stdout (``--json`` for machines), progress and warnings to stderr
+(``--quiet`` silences progress).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from hiscale.plots import fmt_count
+
+__all__ = [
+    "data_line",
+    "data_summary",
+    "json_default",
+    "prediction_dict",
+    "prediction_table",
+    "prior_line",
+    "progress",
+    "save_curves_plot",
+    "short_path",
+    "verdict_line",
+    "warn",
+]
+
+
+def progress(args: argparse.Namespace, msg: str) -> None:
+    """Print a progress line to stderr unless ``--quiet``."""
+    if not getattr(args, "quiet", False):
+        print(msg, file=sys.stderr, flush=True)
+
+
+def warn(msg: str) -> None:
+    """Print a warning to stderr."""
+    print(f"hiscale: warning: {msg}", file=sys.stderr, flush=True)
+
+
+def json_default(obj: Any) -> Any:
+    """``json.dumps(default=...)`` for NumPy values, tuples, sets and paths."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (tuple, set)):
+        return list(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def short_path(source: object) -> str:
+    """A file path relative to the working directory when it lies below it."""
+    try:
+        return str(Path(str(source)).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(source)
+
+
+def data_summary(fit) -> dict[str, Any]:
+    """Runs, sizes, rows used and rows removed per filter (from ``Fit.log``)."""
+    log = list(fit.log)
+    start = 0
+    family_rows = None
+    for i, rec in enumerate(log):
+        if rec.step in ("family", "families"):
+            start, family_rows = i + 1, rec.kept
+    removed = [
+        {"step": r.step, "removed": int(r.removed), "reason": r.reason}
+        for r in log[start:]
+        if r.removed > 0
+    ]
+    d = fit.data
+    sizes = np.sort(d["params"].unique())
+    return {
+        "runs": int(d["run"].nunique()),
+        "sizes": len(sizes),
+        "smallest_params": float(sizes[0]),
+        "largest_params": float(sizes[-1]),
+        "rows_in_family": int(family_rows) if family_rows is not None else None,
+        "rows_used": len(d),
+        "removed": removed,
+    }
+
+
+def data_line(summary: dict[str, Any]) -> str:
+    """One line: runs, sizes, rows used, rows removed by each filter and why."""
+    s = summary
+    span = (
+        f"{fmt_count(s['smallest_params'])}"
+        if s["sizes"] == 1
+        else f"{fmt_count(s['smallest_params'])}-{fmt_count(s['largest_params'])}"
+    )
+    of = f" of {s['rows_in_family']}" if s["rows_in_family"] is not None else ""
+    removed = (
+        "; removed: "
+        + ", ".join(f"{r['removed']} by {r['step']} ({r['reason']})" for r in s["removed"])
+        if s["removed"]
+        else "; no rows removed"
+    )
+    return (
+        f"data: {s['runs']} runs, {s['sizes']} sizes ({span} params), "
+        f"{s['rows_used']}{of} rows used{removed}"
+    )
+
+
+def prediction_dict(frame: pd.DataFrame, levels: Sequence[float]) -> dict[str, Any]:
+    """The first row of ``Fit.predict`` as nested dicts (kind -> median, mean, intervals)."""
+    row = frame.iloc[0]
+    out = {}
+    for kind in ("expected", "new_run"):
+        out[kind] = {
+            "median": float(row[f"{kind}_median"]),
+            "mean": float(row[f"{kind}_mean"]),
+            "intervals": {
+                f"{lv:g}": [
+                    float(row[f"{kind}_lower{round(100 * lv)}"]),
+                    float(row[f"{kind}_upper{round(100 * lv)}"]),
+                ]
+                for lv in levels
+            },
+        }
+    return out
+
+
+def prediction_table(pred: dict[str, Any], levels: Sequence[float]) -> str:
+    """Text table of :func:`prediction_dict`: expected loss and new run."""
+    head = f"{'':<15}{'median':>9}" + "".join(
+        f"{f'{round(100 * lv)}% interval':>20}" for lv in levels
+    )
+    lines = [head]
+    for kind, label in (("expected", "expected loss"), ("new_run", "new run")):
+        p = pred[kind]
+        cells = "".join(
+            f"{f'[{lo:.4f}, {hi:.4f}]':>20}"
+            for lo, hi in (p["intervals"][f"{lv:g}"] for lv in levels)
+        )
+        lines.append(f"{label:<15}{p['median']:>9.4f}{cells}")
+    return "\n".join(lines)
+
+
+def verdict_line(fit) -> str:
+    """The sampler verdict, or a WARNING when the fit did not converge."""
+    if fit.flagged:
+        return (
+            "WARNING: the sampler did not converge ("
+            + fit.diagnostics.get("reasons", "")
+            + "); the intervals may be wrong. Rerun with more --num-warmup/--num-samples "
+            "or another --seed, or check the data."
+        )
+    return fit.summary()
+
+
+def prior_line(fit) -> str:
+    """Which prior the fit borrowed from (or that it did not)."""
+    p = fit.prior
+    if p.name == "flat":
+        return f"prior: flat (weak defaults, no borrowing), {fit.law} law"
+    n = len(p.meta.get("families_used", {}))
+    extra = f" from {n} families" if n else ""
+    return f"prior: {p.name!r} (population prior{extra}), {fit.law} law"
+
+
+def save_curves_plot(curves, fit, target, path: str | Path, **kwargs: Any) -> None:
+    """Write :func:`hiscale.plots.plot_curves` of the fit's family to ``path``."""
+    import matplotlib.pyplot as plt
+
+    from hiscale.plots import plot_curves
+
+    c = curves.family(fit.family) if curves is not None else None
+    fig = plot_curves(c, fit, target=target, **kwargs)
+    try:
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
