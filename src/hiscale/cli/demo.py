@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from hiscale._paths import bundled
 from hiscale.cli.report import json_default, progress, save_curves_plot, short_path, verdict_line
 from hiscale.plots import fmt_count
 
@@ -23,9 +24,6 @@ HELP = (
 )
 
 #: Location of the demo table in a source checkout.
-DEMO_DATA = Path(__file__).resolve().parents[3] / "data" / "demo_curves.csv"
-
-
 #: The command that made ``data/demo_curves.csv`` (also used to regenerate it
 #: when the package is installed without the ``data/`` folder).
 DEMO_SIMULATE = {
@@ -44,13 +42,15 @@ DEMO_SAMPLER = {"num_warmup": 500, "num_samples": 1000, "num_chains": 2}
 def find_demo_data() -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The demo curves and truth tables, and where they came from.
 
-    Reads ``data/demo_curves.csv`` and ``data/demo_truth.csv`` of a source
-    checkout; an installed package without them regenerates both in memory
-    with the same simulation (deterministic given the prior and the seed).
+    Reads ``demo_curves.csv`` and ``demo_truth.csv`` of the ``data/`` folder
+    (inside an installed wheel, or of a source checkout); a package without
+    them regenerates both in memory with the same simulation (deterministic
+    given the prior and the seed).
     """
-    truth_path = DEMO_DATA.with_name("demo_truth.csv")
-    if DEMO_DATA.is_file() and truth_path.is_file():
-        return pd.read_csv(DEMO_DATA), pd.read_csv(truth_path), str(DEMO_DATA)
+    for folder in bundled("data"):
+        curves_path, truth_path = folder / "demo_curves.csv", folder / "demo_truth.csv"
+        if curves_path.is_file() and truth_path.is_file():
+            return pd.read_csv(curves_path), pd.read_csv(truth_path), str(curves_path)
     from hiscale.modeling.simulate import simulate_families
 
     curves, truth = simulate_families(**DEMO_SIMULATE)

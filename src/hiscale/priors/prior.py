@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from hiscale._paths import bundled
 from hiscale.laws import get_law
 from hiscale.priors.defaults import DEFAULT_LAW_PRIORS, DEFAULT_PRIORS
 
@@ -172,8 +173,7 @@ def flat_prior(law: str = "chinchilla", **settings: Any) -> Prior:
 
 
 def _search_dirs() -> list[Path]:
-    here = Path(__file__).resolve().parents[1]
-    return [here / "_models", here.parent.parent / "models"]
+    return bundled("models")
 
 
 def list_priors() -> list[str]:
