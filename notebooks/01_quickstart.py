@@ -53,9 +53,6 @@ import pandas as pd
 
 import hiscale
 from hiscale.backtesting.paper import fit_paper
-from hiscale.infer.fit import fit
-from hiscale.infer.result import load_fit
-from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import true_loss
 from hiscale.plots import plot_curves, plot_target_density
 
@@ -64,7 +61,9 @@ hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
 FAST = os.environ.get("HISCALE_FAST") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file())
 # tiny NUTS settings in fast mode (CI); the defaults otherwise
-SAMPLER = SamplerSettings(num_warmup=150, num_samples=150) if FAST else SamplerSettings()
+SAMPLER = (
+    hiscale.SamplerSettings(num_warmup=150, num_samples=150) if FAST else hiscale.SamplerSettings()
+)
 print(f"fast mode: {FAST}; sampler: {SAMPLER.num_warmup} warm-up + {SAMPLER.num_samples} draws")
 
 # %% [markdown]
@@ -111,8 +110,8 @@ print(f"target: N = {N:.3g} parameters, D = {D:.3g} tokens; true loss {TRUE:.4f}
 # verdict.
 
 # %%
-fit_pop = fit(curves, family=FAMILY, prior="corpus-v1", seed=0, sampler=SAMPLER)
-fit_flat = fit(curves, family=FAMILY, prior="flat", seed=0, sampler=SAMPLER)
+fit_pop = hiscale.fit(curves, family=FAMILY, prior="corpus-v1", seed=0, sampler=SAMPLER)
+fit_flat = hiscale.fit(curves, family=FAMILY, prior="flat", seed=0, sampler=SAMPLER)
 for name, f in (("corpus-v1", fit_pop), ("flat", fit_flat)):
     print(f"{name:>9}: {f.summary()}")
 print("rows removed before fitting:", *[str(r) for r in fit_pop.log if r.removed], sep="\n  ")
@@ -178,7 +177,7 @@ plt.show()
 # %%
 with tempfile.TemporaryDirectory() as tmp:
     path = fit_pop.save(Path(tmp) / "sim3.nc")
-    again = load_fit(path)
+    again = hiscale.load_fit(path)
 pd.testing.assert_frame_equal(again.predict(N, D), pred_pop, check_exact=True)
 print("reloaded fit predicts identical numbers")
 
@@ -192,7 +191,7 @@ print("reloaded fit predicts identical numbers")
 train0 = curves.frame[(curves.frame["family"] == "sim0") & (curves.frame["params"] < 7e9)]
 row0 = truth.loc["sim0"]
 rich = {
-    prior: fit(train0, family="sim0", prior=prior, seed=0, sampler=SAMPLER).predict(
+    prior: hiscale.fit(train0, family="sim0", prior=prior, seed=0, sampler=SAMPLER).predict(
         row0["target_params"], row0["target_tokens"]
     )
     for prior in ("corpus-v1", "flat")

@@ -51,8 +51,7 @@ import numpy as np
 import pandas as pd
 
 import hiscale
-from hiscale.backtesting.runner import backtest, method_summary, summary_table, usable_families
-from hiscale.infer.settings import SamplerSettings
+from hiscale.backtesting.runner import method_summary, summary_table, usable_families
 from hiscale.plots import plot_are_heatmap, plot_calibration
 
 hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
@@ -66,7 +65,7 @@ FAMILIES = ["gpt3"] if FAST else usable_families(corpus)
 BAYES_GRID = [(1, 1.0), (2, 1.0), (3, 0.5), (5, 0.3)] if FAST else "quick"
 # cell fits use the default sampler: the leave-one-out priors are built with the
 # same settings, so their cached step-1 fits are reused across notebooks and runs
-SAMPLER = SamplerSettings()
+SAMPLER = hiscale.SamplerSettings()
 print(f"fast mode: {FAST}; {len(FAMILIES)} families; corpus {len(corpus):,} rows")
 
 # %% [markdown]
@@ -84,7 +83,7 @@ reference = pd.DataFrame(
 )  # fmt: skip
 cells = list(zip(reference["k"], reference["p"], strict=True))
 got = {
-    target: backtest(corpus, families="gpt3", methods=["paper"], grid=cells, target=target)
+    target: hiscale.backtest(corpus, families="gpt3", methods=["paper"], grid=cells, target=target)
     for target in ("last30", "final")
 }
 for target, res in got.items():
@@ -95,8 +94,10 @@ reference
 # ## 2. The paper's heatmap (paper method, paper grid)
 
 # %%
-paper_final = backtest(corpus, families=FAMILIES, methods=["paper"], grid="paper", target="final")
-paper_last30 = backtest(corpus, families=FAMILIES, methods=["paper"], grid="paper")
+paper_final = hiscale.backtest(
+    corpus, families=FAMILIES, methods=["paper"], grid="paper", target="final"
+)
+paper_last30 = hiscale.backtest(corpus, families=FAMILIES, methods=["paper"], grid="paper")
 print(
     f"{len(paper_last30)} cells, {int((paper_last30['status'] != 'ok').sum())} failed fits "
     "(kept in the table with their reason, excluded from the averages):"
@@ -136,7 +137,7 @@ comparison.round(1)
 # regime there: `a` and `alpha` fixed at the Datablations fit).
 
 # %%
-results = backtest(
+results = hiscale.backtest(
     corpus,
     families=FAMILIES,
     methods=["paper", "bayes", "bayes-flat"],

@@ -43,9 +43,6 @@ import numpy as np
 import hiscale
 from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.protocol import make_cells
-from hiscale.backtesting.runner import backtest
-from hiscale.infer.fit import fit
-from hiscale.infer.settings import SamplerSettings
 from hiscale.plots import plot_curves, plot_exponents, plot_target_density
 
 hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
@@ -61,7 +58,7 @@ FAMILIES = (
 )
 P_VALUES = (1.0,) if FAST else (0.5, 1.0)
 GRID = [(k, p) for k in (1, 2) for p in P_VALUES]
-SAMPLER = SamplerSettings()  # same settings as the cached leave-one-out priors
+SAMPLER = hiscale.SamplerSettings()  # same settings as the cached leave-one-out priors
 print(f"fast mode: {FAST}; families {FAMILIES}; cells {GRID}")
 
 # %% [markdown]
@@ -69,7 +66,7 @@ print(f"fast mode: {FAST}; families {FAMILIES}; cells {GRID}")
 
 # %%
 options = {"bayes": {"sampler": SAMPLER}, "bayes-flat": {"sampler": SAMPLER}}
-results = backtest(
+results = hiscale.backtest(
     corpus,
     families=FAMILIES,
     methods=["paper", "bayes", "bayes-flat"],
@@ -131,8 +128,10 @@ gpt3 = corpus.family("gpt3")
 cell = next(c for c in make_cells(gpt3, grid=[(1, 1.0)]))
 prior = leave_one_out_prior(corpus, "gpt3", sampler=SAMPLER)
 fits = {
-    "population (without gpt3)": fit(cell.train, family="gpt3", prior=prior, sampler=SAMPLER),
-    "flat": fit(cell.train, family="gpt3", prior="flat", sampler=SAMPLER),
+    "population (without gpt3)": hiscale.fit(
+        cell.train, family="gpt3", prior=prior, sampler=SAMPLER
+    ),
+    "flat": hiscale.fit(cell.train, family="gpt3", prior="flat", sampler=SAMPLER),
 }
 target = cell.target.frame
 N, D = float(target["params"].iloc[0]), float(target["tokens"].max())

@@ -42,16 +42,16 @@ import numpy as np
 import pandas as pd
 
 import hiscale
-from hiscale.backtesting.runner import backtest, method_summary
-from hiscale.infer.fit import fit
-from hiscale.infer.settings import THRESHOLDS, SamplerSettings
-from hiscale.modeling.simulate import simulate_families
+from hiscale.backtesting.runner import method_summary
+from hiscale.infer.settings import THRESHOLDS
 from hiscale.plots import plot_calibration
 
 hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
 
 FAST = os.environ.get("HISCALE_FAST") == "1"
-SAMPLER = SamplerSettings(num_warmup=150, num_samples=150) if FAST else SamplerSettings()
+SAMPLER = (
+    hiscale.SamplerSettings(num_warmup=150, num_samples=150) if FAST else hiscale.SamplerSettings()
+)
 N_FAMILIES = 3 if FAST else 10
 print(f"fast mode: {FAST}; {N_FAMILIES} simulated families")
 
@@ -65,7 +65,9 @@ print(f"fast mode: {FAST}; {N_FAMILIES} simulated families")
 
 # %%
 # max_loss=inf: no plausibility redraws, so the families are exact draws from the prior
-frame, truth = simulate_families("corpus-v1", n_families=N_FAMILIES, seed=1, max_loss=np.inf)
+frame, truth = hiscale.simulate_families(
+    "corpus-v1", n_families=N_FAMILIES, seed=1, max_loss=np.inf
+)
 curves = hiscale.load_curves(frame)
 truth[["family", "sizes_in_data", "alpha", "beta", "sigma_run", "sigma_obs", "target_loss"]]
 
@@ -76,7 +78,7 @@ options = {
     "bayes": {"prior": "corpus-v1", "sampler": SAMPLER},
     "bayes-flat": {"sampler": SAMPLER},
 }
-results = backtest(
+results = hiscale.backtest(
     curves,
     families="all",
     methods=["paper", "bayes", "bayes-flat"],
@@ -168,7 +170,8 @@ coverage.round(3)
 # %%
 family = truth["family"].iloc[0]
 fits = {
-    p: fit(curves, family=family, prior=p, seed=0, sampler=SAMPLER) for p in ("corpus-v1", "flat")
+    p: hiscale.fit(curves, family=family, prior=p, seed=0, sampler=SAMPLER)
+    for p in ("corpus-v1", "flat")
 }
 trees = {p: f.to_datatree() for p, f in fits.items()}
 dt = trees["corpus-v1"]

@@ -260,7 +260,7 @@ def simulate_families(
                             "is_final": np.arange(len(tok)) == len(tok) - 1,
                             "run_tokens": float(tok[-1]),
                             "seed": r,
-                            "source": f"hiscale.modeling.simulate seed={seed}",
+                            "source": f"hiscale.simulate seed={seed}",
                         }
                     )
                 )
