@@ -1,4 +1,4 @@
-"""Every default prior number in one place.
+"""The default priors of a family's parameters, in one place.
 
 A family's parameters are the law's unit-free vector ``z`` (log share ratios
 ``u_a, u_b``, log exponents, optional ``gamma``), its loss scale
