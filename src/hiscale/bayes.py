@@ -73,7 +73,7 @@ def leave_one_out_prior(
                 min_span,
                 unit,
                 pool_groups,
-                "population-v3",
+                "population-v4",
             ],
             default=str,
         ).encode()
