@@ -73,11 +73,22 @@ print(f"fast mode: {FAST}; {len(FAMILIES)} families; corpus {len(corpus):,} rows
 # `PAPER.md` lists GPT-3 cells recomputed on this corpus (GPT-3 curves are
 # digitised; the corpus averages repeated readings, so these differ from the
 # paper's own data). The implementation must match within 0.05 points.
+#
+# One cell has **two** reference values. At k = 2, p = 1.0 the least-squares
+# objective has two near-equal optima, and which one `curve_fit` returns
+# depends on the CPU's floating-point path, with the same numpy and scipy:
+# 10.36 / 10.24 (last30 / final) on one machine, 11.38 / 11.27 on an AMD EPYC
+# machine, where an independent reimplementation of the paper's code agrees
+# with hiscale on each machine. So the cell must match one of the two optima;
+# the other four cells are stable and pinned. (Five parameters fitted by a
+# single least-squares run from one start point are fragile: one more reason to
+# want a posterior.)
 
 # %%
+# each cell lists its reference optima (two for the platform-fragile cell)
 reference = pd.DataFrame(
-    [(7, 1.0, 1.61, 1.34), (4, 1.0, 2.03, 1.82), (5, 0.3, 0.79, 0.40), (2, 1.0, 10.36, 10.24),
-     (3, 0.5, 30.97, 31.41)],
+    [(7, 1.0, (1.61,), (1.34,)), (4, 1.0, (2.03,), (1.82,)), (5, 0.3, (0.79,), (0.40,)),
+     (2, 1.0, (10.36, 11.38), (10.24, 11.27)), (3, 0.5, (30.97,), (31.41,))],
     columns=["k", "p", "last30", "final"],
 )  # fmt: skip
 cells = list(zip(reference["k"], reference["p"], strict=True))
@@ -87,6 +98,11 @@ got = {
 }
 for target, res in got.items():
     reference[f"hiscale_{target}"] = res["are_pct"].round(2).to_numpy()
+    # distance to the nearest reference optimum of the cell
+    reference[f"miss_{target}"] = [
+        min(abs(v - r) for r in refs)
+        for v, refs in zip(res["are_pct"], reference[target], strict=True)
+    ]
 reference
 
 # %% [markdown]
@@ -181,8 +197,8 @@ plt.show()
 
 # %%
 # the estimator reproduces the reference cells
-assert np.allclose(reference["hiscale_last30"], reference["last30"], atol=0.05), reference
-assert np.allclose(reference["hiscale_final"], reference["final"], atol=0.05), reference
+# (four stable cells at 0.05 points; k = 2, p = 1.0 at 0.05 points of one of its two optima)
+assert (reference[["miss_last30", "miss_final"]] <= 0.05).all().all(), reference
 assert not summary_table(paper_last30).empty
 assert set(results["method"]) == {"paper", "bayes", "bayes-flat"}
 bayes = results[results["method"] != "paper"]
