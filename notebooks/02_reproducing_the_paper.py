@@ -54,6 +54,7 @@ import hiscale
 from hiscale.backtest import backtest, method_summary, summary_table, usable_families
 from hiscale.inference import SamplerSettings
 from hiscale.plots import plot_are_heatmap, plot_calibration
+from hiscale.scores import LOW_BUDGET, common_cells, flag_rates, macro_intervals, per_family
 
 FAST = os.environ.get("HISCALE_FAST") == "1"
 REPO = next(p for p in (Path.cwd(), *Path.cwd().parents) if (p / "pyproject.toml").is_file())
@@ -161,28 +162,35 @@ results = backtest(
 )
 method_summary(results).round(3)
 
+# %% [markdown]
+# Identical cells only (every method fitted them: `hiscale.scores.common_cells`).
+# Macro averages count every **family group** once (pythia and pythia-deduped
+# share their models, so they are one unit); low budget is k ≤ 3 or p ≤ 0.3
+# with k the model sizes actually used. Cells of one family share one target
+# run, so the brackets are a 90% family-group bootstrap, not a cell count: with
+# a handful of groups they are wide, and with one group (fast mode) they
+# collapse to the point.
+
 # %%
-fig = plot_are_heatmap(results, methods=["paper", "bayes", "bayes-flat"], vmax=25)
-plt.show()
+METHODS = ["paper", "bayes", "bayes-flat"]
+common = common_cells(results, METHODS)
+print(f"{len(common) // len(METHODS)} common cells; low budget = {LOW_BUDGET}")
+boot = macro_intervals(common, METHODS, seed=0)
+boot.table.round(3)
+
+# %%
+per_family(common, METHODS).round(3)
 
 # %% [markdown]
-# Identical cells only (every method succeeded), macro over families:
+# The heatmap on the same common cells (this plot averages within family, then
+# across families):
 
 # %%
-ok = results[results["status"] == "ok"]
-piv = ok.pivot_table(index=["family", "k", "p"], columns="method", values="are_pct").dropna()
-per_family = piv.groupby(level="family").mean()
-low = piv[(piv.index.get_level_values("k") <= 3) | (piv.index.get_level_values("p") <= 0.3)]
-headline = pd.DataFrame(
-    {
-        "macro ARE, all cells (%)": per_family.mean(),
-        "macro ARE, k <= 3 or p <= 0.3 (%)": low.groupby(level="family").mean().mean(),
-    }
-).T
-headline.round(2)
+fig = plot_are_heatmap(common, methods=METHODS, vmax=25)
+plt.show()
 
 # %%
-per_family.round(2)
+flag_rates(results, METHODS)  # over the cells each method fitted
 
 # %% [markdown]
 # Interval calibration of the Bayesian methods on these cells (coverage vs
@@ -204,5 +212,7 @@ assert set(results["method"]) == {"paper", "bayes", "bayes-flat"}
 bayes = results[results["method"] != "paper"]
 assert (bayes["status"] == "ok").all(), bayes[bayes["status"] != "ok"]
 assert bayes[["lower80", "upper80", "pit"]].notna().all().all()
-assert len(piv) > 0 and np.isfinite(per_family.to_numpy()).all()
+assert len(common) > 0 and len(common) % len(METHODS) == 0
+assert np.isfinite(boot.table[["estimate", "lower", "upper"]].to_numpy()).all()
+assert (boot.table["lower"] <= boot.table["upper"]).all()
 print("all checks passed")
