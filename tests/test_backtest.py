@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -96,7 +97,30 @@ def test_columns_and_one_row_per_cell(synth):
     assert res.loc[~identified, "are_pct"].max() < 5
     assert res[["lower80", "upper80", "covered80", "pit", "rhat_max"]].isna().all().all()
     assert not res["flagged"].any()
-    assert (res["seconds"] >= 0).all()
+
+
+class SleepMethod(ConstMethod):
+    """ConstMethod that takes a known time per cell."""
+
+    name = "sleep"
+
+    def __init__(self, delay):
+        super().__init__()
+        self.delay = delay
+
+    def __call__(self, cell, state, *, seed):
+        time.sleep(self.delay)
+        return super().__call__(cell, state, seed=seed)
+
+
+def test_seconds_time_the_method_call(synth):
+    grid = [(3, 1.0), (4, 1.0)]
+    res = backtest(synth, families=["clean"], methods=[SleepMethod(0.1), ConstMethod()], grid=grid)
+    slow = res.loc[res["method"] == "sleep", "seconds"]
+    fast = res.loc[res["method"] == "const", "seconds"]
+    assert len(slow) == len(fast) == 2
+    assert (slow >= 0.1).all() and (slow < 5.0).all()  # sleep() waits at least its delay
+    assert (fast < 0.1).all()
 
 
 def test_are_is_mean_relative_error_over_target_rows(synth):

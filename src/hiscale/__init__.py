@@ -13,6 +13,7 @@ The flow, one module per concept::
     fit       -> ``fit(...) -> Fit`` and ``Fit.predict``
     population-> building a population prior (two-step)
     backtest  -> the paper's protocol, methods plug in
+    scores    -> common cells, family-group macro averages, bootstrap intervals
     plots, cli on top.
 """
 

@@ -26,6 +26,7 @@ import pandas as pd
 from hiscale.data import Curves, CurvesError
 from hiscale.paper import fit_paper, fit_paper_single
 from hiscale.protocol import Cell, make_cells, sizes
+from hiscale.scores import low_budget
 
 __all__ = [
     "COLUMNS",
@@ -395,7 +396,7 @@ def method_summary(results: pd.DataFrame) -> pd.DataFrame:
     for name, g in results.groupby("method", sort=False):
         ok = g[g["status"] == "ok"]
         fam_are = ok.groupby("family")["are_pct"].mean()
-        low = ok[(ok["n_sizes_used"] <= 3) | (ok["p"] <= 0.3)]
+        low = ok[low_budget(ok)]
         rec = {
             "method": name,
             "cells": len(g),
