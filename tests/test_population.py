@@ -19,7 +19,7 @@ from hiscale.population import (
     pool_likelihoods,
     population_families,
 )
-from hiscale.priors import Prior, flat_prior, load_prior, resolve_prior
+from hiscale.priors import Prior, flat_prior, load_prior, prior_overlap, resolve_prior
 
 SMALL = SamplerSettings(num_warmup=400, num_samples=400)
 
@@ -39,9 +39,11 @@ def _families(n=3, unit="nats/token"):
 def test_family_group_and_units():
     assert family_group("gemstones-cooldown") == "gemstones"
     assert family_group("gpt3") == "gpt3"
+    twins = pd.concat([simulate_family("a-1"), simulate_family("b-1")]).assign(group="lab")
+    assert family_group("b-1", load_curves(twins)) == "lab"  # from the data when given
     frames = _families(3)
     odd = simulate_family("odd", seed=9)
-    odd["loss_unit"] = "nats/word"
+    odd["loss_unit"] = "Nats per word"
     c = load_curves(pd.concat([*frames, odd]))
     assert family_unit(c, "odd") == "nats/word"
     assert majority_unit(c) == "nats/token"
@@ -264,3 +266,47 @@ def test_pooled_siblings_carry_the_mean_of_their_log_likelihoods():
     m_back, s_back = pool_likelihoods([two, two]).mean_cov()
     np.testing.assert_allclose(m_back, m_lik, atol=1e-8)
     np.testing.assert_allclose(s_back, s_lik, rtol=1e-8, atol=1e-10)
+
+
+def test_prior_overlap_follows_groups_in_the_data():
+    c = load_curves(
+        pd.concat(
+            [
+                simulate_family("mine").assign(source="lab/runs:a"),
+                simulate_family("sibling").assign(source="lab/runs:b"),  # same repository
+                simulate_family("other").assign(source="elsewhere/x"),
+            ]
+        )
+    )
+    meta = {"families_used": {"sibling": {}}, "population_units": {"sibling": ["sibling"]}}
+    p = Prior(**{**flat_prior().__dict__, "name": "p", "meta": meta})
+    why = prior_overlap(p, c, "mine")
+    assert why is not None and "learned on sibling (group 'mine' of 'mine')" in why
+    assert prior_overlap(p, c, "other") is None
+    assert prior_overlap(flat_prior(), c, "mine") is None  # learned on nothing
+    # the shipped prior saw gpt3's group, not a new family's
+    bundled = load_prior("corpus-v1")
+    new = load_curves(simulate_family("gpt3-rerun"))
+    assert "group 'gpt3'" in prior_overlap(bundled, new, "gpt3-rerun")
+    assert prior_overlap(bundled, c, "mine") is None
+
+
+def test_leave_one_out_prior_leaves_out_the_whole_group(small_prior):
+    """Section 7: the held-out family's group, siblings included, feeds nothing."""
+    from hiscale.bayes import leave_one_out_prior
+
+    frames = _families(3)  # fam0..fam2: the families of small_prior (cached step-1 fits)
+    frames[0] = frames[0].assign(source="a/x")
+    frames[1] = frames[1].assign(source="b/y")
+    frames[2] = frames[2].assign(source="c/runs:main")
+    # fam2's sibling: another name, the same repository (cooldown branches, say)
+    twin = simulate_family("twin", seed=7).assign(loss_unit="nats/token", source="c/runs:cool")
+    c = load_curves(pd.concat([*frames, twin]))
+    assert family_group("fam2", c) == family_group("twin", c) == "fam2"
+    p = leave_one_out_prior(c, "fam2", sampler=SMALL, options=FitOptions())
+    used = set(p.meta["families_used"])
+    assert used == {"fam0", "fam1"}
+    assert not used & {"fam2", "twin"}
+    assert "excluded (group 'fam2' held out)" == p.meta["families_left_out"]["twin"]
+    assert p.name == p.label == "lofo-fam2"
+    assert prior_overlap(p, c, "fam2") is None and prior_overlap(p, c, "twin") is None

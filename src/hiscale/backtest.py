@@ -8,7 +8,8 @@ tasks (:class:`CellTask`, :func:`run_cell`), so they can run in a process pool.
 Scoring (Choshen et al. 2025): ``ARE = mean_i |L_i - L̂_i| / L_i`` in percent
 over the scored target rows of the cell. Interval columns hold the mean
 bounds over scored rows and ``covered*`` the fraction of scored rows inside
-their interval (0 or 1 with ``target="final"`` and one target run).
+their interval (0 or 1 with ``target="final"`` and one target run). The
+``prior`` column names the prior each row's method used (:func:`prior_label`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "PaperMethod",
     "backtest",
     "get_method",
+    "prior_label",
     "register_method",
     "run_cell",
     "summary_table",
@@ -46,6 +48,7 @@ __all__ = [
 COLUMNS: tuple[str, ...] = (
     "family",
     "method",
+    "prior",
     "direction",
     "target",
     "k",
@@ -169,6 +172,17 @@ class CellTask:
     seed: int
 
 
+def prior_label(state: Any) -> str:
+    """The ``prior`` column: the label of the prior a method used, ``"none"`` without one.
+
+    A method's per-family state is its prior when it has a ``label``
+    (:attr:`hiscale.priors.Prior.label`: ``corpus-v1``, ``lofo-<group>``,
+    ``flat``, ``flat (no population in unit ...)``).
+    """
+    label = getattr(state, "label", None)
+    return str(label) if label else "none"
+
+
 def _nan_row(task: CellTask) -> dict[str, Any]:
     cell = task.cell
     t = cell.target.frame
@@ -176,6 +190,7 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
     return {
         "family": cell.family,
         "method": task.method.name,
+        "prior": prior_label(task.state),
         "direction": cell.direction,
         "target": task.target,
         "k": cell.k,

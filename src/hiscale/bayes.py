@@ -1,18 +1,28 @@
 """Bayesian backtest methods: ``bayes`` (population prior) and ``bayes-flat``.
 
-Backtesting a family that is *in* a prior's training data would be a cheat,
-so ``bayes`` uses a prior built without the family's whole group
-(:func:`hiscale.population.family_group`; leave-one-family-out, cached on
-disk). A saved prior given with ``prior=`` is used as-is for families it did
-not see, and rebuilt without the family from the same corpus otherwise.
+Backtesting a family that is *in* a prior's training data would be a cheat.
+``bayes`` therefore uses the shipped prior (:data:`hiscale.priors.DEFAULT_PRIOR`)
+for a family whose group it did not see and whose loss unit it shares; for a
+family it did see (backtesting the corpus itself) it builds a prior without
+the family's whole group (:func:`hiscale.population.family_group`,
+leave-one-group-out, cached on disk) from the data given. A prior given with
+``prior=`` (a name, a path or a :class:`~hiscale.priors.Prior`) is checked
+the same way.
+
+When no population exists for the family (its loss unit has fewer than two
+other groups in the data), ``bayes`` runs with the flat prior: the result's
+``prior`` column says ``flat (no population in unit ...)`` and a
+:class:`~hiscale.priors.PriorWarning` is emitted.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +30,7 @@ import numpy as np
 
 from hiscale import __version__
 from hiscale.backtest import CellPrediction, register_method
-from hiscale.data import Curves
+from hiscale.data import Curves, family_groups, normalise_unit
 from hiscale.fit import FitOptions, fit
 from hiscale.inference import SamplerSettings
 from hiscale.population import (
@@ -31,7 +41,14 @@ from hiscale.population import (
     family_unit,
     population_families,
 )
-from hiscale.priors import Prior, flat_prior, load_prior
+from hiscale.priors import (
+    DEFAULT_PRIOR,
+    Prior,
+    PriorWarning,
+    flat_prior,
+    load_prior,
+    prior_overlap,
+)
 from hiscale.protocol import Cell
 
 __all__ = ["BayesMethod", "leave_one_out_prior"]
@@ -50,21 +67,29 @@ def leave_one_out_prior(
     match_unit: bool = True,
     pool_groups: bool = True,
 ) -> Prior:
-    """Population prior built without ``family``'s group (cached on disk).
+    """Population prior built from ``corpus`` without ``family``'s group (cached on disk).
 
     Only families in the held-out family's loss unit feed it; when fewer than
-    two are left, the weak default (``flat``) prior is returned, with a note
-    in ``meta``.
+    two groups are left, the weak default (``flat``) prior is returned, labelled
+    ``flat (no population in unit ...)`` (:attr:`Prior.label`) with the reason
+    in ``meta["note"]``.
     """
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
     unit = family_unit(corpus, family) if match_unit else None
+    groups = family_groups(corpus)
+    group = groups.get(family) or family_group(family)
+    candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
+    others = [f for f in candidates if groups[f] != group]
+    n_units = len({groups[f] for f in others}) if pool_groups else len(others)
+    if n_units < 2:
+        return _no_population(law, family, group, unit, others)
     key = hashlib.sha256(
         json.dumps(
             [
                 engine_revision(),
                 corpus.data_hash(),
-                family_group(family),
+                group,
                 law,
                 options.to_dict(),
                 sampler.to_dict(),
@@ -78,44 +103,43 @@ def leave_one_out_prior(
             default=str,
         ).encode()
     ).hexdigest()[:16]
-    path = cache_dir() / "priors" / f"lofo-{family_group(family)}-{key}"
+    path = cache_dir() / "priors" / f"lofo-{re.sub(r'[^A-Za-z0-9_.-]', '_', group)}-{key}"
     if (path / "prior.json").is_file():
         return load_prior(path)
     if progress:
-        sys.stderr.write(f"building leave-one-out prior without {family_group(family)!r} ...\n")
-    candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
-    others = [f for f in candidates if family_group(f) != family_group(family)]
-    n_units = len({family_group(f) for f in others}) if pool_groups else len(others)
-    if n_units < 2:
-        base = flat_prior(law)
-        prior = Prior(
-            name="flat",
-            law=base.law,
-            names=base.names,
-            loc=base.loc,
-            cov=base.cov,
-            settings=base.settings,
-            meta={
-                "note": f"no population in loss unit {unit!r} without {family!r}: flat prior",
-                "loss_unit": unit,
-            },
-        )
-    else:
-        prior = build_prior(
-            corpus,
-            name=f"lofo-{family_group(family)}",
-            law=law,
-            exclude=[family],
-            options=options,
-            sampler=sampler,
-            seed=seed,
-            progress=progress,
-            min_span=min_span,
-            loss_unit=unit,
-            pool_groups=pool_groups,
-        )
+        sys.stderr.write(f"building leave-one-out prior without group {group!r} ...\n")
+    prior = build_prior(
+        corpus,
+        name=f"lofo-{group}",
+        law=law,
+        exclude=[family],
+        options=options,
+        sampler=sampler,
+        seed=seed,
+        progress=progress,
+        min_span=min_span,
+        loss_unit=unit,
+        pool_groups=pool_groups,
+    )
     prior.save(path)
     return prior
+
+
+def _no_population(law: str, family: str, group: str, unit: str | None, others) -> Prior:
+    """The flat prior, labelled as the fallback it is."""
+    where = f"in unit {unit}" if unit is not None else "in any unit"
+    found = f"{len(others)} usable families outside group {group!r}"
+    return replace(
+        flat_prior(law),
+        meta={
+            "label": f"flat (no population {where})",
+            "note": (
+                f"no population prior for {family!r}: {found} in loss unit {unit!r}, "
+                "a population needs >= 2 groups"
+            ),
+            "loss_unit": unit,
+        },
+    )
 
 
 @dataclass
@@ -126,8 +150,14 @@ class BayesMethod:
     ----------
     name : str
         Column value in results.
-    prior : "loo", "flat", a saved prior name/path, or Prior
-        ``"loo"`` builds a leave-one-family-out prior from the corpus.
+    prior : "auto", "loo", "flat", a saved prior name/path, or Prior
+        ``"auto"`` (default) uses the shipped prior
+        (:data:`~hiscale.priors.DEFAULT_PRIOR`) unless it saw the family's
+        group or is in another loss unit; then, and always with ``"loo"``, a
+        prior is built from the corpus without the family's group
+        (:func:`leave_one_out_prior`). A named or given prior is checked the
+        same way and replaced (with a :class:`~hiscale.priors.PriorWarning`)
+        when it saw the family. ``"flat"``: weak defaults, no borrowing.
     law : str
         Law form.
     options : FitOptions
@@ -142,7 +172,7 @@ class BayesMethod:
     """
 
     name: str = "bayes"
-    prior: Any = "loo"
+    prior: Any = "auto"
     law: str = "chinchilla"
     options: FitOptions = field(default_factory=FitOptions)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
@@ -154,8 +184,19 @@ class BayesMethod:
     pool_groups: bool = True
 
     def prepare(self, corpus: Curves, family: str) -> Prior:
-        """The prior used for every cell of ``family`` (with ``prior_settings`` applied)."""
+        """The prior used for every cell of ``family`` (with ``prior_settings`` applied).
+
+        Its :attr:`~hiscale.priors.Prior.label` is the ``prior`` column of the
+        results. Running without a population (flat fallback) emits one
+        :class:`~hiscale.priors.PriorWarning`.
+        """
         prior = self._prepare(corpus, family)
+        if prior.name == "flat" and "note" in prior.meta:
+            warnings.warn(
+                f"{self.name} on {family!r} runs with the flat prior: {prior.meta['note']}",
+                PriorWarning,
+                stacklevel=2,
+            )
         return prior.with_settings(**self.prior_settings) if self.prior_settings else prior
 
     def _loo(self, corpus: Curves, family: str) -> Prior:
@@ -172,20 +213,37 @@ class BayesMethod:
         )
 
     def _prepare(self, corpus: Curves, family: str) -> Prior:
-        if isinstance(self.prior, Prior):
-            return self.prior.for_law(self.law)
-        if self.prior == "flat":
+        if isinstance(self.prior, str) and self.prior == "flat":
             return flat_prior(self.law)
-        if self.prior == "loo":
+        if isinstance(self.prior, str) and self.prior == "loo":
             return self._loo(corpus, family)
-        saved = load_prior(Path(self.prior) if Path(str(self.prior)).exists() else self.prior)
-        seen = {family_group(f) for f in saved.meta.get("families_used", {})}
-        other_unit = saved.meta.get("loss_unit") not in (None, family_unit(corpus, family))
-        if family_group(family) in seen or other_unit:
-            # the saved prior saw this family (or is in another loss unit):
-            # rebuild it from the corpus without the family
-            return self._loo(corpus, family)
-        return saved.for_law(self.law)
+        if isinstance(self.prior, Prior):
+            given = self.prior
+        else:
+            name = DEFAULT_PRIOR if self.prior == "auto" else self.prior
+            given = load_prior(Path(name) if Path(str(name)).exists() else name)
+        why = self._not_independent(given, corpus, family)
+        if why is None:
+            return given.for_law(self.law)
+        rebuilt = self._loo(corpus, family)
+        if not (isinstance(self.prior, str) and self.prior == "auto"):
+            warnings.warn(
+                f"{self.name} on {family!r}: {why}; using {rebuilt.label!r} instead",
+                PriorWarning,
+                stacklevel=3,
+            )
+        return replace(rebuilt, meta={**rebuilt.meta, "replaces": f"{given.label}: {why}"})
+
+    @staticmethod
+    def _not_independent(prior: Prior, corpus: Curves, family: str) -> str | None:
+        """Why ``prior`` cannot be used for ``family`` as is (None when it can)."""
+        overlap = prior_overlap(prior, corpus, family)
+        if overlap is not None:
+            return overlap
+        prior_unit, unit = prior.meta.get("loss_unit"), family_unit(corpus, family)
+        if prior_unit is not None and normalise_unit(prior_unit) != unit:
+            return f"prior {prior.label!r} is in loss unit {prior_unit!r}, {family!r} in {unit!r}"
+        return None
 
     def __call__(self, cell: Cell, state: Prior, *, seed: int) -> CellPrediction:
         """Fit and predict the cell's scored target rows."""
@@ -220,7 +278,7 @@ class BayesMethod:
 
 
 def _bayes(**kw: Any) -> BayesMethod:
-    kw.setdefault("prior", "loo")
+    kw.setdefault("prior", "auto")
     return BayesMethod(name=kw.pop("name", "bayes"), **kw)
 
 

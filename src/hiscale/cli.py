@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from hiscale.data import CurvesError, load_curves
+from hiscale.priors import PriorWarning
 
 __all__ = ["main"]
 
@@ -93,7 +95,13 @@ def _add_backtest_args(p: argparse.ArgumentParser) -> None:
         default=None,
         help="add k=1 cells (default: on when a Bayesian method runs)",
     )
-    p.add_argument("--prior", default=None, help="saved prior for bayes (default: leave-one-out)")
+    p.add_argument(
+        "--prior",
+        default=None,
+        help="prior for bayes: a shipped name or path, or 'loo' to always build one without "
+        "the family's group from DATA (default: the shipped corpus-v1, rebuilt without the "
+        "family's group from DATA when it saw that group; the 'prior' column says which)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out", default=None, help="write one row per cell to this CSV")
     p.add_argument("--seed", type=int, default=0)
@@ -173,14 +181,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """hiscale's own warnings as one ``hiscale: warning: ...`` line on stderr."""
+    if issubclass(category, PriorWarning):
+        print(f"hiscale: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hiscale`` script."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except (CurvesError, ValueError, FileNotFoundError) as err:
-        return _err(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    with warnings.catch_warnings():
+        # a warning of hiscale is a message to the user, never an error
+        warnings.simplefilter("always", PriorWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return args.handler(args)
+        except (CurvesError, ValueError, FileNotFoundError) as err:
+            return _err(str(err).splitlines()[0] if str(err) else type(err).__name__)
 
 
 if __name__ == "__main__":  # pragma: no cover

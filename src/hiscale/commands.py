@@ -14,6 +14,7 @@ import json
 import shlex
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -140,7 +141,7 @@ def _sampler(args: argparse.Namespace):
 
 def _run_fit(args: argparse.Namespace, curves, family: str):
     from hiscale.fit import fit
-    from hiscale.priors import resolve_prior
+    from hiscale.priors import PriorWarning, resolve_prior
 
     # fail fast (before the progress line) on an unknown family or prior
     curves.family(family)
@@ -153,15 +154,19 @@ def _run_fit(args: argparse.Namespace, curves, family: str):
         f"{sampler.num_samples} draws) ...",
     )
     t0 = time.perf_counter()
-    f = fit(
-        curves,
-        family=family,
-        prior=args.prior,
-        law=args.law,
-        seed=args.seed,
-        options=_fit_options(args),
-        sampler=sampler,
-    )
+    with warnings.catch_warnings():
+        # fit() also records its PriorWarnings in provenance["notes"], which the
+        # commands print as warnings: once, not twice
+        warnings.simplefilter("ignore", PriorWarning)
+        f = fit(
+            curves,
+            family=family,
+            prior=args.prior,
+            law=args.law,
+            seed=args.seed,
+            options=_fit_options(args),
+            sampler=sampler,
+        )
     _progress(args, f"done in {time.perf_counter() - t0:.1f} s")
     return f
 
@@ -261,6 +266,8 @@ def _verdict_line(fit) -> str:
 def _prior_line(fit) -> str:
     p = fit.prior
     if p.name == "flat":
+        if p.label != "flat":
+            return f"prior: {p.label}, weak defaults, no borrowing, {fit.law} law"
         return f"prior: flat (weak defaults, no borrowing), {fit.law} law"
     n = len(p.meta.get("families_used", {}))
     extra = f" from {n} families" if n else ""
@@ -357,7 +364,7 @@ def _predict(args: argparse.Namespace) -> int:
         payload = {
             "family": f.family,
             "target": {"params": args.params, "tokens": args.tokens},
-            "prior": f.prior.name,
+            "prior": f.prior.label,
             "law": f.law,
             "prediction": pred,
             "data": summary,
@@ -452,11 +459,13 @@ def _fit(args: argparse.Namespace) -> int:
             params[name] = [float(np.median(v)), *map(float, np.quantile(v, [0.025, 0.975]))]
     if f.flagged:
         _warn("sampler did not converge: " + f.diagnostics.get("reasons", ""))
+    for note in f.provenance.get("notes", []):
+        _warn(note)
     if args.json:
         payload = {
             "family": f.family,
             "out": str(path),
-            "prior": f.prior.name,
+            "prior": f.prior.label,
             "law": f.law,
             "data": summary,
             "parameters": {k: {"median": v[0], "ci95": v[1:]} for k, v in params.items()},

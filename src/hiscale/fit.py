@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +32,12 @@ import pandas as pd
 from scipy import stats
 
 from hiscale import __version__
-from hiscale.data import Curves, CurvesError, FilterRecord, load_curves
+from hiscale.data import Curves, CurvesError, FilterRecord, load_curves, unit_assumptions
 from hiscale.design import Design, make_design, thin_rows
 from hiscale.inference import SamplerSettings, diagnose, init_params, map_estimate, run_nuts
 from hiscale.laws import D0, N0, get_law
 from hiscale.model import make_family_model, prior_arrays, run_loglik
-from hiscale.priors import Prior, resolve_prior
+from hiscale.priors import Prior, PriorWarning, prior_overlap, resolve_prior
 from hiscale.protocol import end_of_run as end_of_run_filter
 from hiscale.protocol import filter_min_tokens
 
@@ -479,12 +480,19 @@ def fit(
                 f"({', '.join(fams)})"
             )
         family = fams[0]
+    whole = c
     c = c.family(family)
     selected = select_rows(c, options)
     if len(selected) == 0:
         raise CurvesError(f"column 'tokens': no rows of family {family!r} left after filters")
     pr = resolve_prior(prior, law=law)
-    notes = []
+    # the unit matters when borrowing: a population is learned within one unit
+    notes = [f"loss unit: {why}" for why in unit_assumptions(c)] if pr.name != "flat" else []
+    overlap = prior_overlap(pr, whole, family)
+    if overlap is not None:
+        # borrowing from a prior that already saw this family counts its data twice
+        notes.append(overlap)
+        warnings.warn(overlap, PriorWarning, stacklevel=2)
     prior_unit = pr.meta.get("loss_unit")
     if prior_unit and "loss_unit" in c.frame.columns:
         units = set(c.frame["loss_unit"].dropna().astype(str))

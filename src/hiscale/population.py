@@ -66,7 +66,13 @@ import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
 from hiscale import __version__
-from hiscale.data import Curves
+from hiscale.data import (
+    DEFAULT_LOSS_UNIT,
+    Curves,
+    family_groups,
+    name_group,
+    normalise_unit,
+)
 from hiscale.fit import FitOptions, fit
 from hiscale.inference import SamplerSettings
 from hiscale.laws import get_law
@@ -109,22 +115,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HISCALE_CACHE", Path.home() / ".cache" / "hiscale"))
 
 
-def family_group(family: str) -> str:
-    """Families sharing models or sources (``gemstones-cooldown`` -> ``gemstones``).
+def family_group(family: str, curves: Curves | None = None) -> str:
+    """Families sharing models or an origin (``gemstones-cooldown`` -> ``gemstones``).
 
     Leave-one-family-out removes the whole group, so sibling families of the
     same models cannot leak the held-out family's answer into its prior.
+    With ``curves`` the group comes from the data
+    (:func:`hiscale.data.family_groups`: an explicit ``group`` column, else
+    shared ``source`` origins); without, or for a family not in ``curves``,
+    from the name up to its first hyphen.
     """
-    return family.split("-")[0]
+    if curves is not None:
+        groups = family_groups(curves)
+        if family in groups:
+            return groups[family]
+    return name_group(family)
 
 
 def family_unit(curves: Curves, family: str) -> str:
-    """The family's loss unit (``loss_unit`` column), or ``"unspecified"``."""
+    """The family's loss unit (``loss_unit`` column, normalised).
+
+    A table without the column, or a family without a value in it, is in
+    :data:`hiscale.data.DEFAULT_LOSS_UNIT` (:func:`hiscale.data.load_curves`
+    logs that assumption).
+    """
     f = curves.frame
     if "loss_unit" not in f.columns:
-        return "unspecified"
-    units = f.loc[f["family"] == family, "loss_unit"].dropna().astype(str).unique()
-    return units[0] if len(units) else "unspecified"
+        return DEFAULT_LOSS_UNIT
+    units = f.loc[f["family"] == family, "loss_unit"].dropna().astype(str).str.strip()
+    units = units[units != ""].unique()
+    return normalise_unit(units[0]) if len(units) else DEFAULT_LOSS_UNIT
 
 
 def population_families(
@@ -141,6 +161,8 @@ def population_families(
     a per-word downstream NLL (LAMBADA) are not draws from one distribution.
     """
     keep, why = [], {}
+    if loss_unit is not None:
+        loss_unit = normalise_unit(loss_unit)
     for fam in curves.families:
         s = np.sort(curves.frame.loc[curves.frame["family"] == fam, "params"].unique())
         unit = family_unit(curves, fam)
@@ -453,13 +475,14 @@ def _population_units(
     likelihoods: dict[str, FamilyLikelihood],
     *,
     pool_groups: bool,
+    groups: dict[str, str] | None = None,
 ) -> dict[str, tuple[FamilyLikelihood, list[str]]]:
     """Step-2 units: one per family, or one per family group (see :func:`pool_likelihoods`)."""
     if not pool_groups:
         return {s.family: (likelihoods[s.family], [s.family]) for s in summaries}
-    groups: dict[str, list[str]] = {}
+    units: dict[str, list[str]] = {}
     for s in summaries:
-        groups.setdefault(family_group(s.family), []).append(s.family)
+        units.setdefault((groups or {}).get(s.family) or name_group(s.family), []).append(s.family)
     return {
         g: (
             likelihoods[members[0]]
@@ -467,7 +490,7 @@ def _population_units(
             else pool_likelihoods([likelihoods[f] for f in members]),
             members,
         )
-        for g, members in groups.items()
+        for g, members in units.items()
     }
 
 
@@ -551,11 +574,12 @@ def build_prior(
         loss_unit = majority_unit(curves)
     auto, why = population_families(curves, min_span=min_span, loss_unit=loss_unit)
     fams = list(families) if families is not None else auto
-    groups = {family_group(e) for e in exclude}
+    group_of = family_groups(curves)
+    held_out = {family_group(e, curves) for e in exclude}
     for f in list(fams):
-        if family_group(f) in groups:
+        if group_of.get(f, name_group(f)) in held_out:
             fams.remove(f)
-            why[f] = f"excluded (group {family_group(f)!r} held out)"
+            why[f] = f"excluded (group {group_of.get(f, name_group(f))!r} held out)"
     if len(fams) < 2:
         raise ValueError(f"need >= 2 families for a population prior, got {fams}")
     summaries = []
@@ -587,7 +611,7 @@ def build_prior(
         raise ValueError(f"need >= 2 converged families for a population prior; left out: {why}")
     base = flat_prior(law)
     likelihoods = {s.family: divide_prior(s.mean, s.cov, base.loc, base.cov) for s in summaries}
-    units = _population_units(summaries, likelihoods, pool_groups=pool_groups)
+    units = _population_units(summaries, likelihoods, pool_groups=pool_groups, groups=group_of)
     if len(units) < 2:
         raise ValueError(
             f"need >= 2 independent families (groups) for a population prior, got {list(units)}"
@@ -664,6 +688,7 @@ def build_prior(
         "loss_unit": loss_unit,
         "pool_groups": pool_groups,
         "population_units": {g: u[1] for g, u in units.items()},
+        "groups": {s.family: group_of.get(s.family, name_group(s.family)) for s in summaries},
         "data_hash": curves.data_hash(),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
         "likelihoods": {
