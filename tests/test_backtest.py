@@ -329,6 +329,7 @@ def test_method_summary():
         "method",
         "cells",
         "failed",
+        "fitted",
         "flagged",
         "macro_are",
         "macro_are_low_budget",
