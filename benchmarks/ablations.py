@@ -7,8 +7,11 @@ Usage::
 
 Each variant changes one modelling choice of ``bayes`` (population prior,
 leave-one-family-out); the paper method runs on the same cells. Prints a
-table (macro ARE, low-budget ARE, coverage, flagged cells, seconds per cell)
-and writes JSON plus the per-cell CSV. Variants that lose stay in the table.
+table (macro ARE, low-budget ARE, coverage, flagged cells, seconds per cell;
+macro over family groups with family-group bootstrap intervals, on the cells
+every variant fitted; ``hiscale.backtesting.scores``) and writes JSON plus the per-cell
+CSV. Every variant that was run is in the table, variants that lose
+included; the JSON lists the defined variants that were not run.
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ from hiscale.infer.fit import FitOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from bayes_grid import FAMILIES
+
+from hiscale.backtesting.scores import (
+    LOW_BUDGET,
+    QUANTITIES,
+    common_cells,
+    flag_rates,
+    macro_intervals,
+)
 
 VARIANTS = {
     "base": dict(
@@ -66,9 +77,43 @@ VARIANTS = {
 }
 
 
-def macro(df: pd.DataFrame, col: str) -> float:
-    """Mean within family, then across families."""
-    return float(df.groupby("family")[col].mean().mean())
+def summarise(allres: pd.DataFrame, variants: list[str], *, n_boot: int, seed: int) -> dict:
+    """Per variant, on the cells every variant (and the paper) fitted: macro figures over
+    family groups with family-group bootstrap intervals, flagged counts and timings."""
+    res = allres.assign(method=allres["variant"])
+    names = ["paper", *variants]
+    common = common_cells(res, names)
+    boot = macro_intervals(common, names, differences=(("base", "flat"),), n_boot=n_boot, seed=seed)
+    flags = flag_rates(common, names).set_index("method")
+    own = flag_rates(res, names).set_index("method")
+    rows = []
+    for name in names:
+        rec = {
+            "variant": name,
+            "doc": VARIANTS.get(name, {}).get("doc", "the paper's least-squares estimator"),
+            "cells": int(flags.loc[name, "fitted"]),
+            "flagged": int(flags.loc[name, "flagged"]),
+            "fitted_own": int(own.loc[name, "fitted"]),
+            "flagged_own": int(own.loc[name, "flagged"]),
+            "seconds_per_cell": float(common.loc[common["method"] == name, "seconds"].median()),
+        }
+        for q in QUANTITIES:
+            try:
+                est, lo, hi = boot.interval("macro", q, name)
+                rec[q] = {"estimate": est, "lower": lo, "upper": hi}
+            except KeyError:
+                rec[q] = None
+        rows.append(rec)
+    return {
+        "schema": 2,
+        "table": rows,
+        "comparisons": json.loads(
+            boot.table[boot.table["statistic"] != "macro"].to_json(orient="records")
+        ),
+        "common_cells": len(common) // len(names),
+        "low_budget": LOW_BUDGET,
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "level": 0.9, "unit": "family group"},
+    }
 
 
 def main(argv=None) -> int:
@@ -82,6 +127,8 @@ def main(argv=None) -> int:
     ap.add_argument("--grid", default="quick")
     ap.add_argument("--out", default="benchmarks/results/ablations")
     ap.add_argument("--resume", action="store_true", help="reuse variants already in the CSV")
+    ap.add_argument("--n-boot", type=int, default=2000, help="family-group bootstrap replicates")
+    ap.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap")
     args = ap.parse_args(argv)
     curves = load_curves(args.corpus)
     out = Path(args.out)
@@ -122,46 +169,28 @@ def main(argv=None) -> int:
         print(f"{name}: {time.perf_counter() - t1:.0f}s", file=sys.stderr)
         pd.concat(frames).to_csv(f"{out}_cells.csv", index=False)
     allres = pd.concat(frames, ignore_index=True)
-    ok = allres[allres["status"] == "ok"]
-    # identical cells: those where paper and every variant succeeded
-    piv = ok.pivot_table(index=["family", "k", "p"], columns="variant", values="are_pct").dropna()
-    common = piv.index
-    rows = []
-    for name in ["paper", *args.variants]:
-        g = ok[ok["variant"] == name].set_index(["family", "k", "p"]).loc[common].reset_index()
-        low = g[(g["k"] <= 3) | (g["p"] <= 0.3)]
-        rows.append(
-            {
-                "variant": name,
-                "doc": VARIANTS.get(name, {}).get("doc", "the paper's least-squares estimator"),
-                "cells": len(g),
-                "macro_are": macro(g, "are_pct"),
-                "macro_are_low_budget": macro(low, "are_pct"),
-                "macro_are_k1": macro(g[g["k"] == 1], "are_pct") if (g["k"] == 1).any() else None,
-                "coverage80": float(g["covered80"].mean())
-                if g["covered80"].notna().any()
-                else None,
-                "coverage50": float(g["covered50"].mean())
-                if g["covered50"].notna().any()
-                else None,
-                "flagged": int(g["flagged"].astype(bool).sum()),
-                "seconds_per_cell": float(g["seconds"].median()),
-            }
-        )
-    table = pd.DataFrame(rows)
-    payload = {
-        "table": table.to_dict(orient="records"),
-        "families": args.families,
-        "grid": args.grid,
-        "common_cells": len(common),
-        "total_seconds": time.perf_counter() - t0,
-        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "machine": f"{platform.platform()} / {os.cpu_count()} CPUs / {platform.python_version()}",
-        "command": " ".join(["python", *sys.argv]),
-    }
+    run = [v for v in VARIANTS if v in set(allres["variant"])] + [
+        v for v in dict.fromkeys(allres["variant"]) if v not in VARIANTS and v != "paper"
+    ]
+    payload = summarise(allres, run, n_boot=args.n_boot, seed=args.boot_seed)
+    payload.update(
+        {
+            "variants_defined": list(VARIANTS),
+            "variants_run": run,
+            "families": args.families,
+            "grid": args.grid,
+            "total_seconds": time.perf_counter() - t0,
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "machine": (
+                f"{platform.platform()} / {os.cpu_count()} CPUs / {platform.python_version()}"
+            ),
+            "command": " ".join(["python", *sys.argv]),
+        }
+    )
     Path(f"{out}.json").write_text(json.dumps(payload, indent=2, default=float) + "\n")
-    with pd.option_context("display.width", 200, "display.max_colwidth", 60):
-        print(table.drop(columns="doc").round(3).to_string(index=False))
+    from readme_tables import ablation_table
+
+    print(ablation_table(payload))
     return 0
 
 

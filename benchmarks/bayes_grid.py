@@ -3,16 +3,28 @@
 Usage::
 
     python benchmarks/bayes_grid.py [CORPUS] [--grid sub] [--target last30]
-        [--families gpt3 pythia ...] [--out benchmarks/results/bayes_grid]
+        [--families gpt3 pythia ...] [--methods paper bayes bayes-flat]
+        [--out benchmarks/results/bayes_grid] [--n-boot 2000] [--boot-seed 0]
 
-Writes ``<out>_cells.csv`` (one row per cell and method) and ``<out>.json``
-(macro ARE overall and in low-budget cells, coverage, k = 1 comparison,
-ratios to the paper, timings, date and machine) and prints the tables.
+    # smoke test: one cheap method, two families, the quick grid
+    python benchmarks/bayes_grid.py --methods paper --families gpt3 gemstones \\
+        --grid quick --out /tmp/bayes_grid_smoke
+
+Writes ``<out>_cells.csv`` (one row per cell and method, gitignored) and
+``<out>.json`` (aggregates, schema 2; see :func:`summarise`), then prints the
+README tables (``benchmarks/readme_tables.py``). ``readme_tables.py``
+recomputes every aggregate from the cells CSV when it is present.
 
 Cells: the paper's protocol (``--grid sub`` = all p values, k = 1..7 plus
 three log-spaced k up to n-1 for very large families; identical to the full
-paper grid for families with <= 8 training sizes). Bayes methods add k = 1;
-the paper method runs its single-model regime there.
+paper grid for families with <= 8 training sizes; ``--grid quick`` = k in
+{2, 3, 5, n-1}, p in {0.3, 0.5, 1.0}). Bayes methods add k = 1; the paper
+method runs its single-model regime there.
+
+Scores (``hiscale.backtesting.scores``): comparisons on the common cells (fitted by every
+method); macro averages over family groups (sibling families count once);
+low budget = k ≤ 3 or p ≤ 0.3 with k the model sizes actually used;
+90% intervals from a family-group bootstrap.
 """
 
 from __future__ import annotations
@@ -20,17 +32,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 import hiscale
-from hiscale.backtesting.runner import backtest, method_summary, summary_table
+from hiscale.backtesting.runner import backtest
+from hiscale.backtesting.scores import (
+    LOW_BUDGET,
+    common_cells,
+    fitted,
+    flag_rates,
+    groups_of,
+    heatmap,
+    macro_intervals,
+    per_family,
+)
 from hiscale.data.curves import load_curves
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _machine import machine
 
 FAMILIES = [
     "gpt3",
@@ -43,66 +66,111 @@ FAMILIES = [
     "gpt2-datablations-c4-1ep",
 ]
 
+SCHEMA = 2
 
-def summarise(res: pd.DataFrame) -> dict:
-    """Headline numbers per method (macro = mean within family, then across)."""
-    out = {"methods": {}}
-    summ = method_summary(res)
-    for rec in summ.to_dict(orient="records"):
-        out["methods"][rec["method"]] = rec
-    ok = res[res["status"] == "ok"]
-    # identical-cell comparison: cells where every method succeeded
-    key = ["family", "k", "p"]
-    piv = ok.pivot_table(index=key, columns="method", values="are_pct")
-    piv = piv.dropna()
-    fam = piv.groupby(level="family").mean()
-    out["common_cells"] = len(piv)
-    out["macro_are_common"] = fam.mean().to_dict()
-    low = piv[(piv.index.get_level_values("k") <= 3) | (piv.index.get_level_values("p") <= 0.3)]
-    out["macro_are_low_budget_common"] = low.groupby(level="family").mean().mean().to_dict()
-    k1 = piv[piv.index.get_level_values("k") == 1]
-    out["macro_are_k1_common"] = k1.groupby(level="family").mean().mean().to_dict()
-    out["per_family_are_common"] = fam.round(3).to_dict()
-    if "paper" in fam:
-        out["ratio_to_paper"] = {
-            m: float(fam[m].mean() / fam["paper"].mean()) for m in fam.columns if m != "paper"
-        }
-        out["ratio_to_paper_low_budget"] = {
-            m: float(
-                low.groupby(level="family").mean()[m].mean()
-                / low.groupby(level="family").mean()["paper"].mean()
+DEFINITIONS = {
+    "cells": "common cells = cells fitted (status ok, finite ARE) by every method",
+    "macro": "mean over cells within a family, then over the families of a family group, "
+    "then over groups (every family group counts once)",
+    "low_budget": LOW_BUDGET,
+    "k1": "one model size used (n_sizes_used = 1; the paper method's single-model regime)",
+    "coverage": "share of scored target rows inside the new-run interval, averaged like ARE",
+    "interval": "percentile interval of a family-group bootstrap (groups resampled with "
+    "replacement)",
+    "flag_rate": "flagged fits / cells the method fitted",
+}
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records"))
+
+
+def summarise(
+    res: pd.DataFrame,
+    *,
+    methods: list[str] | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.9,
+) -> dict:
+    """Aggregates of a backtest (schema 2), all from ``hiscale.backtesting.scores``.
+
+    ``common``: the comparison on the common cells (their count, families and
+    groups; macro figures with bootstrap intervals; per-family table;
+    flag counts; heatmap). ``own_cells``: per method, macro figures and flag
+    rates on every cell that method fitted (its own denominator).
+    """
+    methods = methods or list(dict.fromkeys(res["method"]))
+    common = common_cells(res, methods)
+    first = common[common["method"] == methods[0]]
+    groups = groups_of(first)
+    boot = macro_intervals(common, methods, n_boot=n_boot, seed=seed, level=level)
+    heat = heatmap(common, methods=methods)
+    heat_records = [
+        {"models": str(models), "method": m, "p": float(p), "are_pct": float(v)}
+        for (m, p), col in heat.items()
+        for models, v in col.items()
+        if pd.notna(v)
+    ]
+    own = {}
+    for m in methods:
+        rows = res[res["method"] == m]
+        ok = rows[fitted(rows)]
+        entry = {"flag_rate": _records(flag_rates(rows, [m]))[0]}
+        if len(ok):
+            b = macro_intervals(
+                ok, [m], reference=None, differences=(), n_boot=n_boot, seed=seed, level=level
             )
-            for m in fam.columns
-            if m != "paper"
-        }
-    cov = ok.dropna(subset=["covered80"]).groupby(["method", "family"])[["covered80", "covered50"]]
-    out["coverage_per_family"] = cov.mean().round(3).reset_index().to_dict(orient="records")
-    out["cell_coverage80"] = (
-        ok.dropna(subset=["covered80"]).groupby("method")["covered80"].mean().to_dict()
-    )
-    out["cell_coverage50"] = (
-        ok.dropna(subset=["covered50"]).groupby("method")["covered50"].mean().to_dict()
-    )
-    out["flagged_cells"] = (
-        ok.groupby("method")["flagged"].apply(lambda s: int(s.astype(bool).sum())).to_dict()
-    )
-    out["seconds_per_cell_median"] = res.groupby("method")["seconds"].median().to_dict()
-    return out
+            entry["intervals"] = _records(b.table)
+            entry["groups"] = sorted(set(groups_of(ok)))
+        own[m] = entry
+    return {
+        "schema": SCHEMA,
+        "definitions": DEFINITIONS,
+        "methods": methods,
+        "bootstrap": {"n_boot": n_boot, "seed": seed, "level": level, "unit": "family group"},
+        "common": {
+            "cells": len(first),
+            "cells_per_family": first["family"].value_counts().sort_index().to_dict(),
+            "groups": {
+                g: sorted(set(first.loc[groups == g, "family"])) for g in sorted(set(groups))
+            },
+            "intervals": _records(boot.table),
+            "per_family": _records(per_family(common, methods)),
+            "flagged": _records(flag_rates(common, methods)),
+            "heatmap": heat_records,
+        },
+        "own_cells": own,
+        "seconds_per_cell_median": res.groupby("method")["seconds"].median().to_dict(),
+    }
 
 
 def main(argv=None) -> int:
     hiscale.configure()  # first: 64-bit floats and host devices for JAX
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Smoke test: --methods paper --families gpt3 gemstones --grid quick "
+        "--out /tmp/bayes_grid_smoke",
+    )
     ap.add_argument(
         "corpus", nargs="?", default=os.environ.get("HISCALE_CORPUS", "../shared/corpus/curves.csv")
     )
-    ap.add_argument("--families", nargs="+", default=FAMILIES)
+    ap.add_argument(
+        "--families", nargs="+", default=FAMILIES, help="families to test (default: the eight)"
+    )
     ap.add_argument("--methods", nargs="+", default=["paper", "bayes", "bayes-flat"])
-    ap.add_argument("--grid", default="sub")
+    ap.add_argument(
+        "--grid",
+        default="sub",
+        help="sub (default; the paper grid, subsampled k for very large families), "
+        "quick (k in {2,3,5,n-1}, p in {0.3,0.5,1.0}: a small subset) or paper",
+    )
     ap.add_argument("--target", default="last30")
     ap.add_argument("--direction", default="up")
     ap.add_argument("--out", default="benchmarks/results/bayes_grid")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="seed of every cell's sampler")
+    ap.add_argument("--n-boot", type=int, default=2000, help="family-group bootstrap replicates")
+    ap.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap")
     ap.add_argument(
         "--reuse",
         default=None,
@@ -124,49 +192,33 @@ def main(argv=None) -> int:
         progress=True,
     )
     total = time.perf_counter() - t0
+    methods = list(args.methods)
     if args.reuse:
         old = pd.read_csv(args.reuse)
         old = old[~old["method"].isin(args.methods) & old["family"].isin(args.families)]
         res = pd.concat([old, res], ignore_index=True)
+        methods = list(dict.fromkeys([*old["method"], *methods]))
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     res.to_csv(f"{out}_cells.csv", index=False)
-    summ = summarise(res)
+    summ = summarise(res, methods=methods, n_boot=args.n_boot, seed=args.boot_seed)
     summ.update(
         {
-            "command": " ".join([sys.executable.split("/")[-1], *sys.argv]),
+            "command": " ".join(["python", *sys.argv]),
             "families": args.families,
             "grid": args.grid,
             "target": args.target,
             "direction": args.direction,
             "total_seconds": total,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": (
-                f"{platform.platform()} / {os.cpu_count()} CPUs / {platform.python_version()}"
-            ),
+            "machine_info": machine(),
+            "machine": (f"{machine()['platform']} / {os.cpu_count()} CPUs / {machine()['python']}"),
         }
     )
     Path(f"{out}.json").write_text(json.dumps(summ, indent=2, default=float) + "\n")
-    with pd.option_context("display.width", 220, "display.max_columns", 50):
-        print(summary_table(res).round(2).to_string())
-        print(method_summary(res).round(3).to_string(index=False))
-        print(
-            json.dumps(
-                {
-                    k: summ[k]
-                    for k in (
-                        "macro_are_common",
-                        "macro_are_low_budget_common",
-                        "macro_are_k1_common",
-                        "cell_coverage80",
-                        "cell_coverage50",
-                    )
-                },
-                indent=1,
-                default=float,
-            )
-        )
-    _ = np  # numpy kept for downstream users of this module
+    from readme_tables import grid_tables
+
+    print(grid_tables(summ))
     return 0
 
 

@@ -52,6 +52,13 @@ import pandas as pd
 
 import hiscale
 from hiscale.backtesting.runner import method_summary, summary_table, usable_families
+from hiscale.backtesting.scores import (
+    LOW_BUDGET,
+    common_cells,
+    flag_rates,
+    macro_intervals,
+    per_family,
+)
 from hiscale.plots import plot_are_heatmap, plot_calibration
 
 hiscale.configure()  # first: 64-bit floats and CPU host devices for JAX
@@ -74,11 +81,22 @@ print(f"fast mode: {FAST}; {len(FAMILIES)} families; corpus {len(corpus):,} rows
 # `PAPER.md` lists GPT-3 cells recomputed on this corpus (GPT-3 curves are
 # digitised; the corpus averages repeated readings, so these differ from the
 # paper's own data). The implementation must match within 0.05 points.
+#
+# One cell has **two** reference values. At k = 2, p = 1.0 the least-squares
+# objective has two near-equal optima, and which one `curve_fit` returns
+# depends on the CPU's floating-point path, with the same numpy and scipy:
+# 10.36 / 10.24 (last30 / final) on one machine, 11.38 / 11.27 on an AMD EPYC
+# machine, where an independent reimplementation of the paper's code agrees
+# with hiscale on each machine. So the cell must match one of the two optima;
+# the other four cells are stable and pinned. (Five parameters fitted by a
+# single least-squares run from one start point are fragile: one more reason to
+# want a posterior.)
 
 # %%
+# each cell lists its reference optima (two for the platform-fragile cell)
 reference = pd.DataFrame(
-    [(7, 1.0, 1.61, 1.34), (4, 1.0, 2.03, 1.82), (5, 0.3, 0.79, 0.40), (2, 1.0, 10.36, 10.24),
-     (3, 0.5, 30.97, 31.41)],
+    [(7, 1.0, (1.61,), (1.34,)), (4, 1.0, (2.03,), (1.82,)), (5, 0.3, (0.79,), (0.40,)),
+     (2, 1.0, (10.36, 11.38), (10.24, 11.27)), (3, 0.5, (30.97,), (31.41,))],
     columns=["k", "p", "last30", "final"],
 )  # fmt: skip
 cells = list(zip(reference["k"], reference["p"], strict=True))
@@ -88,6 +106,11 @@ got = {
 }
 for target, res in got.items():
     reference[f"hiscale_{target}"] = res["are_pct"].round(2).to_numpy()
+    # distance to the nearest reference optimum of the cell
+    reference[f"miss_{target}"] = [
+        min(abs(v - r) for r in refs)
+        for v, refs in zip(res["are_pct"], reference[target], strict=True)
+    ]
 reference
 
 # %% [markdown]
@@ -148,28 +171,35 @@ results = hiscale.backtest(
 )
 method_summary(results).round(3)
 
+# %% [markdown]
+# Identical cells only (every method fitted them: `hiscale.backtesting.scores.common_cells`).
+# Macro averages count every **family group** once (pythia and pythia-deduped
+# share their models, so they are one unit); low budget is k ≤ 3 or p ≤ 0.3
+# with k the model sizes actually used. Cells of one family share one target
+# run, so the brackets are a 90% family-group bootstrap, not a cell count: with
+# a handful of groups they are wide, and with one group (fast mode) they
+# collapse to the point.
+
 # %%
-fig = plot_are_heatmap(results, methods=["paper", "bayes", "bayes-flat"], vmax=25)
-plt.show()
+METHODS = ["paper", "bayes", "bayes-flat"]
+common = common_cells(results, METHODS)
+print(f"{len(common) // len(METHODS)} common cells; low budget = {LOW_BUDGET}")
+boot = macro_intervals(common, METHODS, seed=0)
+boot.table.round(3)
+
+# %%
+per_family(common, METHODS).round(3)
 
 # %% [markdown]
-# Identical cells only (every method succeeded), macro over families:
+# The heatmap on the same common cells (this plot averages within family, then
+# across families):
 
 # %%
-ok = results[results["status"] == "ok"]
-piv = ok.pivot_table(index=["family", "k", "p"], columns="method", values="are_pct").dropna()
-per_family = piv.groupby(level="family").mean()
-low = piv[(piv.index.get_level_values("k") <= 3) | (piv.index.get_level_values("p") <= 0.3)]
-headline = pd.DataFrame(
-    {
-        "macro ARE, all cells (%)": per_family.mean(),
-        "macro ARE, k <= 3 or p <= 0.3 (%)": low.groupby(level="family").mean().mean(),
-    }
-).T
-headline.round(2)
+fig = plot_are_heatmap(common, methods=METHODS, vmax=25)
+plt.show()
 
 # %%
-per_family.round(2)
+flag_rates(results, METHODS)  # over the cells each method fitted
 
 # %% [markdown]
 # Interval calibration of the Bayesian methods on these cells (coverage vs
@@ -184,12 +214,14 @@ plt.show()
 
 # %%
 # the estimator reproduces the reference cells
-assert np.allclose(reference["hiscale_last30"], reference["last30"], atol=0.05), reference
-assert np.allclose(reference["hiscale_final"], reference["final"], atol=0.05), reference
+# (four stable cells at 0.05 points; k = 2, p = 1.0 at 0.05 points of one of its two optima)
+assert (reference[["miss_last30", "miss_final"]] <= 0.05).all().all(), reference
 assert not summary_table(paper_last30).empty
 assert set(results["method"]) == {"paper", "bayes", "bayes-flat"}
 bayes = results[results["method"] != "paper"]
 assert (bayes["status"] == "ok").all(), bayes[bayes["status"] != "ok"]
 assert bayes[["lower80", "upper80", "pit"]].notna().all().all()
-assert len(piv) > 0 and np.isfinite(per_family.to_numpy()).all()
+assert len(common) > 0 and len(common) % len(METHODS) == 0
+assert np.isfinite(boot.table[["estimate", "lower", "upper"]].to_numpy()).all()
+assert (boot.table["lower"] <= boot.table["upper"]).all()
 print("all checks passed")

@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ from hiscale.backtesting.runner import (
 )
 from hiscale.cli import main
 from hiscale.data.curves import CurvesError, load_curves
+from hiscale.priors.prior import Prior, PriorWarning, flat_prior, load_prior, prior_overlap
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +100,30 @@ def test_columns_and_one_row_per_cell(synth):
     assert res.loc[~identified, "are_pct"].max() < 5
     assert res[["lower80", "upper80", "covered80", "pit", "rhat_max"]].isna().all().all()
     assert not res["flagged"].any()
-    assert (res["seconds"] >= 0).all()
+
+
+class SleepMethod(ConstMethod):
+    """ConstMethod that takes a known time per cell."""
+
+    name = "sleep"
+
+    def __init__(self, delay):
+        super().__init__()
+        self.delay = delay
+
+    def __call__(self, cell, state, *, seed):
+        time.sleep(self.delay)
+        return super().__call__(cell, state, seed=seed)
+
+
+def test_seconds_time_the_method_call(synth):
+    grid = [(3, 1.0), (4, 1.0)]
+    res = backtest(synth, families=["clean"], methods=[SleepMethod(0.1), ConstMethod()], grid=grid)
+    slow = res.loc[res["method"] == "sleep", "seconds"]
+    fast = res.loc[res["method"] == "const", "seconds"]
+    assert len(slow) == len(fast) == 2
+    assert (slow >= 0.1).all() and (slow < 5.0).all()  # sleep() waits at least its delay
+    assert (fast < 0.1).all()
 
 
 def test_are_is_mean_relative_error_over_target_rows(synth):
@@ -305,6 +330,7 @@ def test_method_summary():
         "method",
         "cells",
         "failed",
+        "fitted",
         "flagged",
         "macro_are",
         "macro_are_low_budget",
@@ -411,6 +437,107 @@ def test_cli_bad_data_and_arguments(tmp_path, capsys):
         main(["backtest", str(path), "--family", "clean", "--min-tokens", "-1"])
     assert exc.value.code == 2
     assert "must be a finite number >= 0" in capsys.readouterr().err
+
+
+# --- the prior column and bayes' prior choice ----------------------------------------------
+
+
+class StubBayes(BayesMethod):
+    """``bayes`` with its real prior choice (``prepare``) but no NUTS fit per cell."""
+
+    def __call__(self, cell, state, *, seed):
+        return CellPrediction(median=np.full(len(cell.target.frame), 3.0))
+
+
+def words_table():
+    """A family in nats per word: no population prior exists in that unit."""
+    return make_frame("words", noise=0.005, seed=3).assign(loss_unit="nats per word")
+
+
+def test_prior_column_new_family_uses_the_bundled_prior(synth):
+    """A table without the corpus: bayes borrows from corpus-v1, and the row says so."""
+    res = backtest(synth, families=["noisy"], methods=["paper", StubBayes()], grid=[(3, 1.0)])
+    assert list(res.columns) == list(COLUMNS)
+    assert list(res["method"]) == ["paper", "bayes"]
+    assert list(res["prior"]) == ["none", "corpus-v1"]
+    # the cell fit then borrows without fit()'s "prior saw this family" warning
+    (cell,) = make_cells(synth.family("noisy"), grid=[(3, 1.0)])
+    assert prior_overlap(load_prior("corpus-v1"), cell.train, "noisy") is None
+
+
+def test_bayes_flat_is_labelled_flat_without_a_warning(synth):
+    # pytest turns warnings into errors: this would fail if bayes-flat warned
+    assert get_method("bayes-flat").prepare(synth, "noisy").label == "flat"
+
+
+def test_bayes_without_a_population_in_the_unit_runs_flat_and_says_so():
+    curves = load_curves(words_table())
+    with pytest.warns(PriorWarning) as record:
+        res = backtest(curves, methods=[StubBayes()], grid=[(2, 1.0), (3, 1.0)])
+    assert len(record) == 1  # one warning per family, not per cell
+    assert str(record[0].message) == (
+        "bayes on 'words' runs with the flat prior: no population prior for 'words': "
+        "0 usable families outside group 'words' in loss unit 'nats/word', "
+        "a population needs >= 2 groups"
+    )
+    assert (res["prior"] == "flat (no population in unit nats/word)").all()
+
+
+def test_bayes_rebuilds_when_the_bundled_prior_saw_the_group():
+    """A family of a group corpus-v1 was learned on gets a prior without that group.
+
+    Here the table holds no other family, so the rebuilt prior is the flat
+    fallback, labelled and warned about, never corpus-v1.
+    """
+    curves = load_curves(make_frame("gpt3-rerun", noise=0.005))
+    with pytest.warns(PriorWarning, match="runs with the flat prior") as record:
+        state = get_method("bayes").prepare(curves, "gpt3-rerun")
+    assert len(record) == 1
+    assert state.label == "flat (no population in unit nats/token)"
+    assert "corpus-v1" in state.meta["replaces"] and "group 'gpt3'" in state.meta["replaces"]
+
+
+def test_given_prior_that_saw_the_family_is_not_used(synth):
+    meta = {"families_used": {"noisy": {}}, "loss_unit": "nats/token"}
+    seen = Prior(**{**flat_prior().__dict__, "name": "mine", "meta": meta})
+    with pytest.warns(PriorWarning) as record:
+        state = BayesMethod(prior=seen).prepare(synth, "noisy")
+    messages = [str(w.message) for w in record]
+    assert len(messages) == 2
+    assert messages[0].startswith("bayes on 'noisy': prior 'mine' was learned on noisy")
+    assert messages[0].endswith("using 'flat (no population in unit nats/token)' instead")
+    assert messages[1].startswith("bayes on 'noisy' runs with the flat prior")
+    assert state.label == "flat (no population in unit nats/token)"
+    # a prior that saw neither the family nor its group is used as given
+    other = Prior(**{**seen.__dict__, "meta": {"families_used": {"elsewhere": {}}}})
+    assert BayesMethod(prior=other).prepare(synth, "noisy").label == "mine"
+    # nor is one in another loss unit
+    words = Prior(**{**seen.__dict__, "meta": {"loss_unit": "nats/word"}})
+    with pytest.warns(PriorWarning) as record:
+        assert BayesMethod(prior=words).prepare(synth, "noisy").name == "flat"
+    assert "prior 'mine' is in loss unit 'nats/word', 'noisy' in 'nats/token'" in str(
+        record[0].message
+    )
+
+
+def test_cli_backtest_warns_once_and_labels_the_prior(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(BayesMethod, "__call__", StubBayes.__call__)
+    path, out = tmp_path / "new.csv", tmp_path / "res.csv"
+    words_table().to_csv(path, index=False)
+    rc = main(["backtest", str(path), "--family", "words", "--method", "paper",
+               "--method", "bayes", "--grid", "quick", "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err == [
+        "hiscale: warning: bayes on 'words' runs with the flat prior: no population prior for "
+        "'words': 0 usable families outside group 'words' in loss unit 'nats/word', a "
+        "population needs >= 2 groups"
+    ]
+    res = pd.read_csv(out)
+    assert set(res.loc[res["method"] == "paper", "prior"]) == {"none"}
+    assert set(res.loc[res["method"] == "bayes", "prior"]) == {
+        "flat (no population in unit nats/word)"
+    }
 
 
 @pytest.mark.slow

@@ -18,7 +18,7 @@ from hiscale.infer.result import load_fit
 from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import simulate_families
 from hiscale.priors.card import model_card
-from hiscale.priors.prior import Prior, flat_prior, load_prior
+from hiscale.priors.prior import Prior, PriorWarning, flat_prior, load_prior
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "data" / "demo_curves.csv")
@@ -122,6 +122,36 @@ def test_predict_warns_below_the_largest_training_size(capsys):
     )  # fmt: skip
     assert code == 0
     assert "smaller than the largest training model" in err
+
+
+def test_fit_and_predict_warn_when_the_prior_saw_the_family(tmp_path, capsys):
+    """Like predicting gemstones or gpt3 with corpus-v1, which was learned on them."""
+    meta = {"families_used": {"sim3": {}}, "loss_unit": "nats/token"}
+    seen = Prior(**{**flat_prior().__dict__, "name": "seen-sim3", "meta": meta})
+    seen.save(tmp_path / "seen-sim3")
+    expected = (
+        "prior 'seen-sim3' was learned on sim3 (group 'sim3' of 'sim3'): it is not "
+        "independent of the family being fitted"
+    )
+    with pytest.warns(PriorWarning) as record:
+        f = fit(DEMO, family="sim3", prior=seen, seed=0, sampler=SamplerSettings(**SMALL_SETTINGS))
+    assert [str(w.message) for w in record] == [expected]
+    assert f.provenance["notes"] == [expected]
+    # the command line says it once on stderr and in --json; a table without a
+    # loss_unit column also says which unit was assumed
+    table = tmp_path / "no_unit.csv"
+    pd.read_csv(DEMO).drop(columns="loss_unit").to_csv(table, index=False)
+    code, out, err = run_main(
+        capsys, "predict", table, "--family", "sim3", *TARGET, "--prior", tmp_path / "seen-sim3",
+        *SMALL, "--json", "--quiet",
+    )  # fmt: skip
+    assert code == 0
+    res = json.loads(out)
+    assert res["prior"] == "seen-sim3"
+    assumed = "loss unit: no 'loss_unit' column: assumed 'nats/token'"
+    assert res["warnings"][-2:] == [assumed, expected]
+    assert err.count(expected) == 1 and f"hiscale: warning: {expected}\n" in err
+    assert f"hiscale: warning: {assumed}\n" in err
 
 
 def test_save_load_predict_is_bit_identical(saved_fit, capsys):

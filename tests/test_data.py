@@ -14,7 +14,11 @@ from hiscale.data.curves import (
     Curves,
     CurvesError,
     FilterRecord,
+    family_groups,
     load_curves,
+    name_group,
+    normalise_unit,
+    unit_assumptions,
     validate_curves,
 )
 
@@ -386,6 +390,163 @@ def test_family_accessor():
     assert sub.log[-1].removed == 60
     with pytest.raises(CurvesError, match=r"unknown family 'x'; known families: alpha, beta"):
         curves.family("x")
+
+
+# --- loss units ------------------------------------------------------------------------
+
+
+def test_missing_loss_unit_column_is_assumed_and_logged():
+    curves = load_curves(tiny_frame())
+    assert (curves.frame["loss_unit"] == "nats/token").all()
+    (rec,) = [r for r in curves.log if r.step == "loss_unit"]
+    assert (rec.removed, rec.kept) == (0, 6)
+    assert rec.reason == "no 'loss_unit' column: assumed 'nats/token'"
+    assert unit_assumptions(curves) == [rec.reason]
+    assert unit_assumptions(curves.family("f")) == [rec.reason]  # carried by selections
+    assert curves.removal_summary() == "no rows removed"  # nothing was dropped
+
+
+@pytest.mark.parametrize(
+    ("spelling", "canonical"),
+    [
+        ("nats/token", "nats/token"),
+        ("nats per token", "nats/token"),
+        ("Nats/Token", "nats/token"),
+        ("nats/tok", "nats/token"),
+        (" NATS / TOKENS ", "nats/token"),
+        ("nat per token", "nats/token"),
+        ("nats/word (LAMBADA target word)", "nats/word"),
+        ("nats per word", "nats/word"),
+        ("bits per byte", "bits/byte"),
+        ("bits/character", "bits/char"),
+        ("unknown (see README)", "unknown (see README)"),  # not a unit hiscale knows: kept
+        ("BPC", "BPC"),
+    ],
+)
+def test_unit_spellings_are_normalised(spelling, canonical):
+    assert normalise_unit(spelling) == canonical
+
+
+def test_unit_spellings_in_a_table_are_normalised_and_logged():
+    frame = pd.concat(
+        [
+            make_frame("a").assign(loss_unit="nats per token"),
+            make_frame("b").assign(loss_unit="Nats/Token"),
+            make_frame("c").assign(loss_unit="nats/token"),
+            make_frame("d").assign(loss_unit=""),
+        ],
+        ignore_index=True,
+    )
+    curves = load_curves(frame)
+    assert (curves.frame["loss_unit"] == "nats/token").all()
+    reasons = sorted(r.reason for r in curves.log if r.step == "loss_unit")
+    assert reasons == [
+        "'loss_unit' 'Nats/Token' read as 'nats/token' (60 rows)",
+        "'loss_unit' 'nats per token' read as 'nats/token' (60 rows)",
+        "empty 'loss_unit' in 60 rows (families d): assumed 'nats/token'",
+    ]
+    assert unit_assumptions(curves) == [reasons[-1]]
+
+
+# --- family groups --------------------------------------------------------------------
+
+
+def test_groups_fall_back_to_the_name():
+    frame = pd.concat([make_frame(f) for f in ("gemstones", "gemstones-cooldown", "gpt3")])
+    assert family_groups(load_curves(frame)) == {
+        "gemstones": "gemstones",
+        "gemstones-cooldown": "gemstones",
+        "gpt3": "gpt3",
+    }
+    assert name_group("gpt2-datablations-c4-1ep") == "gpt2"
+
+
+def test_groups_from_the_source_column():
+    sources = {
+        # an aggregator's files that come from one paper: one group
+        "alpha": "ColPret:aggregated_eval/x.csv (Smith et al. 2020)",
+        "beta": "ColPret:aggregated_eval/x_contour.csv (Smith et al. 2020)",
+        # another file of the same aggregator, no upstream named: its own group
+        "gamma": "ColPret:raw/gamma.csv",
+        # two folders of one repository: one group
+        "zeta": "lab/runs:data",
+        "eta": "lab/runs:data/grad_norm",
+    }
+    frame = pd.concat([make_frame(f).assign(source=s) for f, s in sources.items()])
+    groups = family_groups(load_curves(frame))
+    # labelled by the name group of the alphabetically first member
+    assert groups == {
+        "alpha": "alpha",
+        "beta": "alpha",
+        "gamma": "gamma",
+        "eta": "eta",
+        "zeta": "eta",
+    }
+
+
+def test_explicit_group_column_wins():
+    frame = pd.concat(
+        [
+            make_frame("a-1").assign(group="lab-x", source="same"),
+            make_frame("b-1").assign(group="lab-x", source="same"),
+            make_frame("a-2").assign(group="lab-y", source="same"),
+            make_frame("c").assign(group=np.nan, source="other"),
+        ]
+    )
+    assert family_groups(load_curves(frame)) == {
+        "a-1": "lab-x",
+        "b-1": "lab-x",
+        "a-2": "lab-y",
+        "c": "c",
+    }
+
+
+def test_groups_with_the_same_label_are_one_group():
+    # no source for x-new: its name group 'x' is the label of the x-old/y group
+    frame = pd.concat(
+        [
+            make_frame("x-old").assign(source="lab/a"),
+            make_frame("y").assign(source="lab/a"),
+            make_frame("x-new").assign(source=np.nan),
+            make_frame("z").assign(source="lab/b"),
+        ]
+    )
+    groups = family_groups(load_curves(frame))
+    assert groups == {"x-new": "x", "x-old": "x", "y": "x", "z": "z"}
+
+
+def test_several_groups_in_one_family_is_an_error():
+    frame = make_frame("a").assign(group="g1")
+    frame.loc[5, "group"] = "g2"
+    with pytest.raises(CurvesError) as err:
+        family_groups(load_curves(frame))
+    assert str(err.value) == (
+        "column 'group': family 'a' has several groups (first 'g1'): value 'g2' at row 5 "
+        "(run 'a-0')"
+    )
+
+
+def test_corpus_groups_from_data_are_the_name_groups(corpus_file):
+    """On the corpus, groups from the source column reproduce the name-prefix groups."""
+    paths = [corpus_file]
+    extra = corpus_file.with_name("curves_extra.csv")
+    if extra.exists():
+        paths.append(extra)
+    curves = load_curves(paths)
+    groups = family_groups(curves)
+    assert groups == {f: f.split("-")[0] for f in curves.families}
+    # the links come from the data, not the names: with opaque family names
+    # (no shared prefixes) the same families are grouped together
+    opaque = {f: f"fam{i:02d}" for i, f in enumerate(curves.families)}
+    renamed = family_groups(curves.frame.assign(family=curves.frame["family"].map(opaque)))
+
+    def partition(g):
+        return {frozenset(f for f in g if g[f] == label) for label in set(g.values())}
+
+    assert partition(renamed) == partition({opaque[f]: g for f, g in groups.items()})
+    assert len(partition(renamed)) < len(curves.families)  # siblings were linked
+    units = curves.frame.groupby("family")["loss_unit"].first()
+    assert units["pythia"] == "nats/word" and units["gpt3"] == "nats/token"
 
 
 # --- property: malformed input never escapes as another exception ---------------------

@@ -179,7 +179,14 @@ def test_datatree_groups_and_loo(small_fit):
     ):
         assert group in dt.children
     assert dt.attrs["family"] == "sim" and "prior_json" in dt.attrs
-    assert int(dt["sample_stats"]["reached_max_tree_depth"].sum()) >= 0
+    # sample stats are per draw and agree with the fit's own diagnostics
+    stats = dt["sample_stats"]
+    n_steps = np.asarray(stats["n_steps"])
+    assert n_steps.shape == (SMALL.num_chains, SMALL.num_samples)
+    # a NUTS tree of depth d takes between 1 and 2**d - 1 leapfrog steps
+    assert n_steps.min() >= 1 and n_steps.max() <= 2**SMALL.max_tree_depth - 1
+    assert int(stats["reached_max_tree_depth"].sum()) == small_fit.diagnostics["tree_depth_hits"]
+    assert int(stats["diverging"].sum()) == small_fit.diagnostics["divergences"]
     elpd = az.loo(dt, var_name="run_loglik")
     assert np.isfinite(elpd.elpd)
 

@@ -1,5 +1,7 @@
 """The paper's least-squares estimator (hiscale.backtesting.paper) and its reference numbers."""
 
+import warnings
+
 import numpy as np
 import pytest
 from synthetic import TRUE, law, make_frame
@@ -146,25 +148,44 @@ def test_non_finite_parameters_are_a_failure(monkeypatch):
 def test_fit_warnings_do_not_escape():
     """Overflow inside the optimiser is the optimiser's business (filterwarnings=error)."""
     f = make_frame(sizes=[1e7, 1e7 * 1.01, 1e7 * 1.02], tokens=[2e9, 2.01e9])
-    fit = fit_paper(f["params"], f["tokens"], f["loss"] * [1, 3, 1, 3, 1, 3])
-    assert isinstance(fit.status, str)
+    loss = f["loss"].to_numpy() * [1, 3, 1, 3, 1, 3]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit = fit_paper(f["params"], f["tokens"], loss)
+    assert [str(w.message) for w in caught] == []
+    # contradictory pairs (x1 and x3 at almost the same N and D): the fit still
+    # succeeds and, as a least-squares compromise, predicts between each pair
+    assert fit.ok and all(np.isfinite(list(fit.params.values())))
+    pred = fit.predict(f["params"], f["tokens"])
+    low, high = loss[0::2], loss[1::2]
+    assert np.all((pred[0::2] > low) & (pred[0::2] < high))
+    assert np.all((pred[1::2] > low) & (pred[1::2] < high))
 
 
 # --- reference numbers on the real corpus (PAPER.md, "corpus" columns) -----------------
 
-GPT3_CELLS = [(7, 1.0), (4, 1.0), (5, 0.3), (2, 1.0), (3, 0.5)]
+# The four stable cells are pinned at 0.05 points. GPT-3 k = 2, p = 1.0 is
+# platform-fragile (PAPER.md): two near-equal least-squares optima compete and
+# the CPU's floating-point path picks one (10.36 / 10.24 on one machine, 11.38 /
+# 11.27 on an AMD EPYC with the same numpy and scipy), so it must hit one of them.
+STABLE_CELLS = [(7, 1.0), (4, 1.0), (5, 0.3), (3, 0.5)]
 REFERENCE = {
-    "last30": [1.61, 2.03, 0.79, 10.36, 30.97],
-    "final": [1.34, 1.82, 0.40, 10.24, 31.41],
+    "last30": [1.61, 2.03, 0.79, 30.97],
+    "final": [1.34, 1.82, 0.40, 31.41],
 }
+FRAGILE_CELL = (2, 1.0)
+FRAGILE_OPTIMA = {"last30": (10.36, 11.38), "final": (10.24, 11.27)}
 
 
 @pytest.mark.parametrize("target", ["last30", "final"])
 def test_gpt3_reference_cells(corpus, target):
     assert set(corpus.family("gpt3").frame["metric"]) == {"val_loss"}  # its primary metric
-    res = backtest(corpus, families=["gpt3"], methods=["paper"], grid=GPT3_CELLS, target=target)
+    cells = [*STABLE_CELLS, FRAGILE_CELL]
+    res = backtest(corpus, families=["gpt3"], methods=["paper"], grid=cells, target=target)
     assert (res["status"] == "ok").all()
-    assert list(zip(res["k"], res["p"], strict=True)) == GPT3_CELLS
-    np.testing.assert_allclose(res["are_pct"], REFERENCE[target], atol=0.05)
+    assert list(zip(res["k"], res["p"], strict=True)) == cells
+    np.testing.assert_allclose(res["are_pct"].iloc[:4], REFERENCE[target], atol=0.05)
+    fragile = res["are_pct"].iloc[4]
+    assert min(abs(fragile - v) for v in FRAGILE_OPTIMA[target]) <= 0.05, fragile
     # no cell lost a model to the 10B cut
-    assert list(res["n_sizes_used"]) == [k for k, _ in GPT3_CELLS]
+    assert list(res["n_sizes_used"]) == [k for k, _ in cells]

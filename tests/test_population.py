@@ -10,12 +10,15 @@ from hiscale.infer.fit import FitOptions
 from hiscale.infer.settings import SamplerSettings
 from hiscale.population import (
     build_prior,
+    divide_prior,
     family_group,
     family_unit,
     majority_unit,
+    observation_form,
+    pool_likelihoods,
     population_families,
 )
-from hiscale.priors.prior import Prior, load_prior, resolve_prior
+from hiscale.priors.prior import Prior, flat_prior, load_prior, prior_overlap, resolve_prior
 
 SMALL = SamplerSettings(num_warmup=400, num_samples=400)
 
@@ -35,9 +38,11 @@ def _families(n=3, unit="nats/token"):
 def test_family_group_and_units():
     assert family_group("gemstones-cooldown") == "gemstones"
     assert family_group("gpt3") == "gpt3"
+    twins = pd.concat([simulate_family("a-1"), simulate_family("b-1")]).assign(group="lab")
+    assert family_group("b-1", load_curves(twins)) == "lab"  # from the data when given
     frames = _families(3)
     odd = simulate_family("odd", seed=9)
-    odd["loss_unit"] = "nats/word"
+    odd["loss_unit"] = "Nats per word"
     c = load_curves(pd.concat([*frames, odd]))
     assert family_unit(c, "odd") == "nats/word"
     assert majority_unit(c) == "nats/token"
@@ -72,6 +77,32 @@ def test_two_step_prior_is_centred_near_the_truth(small_prior):
     assert abs(p.loc[2] - TRUTH["log_alpha"]) < 3 * p.sd[2]
     assert np.all(np.linalg.eigvalsh(p.cov) > 0)
     assert p.meta["loss_unit"] == "nats/token"
+    lik = p.meta["likelihoods"]
+    assert set(lik["families"]) == {"fam0", "fam1"}
+    for d in lik["families"].values():
+        assert len(d["information"]) == 4
+        assert d["floored_directions"] == len(d["uninformative"])
+
+
+def test_model_card_names_the_directions_a_family_does_not_identify(small_prior):
+    from dataclasses import replace
+
+    from hiscale.priors.card import model_card
+
+    meta = dict(small_prior.meta)
+    meta["likelihoods"] = {
+        **meta["likelihoods"],
+        "families": {
+            "fam0": {
+                "information": [-0.1, 5.0, 40.0, 800.0],
+                "floored_directions": 1,
+                "uninformative": [{"u_a": 0.01, "u_b": -0.6, "log_alpha": 0.0, "log_beta": 0.8}],
+            }
+        },
+    }
+    card = model_card(replace(small_prior, meta=meta))
+    assert "fam0 (1: -0.60 u_b +0.80 log_beta)" in card
+    assert "flat prior is divided out" in card
 
 
 def test_prior_roundtrip_and_resolve(small_prior, tmp_path):
@@ -94,3 +125,187 @@ def test_bundled_prior_ships():
     assert isinstance(p, Prior) and p.names == ("u_a", "u_b", "log_alpha", "log_beta")
     assert len(p.meta["families_used"]) >= 5
     assert "pythia" not in p.meta["families_used"]  # LAMBADA is another loss unit
+
+
+# ---------------------------------------------------------------- dividing out the step-1 prior
+
+
+def _random_spd(rng, k, scale):
+    q, _ = np.linalg.qr(rng.standard_normal((k, k)))
+    return (q * scale**2) @ q.T
+
+
+def _kalman_posterior(m0, s0, h, obs, r):
+    """Posterior of z ~ N(m0, s0) after obs ~ N(h z, r), in the gain (covariance) form."""
+    gain = s0 @ h.T @ np.linalg.inv(h @ s0 @ h.T + r)
+    return m0 + gain @ (obs - h @ m0), s0 - gain @ h @ s0
+
+
+def _obs_loglik(a, y, m0, z):
+    """Log-likelihood of z in observation form, up to a constant."""
+    return -0.5 * np.sum((a.T @ (z - m0) - y) ** 2)
+
+
+def test_divide_prior_recovers_a_known_gaussian_likelihood():
+    rng = np.random.default_rng(1)
+    base = flat_prior("chinchilla")
+    m_lik = base.loc + rng.normal(0, 0.5, 4)
+    s_lik = _random_spd(rng, 4, np.array([0.05, 0.2, 0.4, 0.7]))
+    # prior x likelihood via the covariance (Kalman) form, with the likelihood as
+    # a direct observation of z: not the precision form divide_prior inverts
+    m_post, s_post = _kalman_posterior(base.loc, base.cov, np.eye(4), m_lik, s_lik)
+    lik = divide_prior(m_post, s_post, base.loc, base.cov)
+    assert lik.floored == []
+    m_back, s_back = lik.mean_cov()
+    np.testing.assert_allclose(m_back, m_lik, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(s_back, s_lik, rtol=1e-8, atol=1e-10)
+
+
+def _partial_posterior(rng):
+    """A likelihood that observes only two linear combinations of the four parameters."""
+    base = flat_prior("chinchilla")
+    h = rng.standard_normal((2, 4))
+    r = np.diag([0.01, 0.04])
+    obs = h @ base.loc + rng.normal(0, 0.5, 2)
+    m_post, s_post = _kalman_posterior(base.loc, base.cov, h, obs, r)
+    return base, h, r, obs, m_post, s_post
+
+
+def test_a_family_carries_no_information_where_its_posterior_is_its_prior():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(2)
+    base, h, r, obs, m_post, s_post = _partial_posterior(rng)
+    null = np.linalg.svd(h)[2][2:]  # the two directions h does not see
+    lik = divide_prior(m_post, s_post, base.loc, base.cov)
+    assert len(lik.floored) == 2 and len(lik.values) == 2
+    with pytest.raises(ValueError, match="no information"):
+        lik.mean_cov()
+    a, y = observation_form(lik)
+    assert np.abs(a.T @ null.T).max() < 1e-8 * np.abs(a).max()
+    # log-likelihood differences match the true likelihood N(obs; h z, r)
+    zs = base.loc + rng.normal(0, 0.3, (5, 4))
+    true = np.array([multivariate_normal(h @ z, r).logpdf(obs) for z in zs])
+    ours = np.array([_obs_loglik(a, y, base.loc, z) for z in zs])
+    np.testing.assert_allclose(ours - ours[0], true - true[0], atol=1e-6)
+    # from 4000 posterior draws the difference in the unseen directions is sampling
+    # noise (of either sign): still floored, and the rest is close to the exact answer
+    draws = rng.multivariate_normal(m_post, s_post, size=4000)
+    mc = divide_prior(draws.mean(0), np.cov(draws, rowvar=False), base.loc, base.cov)
+    assert len(mc.floored) == 2
+    assert np.abs(mc.information[:2]).max() < 0.1 < mc.information[2]
+    np.testing.assert_allclose(mc.values, lik.values, rtol=0.1)
+    a_mc, _ = observation_form(mc)
+    assert np.abs(a_mc.T @ null.T).max() < 0.01 * np.abs(a_mc).max()
+
+
+def test_step2_likelihood_is_the_marginal_of_the_family_likelihood():
+    """y ~ N(A'(mu - m0), A' Sigma A + I) equals N(m_lik; mu, Sigma + S_lik) up to a constant."""
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(3)
+    base = flat_prior("chinchilla")
+    m_lik = base.loc + rng.normal(0, 0.5, 4)
+    s_lik = _random_spd(rng, 4, np.array([0.05, 0.2, 0.4, 0.7]))
+    m_post, s_post = _kalman_posterior(base.loc, base.cov, np.eye(4), m_lik, s_lik)
+    a, y = observation_form(divide_prior(m_post, s_post, base.loc, base.cov))
+    ours, ref = [], []
+    for _ in range(4):
+        mu = base.loc + rng.normal(0, 0.5, 4)
+        sigma = _random_spd(rng, 4, rng.uniform(0.1, 0.6, 4))
+        ours.append(
+            multivariate_normal(a.T @ (mu - base.loc), a.T @ sigma @ a + np.eye(4)).logpdf(y)
+        )
+        ref.append(multivariate_normal(mu, sigma + s_lik).logpdf(m_lik))
+    np.testing.assert_allclose(np.diff(ours), np.diff(ref), atol=1e-8)
+
+
+def test_zero_information_directions_act_as_infinite_variance_in_step2():
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(4)
+    base, h, r, obs, m_post, s_post = _partial_posterior(rng)
+    a, y = observation_form(divide_prior(m_post, s_post, base.loc, base.cov))
+    # (1) exact: z ~ N(mu, Sigma) integrated against N(obs; h z, r) is
+    #     N(obs; h mu, h Sigma h' + r)
+    # (2) the same likelihood as a full-rank Gaussian with a huge variance along the unseen
+    #     directions, S^-1 = h' r^-1 h + eps null' null (ill-conditioned: eps cannot go lower)
+    null = np.linalg.svd(h)[2][2:]
+    eps = 1e-5
+    prec = h.T @ np.linalg.inv(r) @ h + eps * null.T @ null
+    s_big = np.linalg.inv(prec)
+    m_big = s_big @ (h.T @ np.linalg.inv(r) @ obs + eps * null.T @ (null @ base.loc))
+    ours, exact, big = [], [], []
+    for _ in range(4):
+        mu = base.loc + rng.normal(0, 0.5, 4)
+        sigma = _random_spd(rng, 4, rng.uniform(0.1, 0.6, 4))
+        cov_y = a.T @ sigma @ a + np.eye(4)
+        ours.append(multivariate_normal(a.T @ (mu - base.loc), cov_y).logpdf(y))
+        exact.append(multivariate_normal(h @ mu, h @ sigma @ h.T + r).logpdf(obs))
+        big.append(multivariate_normal(mu, sigma + s_big).logpdf(m_big))
+    np.testing.assert_allclose(np.diff(ours), np.diff(exact), atol=1e-8)
+    np.testing.assert_allclose(np.diff(ours), np.diff(big), atol=1e-3)
+
+
+def test_pooled_siblings_carry_the_mean_of_their_log_likelihoods():
+    rng = np.random.default_rng(5)
+    base, _, _, _, m1, s1 = _partial_posterior(rng)  # no information in two directions
+    m_lik = base.loc + rng.normal(0, 0.5, 4)
+    s_lik = _random_spd(rng, 4, np.array([0.05, 0.2, 0.4, 0.7]))
+    m2, s2 = _kalman_posterior(base.loc, base.cov, np.eye(4), m_lik, s_lik)
+    one, two = (divide_prior(m, s, base.loc, base.cov) for m, s in ((m1, s1), (m2, s2)))
+    pooled = pool_likelihoods([one, two])
+    assert pooled.floored == []  # the second sibling informs every direction
+    forms = [observation_form(lk) for lk in (one, two, pooled)]
+    zs = base.loc + rng.normal(0, 0.3, (5, 4))
+    ll = np.array([[_obs_loglik(a, y, base.loc, z) for z in zs] for a, y in forms])
+    mean_members = 0.5 * (ll[0] + ll[1])
+    np.testing.assert_allclose(ll[2] - ll[2][0], mean_members - mean_members[0], atol=1e-8)
+    # a sibling pooled with itself is itself
+    m_back, s_back = pool_likelihoods([two, two]).mean_cov()
+    np.testing.assert_allclose(m_back, m_lik, atol=1e-8)
+    np.testing.assert_allclose(s_back, s_lik, rtol=1e-8, atol=1e-10)
+
+
+def test_prior_overlap_follows_groups_in_the_data():
+    c = load_curves(
+        pd.concat(
+            [
+                simulate_family("mine").assign(source="lab/runs:a"),
+                simulate_family("sibling").assign(source="lab/runs:b"),  # same repository
+                simulate_family("other").assign(source="elsewhere/x"),
+            ]
+        )
+    )
+    meta = {"families_used": {"sibling": {}}, "population_units": {"sibling": ["sibling"]}}
+    p = Prior(**{**flat_prior().__dict__, "name": "p", "meta": meta})
+    why = prior_overlap(p, c, "mine")
+    assert why is not None and "learned on sibling (group 'mine' of 'mine')" in why
+    assert prior_overlap(p, c, "other") is None
+    assert prior_overlap(flat_prior(), c, "mine") is None  # learned on nothing
+    # the shipped prior saw gpt3's group, not a new family's
+    bundled = load_prior("corpus-v1")
+    new = load_curves(simulate_family("gpt3-rerun"))
+    assert "group 'gpt3'" in prior_overlap(bundled, new, "gpt3-rerun")
+    assert prior_overlap(bundled, c, "mine") is None
+
+
+def test_leave_one_out_prior_leaves_out_the_whole_group(small_prior):
+    """Section 7: the held-out family's group, siblings included, feeds nothing."""
+    from hiscale.backtesting.loo_prior import leave_one_out_prior
+
+    frames = _families(3)  # fam0..fam2: the families of small_prior (cached step-1 fits)
+    frames[0] = frames[0].assign(source="a/x")
+    frames[1] = frames[1].assign(source="b/y")
+    frames[2] = frames[2].assign(source="c/runs:main")
+    # fam2's sibling: another name, the same repository (cooldown branches, say)
+    twin = simulate_family("twin", seed=7).assign(loss_unit="nats/token", source="c/runs:cool")
+    c = load_curves(pd.concat([*frames, twin]))
+    assert family_group("fam2", c) == family_group("twin", c) == "fam2"
+    p = leave_one_out_prior(c, "fam2", sampler=SMALL, options=FitOptions())
+    used = set(p.meta["families_used"])
+    assert used == {"fam0", "fam1"}
+    assert not used & {"fam2", "twin"}
+    assert "excluded (group 'fam2' held out)" == p.meta["families_left_out"]["twin"]
+    assert p.name == p.label == "lofo-fam2"
+    assert prior_overlap(p, c, "fam2") is None and prior_overlap(p, c, "twin") is None

@@ -3,7 +3,8 @@
 The flow, one subpackage per step: ``data`` (the curves table and row
 filters) -> ``laws`` -> ``priors`` -> ``modeling`` (NumPyro models) ->
 ``infer`` (NUTS, ``fit``) -> ``population`` (learning a population prior) ->
-``backtesting`` (the paper's protocol) -> ``plots`` -> ``cli``.
+``backtesting`` (the paper's protocol and its scores) -> ``plots`` ->
+``cli``.
 
 The names below are the public API. Importing hiscale is cheap and changes
 nothing in JAX: the modules behind a name are imported when it is first used,

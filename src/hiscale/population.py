@@ -4,19 +4,38 @@ Two steps (LESSONS.md point 4: the one-step joint fit did not sample; this
 route converged):
 
 1. **Per-family posteriors.** Each training family is fitted with the weak
-   (``flat``) prior; the posterior of its unit-free law vector ``z`` is
-   summarised as a Gaussian ``N(m_f, S_f)`` together with the posterior
-   medians of its noise scales. Summaries are cached on disk, so
+   (``flat``) prior ``N(m_0, S_0)``; the posterior of its unit-free law
+   vector ``z`` is summarised as a Gaussian ``N(m_f, S_f)`` together with the
+   posterior medians of its noise scales. Summaries are cached on disk, so
    leave-one-family-out priors only redo step 2.
-2. **Population.** A normal-normal meta-model sampled with NUTS:
+2. **Likelihoods.** The step-1 prior is divided out of each summary
+   (:func:`divide_prior`): the family's Gaussian *likelihood* has precision
+   ``S_f^{-1} - S_0^{-1}``. Otherwise step 2 would count the step-1 prior
+   once per family (in a direction the data do not identify, the "data"
+   would be the prior itself, piling the families up at its centre and
+   shrinking the population spread). Directions where a family's data carry
+   less than :data:`MIN_INFORMATION` of the prior's information (or where
+   the difference is not positive definite) are given zero information: the
+   family says nothing there.
+3. **Population.** A normal-normal meta-model sampled with NUTS, each
+   family's likelihood used in information form (no inverse of ``S_f^{-1} -
+   S_0^{-1}`` needed, so zero-information directions are exact):
 
    .. math::
 
-       m_f \\sim \\mathrm{MVN}(\\mu, \\Sigma + S_f),\\quad
+       \\theta_f \\sim \\mathrm{MVN}(\\mu, \\Sigma),\\quad
+       y_f = A_f^\\top (\\theta_f - m_0) + \\varepsilon_f,\\
+       \\varepsilon_f \\sim \\mathcal N(0, I)
+       \\ \\Rightarrow\\ y_f \\sim \\mathrm{MVN}(A_f^\\top(\\mu - m_0),\\,
+       A_f^\\top \\Sigma A_f + I),
+
        \\Sigma = \\mathrm{diag}(\\tau)\\,\\Omega\\,\\mathrm{diag}(\\tau),\\quad
        \\Omega \\sim \\mathrm{LKJ}(2),\\ \\tau \\sim \\mathcal N^+(0, 1),\\
-       \\mu \\sim \\mathcal N(\\mu_0, 2 s_0)
+       \\mu \\sim \\mathcal N(m_0, 2 s_0)
 
+   with ``A_f A_f^T`` the family's likelihood precision (one column per
+   informative direction) and ``y_f`` its information vector in that basis
+   (:func:`observation_form`); ``theta_f`` is integrated out analytically.
    The prior for a *new* family is the posterior predictive
    ``z_new ~ MVN(mu, Sigma)`` integrated over the population posterior and
    moment-matched to one Gaussian (mean, covariance). Noise-scale priors
@@ -48,7 +67,13 @@ from numpyro.infer import MCMC, NUTS
 
 from hiscale._config import require_x64
 from hiscale._version import __version__
-from hiscale.data.curves import Curves
+from hiscale.data.curves import (
+    DEFAULT_LOSS_UNIT,
+    Curves,
+    family_groups,
+    name_group,
+    normalise_unit,
+)
 from hiscale.infer.fit import FitOptions, fit
 from hiscale.infer.settings import SamplerSettings
 from hiscale.laws import get_law
@@ -56,13 +81,18 @@ from hiscale.priors.defaults import DEFAULT_PRIORS
 from hiscale.priors.prior import Prior, flat_prior
 
 __all__ = [
+    "MIN_INFORMATION",
+    "FamilyLikelihood",
     "FamilySummary",
     "build_prior",
     "cache_dir",
+    "divide_prior",
     "engine_revision",
     "family_group",
     "family_unit",
     "majority_unit",
+    "observation_form",
+    "pool_likelihoods",
     "population_families",
     "summarise_family",
 ]
@@ -70,6 +100,13 @@ __all__ = [
 
 #: Step-1 family fits with a larger r_hat are left out of the population (and reported).
 MAX_STEP1_RHAT: float = 1.1
+
+#: A direction in which a family's data carry less information than this
+#: fraction of the step-1 prior's (likelihood variance more than 10x the
+#: prior variance along it) is treated as carrying none. A posterior variance
+#: estimated from a few hundred effective draws is uncertain by 5-10%, so a
+#: posterior-to-prior variance ratio above ~0.9 cannot be told apart from 1.
+MIN_INFORMATION: float = 0.1
 
 
 def cache_dir() -> Path:
@@ -80,22 +117,36 @@ def cache_dir() -> Path:
     return Path(os.environ.get("HISCALE_CACHE", Path.home() / ".cache" / "hiscale"))
 
 
-def family_group(family: str) -> str:
-    """Families sharing models or sources (``gemstones-cooldown`` -> ``gemstones``).
+def family_group(family: str, curves: Curves | None = None) -> str:
+    """Families sharing models or an origin (``gemstones-cooldown`` -> ``gemstones``).
 
     Leave-one-family-out removes the whole group, so sibling families of the
     same models cannot leak the held-out family's answer into its prior.
+    With ``curves`` the group comes from the data
+    (:func:`hiscale.data.curves.family_groups`: an explicit ``group`` column, else
+    shared ``source`` origins); without, or for a family not in ``curves``,
+    from the name up to its first hyphen.
     """
-    return family.split("-")[0]
+    if curves is not None:
+        groups = family_groups(curves)
+        if family in groups:
+            return groups[family]
+    return name_group(family)
 
 
 def family_unit(curves: Curves, family: str) -> str:
-    """The family's loss unit (``loss_unit`` column), or ``"unspecified"``."""
+    """The family's loss unit (``loss_unit`` column, normalised).
+
+    A table without the column, or a family without a value in it, is in
+    :data:`hiscale.data.curves.DEFAULT_LOSS_UNIT` (:func:`hiscale.data.curves.load_curves`
+    logs that assumption).
+    """
     f = curves.frame
     if "loss_unit" not in f.columns:
-        return "unspecified"
-    units = f.loc[f["family"] == family, "loss_unit"].dropna().astype(str).unique()
-    return units[0] if len(units) else "unspecified"
+        return DEFAULT_LOSS_UNIT
+    units = f.loc[f["family"] == family, "loss_unit"].dropna().astype(str).str.strip()
+    units = units[units != ""].unique()
+    return normalise_unit(units[0]) if len(units) else DEFAULT_LOSS_UNIT
 
 
 def population_families(
@@ -112,6 +163,8 @@ def population_families(
     a per-word downstream NLL (LAMBADA) are not draws from one distribution.
     """
     keep, why = [], {}
+    if loss_unit is not None:
+        loss_unit = normalise_unit(loss_unit)
     for fam in curves.families:
         s = np.sort(curves.frame.loc[curves.frame["family"] == fam, "params"].unique())
         unit = family_unit(curves, fam)
@@ -257,40 +310,213 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(type(obj).__name__)
 
 
-def _population_units(
-    summaries: list[FamilySummary], *, pool_groups: bool
-) -> dict[str, tuple[np.ndarray, np.ndarray, list[str]]]:
-    """Step-2 units: one per family, or one per family group (mean of its members).
+@dataclass(frozen=True)
+class FamilyLikelihood:
+    """Gaussian approximation of a family's likelihood for ``z`` (step-1 prior divided out).
 
-    A pooled group's covariance is the mean of its members' covariances (not
-    divided by the group size): siblings are not independent measurements.
+    Kept in the step-1 prior's whitened coordinates ``x = L0^{-1} (z - m0)``
+    (``S0 = L0 L0^T``), where the prior is ``N(0, I)`` and the likelihood is
+
+    .. math:: \\log \\ell(x) = -\\tfrac12 x^\\top P x + b^\\top x + \\mathrm{const}
+
+    with ``P`` positive semi-definite: a zero eigenvalue is a direction the
+    family's data say nothing about. Eigenvalues of ``P`` are the data's
+    information relative to the prior's in that direction.
+
+    Attributes
+    ----------
+    values : ndarray, shape (R,)
+        Nonzero eigenvalues of ``P`` (those >= :data:`MIN_INFORMATION`).
+    vectors : ndarray, shape (K, R)
+        Their eigenvectors (whitened coordinates).
+    shift : ndarray, shape (K,)
+        ``b`` (whitened), projected onto the informative directions.
+    information : ndarray, shape (K,)
+        Eigenvalues of ``P`` before flooring, ascending (negative where the
+        posterior was wider than the prior).
+    floored : list of ndarray
+        Unit vectors in ``z`` coordinates (``L0 u`` normalised) along which
+        the family carries no information.
+    prior_loc, prior_chol : ndarray
+        ``m0`` and ``L0`` of the step-1 prior.
     """
+
+    values: np.ndarray
+    vectors: np.ndarray
+    shift: np.ndarray
+    information: np.ndarray
+    floored: list[np.ndarray]
+    prior_loc: np.ndarray
+    prior_chol: np.ndarray
+
+    @property
+    def precision(self) -> np.ndarray:
+        """``P`` (whitened coordinates), zero in the floored directions."""
+        return (self.vectors * self.values) @ self.vectors.T
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        """The likelihood as ``N(m, S)`` in ``z`` coordinates (only when nothing was floored)."""
+        if self.floored:
+            raise ValueError(
+                f"likelihood carries no information in {len(self.floored)} direction(s): "
+                "its covariance is infinite there"
+            )
+        cov_x = np.linalg.inv(self.precision)
+        mean = self.prior_loc + self.prior_chol @ (cov_x @ self.shift)
+        return mean, self.prior_chol @ cov_x @ self.prior_chol.T
+
+    def summary(self, names: Sequence[str]) -> dict[str, Any]:
+        """JSON-ready: information per eigen-direction and the floored directions."""
+        return {
+            "information": self.information.tolist(),
+            "floored_directions": len(self.floored),
+            "uninformative": [
+                {n: float(v) for n, v in zip(names, u, strict=True)} for u in self.floored
+            ],
+        }
+
+
+def _floor(
+    precision: np.ndarray,
+    shift: np.ndarray,
+    prior_loc: np.ndarray,
+    prior_chol: np.ndarray,
+    min_information: float,
+) -> FamilyLikelihood:
+    """Zero the eigen-directions of ``precision`` carrying less than ``min_information``."""
+    lam, u = np.linalg.eigh(0.5 * (precision + precision.T))
+    keep = lam >= min_information
+    uk = u[:, keep]
+    floored = []
+    for v in u[:, ~keep].T:
+        d = prior_chol @ v
+        d = d / np.linalg.norm(d)
+        floored.append(d * (np.sign(d[np.argmax(np.abs(d))]) or 1.0))
+    return FamilyLikelihood(
+        values=lam[keep],
+        vectors=uk,
+        shift=uk @ (uk.T @ shift),
+        information=lam,
+        floored=floored,
+        prior_loc=prior_loc,
+        prior_chol=prior_chol,
+    )
+
+
+def divide_prior(
+    mean: np.ndarray,
+    cov: np.ndarray,
+    prior_loc: np.ndarray,
+    prior_cov: np.ndarray,
+    *,
+    min_information: float = MIN_INFORMATION,
+) -> FamilyLikelihood:
+    """Gaussian likelihood of a family: its posterior ``N(mean, cov)`` divided by the prior.
+
+    With a Gaussian prior ``N(m0, S0)`` and a Gaussian likelihood ``N(m, S)``
+    the posterior has precision ``S0^{-1} + S^{-1}``; so the likelihood's
+    precision is ``cov^{-1} - S0^{-1}`` and its information vector
+    ``cov^{-1} mean - S0^{-1} m0``. Computed in the prior's whitened
+    coordinates; eigen-directions where the difference is below
+    ``min_information`` (in units of the prior's precision), including
+    negative ones (posterior wider than the prior: sampling noise or a
+    non-Gaussian posterior), get zero information.
+
+    Parameters
+    ----------
+    mean, cov : ndarray
+        Posterior mean (K,) and covariance (K, K) under the prior.
+    prior_loc, prior_cov : ndarray
+        The prior the posterior was computed under.
+    min_information : float
+        Floor on the data's information relative to the prior's.
+
+    Returns
+    -------
+    FamilyLikelihood
+    """
+    chol = np.linalg.cholesky(np.asarray(prior_cov, float))
+    prior_loc = np.asarray(prior_loc, float)
+    a = np.linalg.solve(chol, np.asarray(mean, float) - prior_loc)  # whitened posterior mean
+    c = np.linalg.solve(chol, np.linalg.solve(chol, np.asarray(cov, float)).T)  # L^-1 S L^-T
+    c = 0.5 * (c + c.T)
+    c_inv = np.linalg.inv(c)
+    k = len(prior_loc)
+    return _floor(c_inv - np.eye(k), c_inv @ a, prior_loc, chol, min_information)
+
+
+def pool_likelihoods(
+    likelihoods: Sequence[FamilyLikelihood], *, min_information: float = MIN_INFORMATION
+) -> FamilyLikelihood:
+    """One likelihood for sibling families: the geometric mean of theirs.
+
+    Precisions and information vectors are averaged, so a group carries one
+    family's worth of information (siblings are not independent
+    measurements), weighted towards the members that know more.
+    """
+    first = likelihoods[0]
+    return _floor(
+        np.mean([lk.precision for lk in likelihoods], axis=0),
+        np.mean([lk.shift for lk in likelihoods], axis=0),
+        first.prior_loc,
+        first.prior_chol,
+        min_information,
+    )
+
+
+def observation_form(lik: FamilyLikelihood) -> tuple[np.ndarray, np.ndarray]:
+    """``(A, y)`` with ``log lik(z) = -1/2 |A^T (z - m0) - y|^2 + const``.
+
+    ``A`` is (K, K): one column per informative eigen-direction of the
+    precision, ``sqrt(lambda) L0^{-T} u``, and a zero column (with ``y = 0``)
+    per floored one, so every family has the same shape. Marginalising
+    ``z ~ N(mu, Sigma)`` gives ``y ~ N(A^T (mu - m0), A^T Sigma A + I)``,
+    which needs no inverse of the likelihood precision.
+    """
+    k = len(lik.prior_loc)
+    root = np.sqrt(lik.values)
+    a = np.zeros((k, k))
+    y = np.zeros(k)
+    a[:, : len(root)] = np.linalg.solve(lik.prior_chol.T, lik.vectors * root)
+    y[: len(root)] = (lik.vectors.T @ lik.shift) / root
+    return a, y
+
+
+def _population_units(
+    summaries: list[FamilySummary],
+    likelihoods: dict[str, FamilyLikelihood],
+    *,
+    pool_groups: bool,
+    groups: dict[str, str] | None = None,
+) -> dict[str, tuple[FamilyLikelihood, list[str]]]:
+    """Step-2 units: one per family, or one per family group (see :func:`pool_likelihoods`)."""
     if not pool_groups:
-        return {s.family: (s.mean, s.cov, [s.family]) for s in summaries}
-    groups: dict[str, list[FamilySummary]] = {}
+        return {s.family: (likelihoods[s.family], [s.family]) for s in summaries}
+    units: dict[str, list[str]] = {}
     for s in summaries:
-        groups.setdefault(family_group(s.family), []).append(s)
+        units.setdefault((groups or {}).get(s.family) or name_group(s.family), []).append(s.family)
     return {
         g: (
-            np.mean([s.mean for s in members], axis=0),
-            np.mean([s.cov for s in members], axis=0),
-            [s.family for s in members],
+            likelihoods[members[0]]
+            if len(members) == 1
+            else pool_likelihoods([likelihoods[f] for f in members]),
+            members,
         )
-        for g, members in groups.items()
+        for g, members in units.items()
     }
 
 
-def _population_model(m, s_chol_cov, mu0, mu_sd):
-    k = m.shape[1]
-    mu = numpyro.sample("mu", dist.Normal(mu0, mu_sd).to_event(1))
+def _population_model(y, a, m0, mu_sd):
+    k = m0.shape[0]
+    mu = numpyro.sample("mu", dist.Normal(m0, mu_sd).to_event(1))
     tau = numpyro.sample("tau", dist.HalfNormal(1.0).expand([k]).to_event(1))
     l_omega = numpyro.sample("L_omega", dist.LKJCholesky(k, 2.0))
     l_sigma = tau[:, None] * l_omega
     sigma = l_sigma @ l_sigma.T
-    with numpyro.plate("family", m.shape[0]):
-        numpyro.sample(
-            "m", dist.MultivariateNormal(mu, covariance_matrix=sigma + s_chol_cov), obs=m
-        )
+    loc = jnp.einsum("fkr,k->fr", a, mu - m0)
+    cov = jnp.einsum("fkr,kl,fls->frs", a, sigma, a) + jnp.eye(k)
+    with numpyro.plate("family", y.shape[0]):
+        numpyro.sample("y", dist.MultivariateNormal(loc, covariance_matrix=cov), obs=y)
 
 
 def build_prior(
@@ -337,15 +563,19 @@ def build_prior(
     pool_groups : bool
         Treat sibling families of one :func:`family_group` (the same models
         cooled down, re-run at half the learning rate, or trained on another
-        data set) as *one* draw from the population: their summaries are
-        averaged before step 2. Counting near-duplicates separately makes the
-        population look tighter than the spread between independent families.
+        data set) as *one* draw from the population: their likelihoods are
+        pooled (:func:`pool_likelihoods`) before step 2. Counting
+        near-duplicates separately makes the population look tighter than
+        the spread between independent families.
 
     Returns
     -------
     Prior
         Predictive prior for a new family; ``meta`` records families used and
-        left out (with reasons), data hash, settings, diagnostics and timing.
+        left out (with reasons), data hash, settings, diagnostics, timing,
+        and (``likelihoods``) each family's and unit's information per
+        eigen-direction after dividing out the step-1 prior, with the
+        directions floored to zero information.
     """
     import sys
 
@@ -357,11 +587,12 @@ def build_prior(
         loss_unit = majority_unit(curves)
     auto, why = population_families(curves, min_span=min_span, loss_unit=loss_unit)
     fams = list(families) if families is not None else auto
-    groups = {family_group(e) for e in exclude}
+    group_of = family_groups(curves)
+    held_out = {family_group(e, curves) for e in exclude}
     for f in list(fams):
-        if family_group(f) in groups:
+        if group_of.get(f, name_group(f)) in held_out:
             fams.remove(f)
-            why[f] = f"excluded (group {family_group(f)!r} held out)"
+            why[f] = f"excluded (group {group_of.get(f, name_group(f))!r} held out)"
     if len(fams) < 2:
         raise ValueError(f"need >= 2 families for a population prior, got {fams}")
     summaries = []
@@ -392,14 +623,15 @@ def build_prior(
     if len(summaries) < 2:
         raise ValueError(f"need >= 2 converged families for a population prior; left out: {why}")
     base = flat_prior(law)
-    k = len(base.names)
-    units = _population_units(summaries, pool_groups=pool_groups)
+    likelihoods = {s.family: divide_prior(s.mean, s.cov, base.loc, base.cov) for s in summaries}
+    units = _population_units(summaries, likelihoods, pool_groups=pool_groups, groups=group_of)
     if len(units) < 2:
         raise ValueError(
             f"need >= 2 independent families (groups) for a population prior, got {list(units)}"
         )
-    m = np.stack([u[0] for u in units.values()])
-    s_cov = np.stack([u[1] + 1e-8 * np.eye(k) for u in units.values()])
+    obs = [observation_form(u[0]) for u in units.values()]
+    a_mat = np.stack([o[0] for o in obs])
+    y_vec = np.stack([o[1] for o in obs])
     t1 = time.perf_counter()
     kernel = NUTS(_population_model, target_accept_prob=0.95)
     mcmc = MCMC(
@@ -412,8 +644,8 @@ def build_prior(
     )
     mcmc.run(
         jax.random.PRNGKey(seed),
-        jnp.asarray(m),
-        jnp.asarray(s_cov),
+        jnp.asarray(y_vec),
+        jnp.asarray(a_mat),
         jnp.asarray(base.loc),
         jnp.asarray(2.0 * base.sd),
         extra_fields=("diverging",),
@@ -468,9 +700,15 @@ def build_prior(
         "min_span": min_span,
         "loss_unit": loss_unit,
         "pool_groups": pool_groups,
-        "population_units": {g: u[2] for g, u in units.items()},
+        "population_units": {g: u[1] for g, u in units.items()},
+        "groups": {s.family: group_of.get(s.family, name_group(s.family)) for s in summaries},
         "data_hash": curves.data_hash(),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
+        "likelihoods": {
+            "min_information": MIN_INFORMATION,
+            "families": {f: lk.summary(base.names) for f, lk in likelihoods.items()},
+            "units": {g: u[0].summary(base.names) for g, u in units.items()},
+        },
         "population": {
             "mu_mean": mu.mean(0).tolist(),
             "tau_mean": np.asarray(post["tau"]).mean(0).tolist(),

@@ -2,17 +2,21 @@
 
 Backtesting a family with a prior that was learned from it (or from its
 siblings) would be a cheat: the prior is rebuilt without the family's whole
-group (:func:`hiscale.population.family_group`).
+group (:func:`hiscale.data.curves.family_groups`, else
+:func:`hiscale.population.family_group`). When no population exists without
+it, the flat prior is returned, labelled as the fallback it is.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
+from dataclasses import replace
 
 from hiscale._version import __version__
-from hiscale.data.curves import Curves
+from hiscale.data.curves import Curves, family_groups
 from hiscale.infer.fit import FitOptions
 from hiscale.infer.settings import SamplerSettings
 from hiscale.population import (
@@ -41,21 +45,29 @@ def leave_one_out_prior(
     match_unit: bool = True,
     pool_groups: bool = True,
 ) -> Prior:
-    """Population prior built without ``family``'s group (cached on disk).
+    """Population prior built from ``corpus`` without ``family``'s group (cached on disk).
 
     Only families in the held-out family's loss unit feed it; when fewer than
-    two are left, the weak default (``flat``) prior is returned, with a note
-    in ``meta``.
+    two groups are left, the weak default (``flat``) prior is returned, labelled
+    ``flat (no population in unit ...)`` (:attr:`Prior.label`) with the reason
+    in ``meta["note"]``.
     """
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
     unit = family_unit(corpus, family) if match_unit else None
+    groups = family_groups(corpus)
+    group = groups.get(family) or family_group(family)
+    candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
+    others = [f for f in candidates if groups[f] != group]
+    n_units = len({groups[f] for f in others}) if pool_groups else len(others)
+    if n_units < 2:
+        return _no_population(law, family, group, unit, others)
     key = hashlib.sha256(
         json.dumps(
             [
                 engine_revision(),
                 corpus.data_hash(),
-                family_group(family),
+                group,
                 law,
                 options.to_dict(),
                 sampler.to_dict(),
@@ -64,46 +76,45 @@ def leave_one_out_prior(
                 min_span,
                 unit,
                 pool_groups,
-                "population-v3",
+                "population-v4",
             ],
             default=str,
         ).encode()
     ).hexdigest()[:16]
-    path = cache_dir() / "priors" / f"lofo-{family_group(family)}-{key}"
+    path = cache_dir() / "priors" / f"lofo-{re.sub(r'[^A-Za-z0-9_.-]', '_', group)}-{key}"
     if (path / "prior.json").is_file():
         return load_prior(path)
     if progress:
-        sys.stderr.write(f"building leave-one-out prior without {family_group(family)!r} ...\n")
-    candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
-    others = [f for f in candidates if family_group(f) != family_group(family)]
-    n_units = len({family_group(f) for f in others}) if pool_groups else len(others)
-    if n_units < 2:
-        base = flat_prior(law)
-        prior = Prior(
-            name="flat",
-            law=base.law,
-            names=base.names,
-            loc=base.loc,
-            cov=base.cov,
-            settings=base.settings,
-            meta={
-                "note": f"no population in loss unit {unit!r} without {family!r}: flat prior",
-                "loss_unit": unit,
-            },
-        )
-    else:
-        prior = build_prior(
-            corpus,
-            name=f"lofo-{family_group(family)}",
-            law=law,
-            exclude=[family],
-            options=options,
-            sampler=sampler,
-            seed=seed,
-            progress=progress,
-            min_span=min_span,
-            loss_unit=unit,
-            pool_groups=pool_groups,
-        )
+        sys.stderr.write(f"building leave-one-out prior without group {group!r} ...\n")
+    prior = build_prior(
+        corpus,
+        name=f"lofo-{group}",
+        law=law,
+        exclude=[family],
+        options=options,
+        sampler=sampler,
+        seed=seed,
+        progress=progress,
+        min_span=min_span,
+        loss_unit=unit,
+        pool_groups=pool_groups,
+    )
     prior.save(path)
     return prior
+
+
+def _no_population(law: str, family: str, group: str, unit: str | None, others) -> Prior:
+    """The flat prior, labelled as the fallback it is."""
+    where = f"in unit {unit}" if unit is not None else "in any unit"
+    found = f"{len(others)} usable families outside group {group!r}"
+    return replace(
+        flat_prior(law),
+        meta={
+            "label": f"flat (no population {where})",
+            "note": (
+                f"no population prior for {family!r}: {found} in loss unit {unit!r}, "
+                "a population needs >= 2 groups"
+            ),
+            "loss_unit": unit,
+        },
+    )

@@ -7,18 +7,26 @@ names accepted by ``backtest(methods=...)`` and ``--method`` to factories:
 
 * ``paper``: the paper's least-squares estimator (:mod:`hiscale.backtesting.paper`);
 * ``bayes``: NUTS under a population prior. Backtesting a family that is *in*
-  a prior's training data would be a cheat, so ``bayes`` uses a prior built
-  without the family's whole group (:func:`hiscale.population.family_group`;
-  :func:`hiscale.backtesting.loo_prior.leave_one_out_prior`, cached on disk).
-  A saved prior given with ``prior=`` is used as-is for families it did not
-  see, and rebuilt without the family from the same corpus otherwise;
+  a prior's training data would be a cheat. ``bayes`` therefore uses the
+  shipped prior (:data:`hiscale.priors.prior.DEFAULT_PRIOR`) for a family
+  whose group it did not see and whose loss unit it shares; for a family it
+  did see (backtesting the corpus itself) it builds a prior without the
+  family's whole group (:func:`hiscale.population.family_group`,
+  leave-one-group-out: :func:`hiscale.backtesting.loo_prior.leave_one_out_prior`,
+  cached on disk) from the data given. A prior given with ``prior=`` (a name,
+  a path or a :class:`~hiscale.priors.prior.Prior`) is checked the same way.
+  When no population exists for the family (its loss unit has fewer than two
+  other groups in the data), ``bayes`` runs with the flat prior: the result's
+  ``prior`` column says ``flat (no population in unit ...)`` and a
+  :class:`~hiscale.priors.prior.PriorWarning` is emitted;
 * ``bayes-flat``: NUTS under the weak default prior (no borrowing).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,11 +35,18 @@ import numpy as np
 from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
-from hiscale.data.curves import Curves
+from hiscale.data.curves import Curves, normalise_unit
 from hiscale.infer.fit import FitOptions, fit
 from hiscale.infer.settings import SamplerSettings
-from hiscale.population import family_group, family_unit
-from hiscale.priors.prior import Prior, flat_prior, load_prior
+from hiscale.population import family_unit
+from hiscale.priors.prior import (
+    DEFAULT_PRIOR,
+    Prior,
+    PriorWarning,
+    flat_prior,
+    load_prior,
+    prior_overlap,
+)
 
 __all__ = [
     "METHODS",
@@ -114,8 +129,14 @@ class BayesMethod:
     ----------
     name : str
         Column value in results.
-    prior : "loo", "flat", a saved prior name/path, or Prior
-        ``"loo"`` builds a leave-one-family-out prior from the corpus.
+    prior : "auto", "loo", "flat", a saved prior name/path, or Prior
+        ``"auto"`` (default) uses the shipped prior
+        (:data:`~hiscale.priors.prior.DEFAULT_PRIOR`) unless it saw the family's
+        group or is in another loss unit; then, and always with ``"loo"``, a
+        prior is built from the corpus without the family's group
+        (:func:`leave_one_out_prior`). A named or given prior is checked the
+        same way and replaced (with a :class:`~hiscale.priors.prior.PriorWarning`)
+        when it saw the family. ``"flat"``: weak defaults, no borrowing.
     law : str
         Law form.
     options : FitOptions
@@ -130,7 +151,7 @@ class BayesMethod:
     """
 
     name: str = "bayes"
-    prior: Any = "loo"
+    prior: Any = "auto"
     law: str = "chinchilla"
     options: FitOptions = field(default_factory=FitOptions)
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
@@ -142,8 +163,19 @@ class BayesMethod:
     pool_groups: bool = True
 
     def prepare(self, corpus: Curves, family: str) -> Prior:
-        """The prior used for every cell of ``family`` (with ``prior_settings`` applied)."""
+        """The prior used for every cell of ``family`` (with ``prior_settings`` applied).
+
+        Its :attr:`~hiscale.priors.prior.Prior.label` is the ``prior`` column of the
+        results. Running without a population (flat fallback) emits one
+        :class:`~hiscale.priors.prior.PriorWarning`.
+        """
         prior = self._prepare(corpus, family)
+        if prior.name == "flat" and "note" in prior.meta:
+            warnings.warn(
+                f"{self.name} on {family!r} runs with the flat prior: {prior.meta['note']}",
+                PriorWarning,
+                stacklevel=2,
+            )
         return prior.with_settings(**self.prior_settings) if self.prior_settings else prior
 
     def _loo(self, corpus: Curves, family: str) -> Prior:
@@ -160,20 +192,37 @@ class BayesMethod:
         )
 
     def _prepare(self, corpus: Curves, family: str) -> Prior:
-        if isinstance(self.prior, Prior):
-            return self.prior.for_law(self.law)
-        if self.prior == "flat":
+        if isinstance(self.prior, str) and self.prior == "flat":
             return flat_prior(self.law)
-        if self.prior == "loo":
+        if isinstance(self.prior, str) and self.prior == "loo":
             return self._loo(corpus, family)
-        saved = load_prior(Path(self.prior) if Path(str(self.prior)).exists() else self.prior)
-        seen = {family_group(f) for f in saved.meta.get("families_used", {})}
-        other_unit = saved.meta.get("loss_unit") not in (None, family_unit(corpus, family))
-        if family_group(family) in seen or other_unit:
-            # the saved prior saw this family (or is in another loss unit):
-            # rebuild it from the corpus without the family
-            return self._loo(corpus, family)
-        return saved.for_law(self.law)
+        if isinstance(self.prior, Prior):
+            given = self.prior
+        else:
+            name = DEFAULT_PRIOR if self.prior == "auto" else self.prior
+            given = load_prior(Path(name) if Path(str(name)).exists() else name)
+        why = self._not_independent(given, corpus, family)
+        if why is None:
+            return given.for_law(self.law)
+        rebuilt = self._loo(corpus, family)
+        if not (isinstance(self.prior, str) and self.prior == "auto"):
+            warnings.warn(
+                f"{self.name} on {family!r}: {why}; using {rebuilt.label!r} instead",
+                PriorWarning,
+                stacklevel=3,
+            )
+        return replace(rebuilt, meta={**rebuilt.meta, "replaces": f"{given.label}: {why}"})
+
+    @staticmethod
+    def _not_independent(prior: Prior, corpus: Curves, family: str) -> str | None:
+        """Why ``prior`` cannot be used for ``family`` as is (None when it can)."""
+        overlap = prior_overlap(prior, corpus, family)
+        if overlap is not None:
+            return overlap
+        prior_unit, unit = prior.meta.get("loss_unit"), family_unit(corpus, family)
+        if prior_unit is not None and normalise_unit(prior_unit) != unit:
+            return f"prior {prior.label!r} is in loss unit {prior_unit!r}, {family!r} in {unit!r}"
+        return None
 
     def __call__(self, cell: Cell, state: Prior, *, seed: int) -> CellPrediction:
         """Fit and predict the cell's scored target rows."""
@@ -208,7 +257,7 @@ class BayesMethod:
 
 
 def _bayes(**kw: Any) -> BayesMethod:
-    kw.setdefault("prior", "loo")
+    kw.setdefault("prior", "auto")
     return BayesMethod(name=kw.pop("name", "bayes"), **kw)
 
 

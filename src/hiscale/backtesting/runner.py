@@ -7,7 +7,8 @@ cells (:mod:`hiscale.backtesting.protocol`) are independent tasks
 Scoring (Choshen et al. 2025): ``ARE = mean_i |L_i - L̂_i| / L_i`` in percent
 over the scored target rows of the cell. Interval columns hold the mean
 bounds over scored rows and ``covered*`` the fraction of scored rows inside
-their interval (0 or 1 with ``target="final"`` and one target run).
+their interval (0 or 1 with ``target="final"`` and one target run). The
+``prior`` column names the prior each row's method used (:func:`prior_label`).
 """
 
 from __future__ import annotations
@@ -24,15 +25,18 @@ import numpy as np
 import pandas as pd
 
 from hiscale._config import configure, current_settings
+from hiscale.backtesting import scores
 from hiscale.backtesting.methods import Method, get_method
 from hiscale.backtesting.protocol import Cell, make_cells, sizes
-from hiscale.data.curves import Curves, CurvesError
+from hiscale.backtesting.scores import low_budget
+from hiscale.data.curves import Curves, CurvesError, family_groups
 
 __all__ = [
     "COLUMNS",
     "CellTask",
     "backtest",
     "method_summary",
+    "prior_label",
     "run_cell",
     "summary_table",
     "usable_families",
@@ -40,7 +44,9 @@ __all__ = [
 
 COLUMNS: tuple[str, ...] = (
     "family",
+    "group",
     "method",
+    "prior",
     "direction",
     "target",
     "k",
@@ -80,6 +86,18 @@ class CellTask:
     state: Any
     target: str
     seed: int
+    group: str = ""
+
+
+def prior_label(state: Any) -> str:
+    """The ``prior`` column: the label of the prior a method used, ``"none"`` without one.
+
+    A method's per-family state is its prior when it has a ``label``
+    (:attr:`hiscale.priors.prior.Prior.label`: ``corpus-v1``, ``lofo-<group>``,
+    ``flat``, ``flat (no population in unit ...)``).
+    """
+    label = getattr(state, "label", None)
+    return str(label) if label else "none"
 
 
 def _nan_row(task: CellTask) -> dict[str, Any]:
@@ -88,7 +106,9 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
     runs = sorted(t["run"].unique().tolist())
     return {
         "family": cell.family,
+        "group": task.group,
         "method": task.method.name,
+        "prior": prior_label(task.state),
         "direction": cell.direction,
         "target": task.target,
         "k": cell.k,
@@ -253,6 +273,7 @@ def backtest(
     if include_k1 is None:
         include_k1 = any(m.name != "paper" for m in objs)
     corpus = corpus if corpus is not None else curves
+    group_of = family_groups(curves)
     tasks: list[CellTask] = []
     for fam in fams:
         cells = make_cells(
@@ -265,7 +286,7 @@ def backtest(
         )
         for m in objs:
             state = m.prepare(corpus, fam)
-            tasks.extend(CellTask(c, m, state, target, seed) for c in cells)
+            tasks.extend(CellTask(c, m, state, target, seed, group_of.get(fam, fam)) for c in cells)
     tick = _progress(progress, len(tasks))
     rows: list[dict[str, Any]] = []
     if jobs > 1:
@@ -284,46 +305,40 @@ def backtest(
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def _bin(n: int) -> str:
-    return "8+" if n >= 8 else str(int(n))
-
-
 def summary_table(results: pd.DataFrame, *, value: str = "are_pct") -> pd.DataFrame:
-    """Macro average like the paper's heatmap.
+    """Macro average like the paper's heatmap, family groups counted once.
 
     Rows = number of sizes in the training rows (1 … 7, 8+), columns =
-    ``(method, p)``; the value is averaged within family first, then across
-    families. Failed cells are excluded (their count is in ``status``).
+    ``(method, p)``; see :func:`hiscale.backtesting.scores.heatmap`. Failed cells are
+    excluded (their count is in ``status``); pass
+    :func:`hiscale.backtesting.scores.common_cells` of the results to compare methods on
+    identical cells.
     """
-    ok = results[(results["status"] == "ok") & results[value].notna()].copy()
-    if ok.empty:
-        return pd.DataFrame()
-    ok["models"] = ok["n_sizes_used"].map(_bin)
-    per_fam = ok.groupby(["method", "models", "p", "family"])[value].mean()
-    macro = per_fam.groupby(["method", "models", "p"]).mean().unstack(["method", "p"])
-    order = sorted(macro.index, key=lambda s: (s == "8+", int(s.rstrip("+"))))
-    return macro.loc[order].sort_index(axis=1)
+    return scores.heatmap(results, value)
 
 
 def method_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """One line per method: macro ARE, coverage, failures, flagged fits, time."""
+    """One line per method: macro ARE and coverage (family groups counted once), failures,
+    flagged fits over fitted cells, time. Each method is summarised on its own fitted cells."""
     out = []
     for name, g in results.groupby("method", sort=False):
-        ok = g[g["status"] == "ok"]
-        fam_are = ok.groupby("family")["are_pct"].mean()
-        low = ok[(ok["n_sizes_used"] <= 3) | (ok["p"] <= 0.3)]
-        rec = {
-            "method": name,
-            "cells": len(g),
-            "failed": int((g["status"] != "ok").sum()),
-            "flagged": int(g["flagged"].fillna(False).astype(bool).sum()),
-            "macro_are": float(fam_are.mean()) if len(fam_are) else np.nan,
-            "macro_are_low_budget": float(low.groupby("family")["are_pct"].mean().mean())
-            if len(low)
-            else np.nan,
-            "coverage80": float(ok.groupby("family")["covered80"].mean().mean()),
-            "coverage50": float(ok.groupby("family")["covered50"].mean().mean()),
-            "median_seconds": float(g["seconds"].median()),
-        }
-        out.append(rec)
+        ok = g[scores.fitted(g)]
+
+        def _macro(rows: pd.DataFrame, value: str, name: str = name) -> float:
+            return float(scores.macro(rows, value, [name]).iloc[0]) if len(rows) else np.nan
+
+        out.append(
+            {
+                "method": name,
+                "cells": len(g),
+                "failed": int((g["status"] != "ok").sum()),
+                "fitted": len(ok),
+                "flagged": int(ok["flagged"].fillna(False).astype(bool).sum()),
+                "macro_are": _macro(ok, "are_pct"),
+                "macro_are_low_budget": _macro(ok[low_budget(ok)], "are_pct"),
+                "coverage80": _macro(ok, "covered80"),
+                "coverage50": _macro(ok, "covered50"),
+                "median_seconds": float(g["seconds"].median()),
+            }
+        )
     return pd.DataFrame(out)

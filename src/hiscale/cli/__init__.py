@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from types import ModuleType
 
 from hiscale._config import configure
 from hiscale.cli import backtest, demo, fit, predict, prior, simulate
 from hiscale.data.curves import CurvesError
+from hiscale.priors.prior import PriorWarning
 
 __all__ = ["COMMANDS", "build_parser", "main"]
 
@@ -50,13 +52,28 @@ def _err(msg: str) -> int:
     return 2
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """hiscale's own warnings as one ``hiscale: warning: ...`` line on stderr."""
+    if issubclass(category, PriorWarning):
+        print(f"hiscale: warning: {message}", file=sys.stderr, flush=True)
+    else:
+        _SHOW_WARNING(message, category, filename, lineno, file, line)
+
+
+_SHOW_WARNING = warnings.showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hiscale`` script."""
     # first thing: host devices and the platform only take effect before JAX starts
     configure()
     parser = build_parser()
     args = parser.parse_args(argv)
-    try:
-        return args.handler(args)
-    except (CurvesError, ValueError, FileNotFoundError) as err:
-        return _err(str(err).splitlines()[0] if str(err) else type(err).__name__)
+    with warnings.catch_warnings():
+        # a warning of hiscale is a message to the user, never an error
+        warnings.simplefilter("always", PriorWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return args.handler(args)
+        except (CurvesError, ValueError, FileNotFoundError) as err:
+            return _err(str(err).splitlines()[0] if str(err) else type(err).__name__)

@@ -37,7 +37,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="add k=1 cells (default: on when a Bayesian method runs)",
     )
-    p.add_argument("--prior", default=None, help="saved prior for bayes (default: leave-one-out)")
+    p.add_argument(
+        "--prior",
+        default=None,
+        help="prior for bayes: a shipped name or path, or 'loo' to always build one without "
+        "the family's group from DATA (default: the shipped corpus-v1, rebuilt without the "
+        "family's group from DATA when it saw that group; the 'prior' column says which)",
+    )
     p.add_argument("--jobs", type=int, default=1, help="worker processes")
     p.add_argument("--out", default=None, help="write one row per cell to this CSV")
     p.add_argument("--seed", type=int, default=0)

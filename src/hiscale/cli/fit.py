@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 
 import numpy as np
 
@@ -25,7 +26,7 @@ HELP = "fit one family with NUTS and save the posterior (netCDF)"
 def run_fit(args: argparse.Namespace, curves, family: str):
     """Fit ``family`` with the model and sampler arguments, with progress lines."""
     from hiscale.infer.fit import fit
-    from hiscale.priors.prior import resolve_prior
+    from hiscale.priors.prior import PriorWarning, resolve_prior
 
     # fail fast (before the progress line) on an unknown family or prior
     curves.family(family)
@@ -38,15 +39,19 @@ def run_fit(args: argparse.Namespace, curves, family: str):
         f"{sampler.num_samples} draws) ...",
     )
     t0 = time.perf_counter()
-    f = fit(
-        curves,
-        family=family,
-        prior=args.prior,
-        law=args.law,
-        seed=args.seed,
-        options=fit_options(args),
-        sampler=sampler,
-    )
+    with warnings.catch_warnings():
+        # fit() also records its PriorWarnings in provenance["notes"], which the
+        # commands print as warnings: once, not twice
+        warnings.simplefilter("ignore", PriorWarning)
+        f = fit(
+            curves,
+            family=family,
+            prior=args.prior,
+            law=args.law,
+            seed=args.seed,
+            options=fit_options(args),
+            sampler=sampler,
+        )
     progress(args, f"done in {time.perf_counter() - t0:.1f} s")
     return f
 
@@ -94,11 +99,13 @@ def run(args: argparse.Namespace) -> int:
             params[name] = [float(np.median(v)), *map(float, np.quantile(v, [0.025, 0.975]))]
     if f.flagged:
         warn("sampler did not converge: " + f.diagnostics.get("reasons", ""))
+    for note in f.provenance.get("notes", []):
+        warn(note)
     if args.json:
         payload = {
             "family": f.family,
             "out": str(path),
-            "prior": f.prior.name,
+            "prior": f.prior.label,
             "law": f.law,
             "data": summary,
             "parameters": {k: {"median": v[0], "ci95": v[1:]} for k, v in params.items()},

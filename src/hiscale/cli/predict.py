@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
         payload = {
             "family": f.family,
             "target": {"params": args.params, "tokens": args.tokens},
-            "prior": f.prior.name,
+            "prior": f.prior.label,
             "law": f.law,
             "prediction": pred,
             "data": summary,

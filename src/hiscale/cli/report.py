@@ -162,6 +162,8 @@ def prior_line(fit) -> str:
     """Which prior the fit borrowed from (or that it did not)."""
     p = fit.prior
     if p.name == "flat":
+        if p.label != "flat":
+            return f"prior: {p.label}, weak defaults, no borrowing, {fit.law} law"
         return f"prior: flat (weak defaults, no borrowing), {fit.law} law"
     n = len(p.meta.get("families_used", {}))
     extra = f" from {n} families" if n else ""

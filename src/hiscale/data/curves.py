@@ -3,19 +3,23 @@
 One row per (run, checkpoint, metric) with the loss at that checkpoint.
 Required columns are ``family, run, params, tokens, loss``; the optional
 columns of the corpus (``metric, primary, is_final, seed, flops, run_tokens,
-schedule, lr, dataset, arch, source``) are understood when present, and any
-other column is kept untouched.
+schedule, lr, dataset, arch, source, loss_unit``) and an explicit ``group``
+are understood when present, and any other column is kept untouched.
 
 Validation happens once, at the boundary (:func:`validate_curves`), and every
 problem is reported as a one-line :class:`CurvesError` that names the column,
 the offending value and the first offending row. Nothing is ever dropped
 silently: every selection or filter returns a new :class:`Curves` whose
-``log`` says how many rows it removed and why.
+``log`` says how many rows it removed and why. Substitutions are logged the
+same way (with 0 rows removed): a missing ``loss_unit`` is assumed to be
+:data:`DEFAULT_LOSS_UNIT` and unit spellings are normalised
+(:func:`normalise_unit`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from os import PathLike
@@ -25,13 +29,20 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "DEFAULT_LOSS_UNIT",
     "NUMERIC_COLUMNS",
     "OPTIONAL_COLUMNS",
     "REQUIRED_COLUMNS",
     "Curves",
     "CurvesError",
     "FilterRecord",
+    "family_groups",
     "load_curves",
+    "name_group",
+    "normalise_loss_units",
+    "normalise_unit",
+    "source_origin",
+    "unit_assumptions",
     "validate_curves",
 ]
 
@@ -48,6 +59,8 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
     "dataset",
     "arch",
     "source",
+    "loss_unit",
+    "group",
 )
 NUMERIC_COLUMNS: tuple[str, ...] = ("params", "tokens", "loss")
 
@@ -365,6 +378,191 @@ def select_metric(curves: Curves, metric: str = "primary") -> Curves:
     return curves.with_frame(frame[keep], step="metric", reason=f"metric != {metric!r}")
 
 
+#: Loss unit assumed when a table has no ``loss_unit`` column or leaves a cell empty.
+DEFAULT_LOSS_UNIT: str = "nats/token"
+
+_UNIT = re.compile(
+    r"\s*(?P<q>nats?|bits?)\s*(?:/|\bper\b)\s*"
+    r"(?P<per>tokens?|toks?|words?|bytes?|chars?|characters?)\s*(?:\(.*\))?\s*",
+    re.IGNORECASE,
+)
+
+
+def normalise_unit(value: object) -> str:
+    """Canonical spelling of a loss unit: ``<nats|bits>/<token|word|byte|char>``.
+
+    ``"nats per token"``, ``"Nats/Token"`` and ``"nats/tok"`` all become
+    ``"nats/token"``. A note in parentheses after the unit is dropped
+    (``"nats/word (LAMBADA target word)"`` -> ``"nats/word"``; what was
+    measured is the ``metric``). Anything else (``"unknown (see README)"``) is
+    returned stripped but otherwise unchanged: it is a unit of its own.
+    """
+    text = str(value).strip()
+    m = _UNIT.fullmatch(text)
+    if m is None:
+        return text
+    quantity = "nats" if m["q"].lower().startswith("nat") else "bits"
+    per = m["per"].lower()
+    per = next(v for k, v in (("tok", "token"), ("word", "word"), ("byte", "byte"),
+                              ("char", "char")) if per.startswith(k))  # fmt: skip
+    return f"{quantity}/{per}"
+
+
+def normalise_loss_units(curves: Curves) -> Curves:
+    """Canonical ``loss_unit`` spellings; a missing unit becomes :data:`DEFAULT_LOSS_UNIT`.
+
+    Every change is a record in the returned ``log`` (step ``"loss_unit"``,
+    0 rows removed), so results can say which unit was assumed.
+    """
+    frame = curves.frame
+    if "loss_unit" not in frame.columns:
+        return curves.with_frame(
+            frame.assign(loss_unit=DEFAULT_LOSS_UNIT),
+            step="loss_unit",
+            reason=f"no 'loss_unit' column: assumed {DEFAULT_LOSS_UNIT!r}",
+        )
+    raw = frame["loss_unit"]
+    empty = (raw.isna() | (raw.astype(str).str.strip() == "")).to_numpy()
+    text = raw.where(~empty, "").astype(str)
+    canon_of = {u: normalise_unit(u) for u in text.unique()}
+    canon = text.map(canon_of).where(~empty, DEFAULT_LOSS_UNIT)
+    records = []
+    if empty.any():
+        fams = sorted(frame.loc[empty, "family"].unique())
+        records.append(
+            f"empty 'loss_unit' in {int(empty.sum())} rows (families {', '.join(fams)}): "
+            f"assumed {DEFAULT_LOSS_UNIT!r}"
+        )
+    for orig, new in canon_of.items():
+        if orig and orig != new:
+            n = int((text == orig).sum())
+            records.append(f"'loss_unit' {orig!r} read as {new!r} ({n} rows)")
+    if not records:
+        return curves
+    out = curves.with_frame(frame.assign(loss_unit=canon), step="loss_unit", reason=records[0])
+    for reason in records[1:]:
+        out = out.with_frame(out.frame, step="loss_unit", reason=reason)
+    return out
+
+
+def unit_assumptions(curves: Curves) -> list[str]:
+    """The log lines that say a loss unit was assumed (not read from the data)."""
+    return [r.reason for r in curves.log if r.step == "loss_unit" and "assumed" in r.reason]
+
+
+def name_group(family: str) -> str:
+    """The group a family's name suggests: the name up to its first hyphen."""
+    return family.split("-")[0]
+
+
+def source_origin(source: object) -> str:
+    """The work a ``source`` entry comes from.
+
+    The text in trailing parentheses when there is one (an aggregator's file
+    ``ColPret:aggregated_eval/x.csv (Muennighoff et al. 2023)`` comes from
+    that paper), else the repository before ``:`` (``fabian-sp/lr-scheduling``
+    for ``fabian-sp/lr-scheduling:data/grad_norm``), else the whole entry.
+    """
+    text = str(source).strip()
+    m = re.search(r"\(([^()]*)\)\s*$", text)
+    if m and m.group(1).strip():
+        return m.group(1).strip()
+    return text.split(":", 1)[0].strip()
+
+
+def family_groups(curves: Curves | pd.DataFrame) -> dict[str, str]:
+    """Each family's group: families that share models or an origin.
+
+    Leave-one-out priors remove a held-out family's whole group, so sibling
+    families (the same models cooled down, re-run at another learning rate,
+    trained on another data set) cannot leak its answer into its prior.
+
+    1. An explicit ``group`` column names the group of every family that
+       has a value in it.
+    2. Otherwise families whose ``source`` entries have the same
+       :func:`source_origin` are one group (on the corpus: the gemstones-*,
+       gpt2-datablations-*, olmo*, overtrain-*, pythia*, lrsched-* and mpl-*
+       families each share one). ``dataset`` alone does not make a group:
+       unrelated model families share data sets (gemstones and olmo on Dolma).
+    3. A family with neither falls back to :func:`name_group`.
+
+    A linked group is labelled by the name group of its alphabetically first
+    family (an explicit group by its value); groups that end up with the same
+    label are merged, so a label always means one group.
+
+    Returns
+    -------
+    dict
+        ``{family: group label}`` for every family in the table.
+    """
+    frame = curves.frame if isinstance(curves, Curves) else curves
+    fams = sorted(frame["family"].astype(str).unique().tolist())
+    keys: dict[str, set[tuple[str, str]]] = {f: set() for f in fams}
+    explicit: dict[str, str] = {}
+    if "group" in frame.columns:
+        g = frame["group"]
+        has = (g.notna() & (g.astype(str).str.strip() != "")).to_numpy()
+        pairs = frame.loc[has, ["family", "group"]].astype(str)
+        pairs["group"] = pairs["group"].str.strip()
+        for fam, sub in pairs.groupby("family", sort=True):
+            values = sub["group"].unique()
+            if len(values) > 1:
+                pos = int(sub.index[sub["group"] == values[1]][0])
+                _fail("group", values[1], frame, pos,
+                      f"family {fam!r} has several groups (first {values[0]!r})")  # fmt: skip
+            explicit[fam] = values[0]
+            keys[fam].add(("group", values[0]))
+    if "source" in frame.columns:
+        rows = frame.loc[~frame["family"].isin(explicit), ["family", "source"]]
+        rows = rows[rows["source"].notna()].drop_duplicates()
+        for fam, src in rows.itertuples(index=False):
+            origin = source_origin(src)
+            if origin:
+                keys[str(fam)].add(("source", origin))
+    for f in fams:
+        if not keys[f]:
+            keys[f].add(("name", name_group(f)))
+
+    parent = {f: f for f in fams}
+
+    def find(f: str) -> str:
+        while parent[f] != f:
+            parent[f] = parent[parent[f]]
+            f = parent[f]
+        return f
+
+    def union(a: str, b: str) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    owner: dict[tuple[str, str], str] = {}
+    for f in fams:
+        for k in sorted(keys[f]):
+            if k in owner:
+                union(f, owner[k])
+            else:
+                owner[k] = f
+    while True:
+        members: dict[str, list[str]] = {}
+        for f in fams:
+            members.setdefault(find(f), []).append(f)
+        labels = {}
+        for root, fs in members.items():
+            named = sorted({explicit[f] for f in fs if f in explicit})
+            labels[root] = named[0] if named else name_group(min(fs))
+        first: dict[str, str] = {}
+        merged = False
+        for root, label in labels.items():
+            if label in first:
+                union(root, first[label])
+                merged = True
+            else:
+                first[label] = root
+        if not merged:
+            return {f: labels[find(f)] for f in fams}
+
+
 def load_curves(
     source: str | PathLike | pd.DataFrame | Curves | Sequence[str | PathLike | pd.DataFrame],
     *,
@@ -387,8 +585,9 @@ def load_curves(
     Returns
     -------
     Curves
-        The validated table and the log of rows removed by metric and family
-        selection.
+        The validated table (``loss_unit`` normalised, see
+        :func:`normalise_loss_units`) and the log of rows removed by metric
+        and family selection and of the units assumed or respelled.
     """
     if isinstance(source, Curves):
         curves = source
@@ -400,7 +599,7 @@ def load_curves(
             raise CurvesError("empty input: no data source given")
         frames = [_read(s) for s in sources]
         frame = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-        curves = Curves(validate_curves(frame))
+        curves = normalise_loss_units(Curves(validate_curves(frame)))
         curves = select_metric(curves, metric)
     if families is not None:
         fams = [families] if isinstance(families, str) else list(families)

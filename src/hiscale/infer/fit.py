@@ -18,6 +18,7 @@ Then MAP and NUTS (:mod:`hiscale.infer.nuts`) and the sampler's verdict
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ import pandas as pd
 
 from hiscale._config import require_x64
 from hiscale._version import __version__
-from hiscale.data.curves import Curves, CurvesError, load_curves
+from hiscale.data.curves import Curves, CurvesError, load_curves, unit_assumptions
 from hiscale.data.selection import select_rows
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.nuts import init_params, map_estimate, run_nuts
@@ -39,7 +40,7 @@ from hiscale.laws import get_law
 from hiscale.modeling.design import Design, make_design
 from hiscale.modeling.family import make_family_model, prior_arrays
 from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
-from hiscale.priors.prior import Prior, resolve_prior
+from hiscale.priors.prior import Prior, PriorWarning, prior_overlap, resolve_prior
 
 __all__ = ["FitOptions", "fit", "fit_design"]
 
@@ -159,12 +160,19 @@ def fit(
                 f"({', '.join(fams)})"
             )
         family = fams[0]
+    whole = c
     c = c.family(family)
     selected = options.select(c)
     if len(selected) == 0:
         raise CurvesError(f"column 'tokens': no rows of family {family!r} left after filters")
     pr = resolve_prior(prior, law=law)
-    notes = []
+    # the unit matters when borrowing: a population is learned within one unit
+    notes = [f"loss unit: {why}" for why in unit_assumptions(c)] if pr.name != "flat" else []
+    overlap = prior_overlap(pr, whole, family)
+    if overlap is not None:
+        # borrowing from a prior that already saw this family counts its data twice
+        notes.append(overlap)
+        warnings.warn(overlap, PriorWarning, stacklevel=2)
     prior_unit = pr.meta.get("loss_unit")
     if prior_unit and "loss_unit" in c.frame.columns:
         units = set(c.frame["loss_unit"].dropna().astype(str))

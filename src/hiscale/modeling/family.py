@@ -13,19 +13,51 @@ For rows ``i`` (checkpoints of run ``r``) with ``x = ln(N/N0)``,
         \\quad \\varepsilon_i \\sim \\sigma_{obs} t_{\\nu}
 
 ``delta_r`` is an additive run offset in log space (seed noise) and
-``epsilon_i`` checkpoint noise. The run offsets are *integrated out*: with
-``n_r`` rows, run mean residual ``ē_r`` and within-run deviations
-``e_i - ē_r``, the Gaussian likelihood factorises exactly into
+``epsilon_i`` checkpoint noise. The run offsets are *integrated out*. For a
+run with ``n`` rows, residuals ``e``, mean ``ē`` and deviations
+``d_i = e_i - ē`` (which sum to zero, so they carry ``n - 1`` degrees of
+freedom), the Gaussian marginal splits exactly along the mean direction and
+its ``(n-1)``-dimensional complement:
 
-* a between-run term ``ē_r ~ N(0, σ_run² + σ_obs²/n_r)``, and
-* a within-run term of the deviations with scale ``σ_obs``;
+.. math::
 
-hiscale uses Student-t versions of both (heavy tails: an outlying run, e.g. a
-bad learning rate, moves its own mean instead of bending the law) and
-*tempers* the within-run term by ``w_r = min(1, n_eff / n_r)``: checkpoints of
-a run are autocorrelated, so a run counts as about ``n_eff`` points however
-densely it was logged (LESSONS.md point 1). The deviation scale is corrected
-by ``sqrt((n_r - 1)/n_r)``.
+    \\log \\mathcal N(e;\\ 0,\\ \\sigma_{obs}^2 I + \\sigma_{run}^2 11^T)
+    = \\log \\mathcal N(ē;\\ 0,\\ \\sigma_{run}^2 + \\sigma_{obs}^2/n)
+      - \\tfrac12 \\log n
+      - \\tfrac{n-1}{2} \\log(2\\pi\\sigma_{obs}^2)
+      - \\sum_i d_i^2 / (2\\sigma_{obs}^2)
+
+(``-½ log n`` is the Jacobian of ``ē -> sqrt(n) ē``). :func:`run_loglik`
+computes, per run,
+
+* a between-run term: the Student-t (``df_run``) log density of ``ē`` at
+  scale ``sqrt(σ_run² + σ_obs²/n)``, minus ``½ log n``; and
+* a within-run term: each deviation has variance ``σ_obs² (n-1)/n``, so each
+  row contributes the Student-t (``df_obs``) log density of ``d_i`` at scale
+  ``σ_obs sqrt((n-1)/n)`` plus ``½ log((n-1)/n)``, and counts ``(n-1)/n`` of a
+  row (``n`` rows, ``n - 1`` degrees of freedom). Summing the ``n`` rows at
+  full weight would count the within-run evidence ``n/(n-1)`` times, double
+  for a two-row run.
+
+As ``df -> ∞`` (and untempered) the two terms add up to the exact marginal
+above, constants included, so per-run values are proper log densities (as
+PSIS-LOO over runs needs). Single-row runs have only the between term, which
+is then the exact Gaussian marginal.
+
+With finite ``df`` the value is *not* the exact Student-t marginal (a sum of
+t variables is not t, nor are deviations of t noise): each t factor has the
+scale of the quantity it stands for (its variance matches the model's when
+``df_run == df_obs > 2``), and the run density integrates to one for runs of
+one or two rows; for longer runs the within term is a weighted product of
+marginal densities (a composite likelihood), close to but not exactly
+normalised. The heavy tails let an outlying run (e.g. a bad learning rate)
+move its own mean instead of bending the law.
+
+The within-run term is *tempered* by ``w_r = min(1, n_eff / n_r)`` (the row
+weight of :func:`hiscale.modeling.design.make_design`): checkpoints of one run are
+autocorrelated, so a run counts as about ``n_eff`` independent points however
+densely it was logged. For ``w_r < 1`` the per-run value is a tempered, not a
+normalised, density.
 
 With the offsets integrated out the sampler sees only ``K + 3`` parameters,
 which removes the funnel between offsets and noise scales that made the
@@ -71,6 +103,21 @@ def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]
 def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs):
     """Per-run log-likelihood with the run offset integrated out.
 
+    For a run with ``n`` rows, mean residual ``ē`` and deviations
+    ``d_i = e_i - ē`` the value is
+
+    .. math::
+
+        \\log t_{\\nu_{run}}\\big(ē;\\ \\sqrt{\\sigma_{run}^2 + \\sigma_{obs}^2/n}\\big)
+        - \\tfrac12 \\log n
+        + w \\tfrac{n-1}{n} \\sum_i \\Big[\\log t_{\\nu_{obs}}\\big(d_i;\\
+          \\sigma_{obs}\\sqrt{(n-1)/n}\\big) + \\tfrac12\\log\\tfrac{n-1}{n}\\Big]
+
+    (``t_ν(x; s)`` the Student-t density with scale ``s``, ``w`` the row
+    tempering weight, the sum empty for ``n = 1``). With ``w = 1`` and
+    ``ν -> ∞`` this is exactly ``log N(e; 0, σ_obs² I + σ_run² 11ᵀ)``; for
+    finite ``ν`` it is an approximation (see the module docstring).
+
     Parameters
     ----------
     resid : array (R,)
@@ -90,12 +137,18 @@ def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, d
     n_safe = jnp.maximum(n_r, 1.0)
     rbar = jax.ops.segment_sum(resid * m, run, n_runs) / n_safe
     between_scale = jnp.sqrt(sigma_run**2 + sigma_obs**2 / n_safe)
-    between = dist.StudentT(df_run, 0.0, between_scale).log_prob(rbar) * (n_r > 0)
+    between = dist.StudentT(df_run, 0.0, between_scale).log_prob(rbar)
+    # -½ log n: Jacobian from (e_1..e_n) to (ē, deviations) in orthonormal coordinates
+    between = (between - 0.5 * jnp.log(n_safe)) * (n_r > 0)
     dev = resid - rbar[run]
-    corr = jnp.sqrt(jnp.maximum(n_safe[run] - 1.0, 0.0) / n_safe[run])
-    dev_scale = sigma_obs * jnp.maximum(corr, 1e-3)
-    within_rows = dist.StudentT(df_obs, 0.0, dev_scale).log_prob(dev)
-    within_rows = jnp.where((n_safe[run] > 1) & mask, within_rows * weight, 0.0)
+    # each deviation has variance σ_obs²(n-1)/n; the n of them carry n-1 degrees
+    # of freedom, so each row counts (n-1)/n (the ½ log term turns the density
+    # at scale σ_obs·sqrt((n-1)/n) into one per unit of the (n-1)-dim subspace)
+    frac = jnp.maximum(n_safe[run] - 1.0, 0.0) / n_safe[run]
+    frac_safe = jnp.maximum(frac, 1e-6)
+    dev_scale = sigma_obs * jnp.sqrt(frac_safe)
+    within_rows = dist.StudentT(df_obs, 0.0, dev_scale).log_prob(dev) + 0.5 * jnp.log(frac_safe)
+    within_rows = jnp.where((n_safe[run] > 1) & mask, frac * within_rows * weight, 0.0)
     within = jax.ops.segment_sum(within_rows, run, n_runs)
     return between + within
 

@@ -175,9 +175,9 @@ def simulate_families(
     sparse_sizes : int
         Sizes kept in a sparse family (1 or 2 makes the borrowing case).
     prefix : str
-        Family names are ``{prefix}{i}`` (no hyphen: hiscale groups families by
-        the name before the first hyphen, :func:`hiscale.population.family_group`,
-        and simulated families are independent).
+        Family names are ``{prefix}{i}``. Simulated families are independent
+        draws, so each is its own ``group`` (they share one ``source``, which
+        would otherwise make them one group, :func:`hiscale.data.curves.family_groups`).
     max_tries : int
         Redraws allowed per family before giving up.
 
@@ -185,8 +185,8 @@ def simulate_families(
     -------
     curves : pandas.DataFrame
         Curves table (``family, run, params, tokens, loss, metric, loss_unit,
-        primary, is_final, run_tokens, seed, source``), sorted like the corpus;
-        losses are per-token nats, like the corpus' validation losses.
+        primary, is_final, run_tokens, seed, source, group``), sorted like the
+        corpus; losses are per-token nats, like the corpus' validation losses.
     truth : pandas.DataFrame
         One row per family: law, its parameters (share form and the paper's
         ``a, b, e, alpha, beta``), ``sigma_run, sigma_obs``, the sizes
@@ -261,6 +261,7 @@ def simulate_families(
                             "run_tokens": float(tok[-1]),
                             "seed": r,
                             "source": f"hiscale.simulate seed={seed}",
+                            "group": family,
                         }
                     )
                 )

@@ -63,12 +63,40 @@ def _units_lines(meta: dict) -> list[str]:
     pooled = meta.get("pool_groups", False)
     head = (
         "Sibling families of one group (the same models re-run or evaluated differently) "
-        "count as one draw from the population: their step-1 summaries are averaged. "
+        "count as one draw from the population: "
+        + (
+            "their likelihoods are pooled (geometric mean: precisions averaged). "
+            if "likelihoods" in meta
+            else "their step-1 summaries are averaged. "
+        )
         if pooled
         else "Every family counts as an independent draw from the population. "
     )
     parts = [f"`{g}` ({', '.join(m)})" for g, m in units.items()]
     return [head + f"Population units ({len(units)}): " + "; ".join(parts) + ".", ""]
+
+
+def _likelihood_lines(meta: dict) -> list[str]:
+    """Directions each family's data do not identify (step-1 prior divided out)."""
+    lik = meta.get("likelihoods")
+    if not lik:
+        return []
+    head = (
+        "Before step 2 the flat prior is divided out of each family's Gaussian summary "
+        "(`hiscale.population.divide_prior`), so the population sees each family's "
+        "likelihood, not the prior once per family. Directions where a family's data "
+        f"carry less than {lik['min_information']:g} of the flat prior's information "
+        "get none: "
+    )
+    parts = []
+    for fam, d in lik.get("families", {}).items():
+        if d["floored_directions"]:
+            dirs = "; ".join(
+                " ".join(f"{v:+.2f} {n}" for n, v in u.items() if abs(v) >= 0.05)
+                for u in d["uninformative"]
+            )
+            parts.append(f"{fam} ({d['floored_directions']}: {dirs})")
+    return [head + ("; ".join(parts) if parts else "no family had such a direction") + ".", ""]
 
 
 def model_card(prior: Prior, *, command: str | None = None) -> str:
@@ -169,6 +197,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         "distribution for a new family, moment-matched to one Gaussian.",
         "",
         *_units_lines(meta),
+        *_likelihood_lines(meta),
         "### Step 1: per-family fits",
         "",
     ]

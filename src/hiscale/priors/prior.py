@@ -28,16 +28,32 @@ from typing import Any
 import numpy as np
 
 from hiscale._paths import bundled
+from hiscale.data.curves import Curves, family_groups, name_group
 from hiscale.laws import get_law
 from hiscale.priors.defaults import DEFAULT_LAW_PRIORS, DEFAULT_PRIORS
 
 __all__ = [
+    "DEFAULT_PRIOR",
     "Prior",
+    "PriorWarning",
     "flat_prior",
     "list_priors",
     "load_prior",
+    "prior_overlap",
     "resolve_prior",
 ]
+
+#: The shipped population prior used when none is named.
+DEFAULT_PRIOR: str = "corpus-v1"
+
+
+class PriorWarning(UserWarning):
+    """The prior in use is not an independent population prior for the family.
+
+    Raised (as a warning) when a Bayesian fit runs with the flat prior because
+    no population exists in the family's loss unit, or when the prior was
+    learned on the family being fitted (or a sibling in its group).
+    """
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,15 @@ class Prior:
             )
         object.__setattr__(self, "loc", loc)
         object.__setattr__(self, "cov", cov)
+
+    @property
+    def label(self) -> str:
+        """What results call this prior: ``meta["label"]`` when set, else ``name``.
+
+        A flat prior used because no population exists says so, e.g.
+        ``"flat (no population in unit nats/word)"``.
+        """
+        return str(self.meta.get("label") or self.name)
 
     @property
     def sd(self) -> np.ndarray:
@@ -201,6 +226,52 @@ def load_prior(name_or_path: str | Path) -> Prior:
                 raise ValueError(f"{str(c)!r} is not a hiscale prior: {err}") from err
     known = ", ".join(list_priors()) or "none"
     raise ValueError(f"unknown prior {str(name_or_path)!r}; shipped priors: {known}, or 'flat'")
+
+
+def prior_families(prior: Prior) -> set[str]:
+    """Families a prior was learned on (``meta``: families used and population units)."""
+    meta = prior.meta
+    fams = set(meta.get("families_used", {}))
+    for members in meta.get("population_units", {}).values():
+        fams.update(members)
+    return fams
+
+
+def prior_groups(prior: Prior) -> set[str]:
+    """Family groups a prior was learned on (recorded groups, pooled units, name groups)."""
+    meta = prior.meta
+    groups = set(meta.get("groups", {}).values())
+    if meta.get("pool_groups", True):
+        groups.update(meta.get("population_units", {}))
+    groups.update(name_group(f) for f in prior_families(prior))
+    return groups
+
+
+def prior_overlap(prior: Prior, curves: Curves, family: str) -> str | None:
+    """Why ``prior`` is not independent of ``family``, or None when it is.
+
+    It is not when it was learned on the family, on a sibling of its group in
+    ``curves`` (:func:`hiscale.data.curves.family_groups`), or on a family of a group
+    with the same label.
+    """
+    fams = prior_families(prior)
+    if not fams:
+        return None
+    groups = family_groups(curves)
+    group = groups.get(family, name_group(family))
+    siblings = sorted({family, *(f for f, g in groups.items() if g == group)})
+    seen = [f for f in siblings if f in fams]
+    if seen:
+        return (
+            f"prior {prior.label!r} was learned on {', '.join(seen)} (group {group!r} of "
+            f"{family!r}): it is not independent of the family being fitted"
+        )
+    if group in prior_groups(prior):
+        return (
+            f"prior {prior.label!r} was learned on families of group {group!r}, the group of "
+            f"{family!r}: it is not independent of the family being fitted"
+        )
+    return None
 
 
 def resolve_prior(prior: str | Path | Prior, *, law: str) -> Prior:
