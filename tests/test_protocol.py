@@ -226,7 +226,15 @@ def test_make_cells_one_cell_by_hand():
     assert tokens_of(cell.train) == [2e10, 2e10, 4e10, 4e10]
     assert cell.n_sizes_used == 2  # heatmap row label < k
     steps = [(r.step, r.removed) for r in cell.train.log]
-    assert steps == [("metric", 0), ("target", 4), ("sizes", 3), ("min_tokens", 5), ("fraction", 1)]
+    assert steps == [
+        ("loss_unit", 0),  # the table has no loss_unit column: the assumed unit is logged
+        ("metric", 0),
+        ("target", 4),
+        ("sizes", 3),
+        ("min_tokens", 5),
+        ("fraction", 1),
+    ]
+    assert cell.train.log[0].reason == "no 'loss_unit' column: assumed 'nats/token'"
     assert all(r.reason for r in cell.train.log)
 
 
