@@ -99,6 +99,12 @@ def test_macro_counts_a_family_group_once():
     assert group_means(res)["m"].to_dict() == pytest.approx({"gpt3": 10.0, "pythia": 4.0})
     # a `group` column of the results wins over the name-derived group
     assert macro(res.assign(group=res["family"]))["m"] == pytest.approx((2 + 6 + 10) / 3)
+    # rows without a value there fall back to the name group, none are dropped
+    partial = res.assign(group=[np.nan, np.nan, "dedup", np.nan, np.nan])
+    assert group_means(partial)["m"].to_dict() == pytest.approx(
+        {"dedup": 6.0, "gpt3": 10.0, "pythia": 2.0}
+    )
+    assert heatmap(res.assign(group=np.nan)).equals(heatmap(res))
 
 
 def test_per_family_and_flag_rates_state_their_denominators():

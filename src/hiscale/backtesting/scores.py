@@ -106,12 +106,18 @@ def fitted(results: pd.DataFrame) -> pd.Series:
 
 
 def groups_of(results: pd.DataFrame) -> pd.Series:
-    """Family group of every row: the ``group`` column, else ``family_group(family)``."""
-    if "group" in results.columns:
-        return results["group"].astype(str)
+    """Family group of every row: the ``group`` column, else ``family_group(family)``.
+
+    A row with no value in the ``group`` column gets the name-derived group too
+    (it is not dropped from the averages).
+    """
+    group = results["group"] if "group" in results.columns else None
+    if group is not None and group.notna().all():
+        return group.astype(str)
     from hiscale.population import family_group
 
-    return results["family"].map(family_group).astype(str)
+    by_name = results["family"].map(family_group)
+    return (by_name if group is None else group.where(group.notna(), by_name)).astype(str)
 
 
 def _with_group(results: pd.DataFrame) -> pd.DataFrame:
