@@ -33,7 +33,16 @@ from scipy import stats
 from hiscale import __version__
 from hiscale.data import Curves, CurvesError, FilterRecord, load_curves
 from hiscale.design import Design, make_design, thin_rows
-from hiscale.inference import SamplerSettings, diagnose, init_params, map_estimate, run_nuts
+from hiscale.inference import (
+    SamplerSettings,
+    diagnose,
+    dispersed_inits,
+    init_params,
+    jittered_inits,
+    map_estimate,
+    paper_start,
+    run_nuts,
+)
 from hiscale.laws import D0, N0, get_law
 from hiscale.model import make_family_model, prior_arrays, run_loglik
 from hiscale.priors import Prior, resolve_prior
@@ -319,8 +328,9 @@ class Fit:
         return (
             f"sampler: r_hat max {d['rhat_max']:.3f}, ESS min {d['ess_min']:.0f} "
             f"(tail {d['ess_tail_min']:.0f}), divergences {d['divergences']}, "
-            f"max-depth hits {d['tree_depth_hits']}, chain disagreement "
-            f"{d['chain_disagreement']:.2f} sd -> {verdict}"
+            f"max-depth hits {d['tree_depth_hits']}, "
+            f"E-BFMI min {d.get('bfmi_min', float('nan')):.2f}, "
+            f"chain disagreement {d['chain_disagreement']:.2f} sd -> {verdict}"
         )
 
 
@@ -396,8 +406,15 @@ def fit_design(
     law: str,
     seed: int = 0,
     sampler: SamplerSettings | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
-    """MAP then NUTS on a design; returns (posterior, diagnostics, sample_stats, timings)."""
+) -> tuple[
+    dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray], dict[str, float], dict[str, Any]
+]:
+    """MAP then NUTS on a design.
+
+    Returns ``(posterior, diagnostics, sample_stats, timings, inits)``;
+    ``inits`` says where each chain started (see
+    :func:`hiscale.inference.dispersed_inits`) and the MAP searches behind it.
+    """
     sampler = sampler or SamplerSettings()
     law_obj = get_law(law)
     prior = prior.for_law(law_obj.name)
@@ -413,23 +430,56 @@ def fit_design(
     }
     t0 = time.perf_counter()
     start = init_params(len(law_obj.params), design.log_scale_loc)
-    map_params, _, _ = map_estimate(model, kwargs, start)
+    map_params, map_u, _ = map_estimate(model, kwargs, start)
+    optima = [(map_params, map_u, "MAP from the prior centre")]
+    info: dict[str, Any] = {"method": sampler.init}
+    key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
+    if sampler.init == "dispersed" and sampler.num_chains > 1:
+        m = design.mask
+        ls_start, status = paper_start(
+            N0 * np.exp(design.x[m]),
+            D0 * np.exp(design.y[m]),
+            np.exp(design.log_loss[m]),
+            names=law_obj.params,
+            prior=kwargs["prior"],
+            centre=start,
+        )
+        info["paper_least_squares"] = status
+        if ls_start is not None:
+            ls_params, ls_u, _ = map_estimate(model, kwargs, ls_start, centre=start)
+            optima.append((ls_params, ls_u, "MAP from the paper's least-squares fit"))
+        info["map_potentials"] = [float(u) for _, u, _ in optima]
+        inits, labels = dispersed_inits(
+            model, kwargs, optima=optima, centre=start, rng_key=key_init, settings=sampler
+        )
+    else:
+        inits = jittered_inits(map_params, rng_key=key_init, settings=sampler)
+        labels = [f"MAP + {sampler.init_jitter:g} x N(0, 1) jitter"] * sampler.num_chains
+    info["chains"] = labels
     t1 = time.perf_counter()
-    key = jax.random.PRNGKey(seed)
-    samples, extra = run_nuts(model, kwargs, rng_key=key, settings=sampler, init=map_params)
+    samples, extra = run_nuts(model, kwargs, rng_key=key_run, settings=sampler, init=inits)
     t2 = time.perf_counter()
     diag = diagnose(
         samples,
         diverging=extra["diverging"],
         num_steps=extra["num_steps"],
         max_tree_depth=sampler.max_tree_depth,
+        energy=extra["energy"],
     )
+    n_steps = extra["num_steps"].astype(np.int64)
+    tree_depth = np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1
     stats_ = {
         "diverging": extra["diverging"].astype(bool),
-        "n_steps": extra["num_steps"].astype(np.int64),
-        "reached_max_tree_depth": extra["num_steps"] >= 2**sampler.max_tree_depth - 1,
+        "energy": extra["energy"].astype(float),
+        "lp": -extra["potential_energy"].astype(float),
+        "n_steps": n_steps,
+        "tree_depth": tree_depth,
+        "reached_max_tree_depth": n_steps >= 2**sampler.max_tree_depth - 1,
+        "step_size": extra["step_size"].astype(float),
+        "acceptance_rate": extra["accept_prob"].astype(float),
     }
-    return samples, diag, stats_, {"map_seconds": t1 - t0, "nuts_seconds": t2 - t1}
+    timings = {"map_seconds": t1 - t0, "nuts_seconds": t2 - t1}
+    return samples, diag, stats_, timings, info
 
 
 def fit(
@@ -499,7 +549,9 @@ def fit(
         # are not separately identified; the run offset carries all the noise.
         pr = pr.with_settings(sigma_obs=SINGLE_ROW_SIGMA_OBS)
     t0 = time.perf_counter()
-    samples, diag, stats_, timings = fit_design(design, pr, law=law, seed=seed, sampler=sampler)
+    samples, diag, stats_, timings, inits = fit_design(
+        design, pr, law=law, seed=seed, sampler=sampler
+    )
     timings["total_seconds"] = time.perf_counter() - t0
     data = selected.frame.sort_values(["params", "run", "tokens"]).reset_index(drop=True)
     return Fit(
@@ -514,6 +566,11 @@ def fit(
         data=data,
         log=selected.log,
         timings=timings,
-        provenance={"data_hash": c.data_hash(), "hiscale_version": __version__, "notes": notes},
+        provenance={
+            "data_hash": c.data_hash(),
+            "hiscale_version": __version__,
+            "notes": notes,
+            "inits": inits,
+        },
         sample_stats=stats_,
     )
