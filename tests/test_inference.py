@@ -93,6 +93,17 @@ def test_rank_rhat_sees_a_chain_with_a_different_spread():
     assert "r_hat" in d["reasons"] and "xi[0]" in d["reasons"]
 
 
+def test_tail_ess_is_checked_too():
+    """The top 5% of the draws come in one block: the tail is explored once."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(4000)
+    top = x > np.quantile(x, 0.95)
+    x = np.concatenate([x[~top][:1900], x[top], x[~top][1900:]]).reshape(2, 2000)
+    d = _diag(x[..., None])
+    assert d["ess_tail_min"] < THRESHOLDS["ess_min"]
+    assert "tail ESS" in d["reasons"]
+
+
 def test_bfmi_of_an_autocorrelated_energy_is_flagged():
     """AR(1) energy with lag-1 correlation rho: E-BFMI -> 2 (1 - rho)."""
     rng = np.random.default_rng(0)

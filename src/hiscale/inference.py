@@ -55,7 +55,8 @@ GLOBAL_SITES: tuple[str, ...] = (
     "log_sigma_obs",
 )
 
-#: A fit is flagged when any of these fails.
+#: A fit is flagged when any of these fails (``ess_min`` applies to the bulk
+#: and to the tail ESS).
 THRESHOLDS: dict[str, float] = {
     "rhat_max": 1.01,
     "ess_min": 100.0,
@@ -517,6 +518,8 @@ def diagnose(
         )
     if out["ess_min"] < THRESHOLDS["ess_min"]:
         reasons.append(f"ESS {out['ess_min']:.0f} < {THRESHOLDS['ess_min']:.0f}")
+    if out["ess_tail_min"] < THRESHOLDS["ess_min"]:
+        reasons.append(f"tail ESS {out['ess_tail_min']:.0f} < {THRESHOLDS['ess_min']:.0f}")
     if div > THRESHOLDS["divergences"]:
         reasons.append(f"{div} divergences")
     if hits > THRESHOLDS["tree_depth_hits_frac"] * n_draws:
