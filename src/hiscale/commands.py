@@ -78,8 +78,15 @@ def _warn(msg: str) -> None:
 
 
 # --------------------------------------------------------------------- shared arguments
-def _add_model_args(p: argparse.ArgumentParser, *, warmup: int = 500, samples: int = 1000) -> None:
+def _add_model_args(
+    p: argparse.ArgumentParser, *, warmup: int | None = None, samples: int | None = None
+) -> None:
+    from hiscale.inference import SamplerSettings
     from hiscale.laws import LAWS
+
+    # defaults live in one place: SamplerSettings
+    warmup = SamplerSettings.num_warmup if warmup is None else warmup
+    samples = SamplerSettings.num_samples if samples is None else samples
 
     p.add_argument(
         "--prior",
