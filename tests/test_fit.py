@@ -97,11 +97,13 @@ def _chains(shift):
 
 
 def test_diagnose_passes_good_chains_and_flags_disagreeing_ones():
+    energy = np.random.default_rng(1).standard_normal((2, 2000))
     ok = diagnose(
         _chains(0.0),
         diverging=np.zeros((2, 2000), bool),
         num_steps=np.full((2, 2000), 7),
         max_tree_depth=8,
+        energy=energy,
     )
     assert not ok["flagged"], ok["reasons"]
     bad = diagnose(
@@ -109,16 +111,20 @@ def test_diagnose_passes_good_chains_and_flags_disagreeing_ones():
         diverging=np.zeros((2, 2000), bool),
         num_steps=np.full((2, 2000), 7),
         max_tree_depth=8,
+        energy=energy,
     )
     assert bad["flagged"]
     assert "r_hat" in bad["reasons"] and "chains disagree" in bad["reasons"]
+    assert bad["worst_site"] == "log_scale"
     div = diagnose(
         _chains(0.0),
         diverging=np.eye(2, 2000, dtype=bool),
         num_steps=np.full((2, 2000), 255),
         max_tree_depth=8,
+        energy=np.cumsum(energy, axis=1),  # a random walk: E-BFMI ~ 0
     )
     assert div["flagged"] and div["divergences"] == 2 and div["tree_depth_hits"] == 4000
+    assert div["bfmi_min"] < 0.3 and "E-BFMI" in div["reasons"]
 
 
 @pytest.fixture(scope="module")
@@ -136,12 +142,18 @@ def test_smoke_nuts_runs_and_reports(small_fit):
         "ess_tail_min",
         "divergences",
         "tree_depth_hits",
+        "bfmi_min",
         "chain_disagreement",
         "flagged",
     ):
         assert key in f.diagnostics
     assert f.diagnostics["rhat_max"] < 1.1
-    assert "sampler:" in f.summary()
+    assert "sampler:" in f.summary() and "E-BFMI" in f.summary()
+    # where each chain started is part of the fit's record
+    inits = f.provenance["inits"]
+    assert inits["method"] == "dispersed" and len(inits["chains"]) == 2
+    assert inits["chains"][0].startswith("MAP")
+    assert inits["paper_least_squares"].startswith("ok")
 
 
 def test_small_recovery_of_the_target(small_fit):
@@ -187,6 +199,17 @@ def test_datatree_groups_and_loo(small_fit):
     assert n_steps.min() >= 1 and n_steps.max() <= 2**SMALL.max_tree_depth - 1
     assert int(stats["reached_max_tree_depth"].sum()) == small_fit.diagnostics["tree_depth_hits"]
     assert int(stats["diverging"].sum()) == small_fit.diagnostics["divergences"]
+    for name in ("energy", "lp", "diverging", "n_steps", "tree_depth", "step_size"):
+        assert stats[name].shape == (SMALL.num_chains, SMALL.num_samples), name
+    # ArviZ's E-BFMI from the stored energy is the one diagnose() flagged on
+    bfmi = np.asarray(az.bfmi(dt)["energy"])
+    assert bfmi.shape == (SMALL.num_chains,)
+    np.testing.assert_allclose(bfmi.min(), small_fit.diagnostics["bfmi_min"], rtol=1e-10)
+    # NUTS caps the tree depth; a draw that hit the cap has the largest depth
+    depth = np.asarray(stats["tree_depth"])
+    reached = np.asarray(stats["reached_max_tree_depth"])
+    assert depth.min() >= 1 and depth.max() <= SMALL.max_tree_depth
+    assert np.all(depth[reached] == SMALL.max_tree_depth)
     elpd = az.loo(dt, var_name="run_loglik")
     assert np.isfinite(elpd.elpd)
 

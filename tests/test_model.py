@@ -156,15 +156,20 @@ def test_log_density_is_priors_plus_tempered_exact_marginal():
     model = make_family_model("chinchilla")
     xi = np.array([0.3, -0.2, 0.1, 0.4])
     sigma_run, sigma_obs = 0.2, 0.05  # residuals are -0.05 to -0.75 here
+    z = prior.loc + np.linalg.cholesky(prior.cov) @ xi
+    theta = dict(zip(prior.names, z, strict=True)) | {"log_scale": 0.9}
+    # the model samples the loss scale as ln L̂ at the rows' centre (geometric
+    # means of N and D); the shear has unit Jacobian, so the density at
+    # (xi, log_loss_ref) is the density of (xi, log_scale = 0.9)
+    n_c = np.exp(np.log(frame["params"]).mean())
+    d_c = np.exp(np.log(frame["tokens"]).mean())
     params = {
         "xi": xi,
-        "log_scale": 0.9,
+        "log_loss_ref": float(np.log(LAWS["chinchilla"].loss(n_c, d_c, theta))),
         "log_sigma_run": np.log(sigma_run),
         "log_sigma_obs": np.log(sigma_obs),
     }
     got, _ = log_density(model, (), kw, params)
-    z = prior.loc + np.linalg.cholesky(prior.cov) @ xi
-    theta = dict(zip(prior.names, z, strict=True)) | {"log_scale": 0.9}
     s = prior.settings
     loglik = 0.0
     for _, g in frame.groupby("run"):

@@ -1,4 +1,5 @@
-"""The paper's least-squares estimator (hiscale.backtesting.paper) and its reference numbers."""
+"""The paper's least-squares estimator (hiscale.modeling.least_squares, the backtest's
+hiscale.backtesting.paper) and its reference numbers."""
 
 import warnings
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from synthetic import TRUE, law, make_frame
 
-import hiscale.backtesting.paper as paper
+import hiscale.modeling.least_squares as paper
 from hiscale.backtesting.paper import P0, PaperFit, fit_paper, fit_paper_single
 from hiscale.backtesting.runner import backtest
 

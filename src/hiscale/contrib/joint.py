@@ -180,7 +180,7 @@ def fit_joint(
         run_mask=jnp.asarray(run_mask),
         prior=prior,
         log_loss=jnp.asarray(arr["log_loss"]),
-        extra_fields=("diverging", "num_steps"),
+        extra_fields=("diverging", "num_steps", "energy"),
     )
     seconds = time.perf_counter() - t0
     import arviz as az
@@ -197,6 +197,7 @@ def fit_joint(
         diverging=extra["diverging"],
         num_steps=extra["num_steps"],
         max_tree_depth=9,
+        energy=extra["energy"],
     )
     dt = az.from_numpyro(
         mcmc, coords={"family": fams}, dims={n: ["family"] for n in get_law(law).params}

@@ -33,10 +33,17 @@ from hiscale._version import __version__
 from hiscale.data.curves import Curves, CurvesError, load_curves, unit_assumptions
 from hiscale.data.selection import select_rows
 from hiscale.infer.diagnostics import diagnose
-from hiscale.infer.nuts import init_params, map_estimate, run_nuts
+from hiscale.infer.nuts import (
+    dispersed_inits,
+    init_params,
+    jittered_inits,
+    map_estimate,
+    paper_start,
+    run_nuts,
+)
 from hiscale.infer.result import Fit
 from hiscale.infer.settings import SamplerSettings
-from hiscale.laws import get_law
+from hiscale.laws import D0, N0, get_law
 from hiscale.modeling.design import Design, make_design
 from hiscale.modeling.family import make_family_model, prior_arrays
 from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
@@ -75,8 +82,15 @@ def fit_design(
     law: str,
     seed: int = 0,
     sampler: SamplerSettings | None = None,
-) -> tuple[dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray], dict[str, float]]:
-    """MAP then NUTS on a design; returns (posterior, diagnostics, sample_stats, timings)."""
+) -> tuple[
+    dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray], dict[str, float], dict[str, Any]
+]:
+    """MAP then NUTS on a design.
+
+    Returns ``(posterior, diagnostics, sample_stats, timings, inits)``;
+    ``inits`` says where each chain started (see
+    :func:`hiscale.infer.nuts.dispersed_inits`) and the MAP searches behind it.
+    """
     require_x64("hiscale.infer.fit.fit_design")
     sampler = sampler or SamplerSettings()
     law_obj = get_law(law)
@@ -93,23 +107,56 @@ def fit_design(
     }
     t0 = time.perf_counter()
     start = init_params(len(law_obj.params), design.log_scale_loc)
-    map_params, _, _ = map_estimate(model, kwargs, start)
+    map_params, map_u, _ = map_estimate(model, kwargs, start)
+    optima = [(map_params, map_u, "MAP from the prior centre")]
+    info: dict[str, Any] = {"method": sampler.init}
+    key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
+    if sampler.init == "dispersed" and sampler.num_chains > 1:
+        m = design.mask
+        ls_start, status = paper_start(
+            N0 * np.exp(design.x[m]),
+            D0 * np.exp(design.y[m]),
+            np.exp(design.log_loss[m]),
+            names=law_obj.params,
+            prior=kwargs["prior"],
+            centre=start,
+        )
+        info["paper_least_squares"] = status
+        if ls_start is not None:
+            ls_params, ls_u, _ = map_estimate(model, kwargs, ls_start, centre=start)
+            optima.append((ls_params, ls_u, "MAP from the paper's least-squares fit"))
+        info["map_potentials"] = [float(u) for _, u, _ in optima]
+        inits, labels = dispersed_inits(
+            model, kwargs, optima=optima, centre=start, rng_key=key_init, settings=sampler
+        )
+    else:
+        inits = jittered_inits(map_params, rng_key=key_init, settings=sampler)
+        labels = [f"MAP + {sampler.init_jitter:g} x N(0, 1) jitter"] * sampler.num_chains
+    info["chains"] = labels
     t1 = time.perf_counter()
-    key = jax.random.PRNGKey(seed)
-    samples, extra = run_nuts(model, kwargs, rng_key=key, settings=sampler, init=map_params)
+    samples, extra = run_nuts(model, kwargs, rng_key=key_run, settings=sampler, init=inits)
     t2 = time.perf_counter()
     diag = diagnose(
         samples,
         diverging=extra["diverging"],
         num_steps=extra["num_steps"],
         max_tree_depth=sampler.max_tree_depth,
+        energy=extra["energy"],
     )
+    n_steps = extra["num_steps"].astype(np.int64)
+    tree_depth = np.floor(np.log2(np.maximum(n_steps, 1))).astype(np.int64) + 1
     stats_ = {
         "diverging": extra["diverging"].astype(bool),
-        "n_steps": extra["num_steps"].astype(np.int64),
-        "reached_max_tree_depth": extra["num_steps"] >= 2**sampler.max_tree_depth - 1,
+        "energy": extra["energy"].astype(float),
+        "lp": -extra["potential_energy"].astype(float),
+        "n_steps": n_steps,
+        "tree_depth": tree_depth,
+        "reached_max_tree_depth": n_steps >= 2**sampler.max_tree_depth - 1,
+        "step_size": extra["step_size"].astype(float),
+        "acceptance_rate": extra["accept_prob"].astype(float),
     }
-    return samples, diag, stats_, {"map_seconds": t1 - t0, "nuts_seconds": t2 - t1}
+    timings = {"map_seconds": t1 - t0, "nuts_seconds": t2 - t1}
+    return samples, diag, stats_, timings, info
 
 
 def fit(
@@ -187,7 +234,9 @@ def fit(
         # are not separately identified; the run offset carries all the noise.
         pr = pr.with_settings(sigma_obs=SINGLE_ROW_SIGMA_OBS)
     t0 = time.perf_counter()
-    samples, diag, stats_, timings = fit_design(design, pr, law=law, seed=seed, sampler=sampler)
+    samples, diag, stats_, timings, inits = fit_design(
+        design, pr, law=law, seed=seed, sampler=sampler
+    )
     timings["total_seconds"] = time.perf_counter() - t0
     data = selected.frame.sort_values(["params", "run", "tokens"]).reset_index(drop=True)
     return Fit(
@@ -202,6 +251,11 @@ def fit(
         data=data,
         log=selected.log,
         timings=timings,
-        provenance={"data_hash": c.data_hash(), "hiscale_version": __version__, "notes": notes},
+        provenance={
+            "data_hash": c.data_hash(),
+            "hiscale_version": __version__,
+            "notes": notes,
+            "inits": inits,
+        },
         sample_stats=stats_,
     )

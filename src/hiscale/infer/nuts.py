@@ -2,9 +2,15 @@
 
 * :func:`map_estimate`: BFGS on the unconstrained potential, jitted once per
   shape bucket (the data are arguments, not constants).
-* :func:`run_nuts`: NUTS started at the MAP (the guard against the floor->0
-  mode, LESSONS.md point 3), a dense mass matrix over the global parameters,
-  ``jit_model_args`` so one compiled kernel serves every cell of a bucket.
+* :func:`dispersed_inits`: one starting point per chain. Chain 0 starts at
+  the MAP; the others start from *different* points (the MAP found from the
+  paper's least-squares fit, overdispersed draws from the Laplace
+  approximation), so that r̂ can see a second mode such as floor -> 0
+  (LESSONS.md point 3) instead of every chain sharing the MAP's basin.
+* :func:`run_nuts`: NUTS from those points, a dense mass matrix over the
+  global parameters, data as arguments so one compiled kernel serves every
+  cell of a bucket; collects ``energy`` (for E-BFMI), ``potential_energy``,
+  ``num_steps``, ``diverging`` and the step size.
 
 Settings: :class:`hiscale.infer.settings.SamplerSettings`; the verdict on the
 draws: :func:`hiscale.infer.diagnostics.diagnose`.
@@ -26,14 +32,24 @@ from numpyro.infer.util import constrain_fn, potential_energy
 
 from hiscale.infer.settings import SamplerSettings
 
-__all__ = ["MAP_BOUNDS", "init_params", "map_estimate", "run_nuts"]
+__all__ = [
+    "MAP_BOUNDS",
+    "dispersed_inits",
+    "init_params",
+    "jittered_inits",
+    "laplace_sqrt_cov",
+    "map_estimate",
+    "paper_start",
+    "run_nuts",
+]
 
 
 def init_params(n_law: int, log_scale_loc: float) -> dict[str, jnp.ndarray]:
-    """Unconstrained starting point: prior centre of every site."""
+    """Unconstrained starting point: prior centre of the law parameters, the
+    median log loss for the log loss at the data's centre, typical noise scales."""
     return {
         "xi": jnp.zeros(n_law),
-        "log_scale": jnp.asarray(log_scale_loc, dtype=float),
+        "log_loss_ref": jnp.asarray(log_scale_loc, dtype=float),
         "log_sigma_run": jnp.asarray(np.log(0.01)),
         "log_sigma_obs": jnp.asarray(np.log(0.005)),
     }
@@ -48,19 +64,23 @@ def _value_and_grad(model: Callable) -> Callable:
     return vg
 
 
-#: Box for the MAP search in the unconstrained space (prior sd units for ``xi``).
+#: Box for the MAP search in the unconstrained space (prior sd units for
+#: ``xi``; ``log_loss_ref`` relative to the starting point's).
 MAP_BOUNDS: dict[str, tuple[float, float]] = {
     "xi": (-8.0, 8.0),
-    "log_scale": (-10.0, 10.0),
+    "log_loss_ref": (-10.0, 10.0),
     "log_sigma_run": (-15.0, 2.0),
     "log_sigma_obs": (-15.0, 2.0),
 }
 
 
-def map_estimate(model: Callable, kwargs: dict[str, Any], start: dict) -> tuple[dict, float, bool]:
+def map_estimate(
+    model: Callable, kwargs: dict[str, Any], start: dict, *, centre: dict | None = None
+) -> tuple[dict, float, bool]:
     """MAP in the unconstrained space: L-BFGS-B in a generous box.
 
-    The box (:data:`MAP_BOUNDS`, ``log_scale`` relative to its start) keeps
+    The box (:data:`MAP_BOUNDS`, ``log_loss_ref`` relative to ``centre``, by
+    default the start) keeps
     the optimiser out of overflow regions; BFGS without it walked to
     ``sigma_run = exp(1000)`` on the misfitting family. Returns
     ``(params, potential, improved)`` and falls back to ``start`` when the
@@ -70,14 +90,7 @@ def map_estimate(model: Callable, kwargs: dict[str, Any], start: dict) -> tuple[
 
     vg = _value_and_grad(model)
     flat0, unravel = ravel_pytree(start)
-    lo, hi = [], []
-    for name in sorted(start):  # ravel_pytree flattens dicts in sorted-key order
-        size = int(np.size(start[name]))
-        a, b = MAP_BOUNDS.get(name, (-np.inf, np.inf))
-        if name == "log_scale":
-            a, b = float(start[name]) + a, float(start[name]) + b
-        lo += [a] * size
-        hi += [b] * size
+    lo, hi = _lower_upper(start, centre if centre is not None else start)
 
     def f(v):
         val, g = vg(unravel(jnp.asarray(v)), kwargs)
@@ -100,6 +113,159 @@ def map_estimate(model: Callable, kwargs: dict[str, Any], start: dict) -> tuple[
     if np.all(np.isfinite(res.x)) and np.isfinite(f1) and f1 <= f0:
         return unravel(jnp.asarray(res.x)), f1, True
     return start, f0, False
+
+
+@cache
+def _hessian(model: Callable) -> Callable:
+    @jax.jit
+    def hess(params, kwargs):
+        flat, unravel = ravel_pytree(params)
+        return jax.hessian(lambda v: potential_energy(model, (), kwargs, unravel(v)))(flat)
+
+    return hess
+
+
+#: Smallest Hessian eigenvalue used for the Laplace draws (sd <= 2 along any
+#: direction: every site's prior sd is at most 1 in the unconstrained space).
+LAPLACE_MIN_EIG: float = 0.25
+
+
+def laplace_sqrt_cov(model: Callable, kwargs: dict[str, Any], params: dict) -> np.ndarray:
+    """Square root ``S`` (``S S^T = H^-1``) of the Laplace covariance at ``params``.
+
+    ``H`` is the Hessian of the potential in the flattened unconstrained space
+    (``ravel_pytree`` order); eigenvalues are floored at
+    :data:`LAPLACE_MIN_EIG` so a flat or indefinite direction (a MAP on the box
+    edge) gets a bounded spread instead of an infinite one.
+    """
+    h = np.asarray(_hessian(model)(params, kwargs), dtype=float)
+    if not np.all(np.isfinite(h)):
+        return np.eye(h.shape[0]) / np.sqrt(LAPLACE_MIN_EIG)
+    w, v = np.linalg.eigh(0.5 * (h + h.T))
+    return v / np.sqrt(np.maximum(w, LAPLACE_MIN_EIG))[None, :]
+
+
+def _lower_upper(start: dict, centre: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Flattened MAP box (``log_loss_ref`` relative to ``centre``)."""
+    lo, hi = [], []
+    for name in sorted(start):  # ravel_pytree flattens dicts in sorted-key order
+        size = int(np.size(start[name]))
+        a, b = MAP_BOUNDS.get(name, (-np.inf, np.inf))
+        if name == "log_loss_ref":
+            a, b = float(centre[name]) + a, float(centre[name]) + b
+        lo += [a] * size
+        hi += [b] * size
+    return np.asarray(lo), np.asarray(hi)
+
+
+def paper_start(
+    params: np.ndarray,
+    tokens: np.ndarray,
+    loss: np.ndarray,
+    *,
+    names: tuple[str, ...],
+    prior: dict[str, Any],
+    centre: dict[str, jnp.ndarray],
+) -> tuple[dict[str, jnp.ndarray] | None, str]:
+    """The paper's least-squares fit as an unconstrained starting point.
+
+    Fits :func:`hiscale.modeling.least_squares.fit_paper` (``fit_paper_single`` with one
+    size) to the rows, converts ``(a, b, e, alpha, beta)`` to the share form
+    at ``(N0, D0)`` (``gamma = 0``), whitens with the prior (``xi = C^-1 (z -
+    loc)``), takes ``log_loss_ref`` from the fitted loss at the rows' centre
+    and clips into :data:`MAP_BOUNDS`. Noise scales start at ``centre``.
+    Returns ``(params or None, status)``.
+    """
+    from scipy.linalg import solve_triangular
+
+    from hiscale.laws import D0, N0, paper_law
+    from hiscale.modeling.least_squares import fit_paper, fit_paper_single
+
+    params, tokens = np.asarray(params, dtype=float), np.asarray(tokens, dtype=float)
+    fitter = fit_paper_single if len(np.unique(params)) == 1 else fit_paper
+    res = fitter(params, tokens, loss)
+    if not res.ok:
+        return None, f"paper least squares: {res.status}"
+    p = res.params
+    alpha, beta = max(p["alpha"], 1e-3), max(p["beta"], 1e-3)
+    ln_e = p["e"]
+    ln_a = p["a"] - alpha * np.log(N0)
+    ln_b = p["b"] - beta * np.log(D0)
+    values = {
+        "u_a": ln_a - ln_e,
+        "u_b": ln_b - ln_e,
+        "log_alpha": np.log(alpha),
+        "log_beta": np.log(beta),
+        "gamma": 0.0,
+    }
+    z = np.array([values[n] for n in names], dtype=float)
+    # the model's centre: mean ln(N/N0), ln(D/D0) of the rows
+    n_c = N0 * np.exp(np.mean(np.log(params / N0)))
+    d_c = D0 * np.exp(np.mean(np.log(tokens / D0)))
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        ref = float(np.log(paper_law(n_c, d_c, p["a"], p["b"], p["e"], alpha, beta)))
+    if not (np.all(np.isfinite(z)) and np.isfinite(ref)):
+        return None, "paper least squares: non-finite share parameters"
+    chol = np.asarray(prior["chol"], dtype=float)
+    xi = solve_triangular(chol, z - np.asarray(prior["loc"], dtype=float), lower=True)
+    c0 = float(centre["log_loss_ref"])
+    lo_s, hi_s = MAP_BOUNDS["log_loss_ref"]
+    start = dict(centre)
+    start["xi"] = jnp.asarray(np.clip(xi, *MAP_BOUNDS["xi"]))
+    start["log_loss_ref"] = jnp.asarray(np.clip(ref, c0 + lo_s, c0 + hi_s))
+    return start, f"ok ({res.method})"
+
+
+def dispersed_inits(
+    model: Callable,
+    kwargs: dict[str, Any],
+    *,
+    optima: list[tuple[dict, float, str]],
+    centre: dict[str, jnp.ndarray],
+    rng_key: jax.Array,
+    settings: SamplerSettings,
+) -> tuple[dict[str, jnp.ndarray], list[str]]:
+    """One unconstrained starting point per chain, stacked ``(chain, ...)``.
+
+    ``optima`` are ``(params, potential, label)`` of the MAP searches (from
+    the prior centre, from the paper's least-squares fit, ...). Chain 0
+    starts at the best optimum. Chain ``c >= 1`` starts at optimum ``c mod
+    len(optima)`` (ordered by potential) plus an overdispersed draw from its
+    Laplace approximation, ``init_overdispersion x`` its standard deviations,
+    clipped into :data:`MAP_BOUNDS`. Different starting basins are what lets
+    r̂ see a second mode; the draws make the chains start apart even when every
+    search found the same optimum. Deterministic given ``rng_key``.
+
+    Returns
+    -------
+    inits : dict
+        Site -> array ``(chain, ...)``.
+    labels : list of str
+        How each chain was started (recorded in the fit's provenance).
+    """
+    order = sorted(range(len(optima)), key=lambda i: optima[i][1])
+    ranked = [optima[i] for i in order]
+    lo, hi = _lower_upper(ranked[0][0], centre)
+    flats, labels = [], []
+    keys = jax.random.split(rng_key, settings.num_chains)
+    sqrt_cov: dict[int, np.ndarray] = {}
+    for c in range(settings.num_chains):
+        params, _, label = ranked[0] if c == 0 else ranked[c % len(ranked)]
+        flat = np.asarray(ravel_pytree(params)[0], dtype=float)
+        if c == 0:
+            flats.append(flat)
+            labels.append(label)
+            continue
+        j = c % len(ranked)
+        if j not in sqrt_cov:
+            sqrt_cov[j] = laplace_sqrt_cov(model, kwargs, params)
+        eps = np.asarray(jax.random.normal(keys[c], (flat.shape[0],)), dtype=float)
+        draw = flat + settings.init_overdispersion * sqrt_cov[j] @ eps
+        flats.append(np.clip(draw, lo, hi))
+        labels.append(f"{label} + {settings.init_overdispersion:g}x Laplace draw")
+    unravel = ravel_pytree(ranked[0][0])[1]
+    inits = jax.vmap(unravel)(jnp.asarray(np.stack(flats)))
+    return inits, labels
 
 
 @cache
@@ -131,11 +297,21 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
 
         def step(st, _):
             st = sample_kernel(st, model_kwargs=kwargs)
-            return st, (st.z, st.diverging, st.num_steps)
+            return st, (
+                st.z,
+                {
+                    "diverging": st.diverging,
+                    "num_steps": st.num_steps,
+                    "energy": st.energy,
+                    "potential_energy": st.potential_energy,
+                    "step_size": st.adapt_state.step_size,
+                    "accept_prob": st.accept_prob,
+                },
+            )
 
         state, _ = lax.scan(step, state, None, length=settings.num_warmup)
-        _, (z, div, nsteps) = lax.scan(step, state, None, length=settings.num_samples)
-        return z, div, nsteps
+        _, (z, extra) = lax.scan(step, state, None, length=settings.num_samples)
+        return z, extra
 
     if settings.chain_method == "parallel" and jax.local_device_count() >= settings.num_chains:
         return jax.pmap(run_chain, in_axes=(0, 0, None))
@@ -161,24 +337,42 @@ def run_nuts(
     settings: SamplerSettings,
     init: dict[str, jnp.ndarray],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """NUTS chains from ``init`` (plus small per-chain jitter).
+    """NUTS chains from per-chain starting points.
+
+    Parameters
+    ----------
+    init : dict
+        Unconstrained starting points, site -> array with a leading chain
+        axis of length ``settings.num_chains`` (see :func:`dispersed_inits`).
 
     Returns
     -------
     samples : dict
         Constrained sites and deterministics, ``(chain, draw, ...)``.
     extra : dict
-        ``diverging`` and ``num_steps``, ``(chain, draw)``.
+        ``(chain, draw)`` arrays: ``diverging``, ``num_steps``, ``energy``
+        (Hamiltonian, for E-BFMI), ``potential_energy`` (minus the log
+        density in the unconstrained space), ``step_size``, ``accept_prob``.
     """
-    k_jit, k_run = jax.random.split(rng_key)
     c = settings.num_chains
-    flat, unravel = ravel_pytree(init)
-    noise = settings.init_jitter * jax.random.normal(k_jit, (c, flat.shape[0]))
-    inits = jax.vmap(unravel)(flat[None, :] + noise)
-    keys = jax.random.split(k_run, c)
-    z, div, nsteps = _chain_runner(model, settings)(keys, inits, kwargs)
+    for name, v in init.items():
+        if np.shape(v)[:1] != (c,):
+            raise ValueError(
+                f"init[{name!r}] has shape {np.shape(v)}: need a leading chain axis of {c}"
+            )
+    keys = jax.random.split(rng_key, c)
+    z, extra = _chain_runner(model, settings)(keys, init, kwargs)
     n = settings.num_samples
     zflat = jax.tree.map(lambda a: a.reshape(c * n, *a.shape[2:]), z)
     cons = _constrainer(model)(zflat, kwargs)
     samples = {k: np.asarray(v).reshape(c, n, *v.shape[1:]) for k, v in cons.items()}
-    return samples, {"diverging": np.asarray(div), "num_steps": np.asarray(nsteps)}
+    return samples, {k: np.asarray(v) for k, v in extra.items()}
+
+
+def jittered_inits(
+    init: dict[str, jnp.ndarray], *, rng_key: jax.Array, settings: SamplerSettings
+) -> dict[str, jnp.ndarray]:
+    """Every chain at ``init`` plus ``init_jitter`` x N(0, 1) noise (``init="map"``)."""
+    flat, unravel = ravel_pytree(init)
+    noise = settings.init_jitter * jax.random.normal(rng_key, (settings.num_chains, flat.shape[0]))
+    return jax.vmap(unravel)(flat[None, :] + noise)

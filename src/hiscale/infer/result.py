@@ -281,8 +281,9 @@ class Fit:
         return (
             f"sampler: r_hat max {d['rhat_max']:.3f}, ESS min {d['ess_min']:.0f} "
             f"(tail {d['ess_tail_min']:.0f}), divergences {d['divergences']}, "
-            f"max-depth hits {d['tree_depth_hits']}, chain disagreement "
-            f"{d['chain_disagreement']:.2f} sd -> {verdict}"
+            f"max-depth hits {d['tree_depth_hits']}, "
+            f"E-BFMI min {d.get('bfmi_min', float('nan')):.2f}, "
+            f"chain disagreement {d['chain_disagreement']:.2f} sd -> {verdict}"
         )
 
 

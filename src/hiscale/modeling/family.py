@@ -165,9 +165,19 @@ def make_family_model(law: str | Law) -> Callable:
         xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
         z = prior["loc"] + prior["chol"] @ xi
         theta = {n: numpyro.deterministic(n, z[i]) for i, n in enumerate(names)}
-        theta["log_scale"] = numpyro.sample(
-            "log_scale", dist.Normal(prior["log_scale_loc"], prior["log_scale_sd"])
+        # log_scale ~ N(loc, sd) is sampled as the predicted log loss at the
+        # centre of the data, log_loss_ref = log_scale + g(xi), g = ln L̂ / s
+        # at (mean x, mean y) of the real rows: the same prior (a shear with
+        # unit Jacobian), but the data pin log_loss_ref directly, whereas
+        # log_scale sat on a curved ridge with the shares (long NUTS trees).
+        m = mask.astype(x.dtype)
+        n_real = jnp.maximum(jnp.sum(m), 1.0)
+        centre = (jnp.sum(x * m) / n_real, jnp.sum(y * m) / n_real)
+        g = law.log_loss(*centre, {**theta, "log_scale": 0.0})
+        log_loss_ref = numpyro.sample(
+            "log_loss_ref", dist.Normal(prior["log_scale_loc"] + g, prior["log_scale_sd"])
         )
+        theta["log_scale"] = numpyro.deterministic("log_scale", log_loss_ref - g)
         # noise scales are sampled on the log scale (a LogNormal prior): the
         # unconstrained space is then the sampling space, and the clip keeps
         # exp() finite wherever an optimiser or a warm-up step wanders.

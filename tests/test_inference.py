@@ -1,0 +1,250 @@
+"""Sampler diagnostics and starting points, checked against independent computations."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pytest
+from engine_sim import simulate_family
+from numpyro.diagnostics import split_gelman_rubin
+from numpyro.infer.util import constrain_fn
+from scipy import stats
+
+from hiscale.infer.diagnostics import diagnose
+from hiscale.infer.nuts import (
+    MAP_BOUNDS,
+    dispersed_inits,
+    init_params,
+    jittered_inits,
+    map_estimate,
+    paper_start,
+    run_nuts,
+)
+from hiscale.infer.settings import THRESHOLDS, SamplerSettings
+from hiscale.laws import D0, LAWS, N0
+from hiscale.modeling.design import make_design
+from hiscale.modeling.family import make_family_model, prior_arrays
+from hiscale.modeling.least_squares import fit_paper
+from hiscale.priors.prior import flat_prior
+
+
+def _rank_rhat_reference(draws):
+    """Rank-normalised split r̂ of Vehtari et al. (2021), eqs. 4-6 and section 4.
+
+    Written from the paper with scipy: split every chain in half, replace the
+    pooled draws by normal scores of their average ranks, take the classic r̂;
+    repeat on the folded draws |x - median|; report the larger.
+    """
+    draws = np.asarray(draws, dtype=float)
+    half = draws.shape[1] // 2
+    split = np.concatenate([draws[:, :half], draws[:, -half:]], axis=0)
+
+    def z_scale(a):
+        r = stats.rankdata(a, method="average").reshape(a.shape)
+        return stats.norm.ppf((r - 0.375) / (a.size + 0.25))
+
+    def classic(a):
+        n = a.shape[1]
+        w = a.var(axis=1, ddof=1).mean()
+        b = n * a.mean(axis=1).var(ddof=1)
+        return np.sqrt(((n - 1) / n * w + b / n) / w)
+
+    bulk = classic(z_scale(split))
+    tail = classic(z_scale(np.abs(split - np.median(split))))
+    return max(bulk, tail)
+
+
+def _diag(xi, *, energy=None, num_steps=7):
+    c, n = xi.shape[:2]
+    rng = np.random.default_rng(1)
+    return diagnose(
+        {"xi": xi},
+        diverging=np.zeros((c, n), bool),
+        num_steps=np.full((c, n), num_steps),
+        max_tree_depth=8,
+        energy=rng.standard_normal((c, n)) if energy is None else energy,
+    )
+
+
+@pytest.mark.parametrize("case", ["shifted", "wider", "iid"])
+def test_rank_rhat_matches_vehtari_reference(case):
+    rng = np.random.default_rng(0)
+    draws = rng.standard_normal((4, 1000))
+    if case == "shifted":
+        draws[0] += 0.5
+    elif case == "wider":
+        draws[0] *= 2.0
+    d = _diag(draws[..., None])
+    np.testing.assert_allclose(d["rhat_max"], _rank_rhat_reference(draws), rtol=1e-10)
+    assert d["flagged"] == (case != "iid"), d["reasons"]
+
+
+def test_rank_rhat_sees_a_chain_with_a_different_spread():
+    """Same centre, one chain twice as wide: the classic split r̂ misses it."""
+    rng = np.random.default_rng(3)
+    draws = rng.standard_normal((2, 2000))
+    draws[1] *= 2.0
+    assert float(split_gelman_rubin(draws[..., None])[0]) < THRESHOLDS["rhat_max"]
+    d = _diag(draws[..., None])
+    assert d["rhat_max"] > THRESHOLDS["rhat_max"]
+    assert "r_hat" in d["reasons"] and "xi[0]" in d["reasons"]
+
+
+def test_tail_ess_is_checked_too():
+    """The top 5% of the draws come in one block: the tail is explored once."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal(4000)
+    top = x > np.quantile(x, 0.95)
+    x = np.concatenate([x[~top][:1900], x[top], x[~top][1900:]]).reshape(2, 2000)
+    d = _diag(x[..., None])
+    assert d["ess_tail_min"] < THRESHOLDS["ess_min"]
+    assert "tail ESS" in d["reasons"]
+
+
+def test_bfmi_of_an_autocorrelated_energy_is_flagged():
+    """AR(1) energy with lag-1 correlation rho: E-BFMI -> 2 (1 - rho)."""
+    rng = np.random.default_rng(0)
+    n, rho = 40_000, 0.9
+    e = np.zeros((2, n))
+    eps = rng.standard_normal((2, n))
+    for i in range(1, n):
+        e[:, i] = rho * e[:, i - 1] + np.sqrt(1 - rho**2) * eps[:, i]
+    e[1] = rng.standard_normal(n)  # the second chain is fine: E-BFMI ~ 2
+    xi = rng.standard_normal((2, n, 1))
+    d = _diag(xi, energy=e)
+    definition = np.sum(np.diff(e[0]) ** 2) / np.sum((e[0] - e[0].mean()) ** 2)
+    np.testing.assert_allclose(d["bfmi_min"], definition, rtol=1e-10)
+    assert abs(d["bfmi_min"] - 2 * (1 - rho)) < 0.02
+    assert d["flagged"] and "E-BFMI" in d["reasons"]
+    ok = _diag(xi, energy=rng.standard_normal((2, n)))
+    assert ok["bfmi_min"] > 1.9 and "E-BFMI" not in ok["reasons"]
+
+
+def test_thresholds_are_the_standard_ones():
+    assert THRESHOLDS["rhat_max"] <= 1.01
+    assert THRESHOLDS["ess_min"] >= 100
+    assert THRESHOLDS["bfmi_min"] >= 0.3
+    assert THRESHOLDS["divergences"] == 0
+
+
+def _family_kwargs(frame):
+    design = make_design(frame)
+    prior = flat_prior()
+    kw = {
+        **{k: jnp.asarray(v) for k, v in design.model_args().items()},
+        "run_mask": jnp.arange(design.n_runs_padded) < design.n_runs,
+        "prior": {
+            k: jnp.asarray(v)
+            for k, v in prior_arrays(prior, log_scale_loc=design.log_scale_loc).items()
+        },
+        "log_loss": jnp.asarray(design.log_loss),
+    }
+    return design, kw
+
+
+def test_paper_start_reproduces_the_least_squares_curve():
+    """The converted start predicts, through the model, what the paper fit predicts."""
+    frame = simulate_family(seed=2)
+    design, kw = _family_kwargs(frame)
+    m = design.mask
+    n, d, loss = N0 * np.exp(design.x[m]), D0 * np.exp(design.y[m]), np.exp(design.log_loss[m])
+    start, status = paper_start(
+        n,
+        d,
+        loss,
+        names=LAWS["chinchilla"].params,
+        prior=kw["prior"],
+        centre=init_params(4, design.log_scale_loc),
+    )
+    assert status.startswith("ok")
+    model = make_family_model("chinchilla")
+    mu = np.asarray(constrain_fn(model, (), kw, start, return_deterministic=True)["mu"])
+    expected = fit_paper(n, d, loss).predict(n, d)
+    np.testing.assert_allclose(np.exp(mu[: design.n_rows]), expected, rtol=1e-8)
+
+
+def test_paper_start_reports_a_failed_fit():
+    _, kw = _family_kwargs(simulate_family(seed=2))
+    start, status = paper_start(
+        np.array([1e8, 2e8]),
+        np.array([1e10, 2e10]),
+        np.array([3.0, 2.9]),
+        names=LAWS["chinchilla"].params,
+        prior=kw["prior"],
+        centre=init_params(4, 1.0),
+    )
+    assert start is None and "fit failed" in status
+
+
+def test_dispersed_inits_start_apart_deterministically():
+    _, kw = _family_kwargs(simulate_family(seed=0))
+    model = make_family_model("chinchilla")
+    centre = init_params(4, float(kw["prior"]["log_scale_loc"]))
+    best, u, _ = map_estimate(model, kw, centre)
+    other = dict(centre, xi=jnp.asarray([1.0, -1.0, 0.5, 0.5]))
+    other, u2, _ = map_estimate(model, kw, other, centre=centre)
+    optima = [(best, u, "a"), (other, u2, "b")]
+    settings = SamplerSettings(num_chains=4)
+    key = jax.random.PRNGKey(5)
+    inits, labels = dispersed_inits(
+        model, kw, optima=optima, centre=centre, rng_key=key, settings=settings
+    )
+    again, _ = dispersed_inits(
+        model, kw, optima=optima, centre=centre, rng_key=key, settings=settings
+    )
+    flat = np.concatenate([np.asarray(inits[k]).reshape(4, -1) for k in sorted(inits)], axis=1)
+    flat2 = np.concatenate([np.asarray(again[k]).reshape(4, -1) for k in sorted(again)], axis=1)
+    np.testing.assert_array_equal(flat, flat2)
+    first = optima[int(np.argmin([u, u2]))][0]
+    for k in first:
+        np.testing.assert_array_equal(np.asarray(inits[k])[0], np.asarray(first[k]))
+    assert len(labels) == 4 and "Laplace" in labels[1] and "Laplace" not in labels[0]
+    # every chain starts somewhere else, inside the MAP box
+    dist_ = np.linalg.norm(flat[:, None, :] - flat[None, :, :], axis=-1)
+    assert np.all(dist_[~np.eye(4, dtype=bool)] > 1e-3)
+    assert np.all(np.abs(np.asarray(inits["xi"])) <= MAP_BOUNDS["xi"][1])
+
+
+def _two_modes(sd):
+    xi = numpyro.sample("xi", dist.Normal(0.0, 10.0).expand([1]).to_event(1))
+    numpyro.factor(
+        "modes",
+        jnp.logaddexp(
+            dist.Normal(-3.0, sd).log_prob(xi[0]), dist.Normal(3.0, sd).log_prob(xi[0]) - 0.01
+        ),
+    )
+
+
+def test_dispersed_starts_let_rhat_see_a_second_mode():
+    """Two separated modes: chains started at the MAP agree, dispersed ones do not."""
+    kw = {"sd": jnp.asarray(0.3)}
+    settings = SamplerSettings(num_warmup=200, num_samples=300)
+    centre = {"xi": jnp.zeros(1)}
+    optima = [
+        (*map_estimate(_two_modes, kw, {"xi": jnp.asarray([s])}, centre=centre)[:2], f"from {s}")
+        for s in (-1.0, 1.0)
+    ]
+    assert float(optima[0][0]["xi"][0]) == pytest.approx(-3.0, abs=0.01)
+    assert float(optima[1][0]["xi"][0]) == pytest.approx(3.0, abs=0.01)
+    key_init, key_run = jax.random.split(jax.random.PRNGKey(0))
+    runs = {
+        "map": jittered_inits(optima[0][0], rng_key=key_init, settings=settings),
+        "dispersed": dispersed_inits(
+            _two_modes, kw, optima=optima, centre=centre, rng_key=key_init, settings=settings
+        )[0],
+    }
+    out = {}
+    for name, inits in runs.items():
+        samples, extra = run_nuts(_two_modes, kw, rng_key=key_run, settings=settings, init=inits)
+        out[name] = diagnose(
+            samples,
+            diverging=extra["diverging"],
+            num_steps=extra["num_steps"],
+            max_tree_depth=settings.max_tree_depth,
+            energy=extra["energy"],
+        )
+    assert not out["map"]["flagged"], out["map"]["reasons"]
+    assert out["dispersed"]["flagged"]
+    assert out["dispersed"]["rhat_max"] > 1.5
+    assert "chains disagree" in out["dispersed"]["reasons"]
