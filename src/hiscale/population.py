@@ -66,6 +66,7 @@ import numpyro.distributions as dist
 from numpyro.infer import MCMC, NUTS
 
 from hiscale._config import require_x64
+from hiscale._util import cache_key, json_default
 from hiscale._version import __version__
 from hiscale.data.curves import (
     DEFAULT_LOSS_UNIT,
@@ -240,7 +241,7 @@ def engine_revision() -> str:
 
 
 def _summary_key(curves: Curves, family: str, law: str, options: FitOptions, sampler, seed) -> str:
-    payload = json.dumps(
+    return cache_key(
         [
             engine_revision(),
             curves.family(family).data_hash(),
@@ -253,9 +254,7 @@ def _summary_key(curves: Curves, family: str, law: str, options: FitOptions, sam
             __version__,
         ],
         sort_keys=True,
-        default=str,
     )
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def summarise_family(
@@ -297,17 +296,9 @@ def summarise_family(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(summ.to_dict(), default=_json_default, indent=1))
+    tmp.write_text(json.dumps(summ.to_dict(), default=json_default, indent=1))
     tmp.replace(path)  # atomic: concurrent backtests may read the cache
     return summ
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(type(obj).__name__)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,11 @@ it, the flat prior is returned, labelled as the fallback it is.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import sys
 from dataclasses import replace
 
+from hiscale._util import cache_key
 from hiscale._version import __version__
 from hiscale.data.curves import Curves, family_groups
 from hiscale.infer.fit import FitOptions
@@ -62,25 +61,22 @@ def leave_one_out_prior(
     n_units = len({groups[f] for f in others}) if pool_groups else len(others)
     if n_units < 2:
         return _no_population(law, family, group, unit, others)
-    key = hashlib.sha256(
-        json.dumps(
-            [
-                engine_revision(),
-                corpus.data_hash(),
-                group,
-                law,
-                options.to_dict(),
-                sampler.to_dict(),
-                seed,
-                __version__,
-                min_span,
-                unit,
-                pool_groups,
-                "population-v4",
-            ],
-            default=str,
-        ).encode()
-    ).hexdigest()[:16]
+    key = cache_key(
+        [
+            engine_revision(),
+            corpus.data_hash(),
+            group,
+            law,
+            options.to_dict(),
+            sampler.to_dict(),
+            seed,
+            __version__,
+            min_span,
+            unit,
+            pool_groups,
+            "population-v4",
+        ]
+    )
     path = cache_dir() / "priors" / f"lofo-{re.sub(r'[^A-Za-z0-9_.-]', '_', group)}-{key}"
     if (path / "prior.json").is_file():
         return load_prior(path)

@@ -32,6 +32,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hiscale._util import central_interval
 from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
@@ -238,9 +239,7 @@ class BayesMethod:
         t = cell.target.frame
         _, new = f.draws(t["params"].to_numpy(), t["tokens"].to_numpy(), seed=seed)
         actual = t["loss"].to_numpy()
-        intervals = {
-            lv: tuple(np.quantile(new, [(1 - lv) / 2, (1 + lv) / 2], axis=0)) for lv in (0.8, 0.5)
-        }
+        intervals = {lv: central_interval(new, lv, axis=0) for lv in (0.8, 0.5)}
         d = f.diagnostics
         return CellPrediction(
             median=np.median(new, axis=0),

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from hiscale._util import json_default
 from hiscale.plots import fmt_count
 
 __all__ = [
@@ -41,19 +42,6 @@ def progress(args: argparse.Namespace, msg: str) -> None:
 def warn(msg: str) -> None:
     """Print a warning to stderr."""
     print(f"hiscale: warning: {msg}", file=sys.stderr, flush=True)
-
-
-def json_default(obj: Any) -> Any:
-    """``json.dumps(default=...)`` for NumPy values, tuples, sets and paths."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, (tuple, set)):
-        return list(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def short_path(source: object) -> str:

@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from hiscale._config import require_x64
+from hiscale._util import central_interval, json_default
 from hiscale._version import __version__
 from hiscale.data.curves import FilterRecord
 from hiscale.laws import D0, N0, get_law
@@ -132,7 +133,7 @@ class Fit:
             out[f"{kind}_mean"] = arr.mean(axis=0)
             for lv in levels:
                 tag = f"{round(100 * float(lv)):d}"
-                lo, hi = np.quantile(arr, [(1 - lv) / 2, (1 + lv) / 2], axis=0)
+                lo, hi = central_interval(arr, lv, axis=0)
                 out[f"{kind}_lower{tag}"] = lo
                 out[f"{kind}_upper{tag}"] = hi
         frame = pd.DataFrame(out)
@@ -242,13 +243,13 @@ class Fit:
             "family": self.family,
             "law": self.law,
             "seed": int(self.seed),
-            "prior_json": json.dumps(self.prior.to_dict(), default=_json_default),
-            "diagnostics_json": json.dumps(self.diagnostics, default=_json_default),
-            "sampler_json": json.dumps(self.sampler, default=_json_default),
-            "options_json": json.dumps(self.options, default=_json_default),
-            "timings_json": json.dumps(self.timings, default=_json_default),
-            "provenance_json": json.dumps(self.provenance, default=_json_default),
-            "log_json": json.dumps([r.__dict__ for r in self.log], default=_json_default),
+            "prior_json": json.dumps(self.prior.to_dict(), default=json_default),
+            "diagnostics_json": json.dumps(self.diagnostics, default=json_default),
+            "sampler_json": json.dumps(self.sampler, default=json_default),
+            "options_json": json.dumps(self.options, default=json_default),
+            "timings_json": json.dumps(self.timings, default=json_default),
+            "provenance_json": json.dumps(self.provenance, default=json_default),
+            "log_json": json.dumps([r.__dict__ for r in self.log], default=json_default),
             "runs_json": json.dumps(self.data["run"].tolist()),
         }
 
@@ -285,16 +286,6 @@ class Fit:
             f"E-BFMI min {d.get('bfmi_min', float('nan')):.2f}, "
             f"chain disagreement {d['chain_disagreement']:.2f} sd -> {verdict}"
         )
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, tuple):
-        return list(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def load_fit(path: str | Path) -> Fit:

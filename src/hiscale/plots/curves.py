@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from hiscale._util import central_interval
 from hiscale.data.curves import Curves, load_curves
 from hiscale.plots._style import (
     ACTUAL_COLOR,
@@ -150,7 +151,7 @@ def plot_curves(
             e_t, n_t = fit.draws(tn, td, seed=seed)
             new = expected * (n_t / e_t)
             for lv in levels:
-                lo, hi = np.quantile(new, [(1 - lv) / 2, (1 + lv) / 2], axis=0)
+                lo, hi = central_interval(new, lv, axis=0)
                 ax.fill_between(grid, lo, hi, color=TARGET_COLOR, alpha=band_alpha(lv), lw=0)
             ax.plot(grid, np.median(new, axis=0), "-", color=TARGET_COLOR, lw=1.6)
             tag = "/".join(f"{round(100 * lv)}" for lv in sorted(levels))

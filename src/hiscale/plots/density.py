@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hiscale._util import central_interval
 from hiscale.plots._style import (
     ACTUAL_COLOR,
     TARGET_COLOR,
@@ -76,7 +77,7 @@ def plot_target_density(
     pad = 0.03 * (hi_all - lo_all)
     edges = np.linspace(lo_all - pad, hi_all + pad, bins + 1)
     for lv in levels:
-        lo, hi = np.quantile(new, [(1 - lv) / 2, (1 + lv) / 2])
+        lo, hi = central_interval(new, lv)
         ax.axvspan(
             lo,
             hi,

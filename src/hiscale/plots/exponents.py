@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hiscale._util import central_interval
 from hiscale.plots._style import new_figure, plain_log_ticks
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -92,9 +93,9 @@ def plot_exponents(
             ax.axvline(np.exp(mu), color="#16a085", lw=1.5)
         for k, (_fam, a, b) in enumerate(rows):
             v = a if j == 0 else b
-            lo_o, lo_i, med, hi_i, hi_o = np.quantile(
-                v, [(1 - outer) / 2, (1 - inner) / 2, 0.5, (1 + inner) / 2, (1 + outer) / 2]
-            )
+            lo_o, hi_o = central_interval(v, outer)
+            lo_i, hi_i = central_interval(v, inner)
+            med = np.quantile(v, 0.5)
             ax.plot([lo_o, hi_o], [k, k], color="#2c3e50", lw=1.0)
             ax.plot([lo_i, hi_i], [k, k], color="#2c3e50", lw=3.5, solid_capstyle="butt")
             ax.plot([med], [k], "o", color="white", mec="#2c3e50", ms=5, zorder=3)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from hiscale._paths import bundled
+from hiscale._util import json_default
 from hiscale.data.curves import Curves, family_groups, name_group
 from hiscale.laws import get_law
 from hiscale.priors.defaults import DEFAULT_LAW_PRIORS, DEFAULT_PRIORS
@@ -176,16 +177,8 @@ class Prior:
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "prior.json"
-        path.write_text(json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n")
+        path.write_text(json.dumps(self.to_dict(), indent=2, default=json_default) + "\n")
         return path
-
-
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 def flat_prior(law: str = "chinchilla", **settings: Any) -> Prior:
