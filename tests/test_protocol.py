@@ -295,5 +295,5 @@ def test_make_cells_needs_three_sizes():
 
 def test_make_cells_needs_one_family():
     frame = pd.concat([make_frame("a"), make_frame("b")], ignore_index=True)
-    with pytest.raises(ValueError, match="needs one family, got 2"):
+    with pytest.raises(ValueError, match="make_cells needs one family: the data hold 2 families"):
         make_cells(load_curves(frame))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from hiscale.data.curves import Curves, CurvesError
+from hiscale.data.curves import Curves, CurvesError, sole_family
 from hiscale.data.selection import filter_min_tokens
 
 __all__ = [
@@ -193,10 +193,7 @@ def make_cells(
     Raises :class:`~hiscale.data.curves.CurvesError` when the family is not usable
     (fewer than 3 distinct sizes).
     """
-    fams = curves.families
-    if len(fams) != 1:
-        raise ValueError(f"make_cells needs one family, got {len(fams)}: {fams}")
-    fam = fams[0]
+    fam = sole_family(curves.families, "make_cells needs one family")
     n_sizes = len(sizes(curves))
     if n_sizes < 3:
         raise CurvesError(

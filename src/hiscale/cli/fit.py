@@ -74,17 +74,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``hiscale fit``."""
-    from hiscale.data.curves import load_curves
+    from hiscale.data.curves import load_curves, sole_family
 
     curves = load_curves(args.data, metric=args.metric)
     family = args.family
     if family is None:
-        fams = curves.families
-        if len(fams) != 1:
-            raise ValueError(
-                f"--family is required: the data hold {len(fams)} families ({', '.join(fams)})"
-            )
-        family = fams[0]
+        family = sole_family(curves.families, "--family is required")
     f = run_fit(args, curves, family)
     path = f.save(args.out)
     summary = data_summary(f)

@@ -70,7 +70,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``hiscale predict``."""
-    from hiscale.data.curves import load_curves
+    from hiscale.data.curves import load_curves, sole_family
     from hiscale.infer.result import load_fit
 
     levels = sorted(set(args.ci_prob)) if args.ci_prob else list(DEFAULT_CI)
@@ -86,12 +86,7 @@ def run(args: argparse.Namespace) -> int:
         if curves is None:
             raise ValueError("give a curves table DATA or a saved fit with --fit")
         if args.family is None:
-            fams = curves.families
-            if len(fams) != 1:
-                raise ValueError(
-                    f"--family is required: the data hold {len(fams)} families ({', '.join(fams)})"
-                )
-            args.family = fams[0]
+            args.family = sole_family(curves.families, "--family is required")
         f = run_fit(args, curves, args.family)
     summary = data_summary(f)
     warnings_ = []

@@ -41,6 +41,7 @@ __all__ = [
     "name_group",
     "normalise_loss_units",
     "normalise_unit",
+    "sole_family",
     "source_origin",
     "unit_assumptions",
     "validate_curves",
@@ -308,6 +309,19 @@ def _check_families(frame: pd.DataFrame, families: Iterable[str]) -> None:
             raise CurvesError(
                 f"column 'family': unknown family {fam!r}; known families: {', '.join(known)}"
             )
+
+
+def sole_family(families: Sequence[str], what: str, *, hint: str = "") -> str:
+    """The one name in ``families``, else a :class:`CurvesError` that names them all.
+
+    The message reads ``{what}: the data hold N families[; {hint}] (a, b, ...)``.
+    """
+    if len(families) != 1:
+        also = f"; {hint}" if hint else ""
+        raise CurvesError(
+            f"{what}: the data hold {len(families)} families{also} ({', '.join(families)})"
+        )
+    return families[0]
 
 
 def _read(source: str | PathLike | pd.DataFrame) -> pd.DataFrame:

@@ -30,7 +30,13 @@ import pandas as pd
 
 from hiscale._config import require_x64
 from hiscale._version import __version__
-from hiscale.data.curves import Curves, CurvesError, load_curves, unit_assumptions
+from hiscale.data.curves import (
+    Curves,
+    CurvesError,
+    load_curves,
+    sole_family,
+    unit_assumptions,
+)
 from hiscale.data.selection import select_rows
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.nuts import (
@@ -199,14 +205,8 @@ def fit(
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
     c = curves if isinstance(curves, Curves) else load_curves(curves, metric=metric)
-    fams = c.families
     if family is None:
-        if len(fams) != 1:
-            raise CurvesError(
-                f"column 'family': the data hold {len(fams)} families; pick one with family= "
-                f"({', '.join(fams)})"
-            )
-        family = fams[0]
+        family = sole_family(c.families, "column 'family'", hint="pick one with family=")
     whole = c
     c = c.family(family)
     selected = options.select(c)

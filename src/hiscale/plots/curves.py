@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hiscale._util import central_interval
-from hiscale.data.curves import Curves, load_curves
+from hiscale.data.curves import Curves, load_curves, sole_family
 from hiscale.plots._style import (
     ACTUAL_COLOR,
     TARGET_COLOR,
@@ -41,10 +41,8 @@ def _family_frame(curves, fit, family: str | None) -> tuple[pd.DataFrame, str]:
     if family is None:
         if fit is not None:
             family = fit.family
-        elif len(fams) == 1:
-            family = fams[0]
         else:
-            raise ValueError(f"the data hold {len(fams)} families; pick one with family= ({fams})")
+            family = sole_family(fams, "column 'family'", hint="pick one with family=")
     if family not in fams:
         raise ValueError(f"unknown family {family!r}; known families: {', '.join(fams)}")
     return frame[frame["family"] == family], family
