@@ -41,7 +41,6 @@ __all__ = [
 
 P_VALUES_PAPER: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 P_VALUES_QUICK: tuple[float, ...] = (0.3, 0.5, 1.0)
-K_VALUES_QUICK: tuple[int, ...] = (1, 2, 3, 5)
 
 GRIDS = {
     "paper": "k = 2 ... n-1 (n = number of sizes), p = 0.1, 0.2, ..., 1.0",

@@ -58,7 +58,6 @@ class Design:
     mask: np.ndarray
     log_loss: np.ndarray
     run_names: tuple[str, ...]
-    run_params: np.ndarray
     n_rows: int
     n_runs: int
     n_runs_padded: int
@@ -98,7 +97,6 @@ def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) ->
         out[:n] = a
         return out
 
-    run_params = frame.groupby("run", sort=False)["params"].first().reindex(runs).to_numpy(float)
     return Design(
         x=pad(x, x[0]),
         y=pad(y, y[0]),
@@ -107,7 +105,6 @@ def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) ->
         mask=pad(np.ones(n, bool), False),
         log_loss=pad(ll, ll[0]),
         run_names=tuple(runs),
-        run_params=run_params,
         n_rows=n,
         n_runs=len(runs),
         n_runs_padded=kp,

@@ -9,7 +9,6 @@ numbers in ``prior.json``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -242,15 +241,3 @@ def write_model_card(prior: Prior, directory: str | Path, *, command: str | None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(model_card(prior, command=command))
     return path
-
-
-def _main() -> None:  # pragma: no cover - manual use: python -m hiscale.priors.card DIR
-    import sys
-
-    d = Path(sys.argv[1])
-    prior = Prior.from_dict(json.loads((d / "prior.json").read_text()))
-    print(write_model_card(prior, d))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    _main()
