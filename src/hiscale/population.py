@@ -1,7 +1,8 @@
 """Population priors: what a new family's parameters look like.
 
-Two steps (LESSONS.md point 4: the one-step joint fit did not sample; this
-route converged):
+Two steps, because a one-step joint fit samples badly: family posteriors are
+10^3-10^4 times narrower than the population, so NUTS hits its maximum tree
+depth on every draw, while the two steps converge:
 
 1. **Per-family posteriors.** Each training family is fitted with the weak
    (``flat``) prior ``N(m_0, S_0)``; the posterior of its unit-free law
@@ -41,9 +42,10 @@ route converged):
    moment-matched to one Gaussian (mean, covariance). Noise-scale priors
    are centred on the families' median noise scales.
 
-Which families feed the population matters (LESSONS.md point 5): by default
-families need >= 3 sizes spanning >= 4x in N; the others carry no
-N-information but would count fully.
+Which families feed the population matters: by default families need >= 3
+sizes spanning >= 4x in N; the others carry no N-information but would count
+fully (in an early prototype, adding narrow-span families moved the
+population's alpha from 0.41 to 0.67).
 """
 
 from __future__ import annotations

@@ -13,8 +13,9 @@ and the population in the same model:
 with per-family ``log_scale``, ``log_sigma_run`` and ``log_sigma_obs`` under
 the weak defaults. The two-step route (:mod:`hiscale.population`) is what
 ships priors; this one-step fit is for research: it samples when the
-families' likelihoods are tempered (LESSONS.md point 4 failed without it),
-and its diagnostics say when it does not.
+families' likelihoods are tempered (untempered, the family posteriors are so
+much narrower than the population that every draw hits the maximum tree
+depth), and its diagnostics say when it does not.
 """
 
 from __future__ import annotations

@@ -34,7 +34,8 @@ def filter_min_tokens(curves: Curves, min_tokens: float = 1e10) -> Curves:
 def end_of_run(curves: Curves, fraction: float = 0.8) -> Curves:
     """Keep each run's rows with ``tokens >= fraction x`` that run's largest count.
 
-    Used by the Bayesian methods (LESSONS.md, second probe): applied after the
+    Used by the Bayesian methods, because the separable law does not describe
+    mid-schedule checkpoints (their misfit drove a bad mode). Applied after the
     cell's truncation, so training data still obey the paper's ``p`` cut.
     ``fraction = 0`` keeps everything.
     """

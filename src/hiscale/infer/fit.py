@@ -5,9 +5,9 @@ Data selection before the model (all reported in ``Fit.log``,
 
 1. the optional token cut ``tokens > min_tokens``;
 2. *end-of-run rows*: per run, rows with ``tokens >= end_of_run x`` its
-   largest token count (LESSONS.md, second probe: the separable law does not
-   describe mid-schedule checkpoints; fitting only the end of each run
-   removed the misfit that drove the bad mode);
+   largest token count (the separable law does not describe mid-schedule
+   checkpoints; fitting only the end of each run removed the misfit that
+   drove the bad mode);
 3. at most ``max_rows_per_run`` rows per run, evenly spaced (with tempering
    to ``n_eff_per_run`` effective points per run, more rows add little).
 

@@ -5,8 +5,9 @@
 * :func:`dispersed_inits`: one starting point per chain. Chain 0 starts at
   the MAP; the others start from *different* points (the MAP found from the
   paper's least-squares fit, overdispersed draws from the Laplace
-  approximation), so that r̂ can see a second mode such as floor -> 0
-  (LESSONS.md point 3) instead of every chain sharing the MAP's basin.
+  approximation), so that r̂ can see a second mode such as floor -> 0 (which
+  chains reach once the smaller models' curves are long) instead of every
+  chain sharing the MAP's basin.
 * :func:`run_nuts`: NUTS from those points, a dense mass matrix over the
   global parameters, data as arguments so one compiled kernel serves every
   cell of a bucket; collects ``energy`` (for E-BFMI), ``potential_energy``,

@@ -1,8 +1,8 @@
 """Curves -> fixed-shape arrays for the NumPyro family model.
 
 Rows and runs are padded to power-of-two buckets with masks, so one compiled
-sampler serves every backtest cell of similar size (LESSONS.md: "fixed padded
-shapes with masks made every cell reuse one compiled kernel").
+sampler serves every backtest cell of similar size (a new shape would mean a
+new compilation per cell).
 
 Each row gets a *tempering weight* ``w = min(1, n_eff / n_r)`` (``n_r`` rows
 in its run): checkpoints of one run are strongly autocorrelated, so a run

@@ -4,7 +4,9 @@ It lives in ``modeling`` because inference uses it too (a chain's starting
 point, :func:`hiscale.infer.nuts.paper_start`); the backtest reaches it as
 :mod:`hiscale.backtesting.paper`.
 
-Choshen, Zhang & Andreas (2025), as documented in ``PAPER.md``:
+Choshen, Zhang & Andreas, "A Hitchhiker's Guide to Scaling Law Estimation",
+ICML 2025 (arXiv 2410.11840; code: github.com/IBM/ColPret, which decides
+where text and code disagree):
 
 * law ``L = exp(e) + exp(a) N^-alpha + exp(b) D^-beta``;
 * plain unweighted least squares on the raw loss, every row once;
