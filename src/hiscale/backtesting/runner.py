@@ -404,8 +404,20 @@ def _same(x: Any) -> Any:
     return x
 
 
-def _cell_task(task: CellTask, prepared: tuple[Any, list]) -> dict[str, Any]:
-    return run_cell(replace(task, state=prepared[0]))
+def _cell_task(
+    plan: dict[str, Any],
+    i: int,
+    kp: tuple[int, float],
+    family: Curves,
+    prepared: tuple[Any, list],
+) -> dict[str, Any]:
+    """Cell ``i`` of ``plan`` in a worker, rebuilt there from its family's rows.
+
+    The plan (every cell's method, seed, ... without rows) and each family's rows
+    reach a worker once; the cell itself is ``make_cells``' for ``(k, p)``.
+    """
+    cell = make_cells(family, grid=[kp], **plan["cells_kw"])[0]
+    return run_cell(replace(plan["tasks"][i], cell=cell, state=prepared[0]))
 
 
 def _run_in_process(groups, tasks, corpus, record) -> None:
@@ -415,40 +427,84 @@ def _run_in_process(groups, tasks, corpus, record) -> None:
             record(i, run_cell(replace(tasks[i], state=state)))
 
 
-def _run_on(client, groups, tasks, corpus, record) -> None:
+#: Cell tasks sent to the scheduler per graph update.
+_CHUNK = 200
+
+
+def _run_on(client, groups, tasks, corpus, record, families, cells_kw) -> None:
+    """Prepare and cell tasks on a Dask ``client``; ``record(i, row)`` as rows arrive.
+
+    Every shared input is one task of its own (not scattered data), so whatever
+    a dead worker held is recomputed from the scheduler's copy of the task. The
+    cell tasks' arguments are small (indices, futures): Dask hashes arguments,
+    and cells carry data frames.
+    """
     from distributed import as_completed
 
     from hiscale._distributed import call, worker_settings
 
     settings = worker_settings()
     run = uuid.uuid4().hex[:10]
-    # a task, not scattered data: its spec stays with the scheduler, so if the worker
-    # holding it dies, it is recomputed like any other lost result
     data = client.submit(_same, corpus, key=f"hiscale-corpus-{run}")
-    what: dict[Any, tuple] = {}
-    preps = []  # held to the end: a lost cell result is recomputed from its prepare task
-    for g, (fam, m, idxs) in enumerate(groups):
-        prep = client.submit(
-            call, settings, _prepare_task, m, data, fam, key=f"hiscale-prepare-{run}-{g}"
+    plan = client.submit(
+        _same,
+        {"tasks": [replace(t, cell=None) for t in tasks], "cells_kw": cells_kw},
+        key=f"hiscale-plan-{run}",
+    )
+    fams = list(dict.fromkeys(fam for fam, _, _ in groups))
+    rows_of = dict(
+        zip(
+            fams,
+            client.map(
+                _same, [families[f] for f in fams], key=[f"hiscale-rows-{run}-{f}" for f in fams]
+            ),
+            strict=True,
         )
-        preps.append(prep)
-        what[prep] = ("prepare", fam)
-        for i in idxs:
-            fut = client.submit(
-                call, settings, _cell_task, tasks[i], prep, key=f"hiscale-cell-{run}-{i}"
-            )
-            what[fut] = ("cell", i)
+    )
+    g = len(groups)
+    preps = client.map(
+        call,
+        [settings] * g,
+        [_prepare_task] * g,
+        [m for _, m, _ in groups],
+        [data] * g,
+        [fam for fam, _, _ in groups],
+        key=[f"hiscale-prepare-{run}-{j}" for j in range(g)],
+    )  # held to the end: a lost cell result is recomputed from its prepare task
+    index = [i for _, _, idxs in groups for i in idxs]
+    dep = [preps[j] for j, (_, _, idxs) in enumerate(groups) for _ in idxs]
+    cells = []
+    for at in range(0, len(index), _CHUNK):  # graph updates of moderate size
+        part = index[at : at + _CHUNK]
+        cells += client.map(
+            call,
+            [settings] * len(part),
+            [_cell_task] * len(part),
+            [plan] * len(part),
+            part,
+            [(tasks[i].cell.k, tasks[i].cell.p) for i in part],
+            [rows_of[tasks[i].cell.family] for i in part],
+            dep[at : at + _CHUNK],
+            key=[f"hiscale-cell-{run}-{i}" for i in part],
+        )
+    what: dict[str, int | None] = {f.key: None for f in preps}
+    what.update({f.key: i for f, i in zip(cells, index, strict=True)})
+    done, since = [], time.perf_counter()
     try:
-        for fut in as_completed(list(what)):
-            kind, ref = what.pop(fut)
-            if kind == "prepare":
-                for category, message in fut.result()[1]:
-                    warnings.warn(message, category, stacklevel=4)
-            else:
-                record(ref, fut.result())
-                fut.release()
+        for batch in as_completed([*preps, *cells], with_results=True).batches():
+            for fut, result in batch:
+                i = what.pop(fut.key)
+                if i is None:  # a prepare task: its warnings, said here
+                    for category, message in result[1]:
+                        warnings.warn(message, category, stacklevel=4)
+                else:
+                    record(i, result)
+                    done.append(fut)
+            if len(done) >= _CHUNK or time.perf_counter() - since > 10:
+                client.cancel(done)  # recorded: the scheduler may forget them (one message)
+                done, since = [], time.perf_counter()
     finally:
-        client.cancel([*what, *preps, data])
+        client.cancel([*cells, *preps, *rows_of.values(), plan, data])
 
 
 def backtest(
@@ -542,15 +598,11 @@ def backtest(
     group_of = family_groups(curves)
     tasks: list[CellTask] = []
     plan: list[tuple[str, Method, list[int]]] = []
+    cells_kw = dict(target=target, min_tokens=min_tokens, direction=direction)
+    family_rows = {}
     for fam in fams:
-        cells = make_cells(
-            curves.family(fam),
-            grid=grid,
-            target=target,
-            min_tokens=min_tokens,
-            direction=direction,
-            include_k1=include_k1,
-        )
+        family_rows[fam] = curves.family(fam)
+        cells = make_cells(family_rows[fam], grid=grid, include_k1=include_k1, **cells_kw)
         for m in objs:
             plan.append((fam, m, list(range(len(tasks), len(tasks) + len(cells)))))
             tasks.extend(CellTask(c, m, None, target, seed, group_of.get(fam, fam)) for c in cells)
@@ -590,7 +642,7 @@ def backtest(
             from hiscale._distributed import open_client
 
             with open_client(client) as c:
-                _run_on(c, pending, tasks, corpus, record)
+                _run_on(c, pending, tasks, corpus, record, family_rows, cells_kw)
     finally:
         tick.close()
         if stream is not None and len(rows) < len(tasks):
