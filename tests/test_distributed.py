@@ -5,6 +5,7 @@ the methods are tiny (the paper's estimator, NUTS with 50 + 50 draws).
 """
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -281,3 +282,68 @@ def test_cli_scheduler_local_2(tmp_path, capsys):
         main([*base, "--scheduler", "host:1"])
     assert exc.value.code == 2
     assert "expected 'local', 'local:N'" in capsys.readouterr().err
+
+
+# --- slow: leave-one-group-out priors built on the cluster, prior build CLI -----------------
+
+
+class PriorProbe(BayesMethod):
+    """``bayes`` with leave-one-group-out priors whose 'prediction' is the prior's mean."""
+
+    def __call__(self, cell, state, *, seed):
+        return CellPrediction(median=np.full(len(cell.target.frame), 3.0 + state.loc[0]))
+
+
+def _no_rhat_gate():
+    import hiscale.population
+
+    hiscale.population.MAX_STEP1_RHAT = np.inf
+
+
+def _getenv(name):
+    return os.environ.get(name)
+
+
+def _setenv(name, value):
+    if value is None:
+        os.environ.pop(name, None)
+    else:
+        os.environ[name] = value
+
+
+@pytest.mark.slow
+def test_leave_one_out_priors_built_on_the_cluster_are_the_same(client, tmp_path, monkeypatch):
+    """prepare is a task; its step-1 fits are tasks (worker_client); same priors as here."""
+    import hiscale.population
+
+    curves = load_curves(pd.concat([make_frame(f"fam{i}", noise=0.005, seed=i) for i in range(3)]))
+    probe = PriorProbe(prior="loo", prior_sampler=TINY)
+    kw = dict(families="all", methods=[probe], grid=[(3, 1.0)], include_k1=False)
+    monkeypatch.setattr(hiscale.population, "MAX_STEP1_RHAT", np.inf)  # tiny samplers
+    monkeypatch.setenv("HISCALE_CACHE", str(tmp_path / "here"))  # both compute their priors
+    old = client.run(_getenv, "HISCALE_CACHE")
+    client.run(_setenv, "HISCALE_CACHE", str(tmp_path / "there"))
+    client.run(_no_rhat_gate)
+    try:
+        there = backtest(curves, client=client, **kw)
+    finally:
+        for addr, value in old.items():
+            client.run(_setenv, "HISCALE_CACHE", value, workers=[addr])
+    here = backtest(curves, **kw)
+    assert there["prior"].tolist() == ["lofo-fam0", "lofo-fam1", "lofo-fam2"]
+    assert list((tmp_path / "there" / "summaries").iterdir())  # step 1 ran on the workers
+    pd.testing.assert_frame_equal(there[NO_SECONDS], here[NO_SECONDS])
+
+
+@pytest.mark.slow
+def test_cli_prior_build_on_a_local_cluster(tmp_path, capsys):
+    path = tmp_path / "fams.csv"
+    frame = pd.concat([make_frame(f"fam{i}", noise=0.005, seed=i) for i in range(3)])
+    frame.to_csv(path, index=False)
+    base = ["prior", "build", str(path), "--num-warmup", "300", "--num-samples", "300"]
+    base += ["--no-cache", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b"), "--scheduler", "local:2"]) == 0
+    a, b = (json.loads((tmp_path / d / "prior.json").read_text()) for d in "ab")
+    assert a["loc"] == b["loc"] and a["cov"] == b["cov"]
+    assert "--scheduler" not in b["meta"]["rebuild_command"]  # where it ran changes nothing

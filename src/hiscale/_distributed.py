@@ -14,19 +14,28 @@ A *scheduler spec* is what ``--scheduler`` takes:
 Task functions run through :func:`call`, which first calls
 :func:`hiscale.configure` in the worker (64-bit floats and the compilation
 cache; idempotent, so long-lived workers keep their compiled samplers).
+
+NumPyro keeps its effect handlers in one global stack per process, so two
+fits must never trace at the same time in one process: :func:`call` holds a
+process-wide lock. A worker with several threads therefore runs one hiscale
+task at a time (start workers with one thread each and one process per core).
+A task that waits for other tasks (a leave-one-out prior waiting for its
+step-1 fits) does so inside :func:`waiting`, which gives back the lock and the
+worker's thread slot meanwhile.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from hiscale._config import configure
 
-__all__ = ["call", "open_client", "parse_scheduler", "worker_settings"]
+__all__ = ["call", "open_client", "parse_scheduler", "waiting", "worker_settings"]
 
 _LOCAL = re.compile(r"^local(?::(\d+))?$")
 _ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
@@ -104,7 +113,41 @@ def worker_settings() -> dict[str, Any]:
     }
 
 
+_LOCK = threading.Lock()
+_HELD = threading.local()
+
+
 def call(settings: dict[str, Any], fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    """Run ``fn(*args, **kwargs)`` in a worker after :func:`hiscale.configure` (``settings``)."""
-    configure(**settings)
-    return fn(*args, **kwargs)
+    """Run ``fn(*args, **kwargs)`` in a worker after :func:`hiscale.configure` (``settings``).
+
+    Holds the process' hiscale lock meanwhile (one fit at a time per process).
+    """
+    with _LOCK:
+        _HELD.value = True
+        try:
+            configure(**settings)
+            return fn(*args, **kwargs)
+        finally:
+            _HELD.value = False
+
+
+@contextmanager
+def waiting() -> Iterator[None]:
+    """Wait for other tasks inside a task: the lock and the thread slot are given back.
+
+    Outside a task run by :func:`call` (in-process code) it does nothing.
+    """
+    if not getattr(_HELD, "value", False):
+        yield
+        return
+    from distributed import rejoin, secede
+
+    _HELD.value = False
+    _LOCK.release()
+    secede()
+    try:
+        yield
+    finally:
+        rejoin()
+        _LOCK.acquire()
+        _HELD.value = True

@@ -516,7 +516,7 @@ def _summaries_on(
     """Step 1 as Dask tasks, one per family; summaries in the order of ``fams``."""
     from distributed import as_completed
 
-    from hiscale._distributed import call, worker_settings
+    from hiscale._distributed import call, waiting, worker_settings
 
     settings = worker_settings()
     keys = {
@@ -539,12 +539,10 @@ def _summaries_on(
         for i, fam in enumerate(fams)
     }
     out: dict[int, FamilySummary] = {}
-    done = 0
-    for fut in as_completed(list(futures)):
-        i = futures[fut]
-        out[i] = fut.result()
-        report(done, out[i], time.perf_counter() - t0)
-        done += 1
+    with waiting():  # inside a task (a backtest's prepare): free the worker meanwhile
+        for done, (fut, summ) in enumerate(as_completed(list(futures), with_results=True)):
+            out[futures[fut]] = summ
+            report(done, summ, time.perf_counter() - t0)
     return [out[i] for i in range(len(fams))]
 
 

@@ -391,10 +391,10 @@ def _prepare_task(method: Method, corpus: Curves, family: str) -> tuple[Any, lis
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         if _takes_client(method):
-            from distributed import worker_client
+            from distributed import get_client
 
-            with worker_client() as client:  # leaves the worker's slot while it waits
-                state = method.prepare(corpus, family, client=client)
+            # its own tasks wait in hiscale._distributed.waiting (the worker is free meanwhile)
+            state = method.prepare(corpus, family, client=get_client())
         else:
             state = method.prepare(corpus, family)
     return state, [(w.category, str(w.message)) for w in caught if _from_hiscale(w)]
