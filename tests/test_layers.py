@@ -13,7 +13,13 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 #: The flow, bottom to top: a module may import its own layer and the ones below.
 LAYERS: list[tuple[str, ...]] = [
-    ("hiscale._version", "hiscale._config", "hiscale._paths", "hiscale._util"),
+    (
+        "hiscale._version",
+        "hiscale._config",
+        "hiscale._paths",
+        "hiscale._util",
+        "hiscale._distributed",
+    ),
     ("hiscale.data",),
     ("hiscale.laws",),
     ("hiscale.priors",),

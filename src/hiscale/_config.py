@@ -137,8 +137,9 @@ def _set_compile_cache(path: str) -> None:
 def current_settings() -> dict[str, Any]:
     """Keyword arguments of :func:`configure` that reproduce this process' JAX setup.
 
-    Worker processes (``backtest(jobs=...)``) are configured with them; the
-    host-device count reaches them through the inherited ``XLA_FLAGS``.
+    (Dask workers are configured with :func:`hiscale._distributed.worker_settings`,
+    which uses the worker's own compilation cache; the host-device count reaches
+    local workers through the inherited ``XLA_FLAGS``.)
     """
     import jax
 

@@ -499,6 +499,46 @@ def _population_units(
     }
 
 
+def _summaries_on(
+    client: Any,
+    curves: Curves,
+    fams: Sequence[str],
+    step1: dict[str, Any],
+    report: Any,
+) -> list[FamilySummary]:
+    """Step 1 as Dask tasks, one per family; summaries in the order of ``fams``."""
+    from distributed import as_completed
+
+    from hiscale._distributed import call, waiting, worker_settings
+
+    settings = worker_settings()
+    keys = {
+        fam: _summary_key(
+            curves, fam, step1["law"], step1["options"], step1["sampler"], step1["seed"]
+        )
+        for fam in fams
+    }
+    t0 = time.perf_counter()
+    futures = {
+        client.submit(
+            call,
+            settings,
+            summarise_family,
+            curves.family(fam),  # only the rows it fits travel; same key and numbers
+            fam,
+            **step1,
+            key=f"hiscale-summary-{fam}-{keys[fam]}-{int(step1['use_cache'])}",
+        ): i
+        for i, fam in enumerate(fams)
+    }
+    out: dict[int, FamilySummary] = {}
+    with waiting():  # inside a task (a backtest's prepare): free the worker meanwhile
+        for done, (fut, summ) in enumerate(as_completed(list(futures), with_results=True)):
+            out[futures[fut]] = summ
+            report(done, summ, time.perf_counter() - t0)
+    return [out[i] for i in range(len(fams))]
+
+
 def _population_model(y, a, m0, mu_sd):
     k = m0.shape[0]
     mu = numpyro.sample("mu", dist.Normal(m0, mu_sd).to_event(1))
@@ -527,6 +567,7 @@ def build_prior(
     min_span: float = 4.0,
     loss_unit: str | None = "auto",
     pool_groups: bool = True,
+    client: Any = None,
 ) -> Prior:
     """Two-step population prior from the families in ``curves``.
 
@@ -560,6 +601,13 @@ def build_prior(
         pooled (:func:`pool_likelihoods`) before step 2. Counting
         near-duplicates separately makes the population look tighter than
         the spread between independent families.
+    client : distributed.Client, optional
+        Run the step-1 family fits as Dask tasks on this client's workers
+        (:mod:`hiscale._distributed`); default: one after the other in this
+        process. The numbers are the same either way. Tasks are keyed by the
+        cached summary's key, so priors built at the same time on one
+        cluster (the leave-one-group-out priors of a backtest) share the
+        fits they have in common.
 
     Returns
     -------
@@ -588,27 +636,24 @@ def build_prior(
             why[f] = f"excluded (group {group_of.get(f, name_group(f))!r} held out)"
     if len(fams) < 2:
         raise ValueError(f"need >= 2 families for a population prior, got {fams}")
-    summaries = []
-    for i, fam in enumerate(fams):
-        t0 = time.perf_counter()
-        summaries.append(
-            summarise_family(
-                curves,
-                fam,
-                law=law,
-                options=options,
-                sampler=sampler,
-                seed=seed,
-                use_cache=use_cache,
-            )
-        )
+    step1 = dict(law=law, options=options, sampler=sampler, seed=seed, use_cache=use_cache)
+
+    def report(i: int, s: FamilySummary, seconds: float) -> None:
         if progress:
-            d = summaries[-1].diagnostics
+            d = s.diagnostics
             sys.stderr.write(
-                f"[{i + 1}/{len(fams)}] {fam}: {summaries[-1].rows} rows, "
-                f"r_hat {d['rhat_max']:.3f}, "
-                f"{time.perf_counter() - t0:.1f}s\n"
+                f"[{i + 1}/{len(fams)}] {s.family}: {s.rows} rows, "
+                f"r_hat {d['rhat_max']:.3f}, {seconds:.1f}s\n"
             )
+
+    if client is not None:
+        summaries = _summaries_on(client, curves, fams, step1, report)
+    else:
+        summaries = []
+        for i, fam in enumerate(fams):
+            t0 = time.perf_counter()
+            summaries.append(summarise_family(curves, fam, **step1))
+            report(i, summaries[-1], time.perf_counter() - t0)
     bad = [s for s in summaries if s.diagnostics["rhat_max"] > MAX_STEP1_RHAT]
     for s in bad:
         why[s.family] = f"step-1 fit did not converge (r_hat {s.diagnostics['rhat_max']:.3g})"

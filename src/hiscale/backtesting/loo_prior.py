@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import sys
 from dataclasses import replace
+from typing import Any
 
 from hiscale._util import cache_key
 from hiscale._version import __version__
@@ -43,13 +44,15 @@ def leave_one_out_prior(
     min_span: float = 4.0,
     match_unit: bool = True,
     pool_groups: bool = True,
+    client: Any = None,
 ) -> Prior:
     """Population prior built from ``corpus`` without ``family``'s group (cached on disk).
 
     Only families in the held-out family's loss unit feed it; when fewer than
     two groups are left, the weak default (``flat``) prior is returned, labelled
     ``flat (no population in unit ...)`` (:attr:`Prior.label`) with the reason
-    in ``meta["note"]``.
+    in ``meta["note"]``. With a Dask ``client`` the step-1 family fits run as
+    tasks on its workers (:func:`hiscale.population.build_prior`).
     """
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
@@ -94,6 +97,7 @@ def leave_one_out_prior(
         min_span=min_span,
         loss_unit=unit,
         pool_groups=pool_groups,
+        client=client,
     )
     prior.save(path)
     return prior

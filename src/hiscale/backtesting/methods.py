@@ -90,7 +90,13 @@ class CellPrediction:
 
 
 class Method(Protocol):
-    """Interface of a backtest method."""
+    """Interface of a backtest method.
+
+    ``prepare`` runs once per family, before the family's cells (in a
+    distributed run: one task the family's cell tasks depend on). It may take
+    a keyword ``client`` (a ``distributed.Client``, or None in-process) to fan
+    its own work out as tasks, as :class:`BayesMethod` does.
+    """
 
     name: str
 
@@ -163,14 +169,15 @@ class BayesMethod:
     match_unit: bool = True
     pool_groups: bool = True
 
-    def prepare(self, corpus: Curves, family: str) -> Prior:
+    def prepare(self, corpus: Curves, family: str, *, client: Any = None) -> Prior:
         """The prior used for every cell of ``family`` (with ``prior_settings`` applied).
 
         Its :attr:`~hiscale.priors.prior.Prior.label` is the ``prior`` column of the
         results. Running without a population (flat fallback) emits one
-        :class:`~hiscale.priors.prior.PriorWarning`.
+        :class:`~hiscale.priors.prior.PriorWarning`. With a Dask ``client``, a
+        leave-one-group-out prior's step-1 fits run as tasks on its workers.
         """
-        prior = self._prepare(corpus, family)
+        prior = self._prepare(corpus, family, client)
         if prior.name == "flat" and "note" in prior.meta:
             warnings.warn(
                 f"{self.name} on {family!r} runs with the flat prior: {prior.meta['note']}",
@@ -179,7 +186,7 @@ class BayesMethod:
             )
         return prior.with_settings(**self.prior_settings) if self.prior_settings else prior
 
-    def _loo(self, corpus: Curves, family: str) -> Prior:
+    def _loo(self, corpus: Curves, family: str, client: Any = None) -> Prior:
         return leave_one_out_prior(
             corpus,
             family,
@@ -190,13 +197,14 @@ class BayesMethod:
             min_span=self.min_span,
             match_unit=self.match_unit,
             pool_groups=self.pool_groups,
+            client=client,
         )
 
-    def _prepare(self, corpus: Curves, family: str) -> Prior:
+    def _prepare(self, corpus: Curves, family: str, client: Any = None) -> Prior:
         if isinstance(self.prior, str) and self.prior == "flat":
             return flat_prior(self.law)
         if isinstance(self.prior, str) and self.prior == "loo":
-            return self._loo(corpus, family)
+            return self._loo(corpus, family, client)
         if isinstance(self.prior, Prior):
             given = self.prior
         else:
@@ -205,7 +213,7 @@ class BayesMethod:
         why = self._not_independent(given, corpus, family)
         if why is None:
             return given.for_law(self.law)
-        rebuilt = self._loo(corpus, family)
+        rebuilt = self._loo(corpus, family, client)
         if not (isinstance(self.prior, str) and self.prior == "auto"):
             warnings.warn(
                 f"{self.name} on {family!r}: {why}; using {rebuilt.label!r} instead",

@@ -2,7 +2,18 @@
 
 Methods (:mod:`hiscale.backtesting.methods`) are named or passed as objects;
 cells (:mod:`hiscale.backtesting.protocol`) are independent tasks
-(:class:`CellTask`, :func:`run_cell`), so they can run in a process pool.
+(:class:`CellTask`, :func:`run_cell`). They run in this process (default) or
+as tasks on a Dask cluster (``client=``: a ``distributed.Client`` or a
+scheduler spec, ``"local:N"`` or ``"tcp://HOST:PORT"``; see
+:mod:`hiscale._distributed`). A method's ``prepare`` (e.g. the
+leave-one-group-out prior of ``bayes``) is one task per family and method,
+built once, which the family's cell tasks depend on. Same seed, same rows,
+whatever the executor.
+
+With ``out=`` every finished row is appended to a CSV file at once, so a
+killed run loses nothing finished and ``resume=True`` runs only the cells not
+in the file (key :data:`KEY`); at the end the file is rewritten in the
+canonical order, identical to a fresh run's.
 
 Scoring (Choshen et al. 2025): ``ARE = mean_i |L_i - L̂_i| / L_i`` in percent
 over the scored target rows of the cell. Interval columns hold the mean
@@ -13,18 +24,23 @@ their interval (0 or 1 with ``target="final"`` and one target run). The
 
 from __future__ import annotations
 
-import functools
-import multiprocessing as mp
+import csv
+import datetime
+import inspect
+import math
+import os
+import sys
 import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
-from typing import Any
+import uuid
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
 
-from hiscale._config import configure, current_settings
 from hiscale.backtesting import scores
 from hiscale.backtesting.methods import Method, get_method
 from hiscale.backtesting.protocol import Cell, make_cells, sizes
@@ -33,10 +49,12 @@ from hiscale.data.curves import Curves, CurvesError, family_groups
 
 __all__ = [
     "COLUMNS",
+    "KEY",
     "CellTask",
     "backtest",
     "method_summary",
     "prior_label",
+    "read_rows",
     "run_cell",
     "summary_table",
     "usable_families",
@@ -51,6 +69,7 @@ COLUMNS: tuple[str, ...] = (
     "target",
     "k",
     "p",
+    "seed",
     "n_sizes_used",
     "n_train_rows",
     "n_fit_rows",
@@ -75,6 +94,18 @@ COLUMNS: tuple[str, ...] = (
     "seconds",
     "status",
 )
+
+#: Columns that identify a cell's row (``resume`` skips cells whose key is in the file).
+KEY: tuple[str, ...] = ("family", "method", "direction", "target", "k", "p", "seed")
+
+_STR = frozenset({"family", "group", "method", "prior", "direction", "target", "target_run"})
+_INT = frozenset({"k", "seed", "n_sizes_used", "n_train_rows", "n_target_rows"})
+_BOOL = frozenset({"flagged"})
+#: Column -> type of its values (float for the others; ``status`` is a str).
+TYPES: dict[str, type] = {
+    c: str if c in _STR or c == "status" else int if c in _INT else bool if c in _BOOL else float
+    for c in COLUMNS
+}
 
 
 @dataclass(frozen=True)
@@ -113,6 +144,7 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
         "target": task.target,
         "k": cell.k,
         "p": cell.p,
+        "seed": task.seed,
         "n_sizes_used": cell.n_sizes_used,
         "n_train_rows": len(cell.train.frame),
         "n_fit_rows": np.nan,
@@ -186,29 +218,293 @@ def usable_families(curves: Curves) -> list[str]:
     return out
 
 
-def _progress(enabled: bool, total: int) -> Callable[[dict[str, Any]], None]:
-    import sys
-
-    count = {"n": 0}
-    tty = sys.stderr.isatty()
-
-    def tick(row: dict[str, Any]) -> None:
-        count["n"] += 1
-        if not enabled:
-            return
-        msg = (
-            f"[{count['n']}/{total}] {row['family']} {row['method']} k={row['k']} "
-            f"p={row['p']:.1f} ARE={row['are_pct']:.2f}% {row['status']}"
-        )
-        if tty:
-            sys.stderr.write("\r" + msg[:120].ljust(120))
-            if count["n"] == total:
-                sys.stderr.write("\n")
+def _typed(row: dict[str, Any]) -> dict[str, Any]:
+    """The row with plain Python values of :data:`TYPES` (what the CSV stream round-trips)."""
+    out = {}
+    for col in COLUMNS:
+        v, kind = row[col], TYPES[col]
+        if kind is float:
+            out[col] = math.nan if v is None else float(v)
+        elif kind is bool:
+            out[col] = bool(v)
         else:
-            sys.stderr.write(msg + "\n")
-        sys.stderr.flush()
+            out[col] = kind(v)
+    return out
 
-    return tick
+
+def _text(v: Any) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else repr(v)  # repr round-trips a float exactly
+    return str(v)
+
+
+def _parse(col: str, text: str) -> Any:
+    kind = TYPES[col]
+    if kind is float:
+        return math.nan if text in ("", "nan", "NaN") else float(text)
+    if kind is bool:
+        if text not in ("True", "False"):
+            raise ValueError(f"column {col!r}: expected True or False, got {text!r}")
+        return text == "True"
+    return kind(text)
+
+
+def _key(row: dict[str, Any]) -> tuple:
+    return tuple(row[c] for c in KEY)
+
+
+def _frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Typed rows (:func:`_typed`) -> the result table, with the same dtypes every time."""
+    frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    dtypes = {int: "int64", bool: "bool", float: "float64"}
+    return frame.astype({c: dtypes[k] for c, k in TYPES.items() if k in dtypes})
+
+
+def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a backtest CSV written by ``backtest(out=...)``, typed exactly as computed.
+
+    A last line cut short (a run killed while writing it) is ignored. Raises a
+    one-line ``ValueError`` naming the file when its header is not :data:`COLUMNS`.
+    """
+    path = Path(path)
+    text = path.read_text()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]
+    lines = list(csv.reader(text.splitlines()))
+    if not lines:
+        return []
+    if tuple(lines[0]) != COLUMNS:
+        raise ValueError(
+            f"{path}: not a backtest file of this hiscale version (columns "
+            f"{', '.join(lines[0][:5])}, ... instead of {', '.join(COLUMNS[:5])}, ...)"
+        )
+    rows = []
+    for n, values in enumerate(lines[1:], start=2):
+        if len(values) != len(COLUMNS):
+            raise ValueError(f"{path}: line {n} has {len(values)} fields, not {len(COLUMNS)}")
+        try:
+            rows.append({c: _parse(c, v) for c, v in zip(COLUMNS, values, strict=True)})
+        except ValueError as err:
+            raise ValueError(f"{path}: line {n}: {err}") from None
+    return rows
+
+
+class _Stream:
+    """Append-only CSV of finished rows (flushed per row), rewritten in order at the end."""
+
+    def __init__(self, path: str | os.PathLike, *, resume: bool) -> None:
+        self.path = Path(path)
+        self.done: list[dict[str, Any]] = []
+        if resume and self.path.is_file() and self.path.stat().st_size:
+            self.done = read_rows(self.path)
+            text = self.path.read_text()
+            if not text.endswith("\n"):  # drop a line cut short by a kill
+                self.path.write_text(text[: text.rfind("\n") + 1])
+            self.file: TextIO = self.path.open("a", newline="")
+            self.writer = csv.writer(self.file, lineterminator="\n")
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.file = self.path.open("w", newline="")
+            self.writer = csv.writer(self.file, lineterminator="\n")
+            self.writer.writerow(COLUMNS)
+            self.file.flush()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.writer.writerow([_text(row[c]) for c in COLUMNS])
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def finish(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Rewrite the file with ``rows`` (canonical order), atomically."""
+        self.close()
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        with tmp.open("w", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(COLUMNS)
+            w.writerows([_text(r[c]) for c in COLUMNS] for r in rows)
+        tmp.replace(self.path)
+
+
+class _Progress:
+    """Cells done, failures and ETA on stderr: a tqdm bar on a terminal, else one line per cell."""
+
+    def __init__(self, enabled: bool, total: int, done: int = 0, failed: int = 0, *, file=None):
+        self.enabled, self.total, self.done, self.failed = enabled, total, done, failed
+        self.new = 0
+        self.file = file if file is not None else sys.stderr
+        self.start = time.perf_counter()
+        self.bar = None
+        if enabled and getattr(self.file, "isatty", lambda: False)():
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=total, initial=done, unit="cell", file=self.file, dynamic_ncols=True
+            )
+            self.bar.set_postfix_str(f"failed {failed}")
+
+    def eta(self) -> str:
+        if not self.new:
+            return "?"
+        left = (time.perf_counter() - self.start) / self.new * (self.total - self.done)
+        return str(datetime.timedelta(seconds=round(left)))
+
+    def update(self, row: dict[str, Any]) -> None:
+        self.done += 1
+        self.new += 1
+        self.failed += row["status"] != "ok"
+        if not self.enabled:
+            return
+        what = f"{row['family']} {row['method']} k={row['k']} p={row['p']:.1f}"
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"failed {self.failed}, last {what}", refresh=False)
+            self.bar.update(1)
+            return
+        self.file.write(
+            f"[{self.done}/{self.total}] {what} ARE={row['are_pct']:.2f}% {row['status']} "
+            f"| failed {self.failed} | ETA {self.eta()}\n"
+        )
+        self.file.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _takes_client(method: Method) -> bool:
+    try:
+        return "client" in inspect.signature(method.prepare).parameters
+    except (TypeError, ValueError):  # pragma: no cover - builtins without a signature
+        return False
+
+
+def _from_hiscale(w: warnings.WarningMessage) -> bool:
+    here = Path(__file__).resolve().parents[1]
+    return w.category.__module__.startswith("hiscale") or Path(w.filename).resolve().is_relative_to(
+        here
+    )
+
+
+def _prepare_task(method: Method, corpus: Curves, family: str) -> tuple[Any, list]:
+    """``method.prepare`` in a Dask worker; hiscale's warnings come back to be re-emitted."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if _takes_client(method):
+            from distributed import get_client
+
+            # its own tasks wait in hiscale._distributed.waiting (the worker is free meanwhile)
+            state = method.prepare(corpus, family, client=get_client())
+        else:
+            state = method.prepare(corpus, family)
+    return state, [(w.category, str(w.message)) for w in caught if _from_hiscale(w)]
+
+
+def _same(x: Any) -> Any:
+    return x
+
+
+def _cell_task(
+    plan: dict[str, Any],
+    i: int,
+    kp: tuple[int, float],
+    family: Curves,
+    prepared: tuple[Any, list],
+) -> dict[str, Any]:
+    """Cell ``i`` of ``plan`` in a worker, rebuilt there from its family's rows.
+
+    The plan (every cell's method, seed, ... without rows) and each family's rows
+    reach a worker once; the cell itself is ``make_cells``' for ``(k, p)``.
+    """
+    cell = make_cells(family, grid=[kp], **plan["cells_kw"])[0]
+    return run_cell(replace(plan["tasks"][i], cell=cell, state=prepared[0]))
+
+
+def _run_in_process(groups, tasks, corpus, record) -> None:
+    for fam, m, idxs in groups:
+        state = m.prepare(corpus, fam)
+        for i in idxs:
+            record(i, run_cell(replace(tasks[i], state=state)))
+
+
+#: Cell tasks sent to the scheduler per graph update.
+_CHUNK = 200
+
+
+def _run_on(client, groups, tasks, corpus, record, families, cells_kw) -> None:
+    """Prepare and cell tasks on a Dask ``client``; ``record(i, row)`` as rows arrive.
+
+    Every shared input is one task of its own (not scattered data), so whatever
+    a dead worker held is recomputed from the scheduler's copy of the task. The
+    cell tasks' arguments are small (indices, futures): Dask hashes arguments,
+    and cells carry data frames.
+    """
+    from distributed import as_completed
+
+    from hiscale._distributed import call, worker_settings
+
+    settings = worker_settings()
+    run = uuid.uuid4().hex[:10]
+    data = client.submit(_same, corpus, key=f"hiscale-corpus-{run}")
+    plan = client.submit(
+        _same,
+        {"tasks": [replace(t, cell=None) for t in tasks], "cells_kw": cells_kw},
+        key=f"hiscale-plan-{run}",
+    )
+    fams = list(dict.fromkeys(fam for fam, _, _ in groups))
+    rows_of = dict(
+        zip(
+            fams,
+            client.map(
+                _same, [families[f] for f in fams], key=[f"hiscale-rows-{run}-{f}" for f in fams]
+            ),
+            strict=True,
+        )
+    )
+    g = len(groups)
+    preps = client.map(
+        call,
+        [settings] * g,
+        [_prepare_task] * g,
+        [m for _, m, _ in groups],
+        [data] * g,
+        [fam for fam, _, _ in groups],
+        key=[f"hiscale-prepare-{run}-{j}" for j in range(g)],
+    )  # held to the end: a lost cell result is recomputed from its prepare task
+    index = [i for _, _, idxs in groups for i in idxs]
+    dep = [preps[j] for j, (_, _, idxs) in enumerate(groups) for _ in idxs]
+    cells = []
+    for at in range(0, len(index), _CHUNK):  # graph updates of moderate size
+        part = index[at : at + _CHUNK]
+        cells += client.map(
+            call,
+            [settings] * len(part),
+            [_cell_task] * len(part),
+            [plan] * len(part),
+            part,
+            [(tasks[i].cell.k, tasks[i].cell.p) for i in part],
+            [rows_of[tasks[i].cell.family] for i in part],
+            dep[at : at + _CHUNK],
+            key=[f"hiscale-cell-{run}-{i}" for i in part],
+        )
+    what: dict[str, int | None] = {f.key: None for f in preps}
+    what.update({f.key: i for f, i in zip(cells, index, strict=True)})
+    done, since = [], time.perf_counter()
+    try:
+        for batch in as_completed([*preps, *cells], with_results=True).batches():
+            for fut, result in batch:
+                i = what.pop(fut.key)
+                if i is None:  # a prepare task: its warnings, said here
+                    for category, message in result[1]:
+                        warnings.warn(message, category, stacklevel=4)
+                else:
+                    record(i, result)
+                    done.append(fut)
+            if len(done) >= _CHUNK or time.perf_counter() - since > 10:
+                client.cancel(done)  # recorded: the scheduler may forget them (one message)
+                done, since = [], time.perf_counter()
+    finally:
+        client.cancel([*cells, *preps, *rows_of.values(), plan, data])
 
 
 def backtest(
@@ -226,6 +522,9 @@ def backtest(
     progress: bool = False,
     corpus: Curves | None = None,
     method_options: dict[str, dict[str, Any]] | None = None,
+    client: Any = None,
+    out: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> pd.DataFrame:
     """Run the paper's backtest grid for some families and methods.
 
@@ -248,20 +547,43 @@ def backtest(
     seed : int
         Base seed; every cell gets the same seed so methods are comparable.
     jobs : int
-        Worker processes (``spawn``); 1 runs in-process.
+        Shorthand for ``client="local:JOBS"`` when > 1 (1: in-process).
     progress : bool
-        Print one line per finished cell to stderr.
+        Cells done, failures and ETA on stderr (a bar on a terminal, else one
+        line per finished cell).
     corpus : Curves, optional
         Data used by ``prepare`` (e.g. to build leave-one-family-out priors);
         defaults to ``curves``.
     method_options : dict, optional
         ``{method_name: {option: value}}`` passed to the method factories.
+    client : distributed.Client or str, optional
+        Run cells (and each family's ``prepare``) as Dask tasks: an existing
+        client, ``"local"``/``"local:N"`` (a local cluster of N single-threaded
+        worker processes, closed at the end) or a scheduler address
+        ``"tcp://HOST:PORT"``. Default: in this process. The rows are the same.
+    out : path, optional
+        CSV file every finished row is appended to (flushed per row); at the
+        end it holds the returned table in its order.
+    resume : bool
+        Keep the rows already in ``out`` and run only the missing cells
+        (:data:`KEY`); the result equals a fresh run's.
 
     Returns
     -------
     pandas.DataFrame
-        One row per (family, method, k, p) with :data:`COLUMNS`.
+        One row per (family, method, k, p) with :data:`COLUMNS`, families in
+        the order given, then methods, then cells.
     """
+    if jobs > 1:
+        if client is not None:
+            raise ValueError("give jobs or client, not both (jobs=N means client='local:N')")
+        client = f"local:{int(jobs)}"
+    if resume and out is None:
+        raise ValueError("resume=True needs out= (the file of the run to resume)")
+    if isinstance(client, str):
+        from hiscale._distributed import parse_scheduler
+
+        parse_scheduler(client)  # a bad spec fails before any work
     families = [families] if isinstance(families, str) else list(families)
     fams = usable_families(curves) if families == ["all"] else families
     if not fams:
@@ -275,34 +597,60 @@ def backtest(
     corpus = corpus if corpus is not None else curves
     group_of = family_groups(curves)
     tasks: list[CellTask] = []
+    plan: list[tuple[str, Method, list[int]]] = []
+    cells_kw = dict(target=target, min_tokens=min_tokens, direction=direction)
+    family_rows = {}
     for fam in fams:
-        cells = make_cells(
-            curves.family(fam),
-            grid=grid,
-            target=target,
-            min_tokens=min_tokens,
-            direction=direction,
-            include_k1=include_k1,
-        )
+        family_rows[fam] = curves.family(fam)
+        cells = make_cells(family_rows[fam], grid=grid, include_k1=include_k1, **cells_kw)
         for m in objs:
-            state = m.prepare(corpus, fam)
-            tasks.extend(CellTask(c, m, state, target, seed, group_of.get(fam, fam)) for c in cells)
-    tick = _progress(progress, len(tasks))
-    rows: list[dict[str, Any]] = []
-    if jobs > 1:
-        ctx = mp.get_context("spawn")
-        # fresh interpreters: configure JAX in each worker the way it is set up here
-        init = functools.partial(configure, **current_settings())
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=init) as pool:
-            for row in pool.map(run_cell, tasks):
-                tick(row)
-                rows.append(row)
-    else:
-        for task in tasks:
-            row = run_cell(task)
-            tick(row)
-            rows.append(row)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+            plan.append((fam, m, list(range(len(tasks), len(tasks) + len(cells)))))
+            tasks.extend(CellTask(c, m, None, target, seed, group_of.get(fam, fam)) for c in cells)
+    keys = [_key(_typed(_nan_row(t))) for t in tasks]
+    rows: dict[int, dict[str, Any]] = {}
+    stream = None
+    if out is not None:
+        if len(set(keys)) < len(keys):
+            dup = next(k for k in keys if keys.count(k) > 1)
+            raise ValueError(f"two cells share the key {dict(zip(KEY, dup, strict=True))}")
+        stream = _Stream(out, resume=resume)
+        where = {k: i for i, k in enumerate(keys)}
+        for n, row in enumerate(stream.done, start=2):
+            if _key(row) not in where:
+                stream.close()
+                raise ValueError(
+                    f"{out}: line {n} ({dict(zip(KEY, _key(row), strict=True))}) is not a "
+                    "cell of this run; resume with the arguments that wrote it"
+                )
+            rows[where[_key(row)]] = row
+    pending = [(fam, m, [i for i in idxs if i not in rows]) for fam, m, idxs in plan]
+    pending = [g for g in pending if g[2]]
+    tick = _Progress(
+        progress, len(tasks), len(rows), sum(r["status"] != "ok" for r in rows.values())
+    )
+
+    def record(i: int, row: dict[str, Any]) -> None:
+        rows[i] = _typed(row)
+        if stream is not None:
+            stream.write(rows[i])
+        tick.update(rows[i])
+
+    try:
+        if client is None:
+            _run_in_process(pending, tasks, corpus, record)
+        else:
+            from hiscale._distributed import open_client
+
+            with open_client(client) as c:
+                _run_on(c, pending, tasks, corpus, record, family_rows, cells_kw)
+    finally:
+        tick.close()
+        if stream is not None and len(rows) < len(tasks):
+            stream.close()
+    ordered = [rows[i] for i in range(len(tasks))]
+    if stream is not None:
+        stream.finish(ordered)
+    return _frame(ordered)
 
 
 def summary_table(results: pd.DataFrame, *, value: str = "are_pct") -> pd.DataFrame:

@@ -12,12 +12,14 @@ __all__ = [
     "add_data_args",
     "add_model_args",
     "add_sampler_args",
+    "add_scheduler_arg",
     "fit_options",
     "nonneg_float",
     "positive_float",
     "positive_int",
     "probability",
     "sampler_settings",
+    "scheduler",
 ]
 
 
@@ -63,6 +65,30 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
     return value
+
+
+def scheduler(text: str) -> str:
+    """argparse type: ``local``, ``local:N`` or a Dask scheduler address."""
+    from hiscale._distributed import parse_scheduler
+
+    try:
+        parse_scheduler(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def add_scheduler_arg(p: argparse.ArgumentParser, *, what: str) -> None:
+    """``--scheduler``: run ``what`` as tasks on a Dask cluster."""
+    p.add_argument(
+        "--scheduler",
+        type=scheduler,
+        default=None,
+        metavar="local[:N]|tcp://HOST:PORT",
+        help=f"run {what} as Dask tasks: 'local:N' = N worker processes on this machine "
+        "('local' = one per CPU), or the address of an existing Dask scheduler "
+        "(default: in this process)",
+    )
 
 
 def add_data_args(p: argparse.ArgumentParser, *, nargs: str = "+") -> None:

@@ -7,7 +7,7 @@ import json
 
 import pandas as pd
 
-from hiscale.cli.args import add_data_args, nonneg_float
+from hiscale.cli.args import add_data_args, add_scheduler_arg, nonneg_float, positive_int
 
 HELP = "score methods on the paper's (k, p) grid"
 
@@ -44,8 +44,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "the family's group from DATA (default: the shipped corpus-v1, rebuilt without the "
         "family's group from DATA when it saw that group; the 'prior' column says which)",
     )
-    p.add_argument("--jobs", type=int, default=1, help="worker processes")
-    p.add_argument("--out", default=None, help="write one row per cell to this CSV")
+    add_scheduler_arg(p, what="the cells (and the leave-one-group-out priors they need)")
+    p.add_argument(
+        "--jobs",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="shorthand for --scheduler local:N",
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="CSV file, one row per cell, appended as cells finish (rewritten in order at the end)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the rows already in --out and run only the missing cells",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -56,6 +72,11 @@ def run(args: argparse.Namespace) -> int:
     from hiscale.backtesting.runner import backtest, method_summary, summary_table
     from hiscale.data.curves import load_curves
 
+    if args.resume and not args.out:
+        raise ValueError("--resume needs --out (the file of the run to resume)")
+    if args.jobs is not None and args.scheduler is not None:
+        raise ValueError("give --jobs or --scheduler, not both (--jobs N = --scheduler local:N)")
+    scheduler = f"local:{args.jobs}" if args.jobs and args.jobs > 1 else args.scheduler
     curves = load_curves(args.data, metric=args.metric)
     fams = "all" if "all" in args.family else args.family
     methods = args.method or ["paper"]
@@ -72,12 +93,12 @@ def run(args: argparse.Namespace) -> int:
         direction=args.direction,
         include_k1=args.k1,
         seed=args.seed,
-        jobs=args.jobs,
         progress=not args.quiet,
         method_options=options,
+        client=scheduler,
+        out=args.out,
+        resume=args.resume,
     )
-    if args.out:
-        res.to_csv(args.out, index=False)
     table = summary_table(res)
     summ = method_summary(res)
     if args.json:

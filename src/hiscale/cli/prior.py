@@ -11,7 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hiscale.cli.args import add_data_args, add_sampler_args, sampler_settings
+from hiscale.cli.args import (
+    add_data_args,
+    add_sampler_args,
+    add_scheduler_arg,
+    sampler_settings,
+)
 from hiscale.cli.report import json_default, progress
 from hiscale.infer.settings import SamplerSettings
 
@@ -59,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     add_sampler_args(b, what="step-1 NUTS")
+    add_scheduler_arg(b, what="the step-1 family fits")
     b.add_argument(
         "--no-cache",
         action="store_true",
@@ -95,6 +101,7 @@ def build(args: argparse.Namespace) -> int:
     """Run ``hiscale prior build``."""
     from dataclasses import replace
 
+    from hiscale._distributed import open_client
     from hiscale.data.curves import load_curves
     from hiscale.population import build_prior
     from hiscale.priors.card import write_model_card
@@ -104,18 +111,20 @@ def build(args: argparse.Namespace) -> int:
     curves = load_curves(args.data, metric=args.metric)
     progress(args, f"building prior {name!r} from {len(curves.families)} families ...")
     t0 = time.perf_counter()
-    prior = build_prior(
-        curves,
-        name=name,
-        law=args.law,
-        exclude=args.exclude_family,
-        families=args.family,
-        sampler=sampler_settings(args),
-        seed=args.seed,
-        use_cache=not args.no_cache,
-        progress=not args.quiet,
-        loss_unit=None if args.loss_unit == "any" else args.loss_unit,
-    )
+    with open_client(args.scheduler) as client:
+        prior = build_prior(
+            curves,
+            name=name,
+            law=args.law,
+            exclude=args.exclude_family,
+            families=args.family,
+            sampler=sampler_settings(args),
+            seed=args.seed,
+            use_cache=not args.no_cache,
+            progress=not args.quiet,
+            loss_unit=None if args.loss_unit == "any" else args.loss_unit,
+            client=client,
+        )
     command_line = _rebuild_command(args, name)
     meta = {
         **prior.meta,
