@@ -42,10 +42,24 @@ _ADDRESS = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 
 
 def parse_scheduler(spec: str) -> tuple[str, int | str]:
-    """``("local", n_workers)`` or ``("address", address)`` for a scheduler spec.
+    """Parse a scheduler spec (what ``--scheduler`` takes).
 
-    Raises a one-line ``ValueError`` naming the spec when it is neither
-    ``local[:N]`` (N >= 1) nor a Dask address (``tcp://HOST:PORT``).
+    Parameters
+    ----------
+    spec : str
+        ``local`` (one worker per CPU), ``local:N`` or a Dask scheduler address
+        such as ``tcp://HOST:8786``.
+
+    Returns
+    -------
+    tuple
+        ``("local", n_workers)`` or ``("address", address)``.
+
+    Raises
+    ------
+    ValueError
+        One line naming the spec, when it is neither ``local[:N]`` (N >= 1) nor
+        a Dask address.
     """
     spec = str(spec).strip()
     m = _LOCAL.match(spec)
@@ -64,11 +78,19 @@ def parse_scheduler(spec: str) -> tuple[str, int | str]:
 
 @contextmanager
 def open_client(scheduler: Any) -> Iterator[Any]:
-    """A ``distributed.Client`` for ``scheduler`` (None: yields None, i.e. in-process).
+    """Open a ``distributed.Client`` for ``scheduler`` for the ``with`` block.
 
-    ``scheduler`` is a spec (:func:`parse_scheduler`) or an existing client,
-    which is yielded as is and left open. A local cluster started here is
-    closed on exit.
+    Parameters
+    ----------
+    scheduler : str, distributed.Client or None
+        A spec (:func:`parse_scheduler`), an existing client (yielded as is
+        and left open: the caller's to close) or None (in-process run).
+
+    Yields
+    ------
+    distributed.Client or None
+        The client, or None when ``scheduler`` is None. A local cluster
+        started here is closed on exit.
     """
     if scheduler is None:
         yield None
@@ -96,13 +118,18 @@ def open_client(scheduler: Any) -> Iterator[Any]:
 
 
 def worker_settings() -> dict[str, Any]:
-    """:func:`hiscale.configure` arguments for workers, taken from this process.
+    """Return the :func:`hiscale.configure` arguments for workers, taken from this process.
 
     64-bit floats and the platform as set here; the compilation cache is the
     worker's own default (``$HISCALE_CACHE/jax``), so remote workers do not need
     this machine's paths. Local workers inherit ``XLA_FLAGS`` (host devices)
     and ``HISCALE_CACHE`` from this process' environment, so they run the same
     compiled code paths and give the same numbers.
+
+    Returns
+    -------
+    dict
+        Keyword arguments ``x64``, ``platform`` and ``compile_cache``.
     """
     import jax
 
@@ -120,7 +147,22 @@ _HELD = threading.local()
 def call(settings: dict[str, Any], fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Run ``fn(*args, **kwargs)`` in a worker after :func:`hiscale.configure` (``settings``).
 
-    Holds the process' hiscale lock meanwhile (one fit at a time per process).
+    Holds the process' hiscale lock meanwhile: NumPyro's effect handlers are
+    one global stack per process, so two fits tracing at once would mix.
+
+    Parameters
+    ----------
+    settings : dict
+        Keyword arguments of :func:`hiscale.configure` (:func:`worker_settings`).
+    fn : callable
+        The task.
+    *args, **kwargs
+        Passed to ``fn``.
+
+    Returns
+    -------
+    object
+        What ``fn`` returns.
     """
     with _LOCK:
         _HELD.value = True

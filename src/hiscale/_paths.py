@@ -10,10 +10,21 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def bundled(folder: str) -> list[Path]:
-    """Candidate locations of the top-level ``folder`` (``models`` or ``data``), in order.
+    """Return the candidate locations of the top-level ``folder``, in order.
 
     A wheel carries it inside the package as ``hiscale/_<folder>`` (the build's
     force-include, see pyproject.toml); a source checkout or editable install
     has it at the repository root.
+
+    Parameters
+    ----------
+    folder : str
+        ``"models"`` (bundled priors) or ``"data"`` (demo data).
+
+    Returns
+    -------
+    list of pathlib.Path
+        The wheel location first, then the repository root's; neither is
+        checked for existence.
     """
     return [_PACKAGE / f"_{folder}", _PACKAGE.parent.parent / folder]

@@ -16,7 +16,23 @@ __all__ = ["cache_key", "central_interval", "json_default"]
 
 
 def json_default(obj: Any) -> Any:
-    """``json.dumps(default=...)`` for NumPy values, tuples, sets and paths."""
+    """Convert NumPy values, tuples, sets and paths for ``json.dumps(default=...)``.
+
+    Parameters
+    ----------
+    obj : object
+        A value :mod:`json` cannot encode by itself.
+
+    Returns
+    -------
+    object
+        A Python scalar (NumPy scalar), a list (array, tuple, set) or a str (path).
+
+    Raises
+    ------
+    TypeError
+        For any other type, as :func:`json.dumps` expects.
+    """
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -29,20 +45,42 @@ def json_default(obj: Any) -> Any:
 
 
 def cache_key(parts: Any, *, sort_keys: bool = False) -> str:
-    """Short SHA-256 (16 hex chars) of ``parts`` as JSON (non-JSON values by ``str``).
+    """Hash ``parts`` as JSON (non-JSON values by ``str``) to a short SHA-256.
 
-    ``sort_keys`` is passed to :func:`json.dumps`; a caller must keep its choice,
-    since changing it changes every key (and so orphans the cache).
+    Parameters
+    ----------
+    parts : object
+        What the cached result depends on.
+    sort_keys : bool, default False
+        Passed to :func:`json.dumps`; a caller must keep its choice, since
+        changing it changes every key (and so orphans the cache).
+
+    Returns
+    -------
+    str
+        The first 16 hex characters of the SHA-256 digest.
     """
     payload = json.dumps(parts, sort_keys=sort_keys, default=str)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def central_interval(draws: Any, level: float, axis: int | None = None) -> tuple[Any, Any]:
-    """Lower and upper ends of the central ``level`` interval of ``draws`` along ``axis``.
+    """Compute the central ``level`` interval of ``draws`` along ``axis``.
 
-    The ``(1 - level) / 2`` and ``(1 + level) / 2`` quantiles (NumPy's default,
-    linear interpolation).
+    Parameters
+    ----------
+    draws : array_like
+        Samples.
+    level : float
+        Probability mass inside the interval, in (0, 1) (e.g. 0.8).
+    axis : int, optional
+        Axis of the samples; None flattens ``draws``.
+
+    Returns
+    -------
+    tuple
+        ``(lower, upper)``: the ``(1 - level) / 2`` and ``(1 + level) / 2``
+        quantiles (NumPy's default, linear interpolation).
     """
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=axis)
     return lo, hi

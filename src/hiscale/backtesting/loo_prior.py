@@ -46,13 +46,46 @@ def leave_one_out_prior(
     pool_groups: bool = True,
     client: Any = None,
 ) -> Prior:
-    """Population prior built from ``corpus`` without ``family``'s group (cached on disk).
+    """Build the population prior from ``corpus`` without ``family``'s group (cached on disk).
 
     Only families in the held-out family's loss unit feed it; when fewer than
     two groups are left, the weak default (``flat``) prior is returned, labelled
     ``flat (no population in unit ...)`` (:attr:`Prior.label`) with the reason
     in ``meta["note"]``. With a Dask ``client`` the step-1 family fits run as
     tasks on its workers (:func:`hiscale.population.build_prior`).
+
+    Parameters
+    ----------
+    corpus : Curves
+        Validated table of many families (one metric per family).
+    family : str
+        The held-out family; its whole group is left out.
+    law : str, default "chinchilla"
+        Law form whose parameter vector is pooled.
+    options : FitOptions, optional
+        Step-1 row selection and likelihood options (default ``FitOptions()``).
+    sampler : SamplerSettings, optional
+        Step-1 sampler settings (default ``SamplerSettings()``).
+    seed : int, default 0
+        Seed of the step-1 fits.
+    progress : bool, default False
+        Print progress lines to stderr.
+    min_span : float, default 4.0
+        Families whose sizes span less than this factor are left out.
+    match_unit : bool, default True
+        Use only families in ``family``'s loss unit (False mixes units).
+    pool_groups : bool, default True
+        Count sibling families of one group as one draw from the population
+        (see :func:`hiscale.population.build_prior`).
+    client : distributed.Client, optional
+        Run the step-1 fits on this client's workers.
+
+    Returns
+    -------
+    Prior
+        The leave-one-group-out prior, or the labelled flat fallback. The
+        cache key covers the data, the settings and the engine's revision, so
+        a change to any of them rebuilds the prior.
     """
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
@@ -104,7 +137,7 @@ def leave_one_out_prior(
 
 
 def _no_population(law: str, family: str, group: str, unit: str | None, others) -> Prior:
-    """The flat prior, labelled as the fallback it is."""
+    """Return the flat prior, labelled as the fallback it is."""
     where = f"in unit {unit}" if unit is not None else "in any unit"
     found = f"{len(others)} usable families outside group {group!r}"
     return replace(

@@ -53,15 +53,43 @@ GRIDS = {
 
 
 def sizes(curves: Curves) -> np.ndarray:
-    """Sorted distinct parameter counts."""
+    """Return the sorted distinct parameter counts.
+
+    Parameters
+    ----------
+    curves : Curves
+        Rows of one family (or more).
+
+    Returns
+    -------
+    ndarray
+        Distinct ``params`` values, ascending.
+    """
     return np.sort(curves.frame["params"].unique())
 
 
 def filter_fraction(curves: Curves, p: float, *, threshold: float | None = None) -> Curves:
     """Keep rows with ``tokens < p * T`` (strict), ``T`` = shared threshold.
 
-    ``T`` defaults to the largest token count in ``curves`` (compute it before
-    any other token filter so it is the paper's shared threshold).
+    Parameters
+    ----------
+    curves : Curves
+        Training candidates.
+    p : float
+        Fraction of ``T`` kept, in (0, 1].
+    threshold : float, optional
+        ``T``; defaults to the largest token count in ``curves`` (compute it
+        before any other token filter so it is the paper's shared threshold).
+
+    Returns
+    -------
+    Curves
+        The rows below ``p * T``, the others logged under ``"fraction"``.
+
+    Raises
+    ------
+    ValueError
+        If ``p`` is not in (0, 1].
     """
     if not 0 < p <= 1:
         raise ValueError(f"fraction p must be in (0, 1], got {p}")
@@ -73,7 +101,27 @@ def filter_fraction(curves: Curves, p: float, *, threshold: float | None = None)
 
 
 def select_sizes(curves: Curves, k: int, *, largest: bool = False) -> Curves:
-    """Keep every run of the ``k`` smallest (or largest) distinct sizes."""
+    """Keep every run of the ``k`` smallest (or largest) distinct sizes.
+
+    Parameters
+    ----------
+    curves : Curves
+        Rows of one family.
+    k : int
+        Number of sizes, in ``1..len(sizes(curves))``.
+    largest : bool, default False
+        Take the largest sizes (``direction="down"``) instead of the smallest.
+
+    Returns
+    -------
+    Curves
+        The chosen sizes' rows, the others logged under ``"sizes"``.
+
+    Raises
+    ------
+    ValueError
+        If ``k`` is out of range.
+    """
     s = sizes(curves)
     if k < 1 or k > len(s):
         raise ValueError(f"k must be in 1..{len(s)}, got {k}")
@@ -88,8 +136,25 @@ def select_sizes(curves: Curves, k: int, *, largest: bool = False) -> Curves:
 def split_target(curves: Curves, *, direction: str = "up") -> tuple[Curves, Curves]:
     """Split one family into (training candidates, target runs).
 
-    ``direction="up"``: target = every run of the largest size;
-    ``"down"``: of the smallest size.
+    Parameters
+    ----------
+    curves : Curves
+        Rows of one family.
+    direction : {"up", "down"}, default "up"
+        ``"up"``: the target is every run of the largest size; ``"down"``: of
+        the smallest size.
+
+    Returns
+    -------
+    tuple of Curves
+        ``(train, target)``: the other sizes' rows and the target size's rows.
+
+    Raises
+    ------
+    ValueError
+        If ``direction`` is neither ``"up"`` nor ``"down"``.
+    CurvesError
+        If the family has fewer than 2 sizes.
     """
     if direction not in ("up", "down"):
         raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
@@ -104,10 +169,25 @@ def split_target(curves: Curves, *, direction: str = "up") -> tuple[Curves, Curv
 
 
 def target_rows(target: Curves, definition: str = "last30") -> Curves:
-    """Rows scored in a cell.
+    """Keep the target rows scored in a cell.
 
-    ``last30``: rows with ``tokens >= 0.7 x`` the run's largest token count;
-    ``final``: each run's last checkpoint.
+    Parameters
+    ----------
+    target : Curves
+        The target runs (:func:`split_target`).
+    definition : {"last30", "final"}, default "last30"
+        ``last30``: rows with ``tokens >= 0.7 x`` the run's largest token
+        count (the last 30% of training); ``final``: each run's last checkpoint.
+
+    Returns
+    -------
+    Curves
+        The scored rows, the others logged under ``"target_rows"``.
+
+    Raises
+    ------
+    ValueError
+        If ``definition`` is unknown.
     """
     f = target.frame
     run_max = f.groupby("run")["tokens"].transform("max").to_numpy()
@@ -129,6 +209,7 @@ class Cell:
     Attributes
     ----------
     family : str
+        Family name.
     k : int
         Number of training sizes requested.
     p : float
@@ -155,7 +236,27 @@ class Cell:
 def grid_values(
     n_candidates: int, grid: str, *, include_k1: bool = False
 ) -> list[tuple[int, float]]:
-    """The (k, p) pairs of a grid for a family with ``n_candidates`` training sizes."""
+    """List the (k, p) pairs of a grid for a family with ``n_candidates`` training sizes.
+
+    Parameters
+    ----------
+    n_candidates : int
+        Distinct sizes left after removing the target size.
+    grid : str
+        A name of :data:`GRIDS`: ``"paper"``, ``"quick"`` or ``"sub"``.
+    include_k1 : bool, default False
+        Add ``k = 1`` (one training size, the single-model regime).
+
+    Returns
+    -------
+    list of tuple
+        ``(k, p)`` pairs, by ``k`` then ``p``.
+
+    Raises
+    ------
+    ValueError
+        If ``grid`` is unknown.
+    """
     if grid == "paper":
         ks = list(range(2, n_candidates + 1))
         ps = P_VALUES_PAPER
@@ -187,10 +288,36 @@ def make_cells(
     direction: str = "up",
     include_k1: bool = False,
 ) -> list[Cell]:
-    """All cells of one family (``curves`` must hold exactly one family).
+    """Build all cells of one family.
 
-    Raises :class:`~hiscale.data.curves.CurvesError` when the family is not usable
-    (fewer than 3 distinct sizes).
+    Parameters
+    ----------
+    curves : Curves
+        Rows of exactly one family.
+    grid : str or sequence of (int, float)
+        A grid name (:func:`grid_values`) or explicit ``(k, p)`` pairs.
+    target : {"last30", "final"}, default "last30"
+        Scored target rows (:func:`target_rows`).
+    min_tokens : float, default 1e10
+        Token cut on training rows (:func:`hiscale.data.selection.filter_min_tokens`).
+    direction : {"up", "down"}, default "up"
+        Predict the largest size from the smallest ones, or the reverse.
+    include_k1 : bool, default False
+        Add ``k = 1`` cells (named grids only).
+
+    Returns
+    -------
+    list of Cell
+        One cell per ``(k, p)``; the shared threshold ``T`` of each is the
+        largest token count of its chosen sizes, taken before the token cut.
+
+    Raises
+    ------
+    CurvesError
+        If ``curves`` holds several families, or the family is not usable
+        (fewer than 3 distinct sizes).
+    ValueError
+        If a ``k``, ``p``, ``target`` or ``direction`` is out of range.
     """
     fam = sole_family(curves.families, "make_cells needs one family")
     n_sizes = len(sizes(curves))

@@ -24,7 +24,7 @@ __all__ = [
 
 
 def _number(text: str) -> float:
-    """Parse an argparse value as a float, or fail with argparse's one-line error."""
+    """Parse a command-line value as a float, or fail with argparse's one-line error."""
     try:
         return float(text)
     except ValueError:
@@ -32,7 +32,23 @@ def _number(text: str) -> float:
 
 
 def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0."""
+    """Parse an argparse value that must be a finite number > 0.
+
+    Parameters
+    ----------
+    text : str
+        The command-line value.
+
+    Returns
+    -------
+    float
+        The number.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not a number, not finite or <= 0.
+    """
     value = _number(text)
     if not np.isfinite(value) or value <= 0:
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
@@ -40,7 +56,23 @@ def positive_float(text: str) -> float:
 
 
 def nonneg_float(text: str) -> float:
-    """argparse type: a finite number >= 0."""
+    """Parse an argparse value that must be a finite number >= 0.
+
+    Parameters
+    ----------
+    text : str
+        The command-line value.
+
+    Returns
+    -------
+    float
+        The number.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not a number, not finite or < 0.
+    """
     value = _number(text)
     if not np.isfinite(value) or value < 0:
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
@@ -48,7 +80,23 @@ def nonneg_float(text: str) -> float:
 
 
 def probability(text: str) -> float:
-    """argparse type: a number strictly between 0 and 1."""
+    """Parse an argparse value that must be strictly between 0 and 1.
+
+    Parameters
+    ----------
+    text : str
+        The command-line value.
+
+    Returns
+    -------
+    float
+        The number.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not a number in (0, 1).
+    """
     value = _number(text)
     if not 0 < value < 1:
         raise argparse.ArgumentTypeError(f"must be in (0, 1), got {text!r}")
@@ -56,7 +104,23 @@ def probability(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+    """Parse an argparse value that must be an integer >= 1.
+
+    Parameters
+    ----------
+    text : str
+        The command-line value.
+
+    Returns
+    -------
+    int
+        The integer.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not an integer or < 1.
+    """
     try:
         value = int(text)
     except ValueError:
@@ -67,7 +131,23 @@ def positive_int(text: str) -> int:
 
 
 def scheduler(text: str) -> str:
-    """argparse type: ``local``, ``local:N`` or a Dask scheduler address."""
+    """Check an argparse value: ``local``, ``local:N`` or a Dask scheduler address.
+
+    Parameters
+    ----------
+    text : str
+        The command-line value.
+
+    Returns
+    -------
+    str
+        ``text`` unchanged (:func:`hiscale._distributed.parse_scheduler` reads it later).
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        With :func:`~hiscale._distributed.parse_scheduler`'s message if ``text`` is no spec.
+    """
     from hiscale._distributed import parse_scheduler
 
     try:
@@ -78,7 +158,15 @@ def scheduler(text: str) -> str:
 
 
 def add_scheduler_arg(p: argparse.ArgumentParser, *, what: str) -> None:
-    """``--scheduler``: run ``what`` as tasks on a Dask cluster."""
+    """Add ``--scheduler``: run ``what`` as tasks on a Dask cluster.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser.
+    what : str
+        What runs as tasks (for the help text).
+    """
     p.add_argument(
         "--scheduler",
         type=scheduler,
@@ -91,6 +179,15 @@ def add_scheduler_arg(p: argparse.ArgumentParser, *, what: str) -> None:
 
 
 def add_data_args(p: argparse.ArgumentParser, *, nargs: str = "+") -> None:
+    """Add the positional curves table(s) and ``--metric``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser.
+    nargs : str, default "+"
+        How many tables the command takes (argparse's ``nargs``).
+    """
     p.add_argument("data", nargs=nargs, help="curves table(s): CSV or Parquet (see README schema)")
     p.add_argument(
         "--metric", default="primary", help="metric to use per family (default: the primary one)"
@@ -98,6 +195,13 @@ def add_data_args(p: argparse.ArgumentParser, *, nargs: str = "+") -> None:
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Add the fit's arguments: prior, law, seed, row selection and sampler.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser.
+    """
     from hiscale.laws import LAWS
 
     p.add_argument(
@@ -133,7 +237,15 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
-    """``--num-warmup``, ``--num-samples``, ``--num-chains`` (defaults: SamplerSettings)."""
+    """Add ``--num-warmup``, ``--num-samples``, ``--num-chains`` (defaults: SamplerSettings).
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser.
+    what : str, default "NUTS"
+        The sampler's name in the help text.
+    """
     d = SamplerSettings()
     p.add_argument(
         "--num-warmup",
@@ -156,7 +268,23 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
 
 
 def fit_options(args: argparse.Namespace):
-    """FitOptions from ``--min-tokens`` and ``--end-of-run``."""
+    """Build the FitOptions of ``--min-tokens`` and ``--end-of-run``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of :func:`add_model_args`.
+
+    Returns
+    -------
+    FitOptions
+        The row selection options.
+
+    Raises
+    ------
+    ValueError
+        If ``--end-of-run`` is above 1.
+    """
     from hiscale.infer.fit import FitOptions
 
     if args.end_of_run > 1:
@@ -165,8 +293,18 @@ def fit_options(args: argparse.Namespace):
 
 
 def sampler_settings(args: argparse.Namespace) -> SamplerSettings:
-    """SamplerSettings from ``--num-warmup``, ``--num-samples`` and ``--num-chains``."""
+    """Build the SamplerSettings of ``--num-warmup``, ``--num-samples`` and ``--num-chains``.
 
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of :func:`add_sampler_args`.
+
+    Returns
+    -------
+    SamplerSettings
+        The sampler settings (the others at their defaults).
+    """
     return SamplerSettings(
         num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains
     )

@@ -13,7 +13,13 @@ HELP = "score methods on the paper's (k, p) grid"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``hiscale backtest``."""
+    """Add the arguments of ``hiscale backtest`` to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser (from :func:`hiscale.cli.build_parser`).
+    """
     add_data_args(p)
     p.add_argument(
         "--family",
@@ -68,7 +74,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``hiscale backtest``."""
+    """Run ``hiscale backtest``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+
+    Raises
+    ------
+    ValueError
+        If ``--resume`` lacks ``--out`` or both ``--jobs`` and ``--scheduler``
+        are given; :func:`hiscale.cli.main` prints it as one line with exit code 2.
+    """
     from hiscale.backtesting.runner import backtest, method_summary, summary_table
     from hiscale.data.curves import load_curves
 

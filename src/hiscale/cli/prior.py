@@ -24,7 +24,13 @@ HELP = "population priors: 'hiscale prior build DATA --out models/NAME'"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``hiscale prior`` and its subcommands."""
+    """Add the arguments of ``hiscale prior`` and its subcommands to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser (from :func:`hiscale.cli.build_parser`).
+    """
     sub = p.add_subparsers(dest="prior_command", required=True, metavar="{build}")
     b = sub.add_parser(
         "build",
@@ -75,6 +81,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _rebuild_command(args: argparse.Namespace, name: str) -> str:
+    """Return the shell command that rebuilds this prior (non-default options only)."""
     parts = ["hiscale", "prior", "build", *map(str, args.data), "--out", str(args.out)]
     if args.name:
         parts += ["--name", name]
@@ -98,7 +105,18 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
 
 
 def build(args: argparse.Namespace) -> int:
-    """Run ``hiscale prior build``."""
+    """Run ``hiscale prior build``: build the prior, write ``prior.json`` and ``MODEL_CARD.md``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+    """
     from dataclasses import replace
 
     from hiscale._distributed import open_client
@@ -167,5 +185,16 @@ SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"build": build}
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``hiscale prior SUBCOMMAND``."""
+    """Run ``hiscale prior SUBCOMMAND`` (dispatch through :data:`SUBCOMMANDS`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+    """
     return SUBCOMMANDS[args.prior_command](args)

@@ -15,7 +15,13 @@ HELP = "simulate families of training curves from a prior, with known truth"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``hiscale simulate``."""
+    """Add the arguments of ``hiscale simulate`` to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser (from :func:`hiscale.cli.build_parser`).
+    """
     from hiscale.laws import LAWS
 
     p.add_argument(
@@ -61,7 +67,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``hiscale simulate``."""
+    """Run ``hiscale simulate``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+
+    Raises
+    ------
+    ValueError
+        If ``--sparse`` exceeds ``--families``; :func:`hiscale.cli.main` prints
+        it as one line with exit code 2.
+    """
     from hiscale.modeling.simulate import simulate_families
 
     if not 0 <= args.sparse <= args.families:
@@ -105,7 +128,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def write_table(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write a table as Parquet (``.parquet``/``.pq``) or CSV."""
+    """Write a table as Parquet (``.parquet``/``.pq``) or CSV.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The table (written without its index).
+    path : str or pathlib.Path
+        Output file; the suffix picks the format.
+    """
     path = Path(path)
     if path.suffix.lower() in (".parquet", ".pq"):
         frame.to_parquet(path, index=False)

@@ -92,6 +92,7 @@ class FilterRecord:
     reason: str
 
     def __str__(self) -> str:
+        """Return the record as one line: step, rows removed, reason, rows kept."""
         return f"{self.step}: removed {self.removed} rows ({self.reason}), kept {self.kept}"
 
 
@@ -111,6 +112,7 @@ class Curves:
     log: tuple[FilterRecord, ...] = field(default=())
 
     def __len__(self) -> int:
+        """Return the number of rows."""
         return len(self.frame)
 
     @property
@@ -119,30 +121,84 @@ class Curves:
         return sorted(self.frame["family"].unique().tolist())
 
     def with_frame(self, frame: pd.DataFrame, *, step: str, reason: str) -> Curves:
-        """Return a copy holding ``frame`` with a log record of the rows removed."""
+        """Return a copy holding ``frame`` with a log record of the rows removed.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+            The rows kept (a subset of :attr:`frame`, or the same rows changed).
+        step : str
+            Name of the step for the log.
+        reason : str
+            Why rows were removed (or what was substituted).
+
+        Returns
+        -------
+        Curves
+            ``frame`` with a fresh index and the log plus one :class:`FilterRecord`.
+        """
         record = FilterRecord(
             step=step, removed=len(self.frame) - len(frame), kept=len(frame), reason=reason
         )
         return replace(self, frame=frame.reset_index(drop=True), log=(*self.log, record))
 
     def family(self, name: str) -> Curves:
-        """Rows of one family (error naming the known families if absent)."""
+        """Keep the rows of one family.
+
+        Parameters
+        ----------
+        name : str
+            Family name.
+
+        Returns
+        -------
+        Curves
+            The family's rows, the others logged as removed.
+
+        Raises
+        ------
+        CurvesError
+            If ``name`` is not in the table; the message lists the known families.
+        """
         _check_families(self.frame, [name])
         sub = self.frame[self.frame["family"] == name]
         return self.with_frame(sub, step="family", reason=f"family != {name!r}")
 
     def removal_summary(self) -> str:
-        """One line per step that removed rows."""
+        """Describe the steps that removed rows.
+
+        Returns
+        -------
+        str
+            One line per step that removed rows, or ``"no rows removed"``.
+        """
         lines = [str(r) for r in self.log if r.removed > 0]
         return "\n".join(lines) if lines else "no rows removed"
 
     def data_hash(self) -> str:
-        """Short SHA-256 of the core columns (for provenance in results)."""
+        """Hash the core columns, for provenance in results.
+
+        Returns
+        -------
+        str
+            :func:`frame_hash` of :attr:`frame`.
+        """
         return frame_hash(self.frame)
 
 
 def frame_hash(frame: pd.DataFrame) -> str:
-    """SHA-256 (16 hex chars) of ``family, run, params, tokens, loss`` in row order."""
+    """Hash the columns ``family, run, params, tokens, loss`` in row order.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A table with the required columns.
+
+    Returns
+    -------
+    str
+        The first 16 hex characters of the SHA-256 of pandas' row hashes.
+    """
     core = frame[list(REQUIRED_COLUMNS)]
     h = hashlib.sha256(pd.util.hash_pandas_object(core, index=False).to_numpy().tobytes())
     return h.hexdigest()[:16]
@@ -223,6 +279,11 @@ def validate_curves(frame: pd.DataFrame) -> pd.DataFrame:
         Copy with ``params, tokens, loss`` as float64, ``family, run, metric``
         as str and ``primary, is_final`` as bool (when present). Extra columns
         are kept.
+
+    Raises
+    ------
+    CurvesError
+        At the first problem, naming the column, the value and the row.
     """
     if not isinstance(frame, pd.DataFrame):
         raise CurvesError(f"expected a pandas DataFrame, got {type(frame).__name__}")
@@ -312,9 +373,27 @@ def _check_families(frame: pd.DataFrame, families: Iterable[str]) -> None:
 
 
 def sole_family(families: Sequence[str], what: str, *, hint: str = "") -> str:
-    """The one name in ``families``, else a :class:`CurvesError` that names them all.
+    """Return the one name in ``families``, else fail naming them all.
 
-    The message reads ``{what}: the data hold N families[; {hint}] (a, b, ...)``.
+    Parameters
+    ----------
+    families : sequence of str
+        Family names found in the data.
+    what : str
+        What needs a single family (starts the error message).
+    hint : str, optional
+        How to pick one (added to the message).
+
+    Returns
+    -------
+    str
+        The single family.
+
+    Raises
+    ------
+    CurvesError
+        If there is not exactly one family; the message reads
+        ``{what}: the data hold N families[; {hint}] (a, b, ...)``.
     """
     if len(families) != 1:
         also = f"; {hint}" if hint else ""
@@ -354,6 +433,17 @@ def select_metric(curves: Curves, metric: str = "primary") -> Curves:
         column, requires a single metric per family); any other value keeps
         the rows whose ``metric`` equals it. Families without that metric are
         removed and reported in the log.
+
+    Returns
+    -------
+    Curves
+        The rows of the chosen metric, the step recorded in the log.
+
+    Raises
+    ------
+    CurvesError
+        If the metric is unknown, a family has no primary metric or several,
+        or (without a ``primary`` column) a family has several metrics.
     """
     frame = curves.frame
     if "metric" not in frame.columns:
@@ -403,13 +493,23 @@ _UNIT = re.compile(
 
 
 def normalise_unit(value: object) -> str:
-    """Canonical spelling of a loss unit: ``<nats|bits>/<token|word|byte|char>``.
+    """Return the canonical spelling of a loss unit: ``<nats|bits>/<token|word|byte|char>``.
 
     ``"nats per token"``, ``"Nats/Token"`` and ``"nats/tok"`` all become
     ``"nats/token"``. A note in parentheses after the unit is dropped
     (``"nats/word (LAMBADA target word)"`` -> ``"nats/word"``; what was
     measured is the ``metric``). Anything else (``"unknown (see README)"``) is
     returned stripped but otherwise unchanged: it is a unit of its own.
+
+    Parameters
+    ----------
+    value : object
+        A ``loss_unit`` entry.
+
+    Returns
+    -------
+    str
+        The canonical spelling, or the stripped text if it is not a known unit.
     """
     text = str(value).strip()
     m = _UNIT.fullmatch(text)
@@ -423,10 +523,20 @@ def normalise_unit(value: object) -> str:
 
 
 def normalise_loss_units(curves: Curves) -> Curves:
-    """Canonical ``loss_unit`` spellings; a missing unit becomes :data:`DEFAULT_LOSS_UNIT`.
+    """Respell ``loss_unit`` canonically; a missing unit becomes :data:`DEFAULT_LOSS_UNIT`.
 
-    Every change is a record in the returned ``log`` (step ``"loss_unit"``,
-    0 rows removed), so results can say which unit was assumed.
+    Parameters
+    ----------
+    curves : Curves
+        Validated table.
+
+    Returns
+    -------
+    Curves
+        The table with a ``loss_unit`` column of canonical spellings. Every
+        change is a record in its ``log`` (step ``"loss_unit"``, 0 rows
+        removed), so results can say which unit was assumed; ``curves``
+        itself when nothing changed.
     """
     frame = curves.frame
     if "loss_unit" not in frame.columns:
@@ -460,22 +570,54 @@ def normalise_loss_units(curves: Curves) -> Curves:
 
 
 def unit_assumptions(curves: Curves) -> list[str]:
-    """The log lines that say a loss unit was assumed (not read from the data)."""
+    """Return the log lines that say a loss unit was assumed (not read from the data).
+
+    Parameters
+    ----------
+    curves : Curves
+        A table passed through :func:`normalise_loss_units`.
+
+    Returns
+    -------
+    list of str
+        The reasons of the ``loss_unit`` records that assumed a unit.
+    """
     return [r.reason for r in curves.log if r.step == "loss_unit" and "assumed" in r.reason]
 
 
 def name_group(family: str) -> str:
-    """The group a family's name suggests: the name up to its first hyphen."""
+    """Return the group a family's name suggests: the name up to its first hyphen.
+
+    Parameters
+    ----------
+    family : str
+        Family name (``"pythia-deduped"``).
+
+    Returns
+    -------
+    str
+        The name up to its first hyphen (``"pythia"``), or the whole name.
+    """
     return family.split("-")[0]
 
 
 def source_origin(source: object) -> str:
-    """The work a ``source`` entry comes from.
+    """Return the work a ``source`` entry comes from.
 
     The text in trailing parentheses when there is one (an aggregator's file
     ``ColPret:aggregated_eval/x.csv (Muennighoff et al. 2023)`` comes from
     that paper), else the repository before ``:`` (``fabian-sp/lr-scheduling``
     for ``fabian-sp/lr-scheduling:data/grad_norm``), else the whole entry.
+
+    Parameters
+    ----------
+    source : object
+        A ``source`` entry.
+
+    Returns
+    -------
+    str
+        The origin, stripped.
     """
     text = str(source).strip()
     m = re.search(r"\(([^()]*)\)\s*$", text)
@@ -504,10 +646,20 @@ def family_groups(curves: Curves | pd.DataFrame) -> dict[str, str]:
     family (an explicit group by its value); groups that end up with the same
     label are merged, so a label always means one group.
 
+    Parameters
+    ----------
+    curves : Curves or pandas.DataFrame
+        Validated table.
+
     Returns
     -------
     dict
         ``{family: group label}`` for every family in the table.
+
+    Raises
+    ------
+    CurvesError
+        If a family has two different values in the ``group`` column.
     """
     frame = curves.frame if isinstance(curves, Curves) else curves
     fams = sorted(frame["family"].astype(str).unique().tolist())
@@ -602,6 +754,13 @@ def load_curves(
         The validated table (``loss_unit`` normalised, see
         :func:`normalise_loss_units`) and the log of rows removed by metric
         and family selection and of the units assumed or respelled.
+
+    Raises
+    ------
+    CurvesError
+        If a file is missing or unreadable, the table is invalid (one line
+        naming column, value and row, see :func:`validate_curves`), or a
+        metric or family is unknown.
     """
     if isinstance(source, Curves):
         curves = source

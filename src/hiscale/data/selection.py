@@ -22,7 +22,20 @@ __all__ = ["end_of_run", "filter_min_tokens", "select_rows", "thin_rows"]
 
 
 def filter_min_tokens(curves: Curves, min_tokens: float = 1e10) -> Curves:
-    """Keep rows with ``tokens > min_tokens`` (the paper's 10B cut; 0 disables)."""
+    """Keep rows with ``tokens > min_tokens`` (the paper's 10B cut).
+
+    Parameters
+    ----------
+    curves : Curves
+        Validated table.
+    min_tokens : float, default 1e10
+        The cut; 0 or less disables it (logged as ``"disabled"``).
+
+    Returns
+    -------
+    Curves
+        The rows above the cut, the others logged under ``"min_tokens"``.
+    """
     if min_tokens <= 0:
         return curves.with_frame(curves.frame, step="min_tokens", reason="disabled")
     keep = curves.frame["tokens"].to_numpy() > min_tokens
@@ -38,6 +51,18 @@ def end_of_run(curves: Curves, fraction: float = 0.8) -> Curves:
     mid-schedule checkpoints (their misfit drove a bad mode). Applied after the
     cell's truncation, so training data still obey the paper's ``p`` cut.
     ``fraction = 0`` keeps everything.
+
+    Parameters
+    ----------
+    curves : Curves
+        Validated table.
+    fraction : float, default 0.8
+        Share of each run's largest token count a row must reach.
+
+    Returns
+    -------
+    Curves
+        The end-of-run rows, the others logged under ``"end_of_run"``.
     """
     if fraction <= 0:
         return curves.with_frame(curves.frame, step="end_of_run", reason="disabled")
@@ -50,7 +75,22 @@ def end_of_run(curves: Curves, fraction: float = 0.8) -> Curves:
 
 
 def thin_rows(frame: pd.DataFrame, max_rows_per_run: int) -> pd.DataFrame:
-    """Keep at most ``max_rows_per_run`` rows per run, evenly spaced in ln D, last row kept."""
+    """Keep at most ``max_rows_per_run`` rows per run, evenly spaced by row, last row kept.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Curves rows.
+    max_rows_per_run : int
+        Rows to keep per run (positions ``round(linspace(0, n - 1, max))`` of
+        the run's rows sorted by tokens); 0 or less keeps everything.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The kept rows, sorted by run and tokens (``frame`` itself when
+        thinning is off).
+    """
     if max_rows_per_run <= 0:
         return frame
     parts = []
@@ -66,7 +106,24 @@ def thin_rows(frame: pd.DataFrame, max_rows_per_run: int) -> pd.DataFrame:
 def select_rows(
     curves: Curves, *, min_tokens: float, end_fraction: float, max_rows_per_run: int
 ) -> Curves:
-    """Apply the fit's row selection (token cut, end-of-run, thinning), logged."""
+    """Apply the fit's row selection: token cut, end-of-run, thinning, each logged.
+
+    Parameters
+    ----------
+    curves : Curves
+        Validated table.
+    min_tokens : float
+        Token cut (:func:`filter_min_tokens`); 0 or less skips it.
+    end_fraction : float
+        End-of-run share (:func:`end_of_run`).
+    max_rows_per_run : int
+        Thinning (:func:`thin_rows`).
+
+    Returns
+    -------
+    Curves
+        The selected rows with one log record per step.
+    """
     c = filter_min_tokens(curves, min_tokens) if min_tokens > 0 else curves
     c = end_of_run(c, end_fraction)
     thinned = thin_rows(c.frame, max_rows_per_run)

@@ -1,4 +1,6 @@
-"""The sampler's verdict: rank-normalised split r̂ (max; Vehtari et al. 2021, as
+"""The sampler's verdict: is a NUTS run converged enough to use.
+
+It checks rank-normalised split r̂ (max; Vehtari et al. 2021, as
 ``az.summary``), bulk/tail ESS (min), divergences, max-tree-depth hits (read from
 NumPyro's ``num_steps``: ArviZ's ``diagnose`` misses it), E-BFMI per chain and chain
 disagreement; :data:`hiscale.infer.settings.THRESHOLDS` decide the ``flagged`` verdict.
@@ -34,7 +36,7 @@ def diagnose(
     max_tree_depth: int,
     energy: np.ndarray,
 ) -> dict[str, Any]:
-    """Convergence summary of grouped-by-chain samples.
+    """Summarise the convergence of grouped-by-chain samples.
 
     r̂ is ArviZ's rank-normalised split r̂ (the larger of the bulk and the
     folded-tail version, Vehtari et al. 2021: what ``az.summary`` reports),
@@ -48,15 +50,27 @@ def diagnose(
         Site -> array ``(chain, draw, ...)``; the sites of
         :data:`GLOBAL_SITES` it holds are checked (``xi`` is required; the
         joint model has no ``log_loss_ref``).
-    diverging, num_steps, energy : ndarray ``(chain, draw)``
+    diverging : ndarray ``(chain, draw)``
+        NumPyro's ``diverging`` flags.
+    num_steps : ndarray ``(chain, draw)``
+        Leapfrog steps per draw; ``2**max_tree_depth - 1`` means the tree
+        hit its maximum depth.
     max_tree_depth : int
+        The sampler's maximum tree depth.
+    energy : ndarray ``(chain, draw)``
+        Hamiltonian energy per draw (for E-BFMI).
 
     Returns
     -------
     dict
         ``rhat_max, ess_min (bulk), ess_tail_min, divergences,
         tree_depth_hits, bfmi_min, chain_disagreement, worst_site, flagged,
-        reasons``.
+        reasons``. A NaN r̂ (a constant parameter) counts as failing.
+
+    Raises
+    ------
+    ValueError
+        If ``samples`` has no ``xi`` draws.
     """
     parts, labels = [], []
     if "xi" not in samples:

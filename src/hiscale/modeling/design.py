@@ -23,7 +23,20 @@ __all__ = ["Design", "bucket", "make_design"]
 
 
 def bucket(n: int, minimum: int = 8) -> int:
-    """Smallest power of two >= max(n, minimum)."""
+    """Return the smallest power of two >= ``max(n, minimum)``.
+
+    Parameters
+    ----------
+    n : int
+        Count to pad.
+    minimum : int, default 8
+        Smallest bucket (so tiny inputs share one compiled shape).
+
+    Returns
+    -------
+    int
+        The padded size.
+    """
     return int(max(minimum, 1 << max(0, int(np.ceil(np.log2(max(n, 1)))))))
 
 
@@ -47,6 +60,9 @@ class Design:
         Real runs, in index order (padding runs follow).
     n_rows, n_runs : int
         Real counts; arrays are padded to ``bucket`` sizes.
+    n_runs_padded : int
+        Number of run offsets the model samples (``bucket(n_runs, 4)``);
+        padding runs have no rows, so their offsets stay at the prior.
     log_scale_loc : float
         ``ln median(loss)`` of the real rows (centre of the scale prior).
     """
@@ -64,7 +80,14 @@ class Design:
     log_scale_loc: float
 
     def model_args(self) -> dict[str, np.ndarray]:
-        """Keyword arrays for :func:`hiscale.modeling.family.family_model` (except priors)."""
+        """Return the keyword arrays of :func:`hiscale.modeling.family.family_model`.
+
+        Returns
+        -------
+        dict
+            ``x, y, run, weight, mask`` (the priors and the observed ``log_loss``
+            are passed separately).
+        """
         return {
             "x": self.x,
             "y": self.y,
@@ -75,7 +98,27 @@ class Design:
 
 
 def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) -> Design:
-    """Build padded arrays from (already selected) training rows of one family."""
+    """Build padded arrays from (already selected) training rows of one family.
+
+    Parameters
+    ----------
+    curves : Curves or pandas.DataFrame
+        Training rows of one family.
+    n_eff_per_run : float, default 4.0
+        Effective number of independent points per run: each row's tempering
+        weight is ``min(1, n_eff_per_run / rows in its run)``; 0 or less gives
+        every row weight 1.
+
+    Returns
+    -------
+    Design
+        Rows sorted by params, run and tokens, padded to ``bucket(n, 16)``.
+
+    Raises
+    ------
+    ValueError
+        If there are no rows.
+    """
     frame = curves.frame if isinstance(curves, Curves) else curves
     if len(frame) == 0:
         raise ValueError("no training rows: cannot build a design")

@@ -1,16 +1,16 @@
-"""The NumPyro family model.
+r"""The NumPyro family model.
 
 For rows ``i`` (checkpoints of run ``r``) with ``x = ln(N/N0)``,
 ``y = ln(D/D0)`` and residual ``e_i = ln L_i - ln L̂(x_i, y_i)``:
 
 .. math::
 
-    z &= \\mathrm{loc} + C\\xi,\\ \\xi \\sim \\mathcal N(0, I)
-        \\qquad (z \\sim \\mathrm{MVN}(\\mathrm{loc}, CC^T), \\text{ non-centred})\\\\
-    \\ln s &\\sim \\mathcal N(m_s, s_s),\\quad
-    \\ln\\sigma_{run}, \\ln\\sigma_{obs} \\sim \\mathcal N(\\cdot)\\\\
-    e_i &= \\delta_r + \\varepsilon_i,\\quad \\delta_r \\sim \\sigma_{run} t_{\\nu},
-        \\quad \\varepsilon_i \\sim \\sigma_{obs} t_{\\nu}
+    z &= \mathrm{loc} + C\xi,\ \xi \sim \mathcal N(0, I)
+        \qquad (z \sim \mathrm{MVN}(\mathrm{loc}, CC^T), \text{ non-centred})\\
+    \ln s &\sim \mathcal N(m_s, s_s),\quad
+    \ln\sigma_{run}, \ln\sigma_{obs} \sim \mathcal N(\cdot)\\
+    e_i &= \delta_r + \varepsilon_i,\quad \delta_r \sim \sigma_{run} t_{\nu},
+        \quad \varepsilon_i \sim \sigma_{obs} t_{\nu}
 
 ``delta_r`` is an additive run offset in log space (seed noise) and
 ``epsilon_i`` checkpoint noise. The run offsets are *integrated out*. For a
@@ -21,11 +21,11 @@ its ``(n-1)``-dimensional complement:
 
 .. math::
 
-    \\log \\mathcal N(e;\\ 0,\\ \\sigma_{obs}^2 I + \\sigma_{run}^2 11^T)
-    = \\log \\mathcal N(ē;\\ 0,\\ \\sigma_{run}^2 + \\sigma_{obs}^2/n)
-      - \\tfrac12 \\log n
-      - \\tfrac{n-1}{2} \\log(2\\pi\\sigma_{obs}^2)
-      - \\sum_i d_i^2 / (2\\sigma_{obs}^2)
+    \log \mathcal N(e;\ 0,\ \sigma_{obs}^2 I + \sigma_{run}^2 11^T)
+    = \log \mathcal N(ē;\ 0,\ \sigma_{run}^2 + \sigma_{obs}^2/n)
+      - \tfrac12 \log n
+      - \tfrac{n-1}{2} \log(2\pi\sigma_{obs}^2)
+      - \sum_i d_i^2 / (2\sigma_{obs}^2)
 
 (``-½ log n`` is the Jacobian of ``ē -> sqrt(n) ē``). :func:`run_loglik`
 computes, per run,
@@ -85,7 +85,25 @@ __all__ = ["make_family_model", "prior_arrays", "run_loglik"]
 
 
 def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]:
-    """Model-ready arrays of a :class:`~hiscale.priors.prior.Prior` (a pytree of floats)."""
+    """Return the model-ready arrays of a :class:`~hiscale.priors.prior.Prior`.
+
+    Parameters
+    ----------
+    prior : Prior
+        The family's prior.
+    log_scale_loc : float
+        ``ln median(loss)`` of the family's rows
+        (:attr:`hiscale.modeling.design.Design.log_scale_loc`); the scale
+        prior is centred there plus ``log_scale_shift``, because loss units
+        differ across families.
+
+    Returns
+    -------
+    dict
+        A pytree of float arrays: ``loc``, ``chol`` (Cholesky factor of ``cov``
+        plus ``1e-10 I``, so a singular covariance still factors), the scale
+        prior, the noise priors and the Student-t degrees of freedom.
+    """
     s = prior.settings
     cov = prior.cov + 1e-10 * np.eye(len(prior.names))
     return {
@@ -101,17 +119,17 @@ def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]
 
 
 def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs):
-    """Per-run log-likelihood with the run offset integrated out.
+    r"""Per-run log-likelihood with the run offset integrated out.
 
     For a run with ``n`` rows, mean residual ``ē`` and deviations
     ``d_i = e_i - ē`` the value is
 
     .. math::
 
-        \\log t_{\\nu_{run}}\\big(ē;\\ \\sqrt{\\sigma_{run}^2 + \\sigma_{obs}^2/n}\\big)
-        - \\tfrac12 \\log n
-        + w \\tfrac{n-1}{n} \\sum_i \\Big[\\log t_{\\nu_{obs}}\\big(d_i;\\
-          \\sigma_{obs}\\sqrt{(n-1)/n}\\big) + \\tfrac12\\log\\tfrac{n-1}{n}\\Big]
+        \log t_{\nu_{run}}\big(ē;\ \sqrt{\sigma_{run}^2 + \sigma_{obs}^2/n}\big)
+        - \tfrac12 \log n
+        + w \tfrac{n-1}{n} \sum_i \Big[\log t_{\nu_{obs}}\big(d_i;\
+          \sigma_{obs}\sqrt{(n-1)/n}\big) + \tfrac12\log\tfrac{n-1}{n}\Big]
 
     (``t_ν(x; s)`` the Student-t density with scale ``s``, ``w`` the row
     tempering weight, the sum empty for ``n = 1``). With ``w = 1`` and
@@ -123,9 +141,15 @@ def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, d
     resid : array (R,)
         ``ln L - ln L̂`` per row.
     run : int array (R,)
-        Run index per row; ``n_runs`` is the (padded) number of runs.
+        Run index per row.
     weight, mask : array (R,)
         Tempering weight and real-row mask.
+    n_runs : int
+        The (padded) number of runs.
+    sigma_run, sigma_obs : float
+        Run-offset and checkpoint noise scales.
+    df_run, df_obs : float
+        Student-t degrees of freedom of the between- and within-run terms.
 
     Returns
     -------
@@ -155,7 +179,20 @@ def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, d
 
 @cache
 def make_family_model(law: str | Law) -> Callable:
-    """The family model for one law form (cached, so compiled kernels are reused)."""
+    """Return the family model for one law form (cached, so compiled kernels are reused).
+
+    Parameters
+    ----------
+    law : str or Law
+        Law form (:func:`hiscale.laws.get_law`).
+
+    Returns
+    -------
+    callable
+        ``family_model(x, y, run, weight, mask, run_mask, prior, log_loss=None)``,
+        a NumPyro model (see the module docstring for the math); with
+        ``log_loss=None`` it samples data instead of conditioning on them.
+    """
     law = get_law(law)
     names = law.params
 

@@ -15,7 +15,8 @@ where text and code disagree):
   failure is a failed fit whose reason is reported;
 * a single start point, the Datablations fit ``P0``;
 * single-model regime (paper section 5): ``a`` and ``alpha`` fixed at ``P0``,
-  only ``(b, e, beta)`` fitted.
+  only ``(b, e, beta)`` fitted, because with one model size ``N`` is constant
+  and the data cannot tell ``exp(a) N^-alpha`` from ``exp(e)``.
 """
 
 from __future__ import annotations
@@ -58,11 +59,21 @@ class PaperFit:
         return self.params is not None
 
     def predict(self, params, tokens) -> np.ndarray:
-        """Point prediction at ``(N, D)``; NaN when the fit failed.
+        """Predict the loss at ``(N, D)``; NaN when the fit failed.
 
         Extreme fitted exponents can overflow ``N**alpha`` (the term then
         correctly vanishes) or ``exp(b)`` (the prediction is ``inf``, which the
         backtest reports as a non-finite prediction); no warning is emitted.
+
+        Parameters
+        ----------
+        params, tokens : array_like
+            Model size ``N`` and training tokens ``D`` (broadcast together).
+
+        Returns
+        -------
+        ndarray
+            The law's point prediction of the loss.
         """
         n = np.asarray(params, dtype=float)
         d = np.asarray(tokens, dtype=float)
@@ -108,6 +119,12 @@ def fit_paper(params, tokens, loss) -> PaperFit:
     ----------
     params, tokens, loss : array_like
         One entry per training row (N, D, raw loss).
+
+    Returns
+    -------
+    PaperFit
+        The fitted parameters, or ``None`` with the failure reason (fewer
+        rows than parameters, optimiser failure, non-finite result); never raises.
     """
     data, err = _check(params, tokens, loss, 5)
     if err:
@@ -129,7 +146,18 @@ def fit_paper(params, tokens, loss) -> PaperFit:
 
 
 def fit_paper_single(params, tokens, loss) -> PaperFit:
-    """Single-model regime: ``a, alpha`` fixed at ``P0``; fit ``(b, e, beta)``."""
+    """Fit the single-model regime: ``a, alpha`` fixed at ``P0``; fit ``(b, e, beta)``.
+
+    Parameters
+    ----------
+    params, tokens, loss : array_like
+        One entry per training row (N, D, raw loss), all of one model size.
+
+    Returns
+    -------
+    PaperFit
+        As :func:`fit_paper`, with ``a`` and ``alpha`` equal to ``P0``'s.
+    """
     data, err = _check(params, tokens, loss, 3)
     if err:
         return PaperFit(None, err, "none")

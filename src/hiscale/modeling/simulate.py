@@ -55,7 +55,7 @@ def _log_loss(law: str, params, tokens, theta: dict[str, float]) -> np.ndarray:
 
 
 def true_loss(truth: pd.Series | dict, params, tokens) -> np.ndarray:
-    """Noiseless loss of a simulated family at ``(params, tokens)``.
+    """Compute the noiseless loss of a simulated family at ``(params, tokens)``.
 
     Parameters
     ----------
@@ -84,7 +84,7 @@ def _draw_theta(
     corner: tuple[float, float],
     max_tries: int,
 ) -> dict[str, float]:
-    """Law parameters and loss scale, redrawn until the family looks like an LM family.
+    """Draw law parameters and loss scale, redrawn until the family looks like an LM family.
 
     Plausible means: both exponents in ``exponent_range`` and a noiseless loss
     of at most ``max_loss`` nats at ``corner`` (smallest size, first checkpoint).
@@ -192,6 +192,14 @@ def simulate_families(
         ``a, b, e, alpha, beta``), ``sigma_run, sigma_obs``, the sizes
         simulated and kept, and the target (largest size of the grid at its
         horizon) with its noiseless loss ``target_loss``.
+
+    Raises
+    ------
+    ValueError
+        If a count or fraction is out of range, or no prior draw is plausible
+        within ``max_tries``.
+    RuntimeError
+        If JAX runs without 64-bit floats (call :func:`hiscale.configure` first).
     """
     if n_families < 1:
         raise ValueError(f"n_families must be >= 1, got {n_families}")

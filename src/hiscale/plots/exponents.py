@@ -37,7 +37,7 @@ def plot_exponents(
     prior: Prior | str | None = None,
     ci_prob: tuple[float, float] = (0.5, 0.95),
 ) -> Figure:
-    """Forest plot of the families' exponents ``alpha`` (size) and ``beta`` (data).
+    """Draw a forest plot of the families' exponents ``alpha`` (size) and ``beta`` (data).
 
     Each fitted family gets its posterior median with ``ci_prob`` intervals
     (thick = inner, thin = outer). A population ``prior`` adds its predictive
@@ -57,6 +57,12 @@ def plot_exponents(
     Returns
     -------
     matplotlib.figure.Figure
+        The figure: one panel for ``alpha``, one for ``beta``.
+
+    Raises
+    ------
+    ValueError
+        If there is nothing to draw (no fits and no prior).
     """
     from hiscale.priors.prior import Prior, load_prior
 

@@ -40,7 +40,7 @@ def plot_are_heatmap(
     vmax: float | None = None,
     annotate: bool = True,
 ) -> Figure:
-    """The paper's heatmaps: macro ARE by #models (rows) and token fraction p (columns).
+    """Draw the paper's heatmaps: macro ARE by #models (rows) and token fraction p (columns).
 
     One panel per method, side by side with one shared colour scale (values
     above ``vmax`` are drawn in the top colour; the printed number is exact).
@@ -63,6 +63,12 @@ def plot_are_heatmap(
     Returns
     -------
     matplotlib.figure.Figure
+        The figure (one axes per method plus the colour bar).
+
+    Raises
+    ------
+    ValueError
+        If no successful cell has a ``value`` or a requested method has no results.
     """
     mats, rows, ps = _heatmap_matrices(results, methods, value)
     allv = np.concatenate([m.to_numpy(float).ravel() for m in mats.values()])

@@ -99,7 +99,7 @@ def _likelihood_lines(meta: dict) -> list[str]:
 
 
 def model_card(prior: Prior, *, command: str | None = None) -> str:
-    """Markdown model card of a population prior.
+    """Write the Markdown model card of a population prior.
 
     Parameters
     ----------
@@ -236,7 +236,22 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
 
 
 def write_model_card(prior: Prior, directory: str | Path, *, command: str | None = None) -> Path:
-    """Write ``MODEL_CARD.md`` next to ``prior.json`` in ``directory``."""
+    """Write ``MODEL_CARD.md`` next to ``prior.json`` in ``directory``.
+
+    Parameters
+    ----------
+    prior : Prior
+        A population prior.
+    directory : str or pathlib.Path
+        Output folder (created if needed).
+    command : str, optional
+        Command that rebuilds the prior (see :func:`model_card`).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
     path = Path(directory) / "MODEL_CARD.md"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(model_card(prior, command=command))

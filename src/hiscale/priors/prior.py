@@ -70,7 +70,9 @@ class Prior:
     names : tuple of str
         Order of ``z``.
     loc : ndarray, shape (K,)
+        Prior mean of ``z``.
     cov : ndarray, shape (K, K)
+        Prior covariance of ``z`` (diagonal for the flat prior).
     settings : dict
         Noise and scale priors (keys of :data:`DEFAULT_PRIORS`).
     meta : dict
@@ -86,6 +88,7 @@ class Prior:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
+        """Check the shapes of ``loc`` and ``cov`` (ValueError if wrong); store them as floats."""
         k = len(self.names)
         loc = np.asarray(self.loc, dtype=float)
         cov = np.asarray(self.cov, dtype=float)
@@ -112,7 +115,23 @@ class Prior:
         return np.sqrt(np.diag(self.cov))
 
     def with_settings(self, **overrides: Any) -> Prior:
-        """Copy with some noise/scale settings replaced."""
+        """Return a copy with some noise/scale settings replaced.
+
+        Parameters
+        ----------
+        **overrides
+            New values for keys of :data:`DEFAULT_PRIORS`.
+
+        Returns
+        -------
+        Prior
+            The copy.
+
+        Raises
+        ------
+        ValueError
+            If a key is not a known setting.
+        """
         unknown = set(overrides) - set(DEFAULT_PRIORS)
         if unknown:
             raise ValueError(
@@ -124,7 +143,18 @@ class Prior:
         """Project/extend this prior onto another law's parameter vector.
 
         Parameters the prior lacks get the weak default, independent of the
-        others; parameters the law does not use are marginalised out.
+        others; parameters the law does not use are marginalised out (for a
+        multivariate normal: drop their rows and columns of ``loc`` and ``cov``).
+
+        Parameters
+        ----------
+        law : str
+            Name of the target law (:func:`hiscale.laws.get_law`).
+
+        Returns
+        -------
+        Prior
+            The prior on the law's ``z`` vector (this prior when it matches already).
         """
         target = get_law(law).params
         if tuple(target) == self.names:
@@ -146,7 +176,13 @@ class Prior:
         return replace(self, law=get_law(law).name, names=tuple(target), loc=loc, cov=cov)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready representation (recorded with every result)."""
+        """Return a JSON-ready representation (recorded with every result).
+
+        Returns
+        -------
+        dict
+            The fields, with arrays and tuples as lists.
+        """
         d = asdict(self)
         d["loc"] = self.loc.tolist()
         d["cov"] = self.cov.tolist()
@@ -158,7 +194,18 @@ class Prior:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Prior:
-        """Inverse of :meth:`to_dict`."""
+        """Build a prior from :meth:`to_dict`'s output (its inverse).
+
+        Parameters
+        ----------
+        d : dict
+            A parsed ``prior.json``; missing settings take their defaults.
+
+        Returns
+        -------
+        Prior
+            The prior.
+        """
         settings = {**DEFAULT_PRIORS}
         for k, v in d.get("settings", {}).items():
             settings[k] = tuple(v) if isinstance(v, list) else v
@@ -173,7 +220,18 @@ class Prior:
         )
 
     def save(self, directory: str | Path) -> Path:
-        """Write ``prior.json`` into ``directory`` (created if needed)."""
+        """Write ``prior.json`` into ``directory`` (created if needed).
+
+        Parameters
+        ----------
+        directory : str or pathlib.Path
+            Output folder.
+
+        Returns
+        -------
+        pathlib.Path
+            The file written.
+        """
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "prior.json"
@@ -182,7 +240,20 @@ class Prior:
 
 
 def flat_prior(law: str = "chinchilla", **settings: Any) -> Prior:
-    """Weak defaults, no borrowing (independent normals from :data:`DEFAULT_LAW_PRIORS`)."""
+    """Build the weak default prior: no borrowing across families.
+
+    Parameters
+    ----------
+    law : str, default "chinchilla"
+        Law form.
+    **settings
+        Noise/scale settings to override (:meth:`Prior.with_settings`).
+
+    Returns
+    -------
+    Prior
+        Independent normals from :data:`DEFAULT_LAW_PRIORS`, named ``"flat"``.
+    """
     names = get_law(law).params
     loc = np.array([DEFAULT_LAW_PRIORS[n][0] for n in names])
     sd = np.array([DEFAULT_LAW_PRIORS[n][1] for n in names])
@@ -195,7 +266,13 @@ def _search_dirs() -> list[Path]:
 
 
 def list_priors() -> list[str]:
-    """Names of the population priors shipped with the package."""
+    """List the population priors shipped with the package.
+
+    Returns
+    -------
+    list of str
+        Sorted names (folders of ``models/`` holding a ``prior.json``).
+    """
     names: set[str] = set()
     for d in _search_dirs():
         if d.is_dir():
@@ -204,7 +281,25 @@ def list_priors() -> list[str]:
 
 
 def load_prior(name_or_path: str | Path) -> Prior:
-    """Load a population prior by shipped name (``"corpus-v1"``) or directory/file path."""
+    """Load a population prior by shipped name or by path.
+
+    Parameters
+    ----------
+    name_or_path : str or pathlib.Path
+        A shipped name (``"corpus-v1"``, see :func:`list_priors`), a folder
+        holding ``prior.json`` or the ``.json`` file itself.
+
+    Returns
+    -------
+    Prior
+        The prior as saved.
+
+    Raises
+    ------
+    ValueError
+        If no such prior exists (the message lists the shipped ones) or the
+        file is not a hiscale prior.
+    """
     path = Path(name_or_path)
     candidates = []
     if path.suffix == ".json":
@@ -222,7 +317,18 @@ def load_prior(name_or_path: str | Path) -> Prior:
 
 
 def prior_families(prior: Prior) -> set[str]:
-    """Families a prior was learned on (``meta``: families used and population units)."""
+    """Return the families a prior was learned on.
+
+    Parameters
+    ----------
+    prior : Prior
+        A prior; its ``meta`` records the families used and the population units.
+
+    Returns
+    -------
+    set of str
+        The families (empty for the flat prior).
+    """
     meta = prior.meta
     fams = set(meta.get("families_used", {}))
     for members in meta.get("population_units", {}).values():
@@ -231,7 +337,19 @@ def prior_families(prior: Prior) -> set[str]:
 
 
 def prior_groups(prior: Prior) -> set[str]:
-    """Family groups a prior was learned on (recorded groups, pooled units, name groups)."""
+    """Return the family groups a prior was learned on.
+
+    Parameters
+    ----------
+    prior : Prior
+        A prior.
+
+    Returns
+    -------
+    set of str
+        The recorded groups, the pooled population units and the name groups
+        (:func:`hiscale.data.curves.name_group`) of its families.
+    """
     meta = prior.meta
     groups = set(meta.get("groups", {}).values())
     if meta.get("pool_groups", True):
@@ -241,11 +359,25 @@ def prior_groups(prior: Prior) -> set[str]:
 
 
 def prior_overlap(prior: Prior, curves: Curves, family: str) -> str | None:
-    """Why ``prior`` is not independent of ``family``, or None when it is.
+    """Say why ``prior`` is not independent of ``family``, or None when it is.
 
     It is not when it was learned on the family, on a sibling of its group in
     ``curves`` (:func:`hiscale.data.curves.family_groups`), or on a family of a group
-    with the same label.
+    with the same label: a sibling's answer would leak into the prediction.
+
+    Parameters
+    ----------
+    prior : Prior
+        The prior in use.
+    curves : Curves
+        The data (for the family groups).
+    family : str
+        The family being fitted.
+
+    Returns
+    -------
+    str or None
+        A one-line reason, or None when the prior is independent.
     """
     fams = prior_families(prior)
     if not fams:
@@ -268,7 +400,20 @@ def prior_overlap(prior: Prior, curves: Curves, family: str) -> str | None:
 
 
 def resolve_prior(prior: str | Path | Prior, *, law: str) -> Prior:
-    """``"flat"``, a shipped name, a path or a :class:`Prior` -> Prior for ``law``."""
+    """Turn a prior argument into the :class:`Prior` for ``law``.
+
+    Parameters
+    ----------
+    prior : str, pathlib.Path or Prior
+        ``"flat"``, a shipped name, a path (:func:`load_prior`) or a prior.
+    law : str
+        Law form of the fit.
+
+    Returns
+    -------
+    Prior
+        The prior on ``law``'s parameters (:meth:`Prior.for_law`).
+    """
     if isinstance(prior, Prior):
         return prior.for_law(law)
     if str(prior) == "flat":
