@@ -70,6 +70,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    """Import a public name's module on first use (PEP 562), so ``import hiscale`` stays cheap."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hiscale' has no attribute {name!r}")
@@ -79,4 +80,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """List the public names (:data:`__all__`), including those not imported yet."""
     return list(__all__)

@@ -317,7 +317,8 @@ def make_cells(
         If ``curves`` holds several families, or the family is not usable
         (fewer than 3 distinct sizes).
     ValueError
-        If a ``k``, ``p``, ``target`` or ``direction`` is out of range.
+        If ``grid``, ``target`` or ``direction`` is unknown, or a ``k`` or
+        ``p`` is out of range.
     """
     fam = sole_family(curves.families, "make_cells needs one family")
     n_sizes = len(sizes(curves))

@@ -442,7 +442,8 @@ def select_metric(curves: Curves, metric: str = "primary") -> Curves:
     Raises
     ------
     CurvesError
-        If the metric is unknown, a family has no primary metric or several,
+        If the metric is unknown (or there is no ``metric`` column to select
+        it from), a family has no primary metric or several,
         or (without a ``primary`` column) a family has several metrics.
     """
     frame = curves.frame

@@ -61,8 +61,8 @@ class Design:
     n_rows, n_runs : int
         Real counts; arrays are padded to ``bucket`` sizes.
     n_runs_padded : int
-        Number of run offsets the model samples (``bucket(n_runs, 4)``);
-        padding runs have no rows, so their offsets stay at the prior.
+        Run slots of the model (``bucket(n_runs, 4)``); padding runs have no
+        rows and are masked out of the likelihood.
     log_scale_loc : float
         ``ln median(loss)`` of the real rows (centre of the scale prior).
     """

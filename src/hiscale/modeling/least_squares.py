@@ -124,7 +124,8 @@ def fit_paper(params, tokens, loss) -> PaperFit:
     -------
     PaperFit
         The fitted parameters, or ``None`` with the failure reason (fewer
-        rows than parameters, optimiser failure, non-finite result); never raises.
+        rows than parameters, optimiser failure, non-finite result): a failed
+        fit is reported in ``status``, not raised.
     """
     data, err = _check(params, tokens, loss, 5)
     if err:
