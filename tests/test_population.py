@@ -99,6 +99,11 @@ def test_step2_sampler_is_the_preset_and_is_recorded(small_prior):
     assert p.meta["population"]["num_warmup"] == 300
     assert p.meta["families_used"] == small_prior.meta["families_used"]
     assert not np.array_equal(p.loc, small_prior.loc)
+    from hiscale.priors.card import model_card
+
+    card = model_card(small_prior)
+    assert "`tau ~ HalfNormal(1)`, `Omega ~ LKJ(2)`" in card
+    assert "| `num_samples` | 1,000 |" in card
 
 
 def test_model_card_names_the_directions_a_family_does_not_identify(small_prior):
