@@ -220,7 +220,7 @@ assert not summary_table(paper_last30).empty
 assert set(results["method"]) == {"paper", "bayes", "bayes-flat"}
 bayes = results[results["method"] != "paper"]
 assert (bayes["status"] == "ok").all(), bayes[bayes["status"] != "ok"]
-assert bayes[["lower80", "upper80", "pit"]].notna().all().all()
+assert bayes[["lower80", "upper80", "pit_mean"]].notna().all().all()
 assert len(common) > 0 and len(common) % len(METHODS) == 0
 assert np.isfinite(boot.table[["estimate", "lower", "upper"]].to_numpy()).all()
 assert (boot.table["lower"] <= boot.table["upper"]).all()

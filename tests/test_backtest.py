@@ -98,7 +98,7 @@ def test_columns_and_one_row_per_cell(synth):
     identified = res["k"] >= 3
     assert res.loc[identified, "are_pct"].max() < 1e-6
     assert res.loc[~identified, "are_pct"].max() < 5
-    assert res[["lower80", "upper80", "covered80", "pit", "rhat_max"]].isna().all().all()
+    assert res[["lower80", "upper80", "covered80", "pit_mean", "rhat_max"]].isna().all().all()
     assert not res["flagged"].any()
 
 
@@ -211,12 +211,30 @@ def test_interval_columns(synth):
     assert (row["lower50"], row["upper50"]) == (1.75, 4.25)
     assert row["covered80"] == 1.0
     assert row["covered50"] == 1.0  # the losses lie in (1.75, 4.25)
-    assert row["pit"] == 0.25
+    assert row["pit_mean"] == 0.25
     assert (row["rhat_max"], row["ess_min"], row["divergences"]) == (1.01, 400.0, 0)
     narrow = backtest(
         synth, families=["noisy"], methods=[ConstMethod(10.0, width=1.0)], grid=[(2, 1.0)]
     )
     assert narrow["covered80"].iloc[0] == 0.0
+
+
+def test_resume_rejects_a_file_with_the_old_pit_column(synth, tmp_path):
+    out = tmp_path / "bt.csv"
+    kw = dict(families=["noisy"], methods=[ConstMethod(3.0, width=5.0)], grid=[(2, 1.0)], out=out)
+    fresh = backtest(synth, **kw)
+    header, body = out.read_text().split("\n", 1)
+    assert header.split(",") == list(COLUMNS)
+    # resuming the file as written works and runs nothing new
+    pd.testing.assert_frame_equal(backtest(synth, resume=True, **kw), fresh)
+    # the same rows under the old header (an older hiscale's file) are refused
+    old = ",".join("pit" if c == "pit_mean" else c for c in COLUMNS)
+    out.write_text(old + "\n" + body)
+    with pytest.raises(ValueError, match="column 'pit' \\(now 'pit_mean'\\)") as err:
+        backtest(synth, resume=True, **kw)
+    assert "\n" not in str(err.value)
+    assert str(out) in str(err.value)
+    assert out.read_text() == old + "\n" + body  # left as it was
 
 
 # --- families and methods -------------------------------------------------------------

@@ -150,7 +150,7 @@ def fake_results(seed=0) -> pd.DataFrame:
                         p=p,
                         n_sizes_used=k,
                         are_pct=abs(rng.normal(10 / k, 2)),
-                        pit=pit,
+                        pit_mean=pit,
                         covered80=float(abs(pit - 0.5) <= 0.4) if bayes else np.nan,
                         covered50=float(abs(pit - 0.5) <= 0.25) if bayes else np.nan,
                         flagged=False,

@@ -1,5 +1,7 @@
 """Population prior: family choice, loss units, two-step build on simulated families."""
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -7,7 +9,7 @@ from engine_sim import TRUTH, simulate_family
 
 from hiscale.data.curves import load_curves
 from hiscale.infer.fit import FitOptions
-from hiscale.infer.settings import SamplerSettings
+from hiscale.infer.settings import POPULATION_SAMPLER, SamplerSettings
 from hiscale.population import (
     build_prior,
     divide_prior,
@@ -82,6 +84,26 @@ def test_two_step_prior_is_centred_near_the_truth(small_prior):
     for d in lik["families"].values():
         assert len(d["information"]) == 4
         assert d["floored_directions"] == len(d["uninformative"])
+
+
+def test_step2_sampler_is_the_preset_and_is_recorded(small_prior):
+    pop = small_prior.meta["population"]
+    assert pop["sampler"] == POPULATION_SAMPLER.numpyro_dict("init_to_uniform")
+    assert (pop["num_warmup"], pop["num_samples"]) == (1000, 1000)
+    assert pop["hyperpriors"] == {"mu_sd_factor": 2.0, "tau_sd": 1.0, "lkj_concentration": 2.0}
+    # another step-2 sampler is used and recorded (step 1 comes from the cache)
+    c = load_curves(pd.concat(_families(3)))
+    other = replace(POPULATION_SAMPLER, num_warmup=300, num_samples=200)
+    p = build_prior(c, name="sim", sampler=SMALL, exclude=["fam2"], population_sampler=other)
+    assert p.meta["population"]["sampler"]["num_samples"] == 200
+    assert p.meta["population"]["num_warmup"] == 300
+    assert p.meta["families_used"] == small_prior.meta["families_used"]
+    assert not np.array_equal(p.loc, small_prior.loc)
+    from hiscale.priors.card import model_card
+
+    card = model_card(small_prior)
+    assert "`tau ~ HalfNormal(1)`, `Omega ~ LKJ(2)`" in card
+    assert "| `num_samples` | 1,000 |" in card
 
 
 def test_model_card_names_the_directions_a_family_does_not_identify(small_prior):

@@ -34,6 +34,11 @@ depth on every draw, while the two steps converge:
        \\Omega \\sim \\mathrm{LKJ}(2),\\ \\tau \\sim \\mathcal N^+(0, 1),\\
        \\mu \\sim \\mathcal N(m_0, 2 s_0)
 
+   (:func:`population_hyperpriors`; the numbers are
+   :data:`hiscale.priors.defaults.POPULATION_MU_SD_FACTOR`,
+   :data:`~hiscale.priors.defaults.POPULATION_TAU_SD` and
+   :data:`~hiscale.priors.defaults.POPULATION_LKJ_CONCENTRATION`)
+
    with ``A_f A_f^T`` the family's likelihood precision (one column per
    informative direction) and ``y_f`` its information vector in that basis
    (:func:`observation_form`); ``theta_f`` is integrated out analytically.
@@ -78,9 +83,16 @@ from hiscale.data.curves import (
     normalise_unit,
 )
 from hiscale.infer.fit import FitOptions, fit
-from hiscale.infer.settings import SamplerSettings
+from hiscale.infer.settings import POPULATION_SAMPLER, SamplerSettings
 from hiscale.laws import get_law
-from hiscale.priors.defaults import DEFAULT_PRIORS
+from hiscale.priors.defaults import (
+    DEFAULT_PRIORS,
+    POPULATION_LKJ_CONCENTRATION,
+    POPULATION_MU_SD_FACTOR,
+    POPULATION_SIGMA_OBS_SD_MIN,
+    POPULATION_SIGMA_RUN_SD_MIN,
+    POPULATION_TAU_SD,
+)
 from hiscale.priors.prior import Prior, flat_prior
 
 __all__ = [
@@ -97,6 +109,7 @@ __all__ = [
     "observation_form",
     "pool_likelihoods",
     "population_families",
+    "population_hyperpriors",
     "summarise_family",
 ]
 
@@ -539,11 +552,32 @@ def _summaries_on(
     return [out[i] for i in range(len(fams))]
 
 
-def _population_model(y, a, m0, mu_sd):
+def population_hyperpriors(m0, s0):
+    """Sample the population's ``mu``, ``tau`` and ``L_omega`` (NumPyro sites).
+
+    ``mu ~ N(m0, POPULATION_MU_SD_FACTOR * s0)``, ``tau ~
+    HalfNormal(POPULATION_TAU_SD)`` and ``L_omega ~
+    LKJCholesky(POPULATION_LKJ_CONCENTRATION)``, ``(m0, s0)`` the step-1
+    prior's means and sds (:mod:`hiscale.priors.defaults` says why). The
+    two-step population model and the joint fit (:mod:`hiscale.contrib.joint`)
+    both call this, so the same quantity has the same hyperprior.
+
+    Returns
+    -------
+    tuple of arrays
+        ``(mu, tau, L_omega)``; ``diag(tau) L_omega`` is the Cholesky factor
+        of the population covariance.
+    """
     k = m0.shape[0]
-    mu = numpyro.sample("mu", dist.Normal(m0, mu_sd).to_event(1))
-    tau = numpyro.sample("tau", dist.HalfNormal(1.0).expand([k]).to_event(1))
-    l_omega = numpyro.sample("L_omega", dist.LKJCholesky(k, 2.0))
+    mu = numpyro.sample("mu", dist.Normal(m0, POPULATION_MU_SD_FACTOR * s0).to_event(1))
+    tau = numpyro.sample("tau", dist.HalfNormal(POPULATION_TAU_SD).expand([k]).to_event(1))
+    l_omega = numpyro.sample("L_omega", dist.LKJCholesky(k, POPULATION_LKJ_CONCENTRATION))
+    return mu, tau, l_omega
+
+
+def _population_model(y, a, m0, s0):
+    k = m0.shape[0]
+    mu, tau, l_omega = population_hyperpriors(m0, s0)
     l_sigma = tau[:, None] * l_omega
     sigma = l_sigma @ l_sigma.T
     loc = jnp.einsum("fkr,k->fr", a, mu - m0)
@@ -561,6 +595,7 @@ def build_prior(
     families: Sequence[str] | None = None,
     options: FitOptions | None = None,
     sampler: SamplerSettings | None = None,
+    population_sampler: SamplerSettings = POPULATION_SAMPLER,
     seed: int = 0,
     use_cache: bool = True,
     progress: bool = False,
@@ -584,7 +619,10 @@ def build_prior(
     families : sequence of str, optional
         Override the automatic choice of :func:`population_families`.
     options, sampler, seed
-        Step-1 fit settings.
+        Step-1 fit settings (``seed`` also seeds step 2).
+    population_sampler : SamplerSettings
+        Step-2 NUTS settings (NumPyro's ``MCMC``, started at
+        ``init_to_uniform``).
     use_cache : bool
         Reuse cached step-1 summaries.
     progress : bool
@@ -671,13 +709,20 @@ def build_prior(
     a_mat = np.stack([o[0] for o in obs])
     y_vec = np.stack([o[1] for o in obs])
     t1 = time.perf_counter()
-    kernel = NUTS(_population_model, target_accept_prob=0.95)
+    ps = population_sampler
+    kernel = NUTS(
+        _population_model,
+        target_accept_prob=ps.target_accept_prob,
+        max_tree_depth=ps.max_tree_depth,
+        dense_mass=ps.dense_mass,
+    )
+    parallel = ps.chain_method == "parallel" and jax.local_device_count() >= ps.num_chains
     mcmc = MCMC(
         kernel,
-        num_warmup=1000,
-        num_samples=1000,
-        num_chains=2,
-        chain_method="parallel" if jax.local_device_count() >= 2 else "sequential",
+        num_warmup=ps.num_warmup,
+        num_samples=ps.num_samples,
+        num_chains=ps.num_chains,
+        chain_method="parallel" if parallel else "sequential",
         progress_bar=False,
     )
     mcmc.run(
@@ -685,7 +730,7 @@ def build_prior(
         jnp.asarray(y_vec),
         jnp.asarray(a_mat),
         jnp.asarray(base.loc),
-        jnp.asarray(2.0 * base.sd),
+        jnp.asarray(base.sd),
         extra_fields=("diverging",),
     )
     post = mcmc.get_samples()
@@ -697,7 +742,7 @@ def build_prior(
             np.nanmax(
                 np.asarray(
                     split_gelman_rubin(
-                        np.asarray(grouped[v]).reshape(2, -1, *np.shape(grouped[v])[2:])
+                        np.asarray(grouped[v]).reshape(ps.num_chains, -1, *np.shape(grouped[v])[2:])
                     )
                 )
             )
@@ -719,9 +764,15 @@ def build_prior(
     lsr = np.array([s.log_sigma_run for s in summaries])
     lso = np.array([s.log_sigma_obs for s in summaries if not s.single_row_runs])
     settings = dict(DEFAULT_PRIORS)
-    settings["sigma_run"] = (float(np.median(lsr)), float(max(0.5, np.std(lsr))))
+    settings["sigma_run"] = (
+        float(np.median(lsr)),
+        float(max(POPULATION_SIGMA_RUN_SD_MIN, np.std(lsr))),
+    )
     if len(lso):
-        settings["sigma_obs"] = (float(np.median(lso)), float(max(0.75, np.std(lso))))
+        settings["sigma_obs"] = (
+            float(np.median(lso)),
+            float(max(POPULATION_SIGMA_OBS_SD_MIN, np.std(lso))),
+        )
     meta = {
         "families_used": {
             s.family: {
@@ -752,9 +803,15 @@ def build_prior(
             "tau_mean": np.asarray(post["tau"]).mean(0).tolist(),
             "rhat_max": rhat,
             "divergences": div,
-            "num_warmup": 1000,
-            "num_samples": 1000,
-            "num_chains": 2,
+            "num_warmup": ps.num_warmup,
+            "num_samples": ps.num_samples,
+            "num_chains": ps.num_chains,
+            "sampler": ps.numpyro_dict("init_to_uniform"),
+            "hyperpriors": {
+                "mu_sd_factor": POPULATION_MU_SD_FACTOR,
+                "tau_sd": POPULATION_TAU_SD,
+                "lkj_concentration": POPULATION_LKJ_CONCENTRATION,
+            },
         },
         "step1_options": options.to_dict(),
         "step1_sampler": sampler.to_dict(),

@@ -18,7 +18,7 @@ from hiscale._util import cache_key
 from hiscale._version import __version__
 from hiscale.data.curves import Curves, family_groups
 from hiscale.infer.fit import FitOptions
-from hiscale.infer.settings import SamplerSettings
+from hiscale.infer.settings import POPULATION_SAMPLER, SamplerSettings
 from hiscale.population import (
     build_prior,
     cache_dir,
@@ -27,6 +27,7 @@ from hiscale.population import (
     family_unit,
     population_families,
 )
+from hiscale.priors import defaults
 from hiscale.priors.prior import Prior, flat_prior, load_prior
 
 __all__ = ["leave_one_out_prior"]
@@ -110,6 +111,14 @@ def leave_one_out_prior(
             min_span,
             unit,
             pool_groups,
+            POPULATION_SAMPLER.to_dict(),
+            [
+                defaults.POPULATION_MU_SD_FACTOR,
+                defaults.POPULATION_TAU_SD,
+                defaults.POPULATION_LKJ_CONCENTRATION,
+                defaults.POPULATION_SIGMA_RUN_SD_MIN,
+                defaults.POPULATION_SIGMA_OBS_SD_MIN,
+            ],
             "population-v4",
         ]
     )

@@ -18,8 +18,9 @@ canonical order, identical to a fresh run's.
 Scoring (Choshen et al. 2025): ``ARE = mean_i |L_i - L̂_i| / L_i`` in percent
 over the scored target rows of the cell. Interval columns hold the mean
 bounds over scored rows and ``covered*`` the fraction of scored rows inside
-their interval (0 or 1 with ``target="final"`` and one target run). The
-``prior`` column names the prior each row's method used (:func:`prior_label`).
+their interval (0 or 1 with ``target="final"`` and one target run);
+``pit_mean`` is the mean PIT (predictive CDF at the actual loss) over them.
+The ``prior`` column names the prior each row's method used (:func:`prior_label`).
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ COLUMNS: tuple[str, ...] = (
     "lower50",
     "upper50",
     "covered50",
-    "pit",
+    "pit_mean",
     "rhat_max",
     "ess_min",
     "divergences",
@@ -94,6 +95,10 @@ COLUMNS: tuple[str, ...] = (
     "seconds",
     "status",
 )
+
+#: Columns renamed since a result file could be written: old name -> new name.
+#: ``resume`` rejects a file with an old name (:func:`read_rows` says which).
+RENAMED: dict[str, str] = {"pit": "pit_mean"}
 
 #: Columns that identify a cell's row (``resume`` skips cells whose key is in the file).
 KEY: tuple[str, ...] = ("family", "method", "direction", "target", "k", "p", "seed")
@@ -161,7 +166,7 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
         "lower50": np.nan,
         "upper50": np.nan,
         "covered50": np.nan,
-        "pit": np.nan,
+        "pit_mean": np.nan,
         "rhat_max": np.nan,
         "ess_min": np.nan,
         "divergences": np.nan,
@@ -202,7 +207,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
                 row[f"upper{tag}"] = float(hi.mean())
                 row[f"covered{tag}"] = float(np.mean((actual >= lo) & (actual <= hi)))
         if pred.pit is not None:
-            row["pit"] = float(np.mean(pred.pit))
+            row["pit_mean"] = float(np.mean(pred.pit))
     for key in ("rhat_max", "ess_min", "divergences", "flagged"):
         if key in pred.diagnostics:
             row[key] = pred.diagnostics[key]
@@ -273,7 +278,14 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     lines = list(csv.reader(text.splitlines()))
     if not lines:
         return []
-    if tuple(lines[0]) != COLUMNS:
+    header = tuple(lines[0])
+    if header != COLUMNS:
+        renamed = [f"{o!r} (now {n!r})" for o, n in RENAMED.items() if o in header]
+        if renamed and tuple(RENAMED.get(c, c) for c in header) == COLUMNS:
+            raise ValueError(
+                f"{path}: written by an older hiscale: column {', '.join(renamed)}; "
+                "rename it in the first line to resume"
+            )
         raise ValueError(
             f"{path}: not a backtest file of this hiscale version (columns "
             f"{', '.join(lines[0][:5])}, ... instead of {', '.join(COLUMNS[:5])}, ...)"

@@ -35,10 +35,6 @@ DEMO_SIMULATE = {
 }
 
 
-#: Modest NUTS settings of ``hiscale demo``: seconds, not minutes, on two cores.
-DEMO_SAMPLER = {"num_warmup": 500, "num_samples": 1000, "num_chains": 2}
-
-
 def find_demo_data() -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """The demo curves and truth tables, and where they came from.
 
@@ -85,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from hiscale.backtesting.paper import fit_paper
     from hiscale.data.curves import load_curves
     from hiscale.infer.fit import fit
-    from hiscale.infer.settings import SamplerSettings
+    from hiscale.infer.settings import DEMO_SAMPLER
     from hiscale.modeling.simulate import true_loss
 
     t_start = time.perf_counter()
@@ -111,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         f"({', '.join(fmt_count(s) for s in sizes)}); target N={fmt_count(n_t)}, "
         f"D={fmt_count(d_t)}",
     )
-    sampler = SamplerSettings(**DEMO_SAMPLER)
+    sampler = DEMO_SAMPLER
     results = []
     fits = {}
     for prior in (args.prior, "flat"):

@@ -7,22 +7,26 @@ and the population in the same model:
 .. math::
 
     z_f = \\mu + \\mathrm{diag}(\\tau) L_\\Omega \\xi_f,\\quad \\xi_f \\sim \\mathcal N(0, I),\\quad
-    \\mu \\sim \\mathcal N(\\mathrm{loc}_0, 2 s_0),\\ \\tau \\sim \\mathcal N^+(0, s_0),\\
+    \\mu \\sim \\mathcal N(\\mathrm{loc}_0, 2 s_0),\\ \\tau \\sim \\mathcal N^+(0, 1),\\
     L_\\Omega \\sim \\mathrm{LKJChol}(2)
 
-with per-family ``log_scale``, ``log_sigma_run`` and ``log_sigma_obs`` under
-the weak defaults. The two-step route (:mod:`hiscale.population`) is what
-ships priors; this one-step fit is for research: it samples when the
-families' likelihoods are tempered (untempered, the family posteriors are so
-much narrower than the population that every draw hits the maximum tree
-depth), and its diagnostics say when it does not.
+(the population step's hyperpriors,
+:func:`hiscale.population.population_hyperpriors`) with per-family
+``log_scale``, ``log_sigma_run`` and ``log_sigma_obs`` under the weak
+defaults. Sampler settings: :data:`hiscale.infer.settings.JOINT_SAMPLER`.
+The two-step route (:mod:`hiscale.population`) is what ships priors; this
+one-step fit is for research: it samples when the families' likelihoods
+are tempered (untempered, the family posteriors are so much narrower than
+the population that every draw hits the maximum tree depth), and its
+diagnostics say when it does not.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import jax
@@ -36,9 +40,11 @@ from hiscale._config import require_x64
 from hiscale.data.curves import Curves, load_curves
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.fit import FitOptions
+from hiscale.infer.settings import JOINT_SAMPLER, SamplerSettings
 from hiscale.laws import get_law
 from hiscale.modeling.design import bucket, make_design
 from hiscale.modeling.family import prior_arrays, run_loglik
+from hiscale.population import population_hyperpriors
 from hiscale.priors.prior import flat_prior
 
 __all__ = ["JointFit", "fit_joint", "make_joint_model"]
@@ -51,9 +57,7 @@ def make_joint_model(law: str):
 
     def joint_model(x, y, run, weight, mask, run_mask, prior, log_loss=None):
         n_fam, k = x.shape[0], len(names)
-        mu = numpyro.sample("mu", dist.Normal(prior["loc"], 2.0 * prior["sd"]).to_event(1))
-        tau = numpyro.sample("tau", dist.HalfNormal(prior["sd"]).to_event(1))
-        l_omega = numpyro.sample("L_omega", dist.LKJCholesky(k, 2.0))
+        mu, tau, l_omega = population_hyperpriors(prior["loc"], prior["sd"])
         with numpyro.plate("family", n_fam):
             xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
             log_scale = numpyro.sample(
@@ -106,9 +110,10 @@ def fit_joint(
     law: str = "chinchilla",
     seed: int = 0,
     options: FitOptions | None = None,
-    num_warmup: int = 500,
-    num_samples: int = 500,
-    num_chains: int = 2,
+    sampler: SamplerSettings = JOINT_SAMPLER,
+    num_warmup: int | None = None,
+    num_samples: int | None = None,
+    num_chains: int | None = None,
 ) -> JointFit:
     """NUTS on the joint hierarchical model of ``families``.
 
@@ -121,9 +126,15 @@ def fit_joint(
     seed : int
     options : FitOptions
         Row selection per family (as in :func:`hiscale.fit`).
-    num_warmup, num_samples, num_chains : int
+    sampler : SamplerSettings
+        NUTS settings (NumPyro's ``MCMC``, started at ``init_to_median``);
+        recorded in the result's ``attrs["sampler"]``.
+    num_warmup, num_samples, num_chains : int, optional
+        Replace these fields of ``sampler``.
     """
     require_x64("hiscale.contrib.joint.fit_joint")
+    overrides = dict(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains)
+    sampler = replace(sampler, **{k: v for k, v in overrides.items() if v is not None})
     options = options or FitOptions()
     c = curves if isinstance(curves, Curves) else load_curves(curves)
     fams = list(families)
@@ -162,13 +173,20 @@ def fit_joint(
     }
     model = make_joint_model(law)
     t0 = time.perf_counter()
-    chain_method = "parallel" if jax.local_device_count() >= num_chains else "sequential"
+    parallel = sampler.chain_method == "parallel" and jax.local_device_count() >= sampler.num_chains
+    kernel = NUTS(
+        model,
+        target_accept_prob=sampler.target_accept_prob,
+        max_tree_depth=sampler.max_tree_depth,
+        dense_mass=sampler.dense_mass,
+        init_strategy=init_to_median,
+    )
     mcmc = MCMC(
-        NUTS(model, target_accept_prob=0.9, max_tree_depth=9, init_strategy=init_to_median),
-        num_warmup=num_warmup,
-        num_samples=num_samples,
-        num_chains=num_chains,
-        chain_method=chain_method,
+        kernel,
+        num_warmup=sampler.num_warmup,
+        num_samples=sampler.num_samples,
+        num_chains=sampler.num_chains,
+        chain_method="parallel" if parallel else "sequential",
         progress_bar=False,
     )
     mcmc.run(
@@ -197,11 +215,18 @@ def fit_joint(
         },
         diverging=extra["diverging"],
         num_steps=extra["num_steps"],
-        max_tree_depth=9,
+        max_tree_depth=sampler.max_tree_depth,
         energy=extra["energy"],
     )
     dt = az.from_numpyro(
         mcmc, coords={"family": fams}, dims={n: ["family"] for n in get_law(law).params}
     )
-    dt.attrs.update({"families": ",".join(fams), "law": law, "seconds": seconds})
+    dt.attrs.update(
+        {
+            "families": ",".join(fams),
+            "law": law,
+            "seconds": seconds,
+            "sampler": json.dumps(sampler.numpyro_dict("init_to_median")),
+        }
+    )
     return JointFit(families=fams, law=law, datatree=dt, diagnostics=diag, seconds=seconds)

@@ -290,7 +290,7 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
             step_size=0.05,
             find_heuristic_step_size=True,
             target_accept_prob=settings.target_accept_prob,
-            dense_mass=settings.dense_global,
+            dense_mass=settings.dense_mass,
             max_tree_depth=settings.max_tree_depth,
             model_kwargs=kwargs,
             rng_key=key,

@@ -1,11 +1,17 @@
-"""Sampler settings and convergence thresholds: the one place for their defaults."""
+"""Sampler settings, their presets and convergence thresholds: the one place for them."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["THRESHOLDS", "SamplerSettings"]
+__all__ = [
+    "DEMO_SAMPLER",
+    "JOINT_SAMPLER",
+    "POPULATION_SAMPLER",
+    "THRESHOLDS",
+    "SamplerSettings",
+]
 
 #: A fit is flagged when any of these fails (``ess_min`` applies to the bulk
 #: and to the tail ESS).
@@ -30,7 +36,12 @@ class SamplerSettings:
     see :func:`hiscale.infer.nuts.dispersed_inits`) or ``"map"`` (every chain
     at the MAP plus ``init_jitter`` of N(0, 1) noise in the unconstrained
     space: r̂ cannot see a second mode then). ``init_overdispersion`` scales
-    the Laplace standard deviations of the dispersed draws.
+    the Laplace standard deviations of the dispersed draws. The population
+    step and the joint fit run NumPyro's ``MCMC`` and start it their own way
+    (they record that instead of these three fields, see :meth:`numpyro_dict`).
+
+    ``dense_mass`` adapts a dense mass matrix (NumPyro's ``dense_mass``) over
+    all parameters, which the correlated law parameters need.
 
     ``num_samples`` is 2000 per chain because r̂ <= 1.01 needs a bulk ESS of
     several hundred per parameter to be met by a *converged* sampler: with 2
@@ -46,7 +57,7 @@ class SamplerSettings:
     num_chains: int = 2
     target_accept_prob: float = 0.9
     max_tree_depth: int = 8
-    dense_global: bool = True
+    dense_mass: bool = True
     chain_method: str = "parallel"
     init: str = "dispersed"
     init_jitter: float = 0.05
@@ -61,3 +72,49 @@ class SamplerSettings:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for provenance."""
         return asdict(self)
+
+    def numpyro_dict(self, init_strategy: str) -> dict[str, Any]:
+        """Provenance of a run of NumPyro's ``MCMC`` with these settings.
+
+        ``init``, ``init_jitter`` and ``init_overdispersion`` are replaced by
+        ``init`` = the NumPyro init strategy used (e.g. ``"init_to_median"``).
+        """
+        d = {k: v for k, v in asdict(self).items() if not k.startswith("init")}
+        return {**d, "init": init_strategy}
+
+
+#: Step 2 of the population prior (:func:`hiscale.population.build_prior`):
+#: NumPyro's NUTS on the normal-normal meta-model (a few dozen parameters,
+#: cheap gradients). 1000 draws per chain give the moment-matched predictive
+#: a Monte Carlo error far below its spread; target acceptance 0.95 because
+#: the spread ``tau`` of a handful of families has a funnel towards 0, where
+#: smaller steps avoid divergences; a diagonal mass matrix and NumPyro's
+#: default tree depth (10) suffice there.
+POPULATION_SAMPLER = SamplerSettings(
+    num_warmup=1000,
+    num_samples=1000,
+    num_chains=2,
+    target_accept_prob=0.95,
+    max_tree_depth=10,
+    dense_mass=False,
+)
+
+#: The one-step joint fit (:func:`hiscale.contrib.joint.fit_joint`, research
+#: use): every family's likelihood and the population in one model, so each
+#: draw is as dear as a fit of all families; 500 + 500 draws per chain keep a
+#: run in minutes. Tree depth 9 caps the cost of the draws that hit it (the
+#: diagnostics flag them); a diagonal mass matrix, as the model has
+#: ``F * (K + 3)`` parameters.
+JOINT_SAMPLER = SamplerSettings(
+    num_warmup=500,
+    num_samples=500,
+    num_chains=2,
+    target_accept_prob=0.9,
+    max_tree_depth=9,
+    dense_mass=False,
+)
+
+#: ``hiscale demo``: two fits in seconds, not minutes, on two cores: half the
+#: default draws per chain (1000 instead of 2000), enough for the demo's
+#: medians and 80%/95% intervals; otherwise the default settings.
+DEMO_SAMPLER = SamplerSettings(num_warmup=500, num_samples=1000, num_chains=2)

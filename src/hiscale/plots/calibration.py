@@ -47,19 +47,19 @@ def plot_calibration(
     """Calibration of predictive intervals across backtest cells.
 
     Left: empirical coverage of central new-run intervals against their
-    nominal level, computed from the ``pit`` column (coverage at level ``q`` =
-    share of cells with ``|pit - 0.5| <= q/2``), with the diagonal of perfect
+    nominal level, computed from the ``pit_mean`` column (coverage at level ``q`` =
+    share of cells with ``|pit_mean - 0.5| <= q/2``), with the diagonal of perfect
     calibration and the directly counted 50% / 80% coverage as markers.
     Right: histogram of PIT values (flat = calibrated; U-shape = intervals
     too narrow; hump = too wide).
 
-    A cell's ``pit`` is the mean PIT over its scored target rows (one value
+    A cell's ``pit_mean`` is the mean PIT over its scored target rows (one value
     per cell), so the curve is the coverage of cells, not of single rows.
 
     Parameters
     ----------
     results : DataFrame
-        Output of :func:`hiscale.backtesting.runner.backtest`; methods without ``pit``
+        Output of :func:`hiscale.backtesting.runner.backtest`; methods without ``pit_mean``
         values (the paper's estimator) are skipped.
     methods : sequence of str, optional
         Methods to draw (default: those with PIT values).
@@ -73,7 +73,7 @@ def plot_calibration(
     -------
     matplotlib.figure.Figure
     """
-    ok = results[(results["status"] == "ok") & results["pit"].notna()]
+    ok = results[(results["status"] == "ok") & results["pit_mean"].notna()]
     have = list(dict.fromkeys(ok["method"]))
     if not have:
         raise ValueError("no cell has a PIT value: run a Bayesian method (bayes, bayes-flat)")
@@ -91,7 +91,7 @@ def plot_calibration(
     for i, m in enumerate(methods):
         g = ok[ok["method"] == m]
         w = _weights(g) if by_family else None
-        cov = coverage_curve(g["pit"].to_numpy(), q, w)
+        cov = coverage_curve(g["pit_mean"].to_numpy(), q, w)
         color = palette(i)
         fams = g["family"].nunique()
         ax_cov.plot(q, cov, color=color, lw=1.8, label=f"{m} ({len(g)} cells, {fams} families)")
@@ -103,7 +103,7 @@ def plot_calibration(
                     [lv], [float(np.sum(ww * gg[col].to_numpy(float)))], "o", color=color, ms=6
                 )
         ax_pit.hist(
-            g["pit"].clip(0, 1),
+            g["pit_mean"].clip(0, 1),
             bins=edges,
             weights=(w if w is not None else np.full(len(g), 1.0 / len(g))) * bins,
             histtype="step",

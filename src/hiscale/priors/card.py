@@ -209,6 +209,14 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
             if k in pop
         }
     )
+    hyper = pop.get("hyperpriors")
+    if hyper:
+        out += [
+            "",
+            f"Hyperpriors: `mu ~ N(m0, {_fmt(hyper['mu_sd_factor'])} s0)` (m0, s0 the flat "
+            f"prior's means and sds), `tau ~ HalfNormal({_fmt(hyper['tau_sd'])})`, "
+            f"`Omega ~ LKJ({_fmt(hyper['lkj_concentration'])})`.",
+        ]
     verdict = (
         "converged"
         if pop.get("rhat_max", 2) <= 1.01 and not pop.get("divergences")
