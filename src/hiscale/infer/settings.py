@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-__all__ = ["THRESHOLDS", "SamplerSettings"]
+__all__ = ["THRESHOLDS", "FitOptions", "SamplerSettings"]
 
 #: A fit is flagged when any of these fails (``ess_min`` applies to the bulk
 #: and to the tail ESS).
@@ -61,3 +61,28 @@ class SamplerSettings:
     def to_dict(self) -> dict[str, Any]:
         """Plain dict for provenance."""
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Data selection and likelihood options (recorded with every fit)."""
+
+    min_tokens: float = 0.0
+    end_of_run: float = 0.8
+    max_rows_per_run: int = 32
+    n_eff_per_run: float = 4.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for provenance."""
+        return dict(self.__dict__)
+
+    def select(self, curves):
+        """This fit's row selection of ``curves`` (:func:`hiscale.data.selection.select_rows`)."""
+        from hiscale.data.selection import select_rows
+
+        return select_rows(
+            curves,
+            min_tokens=self.min_tokens,
+            end_fraction=self.end_of_run,
+            max_rows_per_run=self.max_rows_per_run,
+        )
