@@ -13,6 +13,9 @@ Nothing in hiscale imports this module.
 
 from __future__ import annotations
 
+import warnings
+from typing import Any
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,6 +45,7 @@ def fake_fit(
     sigma_run: float | None = None,
     sigma_obs: float | None = None,
     flagged: bool | None = None,
+    prior_settings: dict[str, Any] | None = None,
 ) -> Fit:
     """A :class:`~hiscale.infer.result.Fit` built without NUTS, for tests.
 
@@ -74,6 +78,9 @@ def fake_fit(
     flagged : bool, optional
         Force the sampler verdict (``True`` adds the reason
         ``"forced by fake_fit"``); default: the verdict of the draws.
+    prior_settings : dict, optional
+        Settings of the flat prior the fit records (e.g. the Student-t
+        ``df_run``/``df_obs`` its likelihood and replicates use).
 
     Returns
     -------
@@ -125,27 +132,32 @@ def fake_fit(
         "step_size": np.full(shape, 0.1),
         "acceptance_rate": rng.uniform(0.8, 1.0, shape),
     }
+    # the verdict of the draws that vary (fixed noise scales are not sampled); a
+    # point posterior (spread 0) has no r-hat and is flagged, as diagnose() does
     checked = {
         "xi": np.stack([samples[n] for n in law_obj.params], axis=-1),
         "log_scale": samples["log_scale"],
-        "log_sigma_run": np.log(samples["sigma_run"]),
-        "log_sigma_obs": np.log(samples["sigma_obs"]),
     }
+    for name, fixed in (("sigma_run", sigma_run), ("sigma_obs", sigma_obs)):
+        if fixed is None:
+            checked[f"log_{name}"] = np.log(samples[name])
     sampler = SamplerSettings(num_warmup=0, num_samples=n_draws, num_chains=n_chains)
-    diagnostics = diagnose(
-        checked,
-        diverging=sample_stats["diverging"],
-        num_steps=n_steps,
-        max_tree_depth=sampler.max_tree_depth,
-        energy=energy,
-    )
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        diagnostics = diagnose(
+            checked,
+            diverging=sample_stats["diverging"],
+            num_steps=n_steps,
+            max_tree_depth=sampler.max_tree_depth,
+            energy=energy,
+        )
     if flagged is not None:
         diagnostics["flagged"] = bool(flagged)
         diagnostics["reasons"] = "forced by fake_fit" if flagged else ""
     return Fit.from_samples(
         family=family,
         law=law_obj.name,
-        prior=flat_prior(law_obj.name),
+        prior=flat_prior(law_obj.name, **(prior_settings or {})),
         samples=samples,
         sample_stats=sample_stats,
         diagnostics=diagnostics,

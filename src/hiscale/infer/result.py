@@ -345,12 +345,10 @@ class Fit:
         for lv in levels:
             if not 0 < float(lv) < 1:
                 raise ValueError(f"ci_prob must be in (0, 1), got {lv}")
-        tree = self.predictions(at, seed=seed)
-        n = tree["predictions_constant_data"]["params"].values
-        d = tree["predictions_constant_data"]["tokens"].values
+        n, d = _target_point(at)
+        expected, new = self.draws(n, d, seed=seed)
         rows = []
-        for kind in ("expected", "new_run"):
-            arr = np.asarray(tree["predictions"][kind].values).reshape(-1, len(n))
+        for kind, arr in (("expected", expected), ("new_run", new)):
             median, mean = np.median(arr, axis=0), arr.mean(axis=0)
             for lv in levels:
                 lo, hi = central_interval(arr, float(lv), axis=0)
