@@ -46,7 +46,7 @@ def test_observed_predictive_and_likelihood_names_match(fit4):
 
 
 def test_run_log_likelihood_is_the_gaussian_marginal_for_large_df():
-    """With nu -> inf and untempered rows, a run's log-likelihood is log N(e; 0, so² I + sr² 11ᵀ)."""
+    """nu -> inf, untempered rows: a run's log-likelihood is log N(e; 0, so² I + sr² 11ᵀ)."""
     f = fake_fit(seed=3, prior_settings={"df_run": 1e7, "df_obs": 1e7})
     counts = f.data.groupby("run").size()
     assert counts.max() <= f.options.n_eff_per_run  # weight 1: no tempering

@@ -125,7 +125,9 @@ def test_predict_text_and_plot(fake_saved, capsys, tmp_path):
     for line, kind in ((lines[2], "expected"), (lines[3], "new_run")):
         r = pred.loc[kind]
         assert line.split()[-3:] == [
-            f"{r['median']:.4f}", f"[{r['lower']:.4f},", f"{r['upper']:.4f}]"
+            f"{r['median']:.4f}",
+            f"[{r['lower']:.4f},",
+            f"{r['upper']:.4f}]",
         ]
     assert lines[-4].startswith("data: 2 runs, 2 sizes (") and "rows used" in lines[-4]
     assert "prior: flat (weak defaults, no borrowing), chinchilla law" in lines

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 from engine_sim import simulate_family, true_loss
 from scipy import stats
+from test_arviz import same_groups
 
 import hiscale
 from hiscale.data.curves import load_curves
@@ -16,7 +17,6 @@ from hiscale.laws import LAWS
 from hiscale.modeling.simulate import true_loss as sim_true_loss
 from hiscale.priors.prior import flat_prior
 from hiscale.testing import TEST_SAMPLER, fake_fit
-from test_arviz import same_groups
 
 SMALL = TEST_SAMPLER
 
@@ -269,7 +269,8 @@ def test_save_load_roundtrip_is_bit_identical(small_fit, tmp_path):
     assert back.diagnostics == small_fit.diagnostics
     assert back.to_datatree().identical(small_fit.to_datatree())
     pd.testing.assert_frame_equal(back.data, small_fit.data, check_exact=True)
-    assert (back.sampler, back.options, back.log) == (small_fit.sampler, small_fit.options, small_fit.log)
+    for name in ("sampler", "options", "log", "prior", "provenance", "timings"):
+        assert getattr(back, name) == getattr(small_fit, name), name
     # one tree on disk: no second copy of the draws
     import xarray as xr
 
@@ -295,7 +296,7 @@ def test_load_rejects_the_old_format(tmp_path):
     old = f.to_datatree().copy()
     old.attrs["hiscale_format"] = "hiscale-fit-1"
     old.to_netcdf(tmp_path / "old.nc", engine="h5netcdf")
-    with pytest.raises(ValueError, match="format 'hiscale-fit-1'.*reads 'hiscale-fit-2'"):
+    with pytest.raises(ValueError, match=r"format 'hiscale-fit-1'.*reads 'hiscale-fit-2'"):
         load_fit(tmp_path / "old.nc")
     assert load_fit(path).to_datatree().attrs["hiscale_format"] == FIT_FORMAT
 

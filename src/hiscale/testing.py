@@ -47,7 +47,7 @@ def fake_fit(
     flagged: bool | None = None,
     prior_settings: dict[str, Any] | None = None,
 ) -> Fit:
-    """A :class:`~hiscale.infer.result.Fit` built without NUTS, for tests.
+    """Build a :class:`~hiscale.infer.result.Fit` without NUTS, for tests.
 
     One family is simulated from the flat prior
     (:func:`hiscale.modeling.simulate.simulate_families`) and its rows selected

@@ -38,12 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar=("N", "D"),
         help="target point: model size N (parameters) and training tokens D, e.g. 6.9e9 1.4e11",
     )
-    p.add_argument(
-        "--params", type=positive_float, metavar="N", help="deprecated: use --at N D"
-    )
-    p.add_argument(
-        "--tokens", type=positive_float, metavar="D", help="deprecated: use --at N D"
-    )
+    p.add_argument("--params", type=positive_float, metavar="N", help="deprecated: use --at N D")
+    p.add_argument("--tokens", type=positive_float, metavar="D", help="deprecated: use --at N D")
     p.add_argument(
         "--ci-prob",
         type=probability,
@@ -137,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def target_point(args: argparse.Namespace) -> tuple[float, float]:
-    """The target point ``(N, D)`` of ``--at`` (or of the deprecated ``--params/--tokens``)."""
+    """Return the target point ``(N, D)`` of ``--at`` (or of the old ``--params/--tokens``)."""
     old = (args.params, args.tokens)
     if args.at is not None:
         if old != (None, None):

@@ -100,7 +100,11 @@ def data_line(summary: dict[str, Any]) -> str:
 
 
 def prediction_dict(frame: pd.DataFrame, levels: Sequence[float]) -> dict[str, Any]:
-    """Point 0 of the tidy ``Fit.predict`` frame as nested dicts (kind -> median, mean, intervals)."""
+    """Point 0 of a tidy ``Fit.predict`` frame as nested dicts.
+
+    Returns ``{kind: {"median", "mean", "intervals": {"P": [lower, upper]}}}``
+    for ``kind`` in ``expected``, ``new_run`` and ``P`` in ``levels``.
+    """
     first = frame[frame["point"] == frame["point"].iloc[0]]
     out = {}
     for kind in ("expected", "new_run"):

@@ -101,6 +101,7 @@ class Fit:
         self._dt = datatree
 
     def __repr__(self) -> str:
+        """Family, law, prior, seed and verdict in one line."""
         return (
             f"Fit(family={self.family!r}, law={self.law!r}, prior={self.prior.label!r}, "
             f"seed={self.seed}, flagged={self.flagged})"
@@ -118,7 +119,7 @@ class Fit:
         return self._dt
 
     def to_datatree(self) -> xr.DataTree:
-        """The fit's DataTree itself (not a copy, nothing recomputed or redrawn).
+        """Return the fit's DataTree itself (not a copy, nothing recomputed or redrawn).
 
         Returns
         -------
@@ -261,7 +262,7 @@ class Fit:
         return np.exp(mu), np.exp(new)
 
     def predictions(self, at, *, seed: int = 0) -> xr.DataTree:
-        """The predictive draws at target point(s) as an ArviZ ``predictions`` group.
+        """Return the predictive draws at target point(s) as an ArviZ ``predictions`` group.
 
         Parameters
         ----------
@@ -394,7 +395,7 @@ class Fit:
         return path
 
     def verdict(self) -> str:
-        """The sampler's verdict in one paragraph.
+        """Summarise the sampler's verdict in one paragraph.
 
         Returns
         -------
@@ -490,9 +491,7 @@ class Fit:
         post["mu"] = mu
         obs = np.log(data["loss"].to_numpy(float))
         s = prior.settings
-        weight = np.asarray(
-            make_design(data, n_eff_per_run=options.n_eff_per_run).weight[:n_rows]
-        )
+        weight = np.asarray(make_design(data, n_eff_per_run=options.n_eff_per_run).weight[:n_rows])
         c, d = mu.shape[:2]
         # per-run log-likelihood, run offset integrated out (leave-one-run-out PSIS-LOO)
         loglik = np.asarray(
@@ -526,8 +525,10 @@ class Fit:
         vo = sig_obs**2 / n_r
         shrink = vr / (vr + vo)
         delta = shrink * rbar + np.sqrt(shrink * vo) * rng.standard_normal(rbar.shape)
-        rep = mu + delta[..., run_idx] + sig_obs * stats.t.rvs(
-            s["df_obs"], size=mu.shape, random_state=rng
+        rep = (
+            mu
+            + delta[..., run_idx]
+            + sig_obs * stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
         )
         # a NEW run at each run's rows (fresh offset and noise): its mean log loss
         t_run = stats.t.rvs(s["df_run"], size=(c, d, n_runs), random_state=rng)
