@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -491,28 +492,27 @@ class Fit:
         post["mu"] = mu
         obs = np.log(data["loss"].to_numpy(float))
         s = prior.settings
-        weight = np.asarray(make_design(data, n_eff_per_run=options.n_eff_per_run).weight[:n_rows])
         c, d = mu.shape[:2]
-        # per-run log-likelihood, run offset integrated out (leave-one-run-out PSIS-LOO)
+        # per-run log-likelihood, run offset integrated out (leave-one-run-out PSIS-LOO),
+        # on the design's padded (bucketed) arrays so one compiled kernel serves many fits
+        design = make_design(data, n_eff_per_run=options.n_eff_per_run)
+        if design.run_names != tuple(runs) or design.n_rows != n_rows:
+            raise ValueError("Fit.from_samples: data must be sorted by params, run, tokens")
+        resid = np.zeros((c * d, len(design.mask)))
+        resid[:, :n_rows] = (obs - mu).reshape(c * d, n_rows)
         loglik = np.asarray(
-            jax.vmap(
-                lambda r, sr, so: run_loglik(
-                    r,
-                    jnp.asarray(run_idx),
-                    jnp.asarray(weight),
-                    jnp.ones(n_rows, bool),
-                    n_runs,
-                    sr,
-                    so,
-                    s["df_run"],
-                    s["df_obs"],
-                )
-            )(
-                jnp.asarray((obs - mu).reshape(c * d, n_rows)),
+            _run_loglik_draws(
+                jnp.asarray(resid),
+                jnp.asarray(design.run),
+                jnp.asarray(design.weight),
+                jnp.asarray(design.mask),
+                design.n_runs_padded,
                 jnp.asarray(post["sigma_run"].reshape(-1)),
                 jnp.asarray(post["sigma_obs"].reshape(-1)),
+                float(s["df_run"]),
+                float(s["df_obs"]),
             )
-        ).reshape(c, d, n_runs)
+        )[:, :n_runs].reshape(c, d, n_runs)
         rng = np.random.default_rng(seed)
         sig_run = post["sigma_run"][..., None]
         sig_obs = post["sigma_obs"][..., None]
@@ -585,12 +585,22 @@ class Fit:
         return cls(dt)
 
 
+@partial(jax.jit, static_argnums=4)
+def _run_loglik_draws(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs):
+    """:func:`~hiscale.modeling.family.run_loglik` of every draw: ``(S, n_runs)``."""
+    return jax.vmap(
+        lambda r, sr, so: run_loglik(r, run, weight, mask, n_runs, sr, so, df_run, df_obs)
+    )(resid, sigma_run, sigma_obs)
+
+
 def _run_means(values: np.ndarray, run_idx: np.ndarray, n_runs: int) -> np.ndarray:
     """Mean of ``values`` (``(..., row)``) over each run's rows: ``(..., run)``."""
     flat = values.reshape(-1, values.shape[-1])
     n_r = np.bincount(run_idx, minlength=n_runs).astype(float)
-    sums = np.stack([np.bincount(run_idx, weights=row, minlength=n_runs) for row in flat])
-    return (sums / n_r).reshape(*values.shape[:-1], n_runs)
+    # one bincount over (draw, run) bins: each bin sums its rows in row order
+    bins = (run_idx[None, :] + n_runs * np.arange(len(flat))[:, None]).ravel()
+    sums = np.bincount(bins, weights=flat.ravel(), minlength=len(flat) * n_runs)
+    return (sums.reshape(len(flat), n_runs) / n_r).reshape(*values.shape[:-1], n_runs)
 
 
 def _target_point(at) -> tuple[np.ndarray, np.ndarray]:
