@@ -12,7 +12,11 @@ Data selection before the model (all reported in ``Fit.log``,
    to ``n_eff_per_run`` effective points per run, more rows add little).
 
 Then MAP and NUTS (:mod:`hiscale.infer.nuts`) and the sampler's verdict
-(:mod:`hiscale.infer.diagnostics`); the result is a :class:`~hiscale.infer.result.Fit`.
+(:mod:`hiscale.infer.diagnostics`); the result is a :class:`~hiscale.infer.result.Fit`,
+one ArviZ DataTree built once right after sampling (:meth:`Fit.from_samples`).
+:class:`~hiscale.infer.settings.FitOptions` is defined in :mod:`hiscale.infer.settings`
+(so :mod:`~hiscale.infer.result` can read it without an import cycle) and
+re-exported here.
 """
 
 from __future__ import annotations

@@ -372,7 +372,9 @@ class Fit:
         frame = pd.concat(rows, ignore_index=True)
         order = {"expected": 0, "new_run": 1}
         frame = frame.sort_values(
-            ["point", "kind", "ci_prob"], key=lambda s: s.map(order) if s.name == "kind" else s
+            ["point", "kind", "ci_prob"],
+            key=lambda s: s.map(order) if s.name == "kind" else s,
+            kind="stable",
         ).reset_index(drop=True)
         frame["flagged"] = self.flagged
         return frame

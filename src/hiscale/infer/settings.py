@@ -77,7 +77,7 @@ class FitOptions:
         return dict(self.__dict__)
 
     def select(self, curves):
-        """This fit's row selection of ``curves`` (:func:`hiscale.data.selection.select_rows`)."""
+        """Select this fit's rows of ``curves`` (:func:`hiscale.data.selection.select_rows`)."""
         from hiscale.data.selection import select_rows
 
         return select_rows(
