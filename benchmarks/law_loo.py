@@ -7,7 +7,7 @@ Usage::
 
 For each family, fits every law in ``hiscale.laws.LAWS`` with the same prior,
 data selection and seed, then runs ``arviz.compare`` on the per-run
-log-likelihood (``run_loglik``). Prints elpd differences and writes JSON.
+log-likelihood (``run_log_loss``). Prints elpd differences and writes JSON.
 The backtest (``benchmarks/ablations.py``, variant ``nd``) is the other half
 of the comparison: LOO scores in-sample fit per run, the backtest scores
 extrapolation to a larger model.
@@ -58,7 +58,7 @@ def main(argv=None) -> int:
             flags[law] = f.diagnostics["flagged"]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pareto-k warnings are reported in the table
-            cmp = az.compare(dts, var_name="run_loglik", round_to="none")
+            cmp = az.compare(dts, var_name="run_log_loss", round_to="none")
         rec = {
             law: {
                 "rank": int(cmp.loc[law, "rank"]),

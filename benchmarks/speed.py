@@ -43,7 +43,7 @@ def _time_fit(curves, prior, seed):
     t0 = time.perf_counter()
     f = fit(curves, family="gpt3", prior=prior, seed=seed)
     t1 = time.perf_counter()
-    f.predict(1.75e11, 3.0e11)
+    f.predict((1.75e11, 3.0e11))
     t2 = time.perf_counter()
     return {
         "total": t2 - t0,

@@ -106,24 +106,41 @@ print(f"target: N = {N:.3g} parameters, D = {D:.3g} tokens; true loss {TRUE:.4f}
 # %% [markdown]
 # Fit with the population prior, then with the flat prior. Each fit keeps the
 # last 20% of every run (mid-schedule checkpoints of real runs sit above the
-# law) and samples the posterior with NUTS; `Fit.summary()` is the sampler's
+# law) and samples the posterior with NUTS; `Fit.verdict()` is the sampler's
 # verdict.
 
 # %%
 fit_pop = hiscale.fit(curves, family=FAMILY, prior="corpus-v1", seed=0, sampler=SAMPLER)
 fit_flat = hiscale.fit(curves, family=FAMILY, prior="flat", seed=0, sampler=SAMPLER)
 for name, f in (("corpus-v1", fit_pop), ("flat", fit_flat)):
-    print(f"{name:>9}: {f.summary()}")
+    print(f"{name:>9}: {f.verdict()}")
 print("rows removed before fitting:", *[str(r) for r in fit_pop.log if r.removed], sep="\n  ")
 
 # %% [markdown]
-# `predict` gives two kinds of interval: the **expected** loss (the law at
-# (N, D), parameter uncertainty only) and a **new run** (adds the seed-to-seed
-# offset and checkpoint noise). A real 7B run is a new run.
+# `predict(at=(N, D))` gives two kinds of interval: the **expected** loss (the
+# law at (N, D), parameter uncertainty only) and a **new run** (adds the
+# seed-to-seed offset and checkpoint noise). A real 7B run is a new run. The
+# result is a tidy frame, one row per (point, kind, `ci_prob`):
 
 # %%
-pred_pop = fit_pop.predict(N, D)
-pred_flat = fit_flat.predict(N, D)
+pred_pop = fit_pop.predict((N, D))
+pred_flat = fit_flat.predict((N, D))
+pred_pop.round(4)
+
+
+# %%
+def new_run(pred: pd.DataFrame) -> dict[str, float]:
+    """Median and 80%/95% new-run interval of point 0 of a tidy prediction frame."""
+    r = pred[(pred["point"] == 0) & (pred["kind"] == "new_run")].set_index("ci_prob")
+    return {
+        "median": r["median"].iloc[0],
+        "lower80": r.loc[0.8, "lower"],
+        "upper80": r.loc[0.8, "upper"],
+        "lower95": r.loc[0.95, "lower"],
+        "upper95": r.loc[0.95, "upper"],
+    }
+
+
 frame = fit_pop.data
 paper = fit_paper(
     curves.family(FAMILY).frame["params"],
@@ -132,13 +149,7 @@ paper = fit_paper(
 )
 paper_pred = float(paper.predict(N, D)) if paper.ok else float("nan")
 table = pd.DataFrame(
-    {
-        "median": [pred_pop["new_run_median"][0], pred_flat["new_run_median"][0], paper_pred],
-        "lower80": [pred_pop["new_run_lower80"][0], pred_flat["new_run_lower80"][0], np.nan],
-        "upper80": [pred_pop["new_run_upper80"][0], pred_flat["new_run_upper80"][0], np.nan],
-        "lower95": [pred_pop["new_run_lower95"][0], pred_flat["new_run_lower95"][0], np.nan],
-        "upper95": [pred_pop["new_run_upper95"][0], pred_flat["new_run_upper95"][0], np.nan],
-    },
+    [new_run(pred_pop), new_run(pred_flat), {"median": paper_pred}],
     index=["bayes, corpus-v1", "bayes, flat", "paper least squares"],
 )
 table["error_%"] = 100 * (table["median"] - TRUE) / TRUE
@@ -154,23 +165,25 @@ table.round(3)
 fig = plot_curves(
     curves,
     fit_pop,
-    target=(N, D),
+    at=(N, D),
     actual=lambda d: true_loss(row, N, d),
     actual_label="true law at N=7B (simulated)",
 )
 plt.show()
 
 # %%
-fig = plot_target_density(fit_pop, N, D, actual=TRUE, paper_prediction=paper_pred)
+fig = plot_target_density(fit_pop, (N, D), actual=TRUE, paper_prediction=paper_pred)
 plt.show()
-fig = plot_target_density(fit_flat, N, D, actual=TRUE, paper_prediction=paper_pred)
+fig = plot_target_density(fit_flat, (N, D), actual=TRUE, paper_prediction=paper_pred)
 plt.show()
 
 # %% [markdown]
 # ## Saving a fit
 #
-# A fit round-trips through netCDF (an ArviZ `DataTree` with the draws and the
-# provenance), and the reloaded fit predicts exactly the same numbers — the
+# A fit *is* one ArviZ `DataTree` (`fit.to_datatree()`: the draws, sampler
+# statistics, log-likelihood, replicates, data and every setting in its
+# attributes); it round-trips through netCDF, and the reloaded fit predicts
+# exactly the same numbers — the
 # CLI's `hiscale fit ... --out fit.nc` and `hiscale predict --fit fit.nc` do
 # this.
 
@@ -178,7 +191,7 @@ plt.show()
 with tempfile.TemporaryDirectory() as tmp:
     path = fit_pop.save(Path(tmp) / "sim3.nc")
     again = hiscale.load_fit(path)
-pd.testing.assert_frame_equal(again.predict(N, D), pred_pop, check_exact=True)
+pd.testing.assert_frame_equal(again.predict((N, D)), pred_pop, check_exact=True)
 print("reloaded fit predicts identical numbers")
 
 # %% [markdown]
@@ -192,20 +205,11 @@ train0 = curves.frame[(curves.frame["family"] == "sim0") & (curves.frame["params
 row0 = truth.loc["sim0"]
 rich = {
     prior: hiscale.fit(train0, family="sim0", prior=prior, seed=0, sampler=SAMPLER).predict(
-        row0["target_params"], row0["target_tokens"]
+        (row0["target_params"], row0["target_tokens"])
     )
     for prior in ("corpus-v1", "flat")
 }
-rich_table = pd.DataFrame(
-    {
-        p: {
-            "median": r["new_run_median"][0],
-            "lower95": r["new_run_lower95"][0],
-            "upper95": r["new_run_upper95"][0],
-        }
-        for p, r in rich.items()
-    }
-).T
+rich_table = pd.DataFrame({p: new_run(r) for p, r in rich.items()}).T
 rich_table["error_%"] = 100 * (rich_table["median"] / row0["target_loss"] - 1)
 rich_table.round(3)
 

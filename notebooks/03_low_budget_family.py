@@ -137,10 +137,10 @@ target = cell.target.frame
 N, D = float(target["params"].iloc[0]), float(target["tokens"].max())
 final = float(target.loc[target["tokens"].idxmax(), "loss"])
 for name, f in fits.items():
-    p = f.predict(N, D).iloc[0]
+    p = f.predict((N, D), ci_prob=0.8).set_index("kind").loc["new_run"]
     print(
-        f"{name:>26}: median {p['new_run_median']:.3f}, 80% [{p['new_run_lower80']:.3f}, "
-        f"{p['new_run_upper80']:.3f}], actual final {final:.3f}; {f.summary()}"
+        f"{name:>26}: median {p['median']:.3f}, 80% [{p['lower']:.3f}, "
+        f"{p['upper']:.3f}], actual final {final:.3f}; {f.verdict()}"
     )
 
 # %%
@@ -149,7 +149,7 @@ target_run = target_run[target_run["params"] == N]
 fig = plot_curves(
     cell.train,
     fits["population (without gpt3)"],
-    target=(N, D),
+    at=(N, D),
     actual=target_run[["tokens", "loss"]],
     actual_label="actual 175B run",
     title="gpt3: the 125M model (tokens > 10B) predicting 175B",
@@ -158,7 +158,7 @@ plt.show()
 
 # %%
 for name, f in fits.items():
-    fig = plot_target_density(f, N, D, actual=final)
+    fig = plot_target_density(f, (N, D), actual=final)
     fig.axes[0].set_title(f"gpt3 175B at its last checkpoint, prior: {name}", fontsize=10)
     plt.show()
 

@@ -31,7 +31,8 @@
 # like the prior — notebooks 02 and 03 do that on the corpus.
 #
 # Per-run PSIS-LOO (`az.loo`) on a fit's `DataTree` then asks which runs are
-# hard to predict from the others. Set `HISCALE_FAST=1` for a quick run.
+# hard to predict from the others, and ArviZ's LOO-PIT, rank and energy plots
+# read the same tree. Set `HISCALE_FAST=1` for a quick run.
 
 # %%
 import os
@@ -203,7 +204,7 @@ az.summary(dt, var_names=["alpha", "beta", "log_scale", "sigma_run", "sigma_obs"
 # ArviZ's diagnose() misses NumPyro's tree-depth field name; count it directly
 print("max-tree-depth hits:", int(dt["sample_stats"]["reached_max_tree_depth"].sum()))
 print("divergences:", int(dt["sample_stats"]["diverging"].sum()))
-loo = az.loo(dt)
+loo = az.loo(dt, var_name="run_log_loss")
 print(loo)
 pareto_k = pd.Series(np.asarray(loo.pareto_k), index=dt["log_likelihood"]["run"].values)
 pareto_k.round(2).to_frame("pareto_k")
@@ -217,6 +218,47 @@ pareto_k.round(2).to_frame("pareto_k")
 # %%
 comparison = az.compare(trees, round_to="none")
 comparison
+
+# %% [markdown]
+# ## 4. ArviZ's checks on one fit: LOO-PIT, rank plots, energy
+#
+# The tree follows ArviZ's conventions: `observed_data`, `posterior_predictive`
+# and `log_likelihood` share the per-run variable `run_log_loss` (a run's mean
+# log loss; its replicate is a *new* run at the run's rows, drawn once at fit
+# time from the fit's seed), so ArviZ's leave-one-out tools pair them.
+#
+# **LOO-PIT** (`az.loo_pit`): for each run, the predictive CDF of a new run,
+# given the *other* runs (PSIS weights), at the run's observed mean log loss.
+# Reading: uniform values mean calibrated leave-one-run-out predictions; values
+# piled near 0 or 1 mark runs the others do not predict.
+
+# %%
+loo_pit = az.loo_pit(dt, var_names="run_log_loss")["run_log_loss"]
+print(loo_pit.to_series().round(3).to_string())
+pc = az.plot_loo_pit(dt, var_names=["run_log_loss"])
+plt.show()
+
+# %% [markdown]
+# **Rank plot** (`az.plot_rank`): each chain's draws ranked among all chains'.
+# Reading: every chain's rank ECDF inside the envelope means the chains sample
+# the same distribution (the picture behind r̂); a chain outside it is stuck
+# in another region.
+
+# %%
+pc = az.plot_rank(dt, var_names=["alpha", "beta", "log_scale", "sigma_run", "sigma_obs"])
+plt.show()
+
+# %% [markdown]
+# **Energy plot** (`az.plot_energy`, from `sample_stats/energy`): the marginal
+# energy distribution against the energy change between draws. Reading: when
+# the two have similar widths (E-BFMI above 0.3, printed per chain) the
+# momentum resampling reaches the posterior's tails; a much narrower transition
+# distribution means NUTS explores the tails slowly.
+
+# %%
+pc = az.plot_energy(dt)
+plt.show()
+print("E-BFMI per chain:", np.round(np.asarray(az.bfmi(dt)["energy"]), 2))
 
 # %% [markdown]
 # ## Checks (run in CI)
@@ -243,4 +285,7 @@ width = coverage["mean_width80_%"]
 assert width["bayes"] < width["bayes-flat"], width
 assert np.isfinite(loo.elpd) and len(pareto_k) == fits["corpus-v1"].data["run"].nunique()
 assert set(comparison.index) == {"corpus-v1", "flat"}
+assert loo_pit.sizes["run"] == len(pareto_k) and ((loo_pit >= 0) & (loo_pit <= 1)).all()
+bfmi = np.asarray(az.bfmi(dt)["energy"])
+assert np.allclose(bfmi.min(), fits["corpus-v1"].diagnostics["bfmi_min"])
 print("all checks passed")

@@ -41,6 +41,9 @@ def test_names_are_the_objects_not_their_modules():
     assert hiscale.fit is fit and callable(hiscale.fit)
     assert hiscale.backtest is backtest and callable(hiscale.backtest)
     assert hiscale.Fit is Fit
+    from hiscale.infer.settings import FitOptions
+
+    assert hiscale.FitOptions is FitOptions  # defined in infer.settings, re-exported by infer.fit
     with pytest.raises(AttributeError, match="has no attribute 'nope'"):
         hiscale.nope  # noqa: B018
 

@@ -15,17 +15,16 @@ from hiscale.cli import build_parser, main
 from hiscale.cli.report import data_line, verdict_line
 from hiscale.infer.fit import fit
 from hiscale.infer.result import load_fit
-from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import simulate_families
 from hiscale.priors.card import model_card
 from hiscale.priors.prior import Prior, PriorWarning, flat_prior, load_prior
+from hiscale.testing import TEST_SAMPLER, fake_fit
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = str(REPO / "data" / "demo_curves.csv")
-#: Same NUTS settings as tests/test_plots.py, so the compiled kernel is shared.
-SMALL_SETTINGS = {"num_warmup": 150, "num_samples": 150}
-SMALL = ["--num-warmup", "150", "--num-samples", "150"]
-TARGET = ["--params", "7e9", "--tokens", "1.4e11"]
+#: The shipped test sampler, so compiled kernels are shared with the other test modules.
+SMALL = [f"--num-warmup={TEST_SAMPLER.num_warmup}", f"--num-samples={TEST_SAMPLER.num_samples}"]
+TARGET = ["--at", "7e9", "1.4e11"]
 
 
 def run_main(capsys, *argv):
@@ -54,6 +53,14 @@ def saved_fit(tmp_path_factory):
     assert main(["fit", DEMO, "--family", "sim3", "--prior", "flat", *SMALL, "--quiet",
                  "--out", str(path)]) == 0  # fmt: skip
     return path
+
+
+@pytest.fixture(scope="module")
+def fake_saved(tmp_path_factory):
+    """A fake fit (no NUTS) named like the demo's low-budget family, saved."""
+    return fake_fit(family="sim3", n_sizes=2, seed=0).save(
+        tmp_path_factory.mktemp("fake") / "fake.nc"
+    )
 
 
 # ----------------------------------------------------------------------------- help
@@ -92,34 +99,45 @@ def test_predict_json(capsys):
         {"step": "end_of_run", "removed": 36, "reason": "tokens < 0.8 x the run's last token count"}
     ]
     assert set(res["diagnostics"]) >= {"rhat_max", "ess_min", "divergences", "flagged"}
+    assert res["at"] == {"params": 7e9, "tokens": 1.4e11}
 
 
-def test_predict_text_and_plot(capsys, tmp_path):
+def test_predict_old_target_options_still_work(fake_saved, capsys):
+    common = ["predict", "--fit", fake_saved, "--json", "--quiet"]
+    _, new, _ = run_main(capsys, *common, *TARGET)
+    code, old, err = run_main(capsys, *common, "--params", "7e9", "--tokens", "1.4e11")
+    assert code == 0 and json.loads(old) == json.loads(new)
+    assert err == "hiscale: warning: --params N --tokens D are deprecated: use --at N D\n"
+
+
+def test_predict_text_and_plot(fake_saved, capsys, tmp_path):
     png = tmp_path / "p.png"
     code, out, err = run_main(
-        capsys, "predict", DEMO, "--family", "sim3", *TARGET, "--prior", "flat", *SMALL,
-        "--ci-prob", "0.9", "--plot", png,
+        capsys, "predict", DEMO, "--fit", fake_saved, *TARGET, "--ci-prob", "0.9", "--plot", png,
     )  # fmt: skip
     assert code == 0
+    f = load_fit(fake_saved)
     lines = out.splitlines()
     assert lines[0] == "sim3: predicted loss at N=7B parameters, D=140B tokens"
     assert "90% interval" in lines[1] and "80% interval" not in lines[1]
     assert lines[2].startswith("expected loss") and lines[3].startswith("new run")
-    assert (
-        "data: 2 runs, 2 sizes (50M-114M params), 4 of 40 rows used; removed: 36 by "
-        "end_of_run (tokens < 0.8 x the run's last token count)" in lines
-    )
+    pred = f.predict((7e9, 1.4e11), ci_prob=0.9).set_index("kind")
+    for line, kind in ((lines[2], "expected"), (lines[3], "new_run")):
+        r = pred.loc[kind]
+        assert line.split()[-3:] == [
+            f"{r['median']:.4f}",
+            f"[{r['lower']:.4f},",
+            f"{r['upper']:.4f}]",
+        ]
+    assert lines[-4].startswith("data: 2 runs, 2 sizes (") and "rows used" in lines[-4]
     assert "prior: flat (weak defaults, no borrowing), chinchilla law" in lines
-    assert lines[-2].startswith(("sampler:", "WARNING: the sampler did not converge"))
+    assert lines[-2] == f.verdict()
     assert png.stat().st_size > 10_000
-    assert "fitting 'sim3' with prior 'flat'" in err  # progress on stderr
+    assert f"loaded fit of 'sim3' from {fake_saved}" in err  # progress on stderr
 
 
-def test_predict_warns_below_the_largest_training_size(capsys):
-    code, _, err = run_main(
-        capsys, "predict", DEMO, "--family", "sim3", "--params", "6e7", "--tokens", "1e9",
-        "--prior", "flat", *SMALL, "--quiet",
-    )  # fmt: skip
+def test_predict_warns_below_the_largest_training_size(fake_saved, capsys):
+    code, _, err = run_main(capsys, "predict", "--fit", fake_saved, "--at", "6e7", "1e9", "--quiet")
     assert code == 0
     assert "smaller than the largest training model" in err
 
@@ -134,7 +152,7 @@ def test_fit_and_predict_warn_when_the_prior_saw_the_family(tmp_path, capsys):
         "independent of the family being fitted"
     )
     with pytest.warns(PriorWarning) as record:
-        f = fit(DEMO, family="sim3", prior=seen, seed=0, sampler=SamplerSettings(**SMALL_SETTINGS))
+        f = fit(DEMO, family="sim3", prior=seen, seed=0, sampler=TEST_SAMPLER)
     assert [str(w.message) for w in record] == [expected]
     assert f.provenance["notes"] == [expected]
     # the command line says it once on stderr and in --json; a table without a
@@ -163,40 +181,37 @@ def test_save_load_predict_is_bit_identical(saved_fit, capsys):
     _, loaded, _ = run_main(capsys, "predict", "--fit", saved_fit, *common)
     assert json.loads(fresh)["prediction"] == json.loads(loaded)["prediction"]
     # and through the Python API
-    f = fit(DEMO, family="sim3", prior="flat", seed=0, sampler=SamplerSettings(**SMALL_SETTINGS))
+    f = fit(DEMO, family="sim3", prior="flat", seed=0, sampler=TEST_SAMPLER)
     path = saved_fit.with_name("api.nc")
     f.save(path)
     g = load_fit(path)
     n, d = np.geomspace(1e8, 7e9, 5), np.geomspace(1e10, 1.4e11, 5)
     pd.testing.assert_frame_equal(
-        f.predict(n, d, seed=3), g.predict(n, d, seed=3), check_exact=True
+        f.predict((n, d), seed=3), g.predict((n, d), seed=3), check_exact=True
     )
     assert g.diagnostics == f.diagnostics and g.family == f.family
 
 
-def test_flagged_fit_prints_a_clear_warning(saved_fit, tmp_path, capsys):
-    f = load_fit(saved_fit)
-    f.diagnostics.update(flagged=True, reasons="r_hat 1.2 > 1.01")
-    flagged = tmp_path / "flagged.nc"
-    f.save(flagged)
+def test_flagged_fit_prints_a_clear_warning(tmp_path, capsys):
+    flagged = fake_fit(family="sim3", n_sizes=2, flagged=True).save(tmp_path / "flagged.nc")
     code, out, err = run_main(capsys, "predict", "--fit", flagged, *TARGET, "--quiet")
     assert code == 0
     assert out.splitlines()[-1].startswith(
-        "WARNING: the sampler did not converge (r_hat 1.2 > 1.01); the intervals may be wrong."
+        "WARNING: the sampler did not converge (forced by fake_fit); the intervals may be wrong."
     )
-    assert "hiscale: warning: sampler did not converge: r_hat 1.2 > 1.01" in err
-    ok = SimpleNamespace(flagged=False, summary=lambda: "sampler: fine")
+    assert "hiscale: warning: sampler did not converge: forced by fake_fit" in err
+    ok = SimpleNamespace(flagged=False, verdict=lambda: "sampler: fine")
     assert verdict_line(ok) == "sampler: fine"
 
 
-def test_predict_with_fit_and_data_draws_all_rows(saved_fit, tmp_path, capsys):
+def test_predict_with_fit_and_data_draws_all_rows(fake_saved, tmp_path, capsys):
     png = tmp_path / "q.png"
     code, _, _ = run_main(
-        capsys, "predict", DEMO, "--fit", saved_fit, *TARGET, "--plot", png, "--quiet"
+        capsys, "predict", DEMO, "--fit", fake_saved, *TARGET, "--plot", png, "--quiet"
     )
     assert code == 0 and png.is_file()
     code, _, err = run_main(
-        capsys, "predict", "--fit", saved_fit, "--family", "sim0", *TARGET, "--quiet"
+        capsys, "predict", "--fit", fake_saved, "--family", "sim0", *TARGET, "--quiet"
     )
     assert code == 2 and "does not match the saved fit" in err
 
@@ -211,6 +226,8 @@ def test_predict_with_fit_and_data_draws_all_rows(saved_fit, tmp_path, capsys):
         ),
         (["predict", DEMO, *TARGET], "--family is required: the data hold 4 families"),
         (["predict", *TARGET], "give a curves table DATA or a saved fit with --fit"),
+        (["predict", DEMO, "--family", "sim3"], "give the target point with --at N D"),
+        (["predict", DEMO, *TARGET, "--params", "7e9"], "give the target point once"),
         (["predict", DEMO, "--family", "sim3", *TARGET, "--prior", "nope"], "unknown prior"),
         (["predict", "--fit", "missing.nc", *TARGET], "fit file not found"),
         (["fit", DEMO, "--family", "nope", "--out", "x.nc"], "unknown family 'nope'"),
@@ -241,8 +258,9 @@ def test_corrupted_fit_file(tmp_path, capsys):
 @pytest.mark.parametrize(
     "argv",
     [
-        ["predict", DEMO, "--family", "sim3", "--params", "-5", "--tokens", "1e9"],
-        ["predict", DEMO, "--family", "sim3", "--params", "7e9", "--tokens", "inf"],
+        ["predict", DEMO, "--family", "sim3", "--at", "-5", "1e9"],
+        ["predict", DEMO, "--family", "sim3", "--at", "7e9", "inf"],
+        ["predict", DEMO, "--family", "sim3", "--at", "7e9"],
         ["predict", DEMO, "--family", "sim3", *TARGET, "--ci-prob", "1.5"],
         ["fit", DEMO, "--family", "sim3", "--num-samples", "0", "--out", "x.nc"],
         ["simulate", "--families", "0", "--out", "x.csv"],
@@ -327,17 +345,17 @@ def test_model_card_from_meta():
 
 
 # ----------------------------------------------------------------------------- processes
-def test_process_simulate_and_predict_from_saved_fit(saved_fit, tmp_path):
+def test_process_simulate_and_predict_from_saved_fit(fake_saved, tmp_path):
     out = tmp_path / "sim.csv"
     r = run_process("simulate", "--prior", "flat", "--families", "2", "--out", out)
     assert r.returncode == 0, r.stderr
     assert out.is_file() and "wrote" in r.stdout
-    r = run_process("predict", "--fit", saved_fit, *TARGET, "--json")
+    r = run_process("predict", "--fit", fake_saved, *TARGET, "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["family"] == "sim3"
     r = run_process("predict", "--fit", tmp_path / "nope.nc", *TARGET)
     assert r.returncode == 2 and r.stderr.startswith("hiscale: error: fit file not found")
-    r = run_process("predict", DEMO, "--family", "sim3", "--params", "-5", "--tokens", "1e9")
+    r = run_process("predict", DEMO, "--family", "sim3", "--at", "-5", "1e9")
     assert r.returncode == 2 and "must be a finite number > 0" in r.stderr
 
 
@@ -380,7 +398,7 @@ def test_process_demo(tmp_path):
     r = run_process("demo", "--plot", png, "--json", "--quiet")
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout)
-    assert res["family"] == "sim3" and res["target"] == {"params": 7e9, "tokens": 1.4e11}
+    assert res["family"] == "sim3" and res["at"] == {"params": 7e9, "tokens": 1.4e11}
     methods = [x["method"] for x in res["results"]]
     assert methods == ["bayes, prior corpus-v1", "bayes, prior flat", "paper least squares"]
     borrow = res["results"][0]

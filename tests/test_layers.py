@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("hiscale.backtesting",),
     ("hiscale.plots",),
     ("hiscale.cli", "hiscale.__main__"),
+    # shipped test helpers (fake fits): on top, so nothing in hiscale may import them
+    ("hiscale.testing",),
 ]
 #: May import anything; nothing in hiscale imports it.
 CONTRIB = "hiscale.contrib"
@@ -88,6 +90,12 @@ def test_every_module_has_a_place():
         if _layer(m) is None
     ]  # fmt: skip
     assert not homeless, f"add these modules to LAYERS: {homeless}"
+
+
+def test_nothing_in_hiscale_imports_the_test_helpers():
+    users = sorted(m for m, deps in GRAPH.items() if "hiscale.testing" in deps)
+    assert not users, f"hiscale.testing is for tests only, imported by {users}"
+    assert "hiscale.infer.result" in GRAPH["hiscale.testing"]
 
 
 def test_the_import_reader_sees_imports():

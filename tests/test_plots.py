@@ -11,8 +11,6 @@ import pytest
 
 from hiscale.backtesting.runner import COLUMNS
 from hiscale.data.curves import load_curves
-from hiscale.infer.fit import fit
-from hiscale.infer.settings import SamplerSettings
 from hiscale.modeling.simulate import true_loss
 from hiscale.plots import (
     coverage_curve,
@@ -23,14 +21,13 @@ from hiscale.plots import (
     plot_target_density,
 )
 from hiscale.priors.prior import flat_prior
+from hiscale.testing import fake_fit
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "demo_curves.csv"
-#: Small NUTS settings shared by the test modules (one compiled kernel per shape).
-TEST_SAMPLER = SamplerSettings(num_warmup=150, num_samples=150)
 
 
 @pytest.fixture(autouse=True)
@@ -48,9 +45,8 @@ def demo():
 
 @pytest.fixture(scope="module")
 def sparse_fit(demo):
-    """Flat-prior fit of the demo's low-budget family (two small sizes)."""
-    curves, _ = demo
-    return fit(curves, family="sim3", prior="flat", seed=0, sampler=TEST_SAMPLER)
+    """A fake fit (no NUTS) named like the demo's low-budget family (two small sizes)."""
+    return fake_fit(family="sim3", n_sizes=2, seed=0)
 
 
 def _png(fig, tmp_path, name="fig.png") -> Path:
@@ -84,13 +80,13 @@ def test_plot_curves_with_fit_target_and_truth(demo, sparse_fit, tmp_path):
     curves, truth = demo
     row = truth.loc["sim3"].copy()
     row["law"] = "chinchilla"
-    target = (row["target_params"], row["target_tokens"])
+    at = (row["target_params"], row["target_tokens"])
     for actual in (
         row["target_loss"],
-        lambda d: true_loss(row, target[0], d),
+        lambda d: true_loss(row, at[0], d),
         pd.DataFrame({"tokens": [1e10, 1.4e11], "loss": [3.0, 2.5]}),
     ):
-        fig = plot_curves(curves, sparse_fit, target=target, actual=actual)
+        fig = plot_curves(curves, sparse_fit, at=at, actual=actual)
         _png(fig, tmp_path)
         texts = [t.get_text() for t in fig.legends[0].get_texts()]
         assert any("50/80/95% interval" in t for t in texts)
@@ -100,7 +96,7 @@ def test_plot_curves_with_fit_target_and_truth(demo, sparse_fit, tmp_path):
 
 
 def test_plot_curves_from_the_fit_alone(sparse_fit, tmp_path):
-    fig = plot_curves(None, sparse_fit, target=(7e9, 1.4e11))
+    fig = plot_curves(None, sparse_fit, at=(7e9, 1.4e11))
     _png(fig, tmp_path)
 
 
@@ -110,7 +106,7 @@ def test_plot_curves_errors(demo):
         plot_curves(curves)
     with pytest.raises(ValueError, match="unknown family 'nope'"):
         plot_curves(curves, family="nope")
-    with pytest.raises(ValueError, match="needs target"):
+    with pytest.raises(ValueError, match=r"needs at=\(params, tokens\)"):
         plot_curves(curves, family="sim0", actual=2.5)
 
 
@@ -119,8 +115,7 @@ def test_plot_target_density(demo, sparse_fit, tmp_path):
     row = truth.loc["sim3"]
     fig = plot_target_density(
         sparse_fit,
-        row["target_params"],
-        row["target_tokens"],
+        (row["target_params"], row["target_tokens"]),
         actual=row["target_loss"],
         paper_prediction=2.0,
     )
@@ -226,3 +221,11 @@ def test_plot_exponents_from_fits_and_prior(sparse_fit, tmp_path):
     _png(fig3, tmp_path, "fits.png")
     with pytest.raises(ValueError, match="nothing to draw"):
         plot_exponents([])
+
+
+def test_an_unconverged_fit_is_flagged_in_the_titles(tmp_path):
+    bad = fake_fit(family="sim3", n_sizes=2, seed=0, flagged=True)
+    fig = plot_curves(None, bad, at=(7e9, 1.4e11))
+    assert fig.axes[0].get_title().endswith("(sampler WARNING)")
+    fig = plot_target_density(bad, (7e9, 1.4e11))
+    assert "sampler WARNING: see Fit.verdict()" in fig.axes[0].get_title()

@@ -170,7 +170,8 @@ def test_fit_recovers_the_true_loss_of_a_held_out_size(prior):
     f = fit(train, family="sim0", prior="flat", seed=0, sampler=SamplerSettings())
     # flat prior, end-of-run rows at D = 20 N: alpha and beta are nearly collinear,
     # so r_hat can sit just above the strict 1.01 threshold
-    assert f.diagnostics["rhat_max"] < 1.05, f.summary()
-    pred = f.predict(row["target_params"], row["target_tokens"], ci_prob=0.95).iloc[0]
-    assert pred["expected_lower95"] <= row["target_loss"] <= pred["expected_upper95"]
-    assert abs(pred["expected_median"] / row["target_loss"] - 1) < 0.05
+    assert f.diagnostics["rhat_max"] < 1.05, f.verdict()
+    pred = f.predict((row["target_params"], row["target_tokens"]), ci_prob=0.95).iloc[0]
+    assert pred["kind"] == "expected" and pred["ci_prob"] == 0.95
+    assert pred["lower"] <= row["target_loss"] <= pred["upper"]
+    assert abs(pred["median"] / row["target_loss"] - 1) < 0.05

@@ -115,15 +115,16 @@ def run(args: argparse.Namespace) -> int:
         progress(args, f"fitting with prior {prior!r} ...")
         f = fit(curves, family=family, prior=prior, seed=args.seed, sampler=sampler)
         fits[prior] = f
-        p = f.predict(n_t, d_t, ci_prob=(0.8, 0.95), seed=args.seed).iloc[0]
+        p = f.predict((n_t, d_t), ci_prob=(0.8, 0.95), seed=args.seed)
+        p = p[p["kind"] == "new_run"].set_index("ci_prob")
         results.append(
             {
                 "method": f"bayes, prior {f.prior.name}",
-                "median": float(p["new_run_median"]),
-                "lower80": float(p["new_run_lower80"]),
-                "upper80": float(p["new_run_upper80"]),
-                "lower95": float(p["new_run_lower95"]),
-                "upper95": float(p["new_run_upper95"]),
+                "median": float(p["median"].iloc[0]),
+                "lower80": float(p.loc[0.8, "lower"]),
+                "upper80": float(p.loc[0.8, "upper"]),
+                "lower95": float(p.loc[0.95, "lower"]),
+                "upper95": float(p.loc[0.95, "upper"]),
                 "flagged": f.flagged,
                 "seconds": time.perf_counter() - t0,
             }
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> int:
             "data": source,
             "family": family,
             "sizes_in_data": [float(s) for s in sizes],
-            "target": {"params": n_t, "tokens": d_t},
+            "at": {"params": n_t, "tokens": d_t},
             "truth": truth_loss,
             "results": results,
             "plot": args.plot,

@@ -32,19 +32,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_data_args(p, nargs="*")
     p.add_argument("--family", help="family to fit (required unless --fit is given)")
     p.add_argument(
-        "--params",
+        "--at",
+        nargs=2,
         type=positive_float,
-        required=True,
-        metavar="N",
-        help="target model size N (parameters), e.g. 6.9e9",
+        metavar=("N", "D"),
+        help="target point: model size N (parameters) and training tokens D, e.g. 6.9e9 1.4e11",
     )
-    p.add_argument(
-        "--tokens",
-        type=positive_float,
-        required=True,
-        metavar="D",
-        help="target training tokens D, e.g. 1.4e11",
-    )
+    p.add_argument("--params", type=positive_float, metavar="N", help="deprecated: use --at N D")
+    p.add_argument("--tokens", type=positive_float, metavar="D", help="deprecated: use --at N D")
     p.add_argument(
         "--ci-prob",
         type=probability,
@@ -73,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from hiscale.data.curves import load_curves, sole_family
     from hiscale.infer.result import load_fit
 
+    at = target_point(args)
     levels = sorted(set(args.ci_prob)) if args.ci_prob else list(DEFAULT_CI)
     curves = load_curves(args.data, metric=args.metric) if args.data else None
     if args.fit_path:
@@ -90,9 +86,9 @@ def run(args: argparse.Namespace) -> int:
         f = run_fit(args, curves, args.family)
     summary = data_summary(f)
     warnings_ = []
-    if args.params < summary["largest_params"]:
+    if at[0] < summary["largest_params"]:
         warnings_.append(
-            f"target N={args.params:.3g} is smaller than the largest training model "
+            f"target N={at[0]:.3g} is smaller than the largest training model "
             f"(N={summary['largest_params']:.3g}): the law is meant for extrapolating to "
             "larger models; a run of the same size predicts it more directly"
         )
@@ -101,14 +97,14 @@ def run(args: argparse.Namespace) -> int:
     warnings_ += list(f.provenance.get("notes", []))
     for w in warnings_:
         warn(w)
-    frame = f.predict(args.params, args.tokens, ci_prob=levels, seed=args.seed)
+    frame = f.predict(at, ci_prob=levels, seed=args.seed)
     pred = prediction_dict(frame, levels)
     if args.plot:
-        save_curves_plot(curves, f, (args.params, args.tokens), args.plot)
+        save_curves_plot(curves, f, at, args.plot)
     if args.json:
         payload = {
             "family": f.family,
-            "target": {"params": args.params, "tokens": args.tokens},
+            "at": {"params": at[0], "tokens": at[1]},
             "prior": f.prior.label,
             "law": f.law,
             "prediction": pred,
@@ -122,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(payload, indent=2, default=json_default))
         return 0
     print(
-        f"{f.family}: predicted loss at N={fmt_count(args.params)} parameters, "
-        f"D={fmt_count(args.tokens)} tokens"
+        f"{f.family}: predicted loss at N={fmt_count(at[0])} parameters, "
+        f"D={fmt_count(at[1])} tokens"
     )
     print(prediction_table(pred, levels))
     print("  expected loss = the law at (N, D), parameter uncertainty only;")
@@ -134,3 +130,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         print(f"wrote {args.plot}")
     return 0
+
+
+def target_point(args: argparse.Namespace) -> tuple[float, float]:
+    """Return the target point ``(N, D)`` of ``--at`` (or of the old ``--params/--tokens``)."""
+    old = (args.params, args.tokens)
+    if args.at is not None:
+        if old != (None, None):
+            raise ValueError("give the target point once: --at N D (not also --params/--tokens)")
+        return float(args.at[0]), float(args.at[1])
+    if None in old:
+        raise ValueError("give the target point with --at N D (model size N, tokens D)")
+    warn("--params N --tokens D are deprecated: use --at N D")
+    return float(old[0]), float(old[1])

@@ -100,18 +100,21 @@ def data_line(summary: dict[str, Any]) -> str:
 
 
 def prediction_dict(frame: pd.DataFrame, levels: Sequence[float]) -> dict[str, Any]:
-    """The first row of ``Fit.predict`` as nested dicts (kind -> median, mean, intervals)."""
-    row = frame.iloc[0]
+    """Point 0 of a tidy ``Fit.predict`` frame as nested dicts.
+
+    Returns ``{kind: {"median", "mean", "intervals": {"P": [lower, upper]}}}``
+    for ``kind`` in ``expected``, ``new_run`` and ``P`` in ``levels``.
+    """
+    first = frame[frame["point"] == frame["point"].iloc[0]]
     out = {}
     for kind in ("expected", "new_run"):
+        rows = first[first["kind"] == kind]
+        by_prob = {float(r["ci_prob"]): r for _, r in rows.iterrows()}
         out[kind] = {
-            "median": float(row[f"{kind}_median"]),
-            "mean": float(row[f"{kind}_mean"]),
+            "median": float(rows["median"].iloc[0]),
+            "mean": float(rows["mean"].iloc[0]),
             "intervals": {
-                f"{lv:g}": [
-                    float(row[f"{kind}_lower{round(100 * lv)}"]),
-                    float(row[f"{kind}_upper{round(100 * lv)}"]),
-                ]
+                f"{lv:g}": [float(by_prob[float(lv)]["lower"]), float(by_prob[float(lv)]["upper"])]
                 for lv in levels
             },
         }
@@ -143,7 +146,7 @@ def verdict_line(fit) -> str:
             + "); the intervals may be wrong. Rerun with more --num-warmup/--num-samples "
             "or another --seed, or check the data."
         )
-    return fit.summary()
+    return fit.verdict()
 
 
 def prior_line(fit) -> str:
@@ -158,14 +161,14 @@ def prior_line(fit) -> str:
     return f"prior: {p.name!r} (population prior{extra}), {fit.law} law"
 
 
-def save_curves_plot(curves, fit, target, path: str | Path, **kwargs: Any) -> None:
-    """Write :func:`hiscale.plots.plot_curves` of the fit's family to ``path``."""
+def save_curves_plot(curves, fit, at, path: str | Path, **kwargs: Any) -> None:
+    """Write :func:`hiscale.plots.plot_curves` of the fit's family at target point ``at``."""
     import matplotlib.pyplot as plt
 
     from hiscale.plots import plot_curves
 
     c = curves.family(fit.family) if curves is not None else None
-    fig = plot_curves(c, fit, target=target, **kwargs)
+    fig = plot_curves(c, fit, at=at, **kwargs)
     try:
         fig.savefig(path, dpi=120)
     finally:

@@ -12,14 +12,17 @@ Data selection before the model (all reported in ``Fit.log``,
    to ``n_eff_per_run`` effective points per run, more rows add little).
 
 Then MAP and NUTS (:mod:`hiscale.infer.nuts`) and the sampler's verdict
-(:mod:`hiscale.infer.diagnostics`); the result is a :class:`~hiscale.infer.result.Fit`.
+(:mod:`hiscale.infer.diagnostics`); the result is a :class:`~hiscale.infer.result.Fit`,
+one ArviZ DataTree built once right after sampling (:meth:`Fit.from_samples`).
+:class:`~hiscale.infer.settings.FitOptions` is defined in :mod:`hiscale.infer.settings`
+(so :mod:`~hiscale.infer.result` can read it without an import cycle) and
+re-exported here.
 """
 
 from __future__ import annotations
 
 import time
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +40,6 @@ from hiscale.data.curves import (
     sole_family,
     unit_assumptions,
 )
-from hiscale.data.selection import select_rows
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.nuts import (
     dispersed_inits,
@@ -48,7 +50,7 @@ from hiscale.infer.nuts import (
     run_nuts,
 )
 from hiscale.infer.result import Fit
-from hiscale.infer.settings import SamplerSettings
+from hiscale.infer.settings import FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
 from hiscale.modeling.design import Design, make_design
 from hiscale.modeling.family import make_family_model, prior_arrays
@@ -56,29 +58,6 @@ from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
 from hiscale.priors.prior import Prior, PriorWarning, prior_overlap, resolve_prior
 
 __all__ = ["FitOptions", "fit", "fit_design"]
-
-
-@dataclass(frozen=True)
-class FitOptions:
-    """Data selection and likelihood options (recorded with every fit)."""
-
-    min_tokens: float = 0.0
-    end_of_run: float = 0.8
-    max_rows_per_run: int = 32
-    n_eff_per_run: float = 4.0
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain dict for provenance."""
-        return dict(self.__dict__)
-
-    def select(self, curves: Curves) -> Curves:
-        """This fit's row selection of ``curves`` (:func:`hiscale.data.selection.select_rows`)."""
-        return select_rows(
-            curves,
-            min_tokens=self.min_tokens,
-            end_fraction=self.end_of_run,
-            max_rows_per_run=self.max_rows_per_run,
-        )
 
 
 def fit_design(
@@ -239,14 +218,14 @@ def fit(
     )
     timings["total_seconds"] = time.perf_counter() - t0
     data = selected.frame.sort_values(["params", "run", "tokens"]).reset_index(drop=True)
-    return Fit(
+    return Fit.from_samples(
         family=family,
         law=get_law(law).name,
         prior=pr,
-        posterior=samples,
+        samples=samples,
         diagnostics=diag,
-        sampler=sampler.to_dict(),
-        options=options.to_dict(),
+        sampler=sampler,
+        options=options,
         seed=seed,
         data=data,
         log=selected.log,

@@ -1,4 +1,35 @@
-"""The result of a fit, :class:`Fit`: draws, diagnostics, provenance and predictions.
+"""The result of a fit, :class:`Fit`: one ArviZ DataTree holding everything.
+
+A :class:`Fit` wraps one :class:`xarray.DataTree`, built once right after
+sampling (:meth:`Fit.from_samples`) and never recomputed; every property reads
+from it, :meth:`Fit.save` writes it and :func:`load_fit` reads it back. Its
+groups follow ArviZ's conventions:
+
+``posterior``
+    The law parameters, ``log_scale``, ``sigma_run``, ``sigma_obs`` (float64),
+    the derived exponents ``alpha``/``beta`` and the fitted log loss ``mu``
+    of every row the model saw (dim ``row``).
+``sample_stats``
+    ``diverging``, ``energy``, ``lp``, ``n_steps``, ``tree_depth``,
+    ``reached_max_tree_depth``, ``step_size``, ``acceptance_rate``.
+``log_likelihood``
+    ``run_log_loss`` (dim ``run``): each run's log-likelihood with its run
+    offset integrated out (:func:`hiscale.modeling.family.run_loglik`), so
+    ``az.loo(dt, var_name="run_log_loss")`` is leave-one-*run*-out PSIS-LOO.
+``observed_data``
+    ``log_loss`` (dim ``row``) and its per-run twin ``run_log_loss`` (dim
+    ``run``), the mean of a run's log losses.
+``posterior_predictive``
+    Replicates of both, drawn once at fit time (see :meth:`Fit.from_samples`
+    for the seed stream): ``log_loss`` at the fitted runs, ``run_log_loss``
+    for a *new* run at each run's rows, so ``az.loo_pit(dt,
+    var_names="run_log_loss")`` is a leave-one-run-out calibration check.
+``constant_data``
+    ``params``, ``tokens``, ``loss`` and ``run_index`` of every row.
+
+The attributes hold every setting (family, law, seed, prior, sampler, fit
+options, diagnostics, timings, provenance, filter log, format version); the
+structured ones as JSON strings (netCDF attributes are flat).
 
 Predictions come in two kinds: the *expected* loss of the law at ``(N, D)``
 (parameter uncertainty only) and a *new run* at ``(N, D)``, which adds a fresh
@@ -9,7 +40,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +48,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pandas as pd
+import xarray as xr
 from scipy import stats
 
 from hiscale._config import require_x64
 from hiscale._util import central_interval, json_default
 from hiscale._version import __version__
 from hiscale.data.curves import FilterRecord
+from hiscale.infer.settings import FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
 from hiscale.modeling.design import make_design
 from hiscale.modeling.family import run_loglik
@@ -30,47 +63,187 @@ from hiscale.priors.prior import Prior
 
 __all__ = ["FIT_FORMAT", "Fit", "load_fit"]
 
-FIT_FORMAT = "hiscale-fit-1"
+#: Format tag written to (and required from) a saved fit's attributes.
+FIT_FORMAT = "hiscale-fit-2"
+
+#: Interval probabilities of :meth:`Fit.predict` when none are given.
+DEFAULT_CI_PROB: tuple[float, ...] = (0.5, 0.8, 0.95)
+
+#: Attributes stored as JSON strings, by property name.
+_JSON_ATTRS = (
+    "prior",
+    "diagnostics",
+    "sampler",
+    "options",
+    "timings",
+    "provenance",
+    "log",
+)
 
 
-@dataclass
 class Fit:
-    """A fitted family: posterior draws, diagnostics and provenance.
+    """A fitted family: one ArviZ DataTree with draws, diagnostics and provenance.
 
-    Use :meth:`predict` for intervals, :meth:`to_datatree` for ArviZ, and
-    :meth:`save` / :func:`load_fit` to round-trip through netCDF.
+    Built by :func:`hiscale.fit` (or :meth:`from_samples`); use
+    :meth:`predict` for intervals, :meth:`predictions` for the predictive
+    draws as a DataTree, :meth:`to_datatree` for ArviZ, and :meth:`save` /
+    :func:`load_fit` to round-trip through netCDF.
+
+    Parameters
+    ----------
+    datatree : xarray.DataTree
+        A tree written by :meth:`from_samples` (format :data:`FIT_FORMAT`).
     """
 
-    family: str
-    law: str
-    prior: Prior
-    posterior: dict[str, np.ndarray]  # site -> (chain, draw, ...)
-    diagnostics: dict[str, Any]
-    sampler: dict[str, Any]
-    options: dict[str, Any]
-    seed: int
-    data: pd.DataFrame  # the rows the model saw
-    log: tuple[FilterRecord, ...] = ()
-    timings: dict[str, float] = field(default_factory=dict)
-    provenance: dict[str, Any] = field(default_factory=dict)
-    sample_stats: dict[str, np.ndarray] = field(default_factory=dict)
+    def __init__(self, datatree: xr.DataTree):
+        fmt = datatree.attrs.get("hiscale_format")
+        if fmt != FIT_FORMAT:
+            raise ValueError(f"not a hiscale fit tree: format {fmt!r}, need {FIT_FORMAT!r}")
+        self._dt = datatree
+
+    def __repr__(self) -> str:
+        """Family, law, prior, seed and verdict in one line."""
+        return (
+            f"Fit(family={self.family!r}, law={self.law!r}, prior={self.prior.label!r}, "
+            f"seed={self.seed}, flagged={self.flagged})"
+        )
+
+    # ------------------------------------------------------------- the state
+    @property
+    def datatree(self) -> xr.DataTree:
+        """The fit's one state: the ArviZ DataTree (also :attr:`dt`)."""
+        return self._dt
+
+    @property
+    def dt(self) -> xr.DataTree:
+        """Short name of :attr:`datatree`."""
+        return self._dt
+
+    def to_datatree(self) -> xr.DataTree:
+        """Return the fit's DataTree itself (not a copy, nothing recomputed or redrawn).
+
+        Returns
+        -------
+        xarray.DataTree
+            Groups ``posterior``, ``sample_stats``, ``log_likelihood``,
+            ``posterior_predictive``, ``observed_data``, ``constant_data``;
+            settings and provenance in its attributes.
+        """
+        return self._dt
+
+    def _json(self, name: str) -> Any:
+        return json.loads(self._dt.attrs[f"{name}_json"])
+
+    @property
+    def family(self) -> str:
+        """Name of the fitted family."""
+        return str(self._dt.attrs["family"])
+
+    @property
+    def law(self) -> str:
+        """Name of the law form (:data:`hiscale.laws.LAWS`)."""
+        return str(self._dt.attrs["law"])
+
+    @property
+    def seed(self) -> int:
+        """Seed of the sampler and of the posterior-predictive draws."""
+        return int(self._dt.attrs["seed"])
+
+    @property
+    def prior(self) -> Prior:
+        """The prior the fit used (with any settings the fit changed)."""
+        return Prior.from_dict(self._json("prior"))
+
+    @property
+    def diagnostics(self) -> dict[str, Any]:
+        """The sampler's verdict (:func:`hiscale.infer.diagnostics.diagnose`), a fresh dict."""
+        return self._json("diagnostics")
+
+    @property
+    def sampler(self) -> SamplerSettings:
+        """NUTS settings of the fit."""
+        return SamplerSettings(**self._json("sampler"))
+
+    @property
+    def options(self) -> FitOptions:
+        """Row selection and tempering options of the fit."""
+        return FitOptions(**self._json("options"))
+
+    @property
+    def timings(self) -> dict[str, float]:
+        """Seconds spent in the MAP search, NUTS and in total."""
+        return self._json("timings")
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        """Data hash, hiscale version, notes (prior warnings) and chain starts."""
+        return self._json("provenance")
+
+    @property
+    def log(self) -> tuple[FilterRecord, ...]:
+        """What each selection step removed before the model saw the rows."""
+        return tuple(FilterRecord(**r) for r in self._json("log"))
 
     @property
     def flagged(self) -> bool:
         """True when the sampler failed a convergence threshold."""
         return bool(self.diagnostics.get("flagged", False))
 
-    def theta(self) -> dict[str, np.ndarray]:
-        """Law parameters, flattened over chains: name -> (S,)."""
-        names = (*get_law(self.law).params, "log_scale", "sigma_run", "sigma_obs")
-        return {n: np.asarray(self.posterior[n]).reshape(-1) for n in names}
+    @property
+    def data(self) -> pd.DataFrame:
+        """The rows the model saw: ``family, run, params, tokens, loss`` (a new frame)."""
+        cd = self._dt["constant_data"]
+        runs = np.asarray(self._dt["observed_data"]["run"].values).astype(str)
+        return pd.DataFrame(
+            {
+                "family": self.family,
+                "run": runs[np.asarray(cd["run_index"].values)],
+                "params": np.asarray(cd["params"].values),
+                "tokens": np.asarray(cd["tokens"].values),
+                "loss": np.asarray(cd["loss"].values),
+            }
+        )
 
+    @property
+    def posterior(self) -> dict[str, np.ndarray]:
+        """The posterior group as arrays: name -> ``(chain, draw, ...)``."""
+        post = self._dt["posterior"]
+        return {str(n): np.asarray(post[n].values) for n in post.data_vars}
+
+    def theta(self) -> dict[str, np.ndarray]:
+        """Law parameters and noise scales, flattened over chains.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            The law's parameters, ``log_scale``, ``sigma_run`` and
+            ``sigma_obs``, each of shape ``(S,)`` with ``S = chains x draws``
+            (chain-major).
+        """
+        post = self._dt["posterior"]
+        names = (*get_law(self.law).params, "log_scale", "sigma_run", "sigma_obs")
+        return {n: np.asarray(post[n].values).reshape(-1) for n in names}
+
+    # ------------------------------------------------------------ prediction
     def draws(self, params, tokens, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """Posterior-predictive draws ``(expected, new_run)``, each ``(S, M)``.
+        """Posterior-predictive draws of the expected loss and of a new run.
 
         ``expected = L̂(N, D)``; ``new_run = L̂ exp(sigma_run t_run + sigma_obs
         t_obs)`` with ``t`` Student-t draws of the model's degrees of freedom,
         one fresh run offset per draw and target point.
+
+        Parameters
+        ----------
+        params, tokens : float or array_like
+            Model size(s) N and token count(s) D (broadcast to ``M`` points).
+        seed : int
+            Seed of the new-run noise: ``numpy.random.default_rng(seed)`` draws
+            all ``t_run`` (shape ``(S, M)``), then all ``t_obs``.
+
+        Returns
+        -------
+        expected, new_run : numpy.ndarray
+            Losses in nats, each ``(S, M)``.
         """
         require_x64("Fit.draws")
         n = np.atleast_1d(np.asarray(params, dtype=float))
@@ -89,194 +262,150 @@ class Fit:
         new = mu + th["sigma_run"][:, None] * t_run + th["sigma_obs"][:, None] * t_obs
         return np.exp(mu), np.exp(new)
 
-    def predict(
-        self,
-        params,
-        tokens,
-        *,
-        ci_prob: float | Sequence[float] = (0.5, 0.8, 0.95),
-        seed: int = 0,
-    ) -> pd.DataFrame:
-        """Median, mean and central intervals of the expected loss and a new run.
+    def predictions(self, at, *, seed: int = 0) -> xr.DataTree:
+        """Return the predictive draws at target point(s) as an ArviZ ``predictions`` group.
 
         Parameters
         ----------
-        params, tokens : float or array_like
-            Target model size(s) N and token count(s) D (broadcast).
-        ci_prob : float or sequence of float
-            Central interval probabilities.
+        at : tuple (N, D)
+            Target model size(s) N and token count(s) D: scalars or arrays
+            that broadcast to ``M`` points.
         seed : int
-            Seed of the new-run noise draws (same seed -> identical numbers).
+            Seed of the new-run noise (the draws of :meth:`draws`).
+
+        Returns
+        -------
+        xarray.DataTree
+            Group ``predictions`` with ``expected`` and ``new_run`` (losses,
+            dims ``chain, draw, point``) and group ``predictions_constant_data``
+            with ``params`` and ``tokens`` (dim ``point``); attributes
+            ``family``, ``seed`` and ``flagged``. ``az.summary(tree,
+            group="predictions", ci_prob=0.8)`` summarises it.
+        """
+        n, d = _target_point(at)
+        expected, new = self.draws(n, d, seed=seed)
+        post = self._dt["posterior"]
+        chain, draw = post["chain"].values, post["draw"].values
+        shape = (len(chain), len(draw), len(n))
+        coords = {"chain": chain, "draw": draw, "point": np.arange(len(n))}
+        dims = ("chain", "draw", "point")
+        pred = xr.Dataset(
+            {"expected": (dims, expected.reshape(shape)), "new_run": (dims, new.reshape(shape))},
+            coords=coords,
+        )
+        const = xr.Dataset(
+            {"params": ("point", n), "tokens": ("point", d)}, coords={"point": coords["point"]}
+        )
+        tree = xr.DataTree.from_dict({"predictions": pred, "predictions_constant_data": const})
+        tree.attrs.update(family=self.family, seed=int(seed), flagged=int(self.flagged))
+        return tree
+
+    def predict(
+        self,
+        at,
+        *,
+        ci_prob: float | Sequence[float] = DEFAULT_CI_PROB,
+        seed: int = 0,
+    ) -> pd.DataFrame:
+        """Median, mean and central intervals of the expected loss and of a new run.
+
+        Parameters
+        ----------
+        at : tuple (N, D)
+            Target model size(s) N and token count(s) D: scalars or arrays
+            that broadcast to ``M`` points, each finite and > 0.
+        ci_prob : float or sequence of float
+            Central interval probabilities, each in (0, 1).
+        seed : int
+            Seed of the new-run noise draws (same seed -> identical numbers;
+            the draws of :meth:`draws` and :meth:`predictions`).
 
         Returns
         -------
         pandas.DataFrame
-            One row per target point: ``params, tokens``, then for ``kind`` in
-            (``expected``, ``new_run``) the columns ``{kind}_median``,
-            ``{kind}_mean``, ``{kind}_lower{P}``, ``{kind}_upper{P}`` (P in
-            percent), plus ``flagged``.
+            A tidy frame, one row per (point, kind, ci_prob), in that order:
+
+            ``point``
+                Index of the target point (0 .. M-1).
+            ``params``, ``tokens``
+                The target point (N, D).
+            ``kind``
+                ``"expected"`` (the law at the point, parameter uncertainty
+                only) or ``"new_run"`` (a new training run there: adds a run
+                offset and checkpoint noise).
+            ``ci_prob``
+                Probability of the central interval.
+            ``lower``, ``upper``
+                The ``(1 - ci_prob) / 2`` and ``(1 + ci_prob) / 2`` quantiles
+                of the draws (loss in nats).
+            ``median``, ``mean``
+                Of the draws (the same on every ``ci_prob`` row).
+            ``flagged``
+                True when the sampler failed a convergence threshold.
         """
         levels = [ci_prob] if np.isscalar(ci_prob) else list(ci_prob)
         for lv in levels:
             if not 0 < float(lv) < 1:
                 raise ValueError(f"ci_prob must be in (0, 1), got {lv}")
-        n = np.atleast_1d(np.asarray(params, dtype=float))
-        d = np.atleast_1d(np.asarray(tokens, dtype=float))
-        for name, v in (("params", n), ("tokens", d)):
-            if not np.all(np.isfinite(v)) or np.any(v <= 0):
-                raise ValueError(f"{name} must be finite and > 0, got {v.tolist()}")
-        n, d = np.broadcast_arrays(n, d)
+        n, d = _target_point(at)
         expected, new = self.draws(n, d, seed=seed)
-        out = {"params": n, "tokens": d}
+        rows = []
         for kind, arr in (("expected", expected), ("new_run", new)):
-            out[f"{kind}_median"] = np.median(arr, axis=0)
-            out[f"{kind}_mean"] = arr.mean(axis=0)
+            median, mean = np.median(arr, axis=0), arr.mean(axis=0)
             for lv in levels:
-                tag = f"{round(100 * float(lv)):d}"
-                lo, hi = central_interval(arr, lv, axis=0)
-                out[f"{kind}_lower{tag}"] = lo
-                out[f"{kind}_upper{tag}"] = hi
-        frame = pd.DataFrame(out)
+                lo, hi = central_interval(arr, float(lv), axis=0)
+                rows.append(
+                    pd.DataFrame(
+                        {
+                            "point": np.arange(len(n)),
+                            "params": n,
+                            "tokens": d,
+                            "kind": kind,
+                            "ci_prob": float(lv),
+                            "lower": lo,
+                            "upper": hi,
+                            "median": median,
+                            "mean": mean,
+                        }
+                    )
+                )
+        frame = pd.concat(rows, ignore_index=True)
+        order = {"expected": 0, "new_run": 1}
+        frame = frame.sort_values(
+            ["point", "kind", "ci_prob"],
+            key=lambda s: s.map(order) if s.name == "kind" else s,
+            kind="stable",
+        ).reset_index(drop=True)
         frame["flagged"] = self.flagged
         return frame
 
-    # ---------------------------------------------------------------- ArviZ
-    def to_datatree(self):
-        """ArviZ 1.x DataTree: posterior, sample_stats, log_likelihood,
-        posterior_predictive, observed_data, constant_data; provenance in attrs.
-        """
-        import arviz as az
-
-        require_x64("Fit.to_datatree")
-        law = get_law(self.law)
-        names = (*law.params, "log_scale", "sigma_run", "sigma_obs")
-        post = {n: np.asarray(self.posterior[n]) for n in names}
-        post["alpha"] = np.exp(post["log_alpha"])
-        post["beta"] = np.exp(post["log_beta"])
-        runs = list(dict.fromkeys(self.data["run"].tolist()))
-        run_idx = self._run_index()
-        n_rows, n_runs = len(self.data), len(runs)
-        obs = np.log(self.data["loss"].to_numpy(float))
-        mu = np.asarray(self.posterior["mu"])[..., :n_rows]
-        s = self.prior.settings
-        weight = np.asarray(
-            make_design(self.data, n_eff_per_run=self.options["n_eff_per_run"]).weight[:n_rows]
-        )
-        # pointwise log-likelihood per run (leave-one-run-out PSIS-LOO)
-        c, d = mu.shape[:2]
-        loglik = np.asarray(
-            jax.vmap(
-                lambda r, sr, so: run_loglik(
-                    r,
-                    jnp.asarray(run_idx),
-                    jnp.asarray(weight),
-                    jnp.ones(n_rows, bool),
-                    n_runs,
-                    sr,
-                    so,
-                    s["df_run"],
-                    s["df_obs"],
-                )
-            )(
-                jnp.asarray((obs - mu).reshape(c * d, n_rows)),
-                jnp.asarray(post["sigma_run"].reshape(-1)),
-                jnp.asarray(post["sigma_obs"].reshape(-1)),
-            )
-        ).reshape(c, d, n_runs)
-        # replicated rows: run offset from its conditional (Gaussian approx.) + noise
-        rng = np.random.default_rng(self.seed)
-        resid = obs - mu
-        n_r = np.bincount(run_idx, minlength=n_runs).astype(float)
-        rbar = (
-            np.stack(
-                [
-                    np.bincount(run_idx, weights=row, minlength=n_runs)
-                    for row in resid.reshape(c * d, -1)
-                ]
-            ).reshape(c, d, n_runs)
-            / n_r
-        )
-        vr = post["sigma_run"][..., None] ** 2
-        vo = post["sigma_obs"][..., None] ** 2 / n_r
-        shrink = vr / (vr + vo)
-        delta = shrink * rbar + np.sqrt(shrink * vo) * rng.standard_normal(rbar.shape)
-        rep = (
-            mu
-            + delta[..., run_idx]
-            + post["sigma_obs"][..., None]
-            * stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
-        )
-        dt = az.from_dict(
-            {
-                "posterior": post,
-                "sample_stats": {k: np.asarray(v) for k, v in self.sample_stats.items()},
-                "log_likelihood": {"run_loglik": loglik},
-                "posterior_predictive": {"log_loss": rep},
-                "observed_data": {"log_loss": obs},
-                "constant_data": {
-                    "params": self.data["params"].to_numpy(float),
-                    "tokens": self.data["tokens"].to_numpy(float),
-                    "run_index": run_idx,
-                },
-            },
-            dims={
-                "run_loglik": ["run"],
-                "log_loss": ["row"],
-                "params": ["row"],
-                "tokens": ["row"],
-                "run_index": ["row"],
-            },
-            coords={"run": runs, "row": np.arange(n_rows)},
-        )
-        dt.attrs.update(self._attrs())
-        return dt
-
-    def _run_index(self) -> np.ndarray:
-        runs = list(dict.fromkeys(self.data["run"].tolist()))
-        idx = {r: i for i, r in enumerate(runs)}
-        return self.data["run"].map(idx).to_numpy(int)
-
-    def _attrs(self) -> dict[str, Any]:
-        return {
-            "hiscale_format": FIT_FORMAT,
-            "hiscale_version": __version__,
-            "family": self.family,
-            "law": self.law,
-            "seed": int(self.seed),
-            "prior_json": json.dumps(self.prior.to_dict(), default=json_default),
-            "diagnostics_json": json.dumps(self.diagnostics, default=json_default),
-            "sampler_json": json.dumps(self.sampler, default=json_default),
-            "options_json": json.dumps(self.options, default=json_default),
-            "timings_json": json.dumps(self.timings, default=json_default),
-            "provenance_json": json.dumps(self.provenance, default=json_default),
-            "log_json": json.dumps([r.__dict__ for r in self.log], default=json_default),
-            "runs_json": json.dumps(self.data["run"].tolist()),
-        }
-
+    # --------------------------------------------------------------- output
     def save(self, path: str | Path) -> Path:
-        """Write the fit as netCDF (h5netcdf engine); :func:`load_fit` reads it back."""
-        path = Path(path)
-        dt = self.to_datatree()
-        # the full-precision draws needed by predict() go in a group of their own
-        import xarray as xr
+        """Write the fit's DataTree as netCDF (h5netcdf engine).
 
-        law = get_law(self.law)
-        names = (*law.params, "log_scale", "sigma_run", "sigma_obs", "mu")
-        ds = xr.Dataset(
-            {
-                n: (
-                    ("chain", "draw", *(("row_padded",) if n == "mu" else ())),
-                    np.asarray(self.posterior[n]),
-                )
-                for n in names
-            }
-        )
-        dt["hiscale_draws"] = xr.DataTree(ds)
-        dt.to_netcdf(path, engine="h5netcdf")
+        Parameters
+        ----------
+        path : str or Path
+            File to write; :func:`load_fit` reads it back bit-identically.
+
+        Returns
+        -------
+        Path
+            ``path``.
+        """
+        path = Path(path)
+        self._dt.to_netcdf(path, engine="h5netcdf")
         return path
 
-    def summary(self) -> str:
-        """One-paragraph sampler verdict."""
+    def verdict(self) -> str:
+        """Summarise the sampler's verdict in one paragraph.
+
+        Returns
+        -------
+        str
+            r̂, ESS, divergences, tree-depth hits, E-BFMI and chain
+            disagreement, ending in ``converged`` or ``NOT CONVERGED: reasons``.
+        """
         d = self.diagnostics
         verdict = "NOT CONVERGED: " + d.get("reasons", "") if self.flagged else "converged"
         return (
@@ -287,57 +416,248 @@ class Fit:
             f"chain disagreement {d['chain_disagreement']:.2f} sd -> {verdict}"
         )
 
+    # ---------------------------------------------------------- construction
+    @classmethod
+    def from_samples(
+        cls,
+        *,
+        family: str,
+        law: str,
+        prior: Prior,
+        samples: dict[str, np.ndarray],
+        sample_stats: dict[str, np.ndarray],
+        diagnostics: dict[str, Any],
+        sampler: SamplerSettings,
+        options: FitOptions,
+        seed: int,
+        data: pd.DataFrame,
+        log: Sequence[FilterRecord] = (),
+        timings: dict[str, float] | None = None,
+        provenance: dict[str, Any] | None = None,
+    ) -> Fit:
+        """Build the fit's DataTree from the sampler's output (done once).
+
+        The posterior-predictive replicates are drawn here, once, from
+        ``numpy.random.default_rng(seed)`` in this order: the fitted runs'
+        offsets (standard normal, ``(chain, draw, run)``), the rows'
+        checkpoint noise for ``log_loss`` (Student-t ``df_obs``, ``(chain,
+        draw, row)``), then for ``run_log_loss`` a new run's offset
+        (Student-t ``df_run``, ``(chain, draw, run)``) and its rows' noise
+        (Student-t ``df_obs``, ``(chain, draw, row)``).
+
+        Parameters
+        ----------
+        family, law : str
+            Family name and law form.
+        prior : Prior
+            The prior the model used.
+        samples : dict
+            Site -> draws ``(chain, draw, ...)``: the law parameters,
+            ``log_scale``, ``sigma_run``, ``sigma_obs`` and ``mu`` (per padded
+            design row; the first ``len(data)`` are the real rows).
+        sample_stats : dict
+            Per-draw sampler statistics ``(chain, draw)``.
+        diagnostics : dict
+            The sampler's verdict (:func:`hiscale.infer.diagnostics.diagnose`).
+        sampler : SamplerSettings
+            NUTS settings.
+        options : FitOptions
+            Row selection and tempering.
+        seed : int
+            The fit's seed (also seeds the replicates above).
+        data : pandas.DataFrame
+            The rows the model saw, sorted as the design (``params, run,
+            tokens``).
+        log : sequence of FilterRecord
+            What the selection removed.
+        timings, provenance : dict, optional
+            Seconds per step; data hash, version, notes, chain starts.
+
+        Returns
+        -------
+        Fit
+        """
+        import arviz as az
+
+        require_x64("Fit.from_samples")
+        law_obj = get_law(law)
+        names = (*law_obj.params, "log_scale", "sigma_run", "sigma_obs")
+        post = {n: np.asarray(samples[n], dtype=float) for n in names}
+        for name in ("alpha", "beta"):
+            if f"log_{name}" in post:
+                post[name] = np.exp(post[f"log_{name}"])
+        data = data.reset_index(drop=True)
+        runs = list(dict.fromkeys(data["run"].tolist()))
+        run_idx = data["run"].map({r: i for i, r in enumerate(runs)}).to_numpy(int)
+        n_rows, n_runs = len(data), len(runs)
+        mu = np.asarray(samples["mu"], dtype=float)[..., :n_rows]
+        post["mu"] = mu
+        obs = np.log(data["loss"].to_numpy(float))
+        s = prior.settings
+        c, d = mu.shape[:2]
+        # per-run log-likelihood, run offset integrated out (leave-one-run-out PSIS-LOO),
+        # on the design's padded (bucketed) arrays so one compiled kernel serves many fits
+        design = make_design(data, n_eff_per_run=options.n_eff_per_run)
+        if design.run_names != tuple(runs) or design.n_rows != n_rows:
+            raise ValueError("Fit.from_samples: data must be sorted by params, run, tokens")
+        resid = np.zeros((c * d, len(design.mask)))
+        resid[:, :n_rows] = (obs - mu).reshape(c * d, n_rows)
+        loglik = np.asarray(
+            _run_loglik_draws(
+                jnp.asarray(resid),
+                jnp.asarray(design.run),
+                jnp.asarray(design.weight),
+                jnp.asarray(design.mask),
+                design.n_runs_padded,
+                jnp.asarray(post["sigma_run"].reshape(-1)),
+                jnp.asarray(post["sigma_obs"].reshape(-1)),
+                float(s["df_run"]),
+                float(s["df_obs"]),
+            )
+        )[:, :n_runs].reshape(c, d, n_runs)
+        rng = np.random.default_rng(seed)
+        sig_run = post["sigma_run"][..., None]
+        sig_obs = post["sigma_obs"][..., None]
+        # replicated rows of the fitted runs: each run's offset from its
+        # conditional given the run's rows (Gaussian approximation) + new noise
+        resid = obs - mu
+        n_r = np.bincount(run_idx, minlength=n_runs).astype(float)
+        rbar = _run_means(resid, run_idx, n_runs)
+        vr = sig_run**2
+        vo = sig_obs**2 / n_r
+        shrink = vr / (vr + vo)
+        delta = shrink * rbar + np.sqrt(shrink * vo) * rng.standard_normal(rbar.shape)
+        rep = (
+            mu
+            + delta[..., run_idx]
+            + sig_obs * stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
+        )
+        # a NEW run at each run's rows (fresh offset and noise): its mean log loss
+        t_run = stats.t.rvs(s["df_run"], size=(c, d, n_runs), random_state=rng)
+        t_obs = stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
+        new_rows = mu + sig_run * t_run[..., run_idx] + sig_obs * t_obs
+        dt = az.from_dict(
+            {
+                "posterior": post,
+                "sample_stats": {k: np.asarray(v) for k, v in sample_stats.items()},
+                "log_likelihood": {"run_log_loss": loglik},
+                "posterior_predictive": {
+                    "log_loss": rep,
+                    "run_log_loss": _run_means(new_rows, run_idx, n_runs),
+                },
+                "observed_data": {
+                    "log_loss": obs,
+                    "run_log_loss": _run_means(obs, run_idx, n_runs),
+                },
+                "constant_data": {
+                    "params": data["params"].to_numpy(float),
+                    "tokens": data["tokens"].to_numpy(float),
+                    "loss": data["loss"].to_numpy(float),
+                    "run_index": run_idx,
+                },
+            },
+            dims={
+                "mu": ["row"],
+                "run_log_loss": ["run"],
+                "log_loss": ["row"],
+                "params": ["row"],
+                "tokens": ["row"],
+                "loss": ["row"],
+                "run_index": ["row"],
+            },
+            coords={"run": [str(r) for r in runs], "row": np.arange(n_rows)},
+        )
+        settings = {
+            "prior": prior.to_dict(),
+            "diagnostics": diagnostics,
+            "sampler": sampler.to_dict(),
+            "options": options.to_dict(),
+            "timings": dict(timings or {}),
+            "provenance": dict(provenance or {}),
+            "log": [r.__dict__ for r in log],
+        }
+        dt.attrs = {
+            "hiscale_format": FIT_FORMAT,
+            "hiscale_version": __version__,
+            "family": str(family),
+            "law": law_obj.name,
+            "seed": int(seed),
+            **{f"{k}_json": json.dumps(settings[k], default=json_default) for k in _JSON_ATTRS},
+        }
+        return cls(dt)
+
+
+@partial(jax.jit, static_argnums=4)
+def _run_loglik_draws(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs):
+    """:func:`~hiscale.modeling.family.run_loglik` of every draw: ``(S, n_runs)``."""
+    return jax.vmap(
+        lambda r, sr, so: run_loglik(r, run, weight, mask, n_runs, sr, so, df_run, df_obs)
+    )(resid, sigma_run, sigma_obs)
+
+
+def _run_means(values: np.ndarray, run_idx: np.ndarray, n_runs: int) -> np.ndarray:
+    """Mean of ``values`` (``(..., row)``) over each run's rows: ``(..., run)``."""
+    flat = values.reshape(-1, values.shape[-1])
+    n_r = np.bincount(run_idx, minlength=n_runs).astype(float)
+    # one bincount over (draw, run) bins: each bin sums its rows in row order
+    bins = (run_idx[None, :] + n_runs * np.arange(len(flat))[:, None]).ravel()
+    sums = np.bincount(bins, weights=flat.ravel(), minlength=len(flat) * n_runs)
+    return (sums.reshape(len(flat), n_runs) / n_r).reshape(*values.shape[:-1], n_runs)
+
+
+def _target_point(at) -> tuple[np.ndarray, np.ndarray]:
+    """``at = (N, D)`` as two broadcast 1-d float arrays (one-line error otherwise)."""
+    if isinstance(at, (str, bytes)) or not isinstance(at, Sequence | np.ndarray) or len(at) != 2:
+        raise ValueError(f"at must be a target point (N, D), got {at!r}")
+    n = np.atleast_1d(np.asarray(at[0], dtype=float))
+    d = np.atleast_1d(np.asarray(at[1], dtype=float))
+    for name, v in (("params N", n), ("tokens D", d)):
+        if not np.all(np.isfinite(v)) or np.any(v <= 0):
+            raise ValueError(f"at: {name} must be finite and > 0, got {v.tolist()}")
+    n, d = np.broadcast_arrays(n, d)
+    return n.reshape(-1), d.reshape(-1)
+
 
 def load_fit(path: str | Path) -> Fit:
-    """Read a fit written by :meth:`Fit.save` (one-line error otherwise)."""
-    import xarray as xr
+    """Read a fit written by :meth:`Fit.save`.
 
+    Parameters
+    ----------
+    path : str or Path
+        A netCDF file written by :meth:`Fit.save`.
+
+    Returns
+    -------
+    Fit
+        The same fit: every draw, setting and prediction bit-identical.
+
+    Raises
+    ------
+    ValueError
+        One line, when the file is missing, not a hiscale fit, or written in
+        another format version.
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"fit file not found: {str(path)!r}")
     try:
-        dt = xr.open_datatree(path, engine="h5netcdf")
+        tree = xr.open_datatree(path, engine="h5netcdf")
     except Exception as err:
         raise ValueError(
             f"{str(path)!r} is not a hiscale fit (cannot read netCDF: {type(err).__name__})"
         ) from None
-    attrs = dict(dt.attrs)
-    fmt = attrs.get("hiscale_format")
-    if fmt is None or "hiscale_draws" not in dt.children:
-        raise ValueError(f"{str(path)!r} is not a hiscale fit (no hiscale_format attribute)")
-    if fmt != FIT_FORMAT:
-        raise ValueError(
-            f"{str(path)!r} was written in format {fmt!r} "
-            f"(hiscale {attrs.get('hiscale_version')}); "
-            f"this hiscale ({__version__}) reads {FIT_FORMAT!r}"
-        )
-    draws = dt["hiscale_draws"].to_dataset()
-    posterior = {n: np.asarray(draws[n].values) for n in draws.data_vars}
-    cd = dt["constant_data"].to_dataset()
-    runs = json.loads(attrs["runs_json"])
-    data = pd.DataFrame(
-        {
-            "family": attrs["family"],
-            "run": runs,
-            "params": cd["params"].values,
-            "tokens": cd["tokens"].values,
-            "loss": np.exp(dt["observed_data"].to_dataset()["log_loss"].values),
-        }
-    )
-    log = tuple(FilterRecord(**r) for r in json.loads(attrs["log_json"]))
-    fit_obj = Fit(
-        family=attrs["family"],
-        law=attrs["law"],
-        prior=Prior.from_dict(json.loads(attrs["prior_json"])),
-        posterior=posterior,
-        diagnostics=json.loads(attrs["diagnostics_json"]),
-        sampler=json.loads(attrs["sampler_json"]),
-        options=json.loads(attrs["options_json"]),
-        seed=int(attrs["seed"]),
-        data=data,
-        log=log,
-        timings=json.loads(attrs["timings_json"]),
-        provenance=json.loads(attrs["provenance_json"]),
-    )
-    dt.close()
-    return fit_obj
+    try:
+        attrs = dict(tree.attrs)
+        fmt = attrs.get("hiscale_format")
+        if fmt is None:
+            raise ValueError(f"{str(path)!r} is not a hiscale fit (no hiscale_format attribute)")
+        if fmt != FIT_FORMAT:
+            raise ValueError(
+                f"{str(path)!r} was written in format {fmt!r} "
+                f"(hiscale {attrs.get('hiscale_version')}); "
+                f"this hiscale ({__version__}) reads {FIT_FORMAT!r}"
+            )
+        dt = tree.load()
+    finally:
+        tree.close()
+    return Fit(dt)

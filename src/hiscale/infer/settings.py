@@ -10,6 +10,7 @@ __all__ = [
     "JOINT_SAMPLER",
     "POPULATION_SAMPLER",
     "THRESHOLDS",
+    "FitOptions",
     "SamplerSettings",
 ]
 
@@ -118,3 +119,28 @@ JOINT_SAMPLER = SamplerSettings(
 #: default draws per chain (1000 instead of 2000), enough for the demo's
 #: medians and 80%/95% intervals; otherwise the default settings.
 DEMO_SAMPLER = SamplerSettings(num_warmup=500, num_samples=1000, num_chains=2)
+
+
+@dataclass(frozen=True)
+class FitOptions:
+    """Data selection and likelihood options (recorded with every fit)."""
+
+    min_tokens: float = 0.0
+    end_of_run: float = 0.8
+    max_rows_per_run: int = 32
+    n_eff_per_run: float = 4.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain dict for provenance."""
+        return dict(self.__dict__)
+
+    def select(self, curves):
+        """Select this fit's rows of ``curves`` (:func:`hiscale.data.selection.select_rows`)."""
+        from hiscale.data.selection import select_rows
+
+        return select_rows(
+            curves,
+            min_tokens=self.min_tokens,
+            end_fraction=self.end_of_run,
+            max_rows_per_run=self.max_rows_per_run,
+        )

@@ -53,7 +53,7 @@ def plot_curves(
     fit: Fit | None = None,
     *,
     family: str | None = None,
-    target: tuple[float, float] | None = None,
+    at: tuple[float, float] | None = None,
     actual: float | pd.DataFrame | Callable | None = None,
     actual_label: str = "actual",
     ci_prob: float | Sequence[float] = (0.5, 0.8, 0.95),
@@ -73,8 +73,8 @@ def plot_curves(
         and marks the rows the fit saw.
     family : str, optional
         Family to draw (default: the fit's, or the only one).
-    target : (params, tokens), optional
-        Target model size N and token count D; with ``fit``, its new-run
+    at : (params, tokens), optional
+        Target point: model size N and token count D; with ``fit``, its new-run
         predictive intervals are drawn along the target size's curve up to D.
     actual : float, DataFrame or callable, optional
         What really happened at the target: a loss at D (star), a frame with
@@ -103,7 +103,7 @@ def plot_curves(
     frame, family = _family_frame(curves, fit, family)
     levels = interval_levels(ci_prob)
     sizes = np.sort(frame["params"].unique())
-    all_sizes = np.append(sizes, target[0]) if target is not None else sizes
+    all_sizes = np.append(sizes, at[0]) if at is not None else sizes
     norm = colors.LogNorm(vmin=all_sizes.min() / 1.25, vmax=all_sizes.max() * 1.25)
     cmap = _truncate(mpl.colormaps["viridis"])
 
@@ -139,8 +139,8 @@ def plot_curves(
             expected, _ = fit.draws(np.full_like(grid, n), grid, seed=seed)
             ax.plot(grid, np.median(expected, axis=0), "--", color=cmap(norm(n)), lw=1.3)
         handles.append(Line2D([], [], color="grey", ls="--", label="fitted law (posterior median)"))
-    if target is not None:
-        tn, td = float(target[0]), float(target[1])
+    if at is not None:
+        tn, td = float(at[0]), float(at[1])
         if fit is not None:
             grid = _target_grid(tmin, td, n_grid)
             expected, _ = fit.draws(np.full_like(grid, tn), grid, seed=seed)
@@ -165,7 +165,7 @@ def plot_curves(
             )
         ax.axvline(td, color=TARGET_COLOR, lw=0.8, ls=":", alpha=0.8)
     if actual is not None:
-        handles.append(_draw_actual(ax, actual, target, actual_label, tmin))
+        handles.append(_draw_actual(ax, actual, at, actual_label, tmin))
     ax.set_xscale("log")
     ax.set_yscale("log")
     plain_log_ticks(ax.yaxis)
@@ -174,8 +174,8 @@ def plot_curves(
     sm = cm.ScalarMappable(norm=norm, cmap=cmap)
     cbar = fig.colorbar(sm, ax=ax, pad=0.01)
     cbar.set_label("model size N (parameters)")
-    if target is not None:
-        cbar.ax.axhline(float(target[0]), color=TARGET_COLOR, lw=2.5)
+    if at is not None:
+        cbar.ax.axhline(float(at[0]), color=TARGET_COLOR, lw=2.5)
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     ax.grid(True, which="major", alpha=0.3)
     if title is None:
@@ -201,20 +201,20 @@ def _truncate(cmap, lo: float = 0.0, hi: float = 0.85):
     return LinearSegmentedColormap.from_list("hiscale_sizes", cmap(np.linspace(lo, hi, 256)))
 
 
-def _draw_actual(ax, actual, target, label: str, tmin: float):
+def _draw_actual(ax, actual, at, label: str, tmin: float):
     from matplotlib.lines import Line2D
 
     if callable(actual):
-        if target is None:
-            raise ValueError("a callable actual needs target=(params, tokens)")
-        grid = _target_grid(tmin, float(target[1]), 60)
+        if at is None:
+            raise ValueError("a callable actual needs at=(params, tokens)")
+        grid = _target_grid(tmin, float(at[1]), 60)
         ax.plot(grid, actual(grid), color=ACTUAL_COLOR, lw=1.2, ls="-.", zorder=5)
         return Line2D([], [], color=ACTUAL_COLOR, lw=1.2, ls="-.", label=label)
     if isinstance(actual, pd.DataFrame):
         a = actual.sort_values("tokens")
         ax.plot(a["tokens"], a["loss"], color=ACTUAL_COLOR, lw=1.2, zorder=5)
         return Line2D([], [], color=ACTUAL_COLOR, lw=1.2, label=label)
-    if target is None:
-        raise ValueError("a scalar actual needs target=(params, tokens)")
-    ax.plot([target[1]], [float(actual)], "*", color=ACTUAL_COLOR, ms=12, zorder=6)
+    if at is None:
+        raise ValueError("a scalar actual needs at=(params, tokens)")
+    ax.plot([at[1]], [float(actual)], "*", color=ACTUAL_COLOR, ms=12, zorder=6)
     return Line2D([], [], ls="none", marker="*", color=ACTUAL_COLOR, ms=10, label=label)

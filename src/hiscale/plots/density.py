@@ -27,8 +27,7 @@ __all__ = ["plot_target_density"]
 
 def plot_target_density(
     fit: Fit,
-    params: float,
-    tokens: float,
+    at: tuple[float, float],
     *,
     actual: float | None = None,
     paper_prediction: float | None = None,
@@ -46,8 +45,8 @@ def plot_target_density(
     Parameters
     ----------
     fit : Fit
-    params, tokens : float
-        Target model size N and token count D.
+    at : (float, float)
+        Target point: model size N and token count D.
     actual : float, optional
         Observed loss at the target.
     paper_prediction : float, optional
@@ -64,6 +63,7 @@ def plot_target_density(
     -------
     matplotlib.figure.Figure
     """
+    params, tokens = float(at[0]), float(at[1])
     expected, new = fit.draws(params, tokens, seed=seed)
     expected, new = expected[:, 0], new[:, 0]
     levels = interval_levels(ci_prob)
@@ -125,7 +125,7 @@ def plot_target_density(
     ax.set_xlim(edges[0], edges[-1])
     ax.set_ylim(top=ax.get_ylim()[1] * 1.45)
     ax.legend(fontsize=7.5, loc="upper right", framealpha=0.9)
-    flag = " (sampler WARNING: see Fit.summary())" if fit.flagged else ""
+    flag = " (sampler WARNING: see Fit.verdict())" if fit.flagged else ""
     ax.set_title(f"{fit.family}: prediction with prior {fit.prior.name!r}{flag}", fontsize=10)
     return fig
 
