@@ -35,10 +35,11 @@ def test_all_names_resolve_and_dir_matches():
 
 def test_names_are_the_objects_not_their_modules():
     from hiscale.backtesting.runner import backtest
-    from hiscale.infer.fit import fit
     from hiscale.infer.result import Fit
+    from hiscale.population import fit_borrowing
 
-    assert hiscale.fit is fit and callable(hiscale.fit)
+    # hiscale.fit is infer.fit.fit plus borrow_from= (resolved above the infer layer)
+    assert hiscale.fit is fit_borrowing and callable(hiscale.fit)
     assert hiscale.backtest is backtest and callable(hiscale.backtest)
     assert hiscale.Fit is Fit
     from hiscale.infer.settings import FitOptions

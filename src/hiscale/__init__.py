@@ -28,14 +28,16 @@ from hiscale._version import __version__
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
     from hiscale.backtesting.runner import backtest
     from hiscale.data.curves import Curves, CurvesError, load_curves
-    from hiscale.infer.fit import FitOptions, fit
+    from hiscale.infer.fit import FitOptions
     from hiscale.infer.result import Fit, load_fit
     from hiscale.infer.settings import SamplerSettings
     from hiscale.modeling.simulate import simulate_families
     from hiscale.population import build_prior
+    from hiscale.population import fit_borrowing as fit
     from hiscale.priors.prior import load_prior
 
-#: Public name -> module that defines it (imported on first use).
+#: Public name -> module that defines it (imported on first use); ``module:attr``
+#: when the public name is another name there (``hiscale.fit`` takes ``borrow_from``).
 _LAZY: dict[str, str] = {
     "Curves": "hiscale.data.curves",
     "CurvesError": "hiscale.data.curves",
@@ -44,7 +46,7 @@ _LAZY: dict[str, str] = {
     "simulate_families": "hiscale.modeling.simulate",
     "SamplerSettings": "hiscale.infer.settings",
     "FitOptions": "hiscale.infer.fit",
-    "fit": "hiscale.infer.fit",
+    "fit": "hiscale.population:fit_borrowing",
     "Fit": "hiscale.infer.result",
     "load_fit": "hiscale.infer.result",
     "build_prior": "hiscale.population",
@@ -74,7 +76,8 @@ def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'hiscale' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attr = module.partition(":")
+    value = getattr(importlib.import_module(module), attr or name)
     globals()[name] = value  # later look-ups skip __getattr__
     return value
 

@@ -204,12 +204,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     """
     from hiscale.laws import LAWS
 
-    p.add_argument(
+    prior = p.add_mutually_exclusive_group()
+    prior.add_argument(
         "--prior",
-        default="corpus-v1",
+        default=None,
         help="population prior to borrow from: a shipped name (corpus-v1), a directory "
         "or prior.json path, or 'flat' for weak defaults without borrowing "
         "(default: corpus-v1)",
+    )
+    prior.add_argument(
+        "--borrow-from",
+        nargs="+",
+        default=None,
+        metavar="FAMILY",
+        help="borrow from these donor families of DATA instead: a population prior is "
+        "built from them (>= 2 independent groups, never the fitted family) and cached "
+        "in $HISCALE_CACHE, so the next call reuses it",
     )
     p.add_argument(
         "--law",

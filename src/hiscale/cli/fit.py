@@ -26,15 +26,19 @@ HELP = "fit one family with NUTS and save the posterior (netCDF)"
 def run_fit(args: argparse.Namespace, curves, family: str):
     """Fit ``family`` with the model and sampler arguments, with progress lines."""
     from hiscale.infer.fit import fit
-    from hiscale.priors.prior import PriorWarning, resolve_prior
+    from hiscale.priors.prior import DEFAULT_PRIOR, PriorWarning, resolve_prior
 
     # fail fast (before the progress line) on an unknown family or prior
     curves.family(family)
-    resolve_prior(args.prior, law=args.law)
     sampler = sampler_settings(args)
+    prior = args.prior or DEFAULT_PRIOR
+    if getattr(args, "borrow_from", None):
+        prior = borrowed_prior(args, curves, family, sampler)
+    resolve_prior(prior, law=args.law)
+    name = prior.label if not isinstance(prior, str) else repr(prior)
     progress(
         args,
-        f"fitting {family!r} with prior {args.prior!r} ({args.law} law): NUTS "
+        f"fitting {family!r} with prior {name} ({args.law} law): NUTS "
         f"{sampler.num_chains} chains x ({sampler.num_warmup} warm-up + "
         f"{sampler.num_samples} draws) ...",
     )
@@ -46,7 +50,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
         f = fit(
             curves,
             family=family,
-            prior=args.prior,
+            prior=prior,
             law=args.law,
             seed=args.seed,
             options=fit_options(args),
@@ -54,6 +58,47 @@ def run_fit(args: argparse.Namespace, curves, family: str):
         )
     progress(args, f"done in {time.perf_counter() - t0:.1f} s")
     return f
+
+
+def borrowed_prior(args: argparse.Namespace, curves, family: str, sampler):
+    """Build or load the population prior of ``--borrow-from`` donors (cached).
+
+    The donors' step-1 fits use the command's row selection, sampler settings
+    and seed (:func:`hiscale.population.borrow_prior`).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments of :func:`hiscale.cli.args.add_model_args`.
+    curves : Curves
+        The table holding the donors and ``family``.
+    family : str
+        The family that borrows (never a donor).
+    sampler : SamplerSettings
+        NUTS settings of the donors' step-1 fits.
+
+    Returns
+    -------
+    Prior
+        The donors' prior; its ``label`` names them.
+    """
+    from hiscale.population import borrow_prior, cache_dir
+
+    progress(args, f"population prior from donors {', '.join(args.borrow_from)} ...")
+    t0 = time.perf_counter()
+    prior = borrow_prior(
+        curves,
+        args.borrow_from,
+        target=family,
+        law=args.law,
+        options=fit_options(args),
+        sampler=sampler,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    where = cache_dir() / "priors" / f"borrow-{prior.meta.get('cache_key', '?')}"
+    progress(args, f"{prior.label}: {time.perf_counter() - t0:.1f} s (cached in {where})")
+    return prior
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

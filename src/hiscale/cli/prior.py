@@ -15,6 +15,8 @@ from hiscale.cli.args import (
     add_data_args,
     add_sampler_args,
     add_scheduler_arg,
+    positive_float,
+    positive_int,
     sampler_settings,
 )
 from hiscale.cli.report import json_default, progress
@@ -50,12 +52,34 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="leave this family (and its group, e.g. gemstones-*) out (repeatable)",
     )
     b.add_argument(
+        "--families",
+        nargs="+",
+        default=None,
+        metavar="F",
+        help="use exactly these families, e.g. the donors a family should borrow from "
+        "(default: every family in the majority loss unit whose step-1 fit converges)",
+    )
+    b.add_argument(
         "--family",
         action="append",
         default=None,
         metavar="F",
-        help="use exactly these families (repeatable; default: every family with >= 3 "
-        "sizes spanning >= 4x)",
+        help="the same, one family per flag (repeatable; combined with --families)",
+    )
+    b.add_argument(
+        "--min-span",
+        type=positive_float,
+        default=1.0,
+        metavar="X",
+        help="leave out families whose sizes span less than X (default 1: keep all; "
+        "a narrow family informs only what its data identify). corpus-v1 used 4",
+    )
+    b.add_argument(
+        "--min-sizes",
+        type=positive_int,
+        default=None,
+        metavar="K",
+        help="leave out families with fewer than K sizes (default: 3 when --min-span > 1, else 1)",
     )
     from hiscale.laws import LAWS
 
@@ -80,6 +104,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
+def _families(args: argparse.Namespace) -> list[str] | None:
+    """Return the families of ``--families`` and ``--family`` (None: choose automatically)."""
+    named = [*(args.families or []), *(args.family or [])]
+    return list(dict.fromkeys(named)) or None
+
+
 def _rebuild_command(args: argparse.Namespace, name: str) -> str:
     """Return the shell command that rebuilds this prior (non-default options only)."""
     parts = ["hiscale", "prior", "build", *map(str, args.data), "--out", str(args.out)]
@@ -89,8 +119,12 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
         parts += ["--metric", args.metric]
     for f in args.exclude_family:
         parts += ["--exclude-family", f]
-    for f in args.family or []:
-        parts += ["--family", f]
+    if _families(args):
+        parts += ["--families", *_families(args)]
+    if args.min_span != 1.0:
+        parts += ["--min-span", f"{args.min_span:g}"]
+    if args.min_sizes is not None:
+        parts += ["--min-sizes", str(args.min_sizes)]
     if args.law != "chinchilla":
         parts += ["--law", args.law]
     if args.loss_unit != "auto":
@@ -135,7 +169,9 @@ def build(args: argparse.Namespace) -> int:
             name=name,
             law=args.law,
             exclude=args.exclude_family,
-            families=args.family,
+            families=_families(args),
+            min_span=args.min_span,
+            min_sizes=args.min_sizes,
             sampler=sampler_settings(args),
             seed=args.seed,
             use_cache=not args.no_cache,
@@ -155,6 +191,7 @@ def build(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - t0
     used = list(prior.meta.get("families_used", {}))
     left = prior.meta.get("families_left_out", {})
+    units = prior.meta.get("population_units", {})
     if args.json:
         payload = {
             "name": name,
@@ -166,11 +203,15 @@ def build(args: argparse.Namespace) -> int:
             "sd": prior.sd.tolist(),
             "families_used": used,
             "families_left_out": left,
+            "independent_groups": len(units),
             "seconds": seconds,
         }
         print(json.dumps(payload, indent=2, default=json_default))
         return 0
-    print(f"prior {name!r} ({prior.law} law) from {len(used)} families: {', '.join(used)}")
+    print(
+        f"prior {name!r} ({prior.law} law) from {len(used)} families in {len(units)} "
+        f"independent groups: {', '.join(used)}"
+    )
     for fam, why in left.items():
         print(f"  left out {fam}: {why}")
     for n, mu, sd in zip(prior.names, prior.loc, prior.sd, strict=True):

@@ -98,6 +98,17 @@ def _likelihood_lines(meta: dict) -> list[str]:
     return [head + ("; ".join(parts) if parts else "no family had such a direction") + ".", ""]
 
 
+def _size_filter_line(meta: dict) -> str:
+    """Which families the size filter admitted (``min_span``, ``min_sizes``)."""
+    span, sizes = float(meta["min_span"]), meta.get("min_sizes")
+    if span <= 1 and (sizes is None or sizes <= 1):
+        return (
+            "* size filter: none; a family with a narrow size span (or one size) informs "
+            "only the directions its data identify (its likelihood is flat elsewhere)"
+        )
+    return f"* size filter: families need >= {sizes or 3} sizes spanning >= {span:g}x"
+
+
 def model_card(prior: Prior, *, command: str | None = None) -> str:
     """Write the Markdown model card of a population prior.
 
@@ -153,6 +164,17 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         out.append(f"* data file(s): {', '.join(f'`{p}`' for p in meta['data_paths'])}")
     if meta.get("exclude"):
         out.append(f"* excluded on request: {', '.join(f'`{f}`' for f in meta['exclude'])}")
+    if meta.get("borrow_from"):
+        out.append(
+            f"* donor families chosen by the user: "
+            f"{', '.join(f'`{f}`' for f in meta['borrow_from'])}"
+        )
+    if "population_units" in meta:
+        out.append(
+            f"* independent groups (population units of step 2): {len(meta['population_units'])}"
+        )
+    if "min_span" in meta:
+        out.append(_size_filter_line(meta))
     out += ["", f"### Families used ({len(used)})", ""]
     if used:
         out += [
