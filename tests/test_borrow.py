@@ -171,6 +171,10 @@ def test_cli_predict_and_fit_borrow_from(donor_prior, cache, capsys, tmp_path):
     assert code == 2
     assert err.startswith("hiscale: error: borrow_from: the target family 'sim3' cannot be")
     assert err.count("\n") == 1
+    code = main(["predict", "--fit", str(tmp_path / "saved.nc"), *target, "--borrow-from",
+                 "sim0", "sim1"])  # fmt: skip
+    assert code == 2
+    assert "not to a saved --fit" in capsys.readouterr().err
     with pytest.raises(SystemExit):  # argparse: --prior and --borrow-from exclude each other
         main(["fit", DEMO, "--family", "sim3", "--prior", "flat", "--borrow-from", "sim0",
               "--out", str(tmp_path / "y.nc")])  # fmt: skip

@@ -71,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     at = target_point(args)
     levels = sorted(set(args.ci_prob)) if args.ci_prob else list(DEFAULT_CI)
     curves = load_curves(args.data, metric=args.metric) if args.data else None
+    if args.fit_path and (args.borrow_from or args.prior):
+        raise ValueError("--prior/--borrow-from apply when fitting DATA, not to a saved --fit")
     if args.fit_path:
         f = load_fit(args.fit_path)
         if args.family is not None and args.family != f.family:
