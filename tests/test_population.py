@@ -151,6 +151,22 @@ def test_bundled_prior_ships():
     assert "pythia" not in p.meta["families_used"]  # LAMBADA is another loss unit
 
 
+def test_corpus_v2_ships_beside_an_unchanged_default():
+    from hiscale.priors.prior import DEFAULT_PRIOR, list_priors
+
+    assert DEFAULT_PRIOR == "corpus-v1" and {"corpus-v1", "corpus-v2"} <= set(list_priors())
+    v1, v2 = load_prior("corpus-v1"), load_prior("corpus-v2")
+    assert v1.meta["min_span"] == 4.0 and len(v1.meta["population_units"]) == 6
+    meta = v2.meta
+    assert meta["min_span"] == 1.0 and meta["min_sizes"] == 1
+    # curves_extra's families are in; one-size families too (lrsched-124m-*)
+    assert {"mpl-constant", "lrsched-124m-cos10", "olmo-twin"} <= set(meta["families_used"])
+    assert "loss unit" in meta["families_left_out"]["farseer"]
+    units = meta["population_units"]
+    assert len(units) > len(v1.meta["population_units"])
+    assert {f for members in units.values() for f in members} == set(meta["families_used"])
+
+
 # ---------------------------------------------------------------- dividing out the step-1 prior
 
 

@@ -251,6 +251,12 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
             + ", ".join(f"{k} {float(v):.1f} s" for k, v in secs.items())
             + f" (seed {meta.get('seed', '?')})."
         )
+        fit_secs = [float(d["fit_seconds"]) for d in used.values() if "fit_seconds" in d]
+        if fit_secs:
+            out.append(
+                f"The step-1 fits took {sum(fit_secs):.1f} s in all when they were run "
+                "(fits reused from the cache count there, not in `step1` above)."
+            )
         out.append("")
     out += ["## Rebuild", ""]
     if command:
