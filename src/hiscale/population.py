@@ -127,9 +127,12 @@ MIN_INFORMATION: float = 0.1
 
 
 def cache_dir() -> Path:
-    """Where per-family summaries and leave-one-out priors are cached.
+    """Return where per-family summaries and leave-one-out priors are cached.
 
-    ``$HISCALE_CACHE`` or ``~/.cache/hiscale``.
+    Returns
+    -------
+    Path
+        ``$HISCALE_CACHE``, else ``~/.cache/hiscale``.
     """
     return Path(os.environ.get("HISCALE_CACHE", Path.home() / ".cache" / "hiscale"))
 
@@ -274,7 +277,13 @@ class FamilySummary:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """Return the summary as a JSON-ready dict (arrays as lists)."""
+        """Return the summary as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            The fields, arrays as (nested) lists.
+        """
         d = dict(self.__dict__)
         d["names"] = list(self.names)
         d["mean"] = self.mean.tolist()
@@ -283,7 +292,17 @@ class FamilySummary:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FamilySummary:
-        """Inverse of :meth:`to_dict`."""
+        """Rebuild a summary from :meth:`to_dict`'s output.
+
+        Parameters
+        ----------
+        d : dict
+            Output of :meth:`to_dict` (e.g. read back from the JSON cache).
+
+        Returns
+        -------
+        FamilySummary
+        """
         d = dict(d)
         d["names"] = tuple(d["names"])
         d["mean"] = np.asarray(d["mean"], float)
@@ -293,7 +312,17 @@ class FamilySummary:
 
 @lru_cache(maxsize=1)
 def engine_revision() -> str:
-    """Hash of the modules that define a family fit (cached step-1 summaries are keyed by it)."""
+    """Hash the modules that define a family fit (cached step-1 summaries are keyed by it).
+
+    The files are hashed byte for byte, so any edit to them (comments
+    included) makes old summaries stale rather than risk reusing a fit of
+    other code.
+
+    Returns
+    -------
+    str
+        The first 12 hex digits of the SHA-256 of the files.
+    """
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for name in (

@@ -128,7 +128,19 @@ class PaperMethod:
     name = "paper"
 
     def prepare(self, corpus: Curves, family: str) -> None:
-        """Nothing to prepare."""
+        """Prepare nothing: the estimator uses only the cell's own rows.
+
+        Parameters
+        ----------
+        corpus : Curves
+            Unused.
+        family : str
+            Unused.
+
+        Returns
+        -------
+        None
+        """
         return None
 
     def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
