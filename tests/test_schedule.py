@@ -93,7 +93,12 @@ def test_s1_cosine_closed_form(floor):
     [
         Schedule(horizon=T, decay_shape="cosine", floor=0.1, warmup=3e8, warmup_shape="cosine"),
         Schedule(
-            horizon=T, decay_shape="linear", floor=0.0, decay_start=0.8 * T, warmup=2e8, warmup_init=0.01
+            horizon=T,
+            decay_shape="linear",
+            floor=0.0,
+            decay_start=0.8 * T,
+            warmup=2e8,
+            warmup_init=0.01,
         ),
         Schedule(horizon=T, decay_shape="1-sqrt", floor=0.0, decay_start=0.8 * T, warmup=2e8),
         Schedule(horizon=T, decay_shape="exponential", floor=0.1, decay_start=0.8 * T, warmup=2e8),

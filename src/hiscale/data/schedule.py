@@ -291,7 +291,7 @@ def anneal_area(
     step = sched.tokens_per_step
     cell = float(step) if step and top / step <= max_cells else top / max_cells
     cell = min(cell, tau / 10.0)
-    n = int(math.ceil(top / cell))
+    n = math.ceil(top / cell)
     if n > 50 * max_cells:
         raise ValueError(
             f"memory {tau:.3g} tokens is too short for checkpoints up to {top:.3g} tokens "
@@ -434,7 +434,9 @@ def parse_schedule(
             )
         h = float(steps.group(1)) * tps
         if horizon is not None and not math.isclose(horizon, h, rel_tol=1e-6):
-            notes.append(f"horizon from the run id ({h:.6g} tokens), not run_tokens ({horizon:.6g})")
+            notes.append(
+                f"horizon from the run id ({h:.6g} tokens), not run_tokens ({horizon:.6g})"
+            )
         sched = Schedule(
             horizon=h,
             decay_shape="cosine",
