@@ -1,13 +1,13 @@
-"""Learning-rate schedules rebuilt from the curves table, and their areas.
+r"""Learning-rate schedules rebuilt from the curves table, and their areas.
 
 A schedule-aware law needs, at each checkpoint ``D`` (tokens), three numbers
 computed from the run's learning-rate schedule ``eta(u)`` with peak
 ``eta_max``:
 
-* the LR multiplier :math:`h(D) = \\eta(D) / \\eta_{max}`;
+* the LR multiplier :math:`h(D) = \eta(D) / \eta_{max}`;
 * the area under the LR curve, in tokens,
 
-  .. math:: S_1(D) = \\int_0^D h(u)\\,du ,
+  .. math:: S_1(D) = \int_0^D h(u)\,du ,
 
   so that :math:`S_1 = D` for a constant schedule without warmup (``S1`` is
   "peak-LR-equivalent tokens"; Tissue et al. 2024 sum ``eta`` over steps, which
@@ -18,26 +18,26 @@ computed from the run's learning-rate schedule ``eta(u)`` with peak
 
   .. math::
 
-      m_i = \\lambda m_{i-1} + (h_{i-1} - h_i),\\qquad
-      S_2 = \\sum_{i=1}^{s} m_i
-          = \\sum_{i=1}^{s} \\sum_{k=1}^{i} (h_{k-1} - h_k)\\,\\lambda^{i-k}.
+      m_i = \lambda m_{i-1} + (h_{i-1} - h_i),\qquad
+      S_2 = \sum_{i=1}^{s} m_i
+          = \sum_{i=1}^{s} \sum_{k=1}^{i} (h_{k-1} - h_k)\,\lambda^{i-k}.
 
   Here it is computed in tokens on a uniform grid of width ``Δ``:
   ``h_i = h(iΔ)``, the decay per cell is ``1 - Δ/τ`` with the *memory*
   ``τ = tokens_per_step / (1 - λ)`` tokens (1000 steps for ``λ = 0.999``;
   :func:`memory_tokens`; ``Δ ≤ τ/10``), and
-  :math:`S_2(D) = Δ \\sum_{i \\le D/Δ} m_i`. With
+  :math:`S_2(D) = Δ \sum_{i \le D/Δ} m_i`. With
   ``Δ = tokens_per_step`` and ``λ`` per step this is exactly the paper's
   ``S2`` times ``tokens_per_step``; as ``Δ -> 0`` it converges to
 
   .. math::
 
-      S_2(D) = \\int_0^D m(u)\\,du,\\qquad
-      m(u) = \\int_0^u -h'(v)\\, e^{-(u-v)/\\tau}\\, dv .
+      S_2(D) = \int_0^D m(u)\,du,\qquad
+      m(u) = \int_0^u -h'(v)\, e^{-(u-v)/\tau}\, dv .
 
   The warmup is not annealing: ``S2`` uses ``h`` with the warmup replaced by
   the peak (the paper also leaves warmup out). ``S1`` keeps the warmup's area.
-  The dimensionless :math:`\\hat S_2 = S_2 / \\tau` (column ``anneal``) tends
+  The dimensionless :math:`\hat S_2 = S_2 / \tau` (column ``anneal``) tends
   to ``1 - h(D)`` when ``τ`` is short compared with the decay, so the momentum
   law's annealing term and the simpler ``1 - h`` term share one scale.
 
@@ -134,6 +134,7 @@ class Schedule:
     tokens_per_step: float | None = None
 
     def __post_init__(self) -> None:
+        """Check shapes, horizon, warmup and decay start."""
         if self.decay_shape not in _DECAY_SHAPES:
             raise ValueError(f"decay_shape {self.decay_shape!r} not one of {_DECAY_SHAPES}")
         if self.warmup_shape not in _WARMUP_SHAPES:
@@ -170,7 +171,7 @@ def _plateau(sched: Schedule, u: np.ndarray) -> np.ndarray:
 
 
 def lr_multiplier(sched: Schedule, tokens) -> np.ndarray:
-    """The LR multiplier ``h(u) = eta(u)/eta_max`` of ``sched`` at ``tokens``.
+    """Evaluate the LR multiplier ``h(u) = eta(u)/eta_max`` of ``sched`` at ``tokens``.
 
     Parameters
     ----------
@@ -261,7 +262,7 @@ def anneal_area(
     tau: float | None = None,
     max_cells: int = 400_000,
 ) -> np.ndarray:
-    """The momentum law's annealing area ``S2(D)`` in tokens (module docstring).
+    """Compute the momentum law's annealing area ``S2(D)`` in tokens (module docstring).
 
     Parameters
     ----------
