@@ -38,3 +38,14 @@ DEFAULT_PRIORS: dict[str, Any] = {
 
 #: sigma_obs prior (LogNormal loc, scale) when every run has a single row.
 SINGLE_ROW_SIGMA_OBS: tuple[float, float] = (math.log(1e-3), 0.1)
+
+
+#: Weak priors ``(mean, sd)`` for the extra parameters of the curve laws
+#: (:data:`hiscale.laws.CURVE_LAWS`). ``u_f = ln(f/e)``: the annealing bonus at
+#: (N0, anneal = 1) as a share of the floor; centred on a ~5% drop of the floor
+#: term (cooldowns gain a few percent of the loss). ``r_f``: size exponent of the
+#: bonus, centred near the Multi-Power Law's N^0.13 (Luo et al. 2025) but wide.
+CURVE_LAW_PRIORS: dict[str, tuple[float, float]] = {
+    "u_f": (math.log(0.05), 1.0),
+    "r_f": (0.1, 0.2),
+}
