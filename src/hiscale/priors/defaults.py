@@ -49,3 +49,12 @@ CURVE_LAW_PRIORS: dict[str, tuple[float, float]] = {
     "u_f": (math.log(0.05), 1.0),
     "r_f": (0.1, 0.2),
 }
+
+#: Noise priors of the whole-curve likelihood (:mod:`hiscale.modeling.curve`):
+#: ``sigma_ar`` the stationary sd of the AR(1) residual in ln L (LogNormal loc,
+#: scale) and ``rho`` its correlation per e-fold of tokens (logit-normal loc,
+#: scale; centred on 0.9, i.e. curves wiggle slowly in ln D).
+CURVE_NOISE_PRIORS: dict[str, tuple[float, float]] = {
+    "sigma_ar": (math.log(0.01), 1.0),
+    "rho": (math.log(0.9 / 0.1), 1.5),
+}
