@@ -16,7 +16,9 @@ checkpoint, the engine's default selection) and on *all* rows (``tokens >=
 --min-fraction x`` the run's last checkpoint). Every run counts equally in the
 loss (rows weighted ``1/n_run``). Each fit starts from a fixed grid of 16
 starting points (deterministic) and keeps the best; the shares are unit-free
-as in the Bayesian model, with a free ``log_scale``.
+as in the Bayesian model, with a free ``log_scale``. Exponents are bounded to
+[0.01, 3], ``u_f`` to [-12, 3], ``r_f`` to [-1, 1]; the table marks fits that
+end on a bound or with a floor share below 1% (degenerate optima).
 
     python benchmarks/curve_pointfit.py ../shared/corpus
 
@@ -136,8 +138,13 @@ def fit_law(law, data: dict[str, np.ndarray]):
         if best is None or r.cost < best.cost:
             best = r
     if best is None:
-        return None, 0
-    return dict(zip(names, best.x.tolist(), strict=True)), n_ok
+        return None, 0, []
+    at_bound = [
+        n
+        for n, v, a, b in zip(names, best.x, lb, ub, strict=True)
+        if min(abs(v - a), abs(v - b)) < 1e-6
+    ]
+    return dict(zip(names, best.x.tolist(), strict=True)), n_ok, at_bound
 
 
 def predict(law, theta: dict, data: dict[str, np.ndarray]) -> np.ndarray:
@@ -184,7 +191,7 @@ def evaluate(name: str, frame: pd.DataFrame, min_fraction: float) -> dict:
         law = get_law(law_name)
         for rows, data in (("end", d_end), ("all", d_all)):
             t0 = time.perf_counter()
-            theta, n_ok = fit_law(law, data)
+            theta, n_ok, at_bound = fit_law(law, data)
             key = f"{law_name}/{rows}"
             if theta is None:
                 out["fits"][key] = {"failed": True}
@@ -200,6 +207,8 @@ def evaluate(name: str, frame: pd.DataFrame, min_fraction: float) -> dict:
                 "are_final_median": float(np.median(are)),
                 "rmse_target_curve": curve,
                 "theta": theta,
+                "at_bound": at_bound,
+                "floor_share": float(1.0 / (1.0 + np.exp(theta["u_a"]) + np.exp(theta["u_b"]))),
                 "starts_converged": n_ok,
                 "seconds": time.perf_counter() - t0,
             }
@@ -221,8 +230,10 @@ def table(results: dict) -> str:
             if f.get("failed") or not f:
                 cells.append(f"{'failed':>18s}")
             else:
-                cells.append(f"{f['misfit']:8.4f} | {100 * f['are_final']:5.2f}%")
+                flag = "*" if f["at_bound"] or f["floor_share"] < 0.01 else " "
+                cells.append(f"{f['misfit']:7.4f} | {100 * f['are_final']:5.2f}%{flag}")
         lines.append(f"{name:20s} {r['train_sizes']:5d} " + " ".join(f"{c:>18s}" for c in cells))
+    lines.append("* a parameter at its bound, or the floor share e < 1% (a degenerate optimum)")
     return "\n".join(lines)
 
 
