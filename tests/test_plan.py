@@ -20,7 +20,6 @@ from hiscale.planning.candidates import (
     existing_candidates,
     grid_candidates,
     read_candidates,
-    validate_candidates,
 )
 from hiscale.planning.greedy import greedy_sequence
 from hiscale.planning.preposterior import (

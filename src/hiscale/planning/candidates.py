@@ -152,7 +152,7 @@ def read_candidates(path: str | Path) -> pd.DataFrame:
 def existing_candidates(
     curves: Curves, family: str, used: Sequence[str] = ()
 ) -> tuple[pd.DataFrame, list[str]]:
-    """The runs of ``family`` in ``curves`` that are not in ``used``, as candidates.
+    """Return the runs of ``family`` in ``curves`` not in ``used`` as candidates.
 
     A run's tokens are its last checkpoint; its cost the largest ``flops``
     value of its rows when the table has that column (else ``6 N D``).

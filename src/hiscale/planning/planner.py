@@ -101,7 +101,7 @@ class Plan:
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
-        """The plan as JSON text (also written to ``path`` when given)."""
+        """Return the plan as JSON text (also written to ``path`` when given)."""
         text = json.dumps(self.to_dict(), indent=2, default=json_default)
         if path is not None:
             Path(path).write_text(text + "\n")

@@ -227,7 +227,7 @@ def run_loglik_rows(resid, sigma_run, sigma_obs, df_run, df_obs, weight=1.0) -> 
 
 
 def normalised_weights(logw, axis: int = -1) -> np.ndarray:
-    """Importance weights ``exp(logw)`` normalised to sum 1 along ``axis`` (``-inf`` = 0)."""
+    """Normalise importance weights ``exp(logw)`` to sum 1 along ``axis`` (``-inf`` = 0)."""
     logw = np.asarray(logw, float)
     m = np.max(logw, axis=axis, keepdims=True)
     w = np.exp(logw - m)
