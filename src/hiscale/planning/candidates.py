@@ -22,6 +22,7 @@ __all__ = [
     "existing_candidates",
     "grid_candidates",
     "read_candidates",
+    "rule_of_thumb",
     "validate_candidates",
 ]
 
@@ -192,3 +193,60 @@ def existing_candidates(
     if not rows:
         raise ValueError(f"family {family!r}: every run is in --used; no candidates left")
     return validate_candidates(pd.DataFrame(rows), source=f"family {family!r}"), used
+
+
+#: Rules of thumb the planner is compared with.
+RULES: tuple[str, ...] = ("hitchhiker", "cheapest-first")
+
+
+def rule_of_thumb(
+    candidates: pd.DataFrame, target: tuple[float, float], budget: float, rule: str
+) -> list[int]:
+    """Candidate indices a rule of thumb picks within ``budget``, in training order.
+
+    * ``"hitchhiker"`` (Choshen et al. 2025): about five sizes, the largest
+      affordable, each trained to about 30% of the target's tokens: per size
+      the candidate with tokens closest (in log) to ``0.3 D_target``, then
+      sizes from the largest down while the total fits the budget, at most 5;
+      trained smallest first.
+    * ``"cheapest-first"``: the cheapest candidates while the total fits.
+
+    Parameters
+    ----------
+    candidates : pandas.DataFrame
+        Candidate table.
+    target : (float, float)
+        Target ``(N, D)``.
+    budget : float
+        FLOPs.
+    rule : str
+        One of :data:`RULES`.
+
+    Returns
+    -------
+    list of int
+        Row positions in ``candidates``.
+    """
+    flops = candidates["flops"].to_numpy(float)
+    if rule == "cheapest-first":
+        picked, spent = [], 0.0
+        for i in np.argsort(flops, kind="stable"):
+            if spent + flops[i] <= budget:
+                picked.append(int(i))
+                spent += flops[i]
+        return picked
+    if rule == "hitchhiker":
+        aim = np.log(0.3 * float(target[1]))
+        best: dict[float, int] = {}
+        for i, (n, d) in enumerate(zip(candidates["params"], candidates["tokens"], strict=True)):
+            j = best.get(n)
+            if j is None or abs(np.log(d) - aim) < abs(np.log(candidates["tokens"].iloc[j]) - aim):
+                best[n] = i
+        picked, spent = [], 0.0
+        for n in sorted(best, reverse=True):
+            i = best[n]
+            if len(picked) < 5 and spent + flops[i] <= budget:
+                picked.append(i)
+                spent += flops[i]
+        return sorted(picked, key=lambda i: candidates["params"].iloc[i])
+    raise ValueError(f"unknown rule {rule!r}; known: {', '.join(RULES)}")

@@ -16,8 +16,13 @@ import numpy as np
 import pandas as pd
 
 from hiscale._util import json_default
-from hiscale.planning.candidates import validate_candidates
-from hiscale.planning.greedy import greedy_sequence, rank_candidates
+from hiscale.planning.candidates import rule_of_thumb, validate_candidates
+from hiscale.planning.greedy import (
+    evaluate_sequence,
+    greedy_sequence,
+    rank_candidates,
+    rank_table,
+)
 from hiscale.planning.preposterior import (
     ESS_MIN,
     N_ROWS,
@@ -77,6 +82,41 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     abs_widths: list[float] | None = None
+    preposterior: Preposterior | None = field(default=None, repr=False, compare=False)
+
+    def sequence_widths(self, labels) -> dict[str, list[float]]:
+        """Score another sequence of this plan's candidates (e.g. a rule of thumb).
+
+        Uses the plan's own hypothetical outcomes, so sequences compare on equal
+        terms. Returns ``flops`` (cumulative, from 0), ``widths`` and ``ess``.
+        """
+        if self.preposterior is None:
+            raise ValueError("this plan kept no preposterior (loaded from JSON?)")
+        pos = {lab: i for i, lab in enumerate(self.preposterior_labels)}
+        missing = [lab for lab in labels if lab not in pos]
+        if missing:
+            raise ValueError(f"candidate {missing[0]!r} is not one of this plan's candidates")
+        order = [pos[lab] for lab in labels]
+        widths, ess = evaluate_sequence(self.preposterior, order)
+        f = self.table.set_index("label")["flops"]
+        return {
+            "flops": [0.0, *np.cumsum([float(f[lab]) for lab in labels]).tolist()],
+            "widths": widths,
+            "ess": ess,
+        }
+
+    def rule_sequence(self, rule: str) -> list[str]:
+        """Labels a rule of thumb (:func:`~hiscale.planning.candidates.rule_of_thumb`) picks."""
+        cands = self.table.set_index("label").loc[self.preposterior_labels].reset_index()
+        return [
+            self.preposterior_labels[i]
+            for i in rule_of_thumb(cands, self.target, self.budget, rule)
+        ]
+
+    @property
+    def preposterior_labels(self) -> list[str]:
+        """Candidate labels in the preposterior's column order."""
+        return list(self.settings.get("candidate_order", []))
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict: ``runs`` in training order, the expected widths and the table."""
@@ -97,7 +137,7 @@ class Plan:
             "stop_reason": self.stop_reason,
             "candidates": table,
             "notes": self.notes,
-            "settings": self.settings,
+            "settings": {k: v for k, v in self.settings.items() if k != "candidate_order"},
         }
 
     def to_json(self, path: str | Path | None = None) -> str:
@@ -191,11 +231,27 @@ def plan(
         raise ValueError(f"budget must be a finite number of FLOPs > 0, got {budget!r}")
     cands = _as_candidates(candidates)
     draws = _as_draws(fit_or_prior, law=law, n_draws=n_draws, seed=seed)
-    pre = Preposterior(
-        draws, (n_t, d_t), cands, n_outcomes=n_outcomes, seed=seed, level=level, n_rows=n_rows
-    )
-    table, now = rank_candidates(pre, cands)
-    steps, reason = greedy_sequence(pre, cands, budget)
+    kw = dict(n_outcomes=n_outcomes, seed=seed, level=level, n_rows=n_rows)
+    if draws.scale_known:
+        pre = Preposterior(draws, (n_t, d_t), cands, **kw)
+        table, now = rank_candidates(pre, cands)
+        steps, reason = greedy_sequence(pre, cands, budget)
+    else:
+        # no runs: each candidate's loss-scale proposal is lined up at its own location
+        # (same seed, so the same truth draws and noise for every candidate), and the
+        # sequence after the first run at the first run's location, where it pins the scale
+        single = [
+            Preposterior(draws, (n_t, d_t), cands.iloc[[c]].reset_index(drop=True), align=0, **kw)
+            for c in range(len(cands))
+        ]
+        after = [p.widths(p.base(), p.loglik) for p in single]
+        stacked = tuple(np.concatenate(x, axis=1) for x in zip(*after, strict=True))
+        table, now = rank_table(cands, single[0].current(), stacked)
+        ok = table[(table["flops"] <= budget) & (table["reduction"] > 0)]
+        first = int(ok["index"].iloc[0]) if len(ok) else None
+        pre = Preposterior(draws, (n_t, d_t), cands, align=first, **kw)
+        steps, reason = greedy_sequence(pre, cands, budget, first=first)
+    table = table.drop(columns=["index"])
     notes = list(draws.notes)
     low = table[table["low_ess"]]
     if len(low):
@@ -245,5 +301,7 @@ def plan(
             "rows_per_run": n_rows,
             "ess_min": ESS_MIN,
             "criterion": "expected reduction of the relative width per FLOP, greedy",
+            "candidate_order": cands["label"].tolist(),
         },
+        preposterior=pre,
     )

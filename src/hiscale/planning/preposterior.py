@@ -82,6 +82,8 @@ class PlanDraws:
         family with no runs): only relative widths are meaningful then.
     notes : tuple of str
         What the draws assume (reported with every plan).
+    scale_sd : float
+        Prior sd of ``log_scale`` (family with no runs).
     """
 
     law: str
@@ -322,6 +324,11 @@ class Preposterior:
         Central interval probability at the target.
     n_rows : int
         Checkpoints per hypothetical run.
+    align : int, optional
+        Family with no runs only: the candidate whose location the loss-scale
+        proposal lines the draws up at (default: the candidates' log centre).
+        Aligning at the first run of a sequence keeps the ESS up, because
+        that run pins the scale there.
     """
 
     def __init__(
@@ -334,6 +341,7 @@ class Preposterior:
         seed: int = 0,
         level: float = 0.8,
         n_rows: int = N_ROWS,
+        align: int | None = None,
     ):
         if n_outcomes < 1:
             raise ValueError(f"n_outcomes must be >= 1, got {n_outcomes}")
@@ -374,8 +382,9 @@ class Preposterior:
         if draws.scale_known:
             ls_m = np.broadcast_to(ls, (M, S))
         else:
-            x_ref = float(np.mean(np.log(par)))
-            y_ref = float(np.mean(np.log(tok)))
+            at = slice(None) if align is None else slice(align, align + 1)
+            x_ref = float(np.mean(np.log(par[at])))
+            y_ref = float(np.mean(np.log(tok[at])))
             shape_ref = draws.log_loss(np.exp(x_ref), np.exp(y_ref)).reshape(-1) - ls
             centre = ls[ts][:, None] + shape_ref[ts][:, None] - shape_ref[None, :]
             tau = SCALE_PROPOSAL_SD
