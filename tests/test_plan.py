@@ -300,3 +300,84 @@ def test_cli_plan_prior_only_text_and_bad_input(sim_csv, capsys):
     assert err == "hiscale: error: --sizes and --token-multiples go together"
     assert main(["plan", *argv, "--sizes", "5e7", "--token-multiples", "20", "--used", "x"]) == 2
     assert "--used only applies" in capsys.readouterr().err
+
+
+# ------------------------------------------------------ rules of thumb, figure
+def test_hitchhiker_rule_picks_large_sizes_near_30_percent_of_target_tokens():
+    from hiscale.planning.candidates import rule_of_thumb
+
+    cands = grid_candidates([5e7, 1e8, 2e8, 4e8, 8e8, 1.6e9], [5, 20, 100])
+    target = (7e9, 1.4e11)
+    picked = rule_of_thumb(cands, target, 1e30, "hitchhiker")
+    chosen = cands.iloc[picked]
+    # five largest sizes, smallest first, each with the token count nearest 0.3 * 1.4e11
+    assert chosen["params"].tolist() == [1e8, 2e8, 4e8, 8e8, 1.6e9]
+    for n, d in zip(chosen["params"], chosen["tokens"], strict=True):
+        options = cands[cands["params"] == n]["tokens"]
+        assert d == options.iloc[np.argmin(np.abs(np.log(options / 4.2e10)))]
+    cheap = rule_of_thumb(cands, target, 1e18, "cheapest-first")
+    assert cands["flops"].iloc[cheap].sum() <= 1e18
+    assert cheap == list(np.argsort(cands["flops"].to_numpy(), kind="stable")[: len(cheap)])
+    with pytest.raises(ValueError, match="unknown rule"):
+        rule_of_thumb(cands, target, 1e18, "nope")
+
+
+def test_greedy_widths_equal_the_scored_sequence_and_the_figure_draws(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from hiscale.plots.plan import plot_plan
+
+    draws = _scale_only_draws(4000, 0.1, 0.02, 0.01)
+    cands = grid_candidates([1e8, 2e8, 4e8], [5, 20])
+    p = plan(draws, at=(7e9, 1.4e11), candidates=cands, budget=3e19, n_outcomes=8, seed=1)
+    again = p.sequence_widths([r["label"] for r in p.runs])
+    np.testing.assert_allclose(again["widths"], p.widths, rtol=1e-12)
+    np.testing.assert_allclose(again["flops"], p.flops, rtol=1e-12)
+    fig = plot_plan(p)
+    assert len(fig.axes[0].get_lines()) >= 3 + 2  # planner, two rules, two vertical lines
+    fig.savefig(tmp_path / "plan.png")
+
+
+# ------------------------------------------------------- cheap update vs refit
+@pytest.mark.slow
+def test_reweighted_width_is_close_to_a_nuts_refit():
+    """Add an observed run: importance reweighting vs refitting with NUTS.
+
+    Measured on 3 simulated families x 2 candidates (benchmark-like numbers in
+    the planner's report): relative differences of the 80% width within about
+    +-11%. The test allows 25% (Monte Carlo error of both at these ESS).
+    """
+    import hiscale
+    from hiscale import SamplerSettings
+    from hiscale.infer.fit import FitOptions
+    from hiscale.modeling.simulate import simulate_families
+    from hiscale.planning.preposterior import draws_from_fit, reweighted_width
+
+    target = (7e9, 1.4e11)
+    samp = SamplerSettings(num_warmup=400, num_samples=1000)
+    df, _ = simulate_families(n_families=1, seed=0, sizes=[5e7, 1e8, 2e8, 4e8], n_checkpoints=20)
+    curves = hiscale.load_curves(df)
+    fam = curves.families[0]
+    runs = sorted(df["run"].unique(), key=lambda r: df[df.run == r]["params"].iloc[0])
+
+    def sub(names):
+        return curves.with_frame(curves.frame[curves.frame.run.isin(names)], step="r", reason="r")
+
+    f0 = hiscale.fit(sub(runs[:2]), family=fam, seed=0, sampler=samp)
+    rows = FitOptions().select(curves.family(fam)).frame
+    rows = rows[rows.run == runs[2]]
+    rw = reweighted_width(
+        draws_from_fit(f0),
+        target,
+        float(rows.params.iloc[0]),
+        rows.tokens.to_numpy(),
+        np.log(rows.loss.to_numpy()),
+    )
+    f1 = hiscale.fit(sub(runs[:3]), family=fam, seed=0, sampler=samp)
+    p = f1.predict(*target, ci_prob=0.8).iloc[0]
+    refit = (p.new_run_upper80 - p.new_run_lower80) / p.new_run_median
+    assert not f0.flagged and not f1.flagged
+    assert rw["ess"] > 100
+    assert rw["relative_width"] == pytest.approx(refit, rel=0.25)
+    assert rw["median"] == pytest.approx(p.new_run_median, rel=0.02)
