@@ -6,7 +6,7 @@ import argparse
 import json
 
 from hiscale.cli.args import add_data_args, add_model_args, positive_float, positive_int
-from hiscale.cli.report import progress, warn
+from hiscale.cli.report import json_default, progress, warn
 from hiscale.plots import fmt_count
 
 HELP = "rank candidate runs by the expected interval at a target per FLOP, and plan a budget"
@@ -52,6 +52,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=positive_int,
         default=32,
         help="hypothetical outcomes per candidate (default: 32)",
+    )
+    p.add_argument(
+        "--draws",
+        type=positive_int,
+        default=8000,
+        help="prior draws when planning from the prior alone (default: 8000)",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
@@ -112,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
     else:
         start = None
     if start is None:
-        progress(args, f"{args.family!r} has no runs to fit: planning from prior {args.prior!r}")
+        if not has_family:
+            shown = ", ".join(curves.families[:8]) + (", ..." if len(curves.families) > 8 else "")
+            warn(
+                f"family {args.family!r} has no rows in DATA (families: {shown}): "
+                f"planning from prior {args.prior!r} alone"
+            )
+        else:
+            progress(args, f"no --used runs: planning from prior {args.prior!r} alone")
         source = args.prior
     else:
         source = start
@@ -124,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         budget=args.budget,
         seed=args.seed,
         n_outcomes=args.outcomes,
+        n_draws=args.draws,
         law=args.law,
     )
     notes = list(result.notes)
@@ -137,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
         payload["used"] = used
         payload["fit_flagged"] = bool(start.flagged) if start is not None else None
         payload["seconds"] = time.perf_counter() - t0
-        print(json.dumps(payload, indent=2, default=str))
+        print(json.dumps(payload, indent=2, default=json_default))
         return 0
     n_t, d_t = result.target
     print(
