@@ -381,3 +381,21 @@ def test_reweighted_width_is_close_to_a_nuts_refit():
     assert rw["ess"] > 100
     assert rw["relative_width"] == pytest.approx(refit, rel=0.25)
     assert rw["median"] == pytest.approx(p.new_run_median, rel=0.02)
+
+
+def test_final_only_fits_plan_single_row_runs():
+    from types import SimpleNamespace
+
+    draws = _scale_only_draws(2000, 0.1, 0.02, 0.01)
+    final_only = pd.DataFrame({"run": ["a", "b"], "params": [1e8, 2e8]})
+    fake_fit = SimpleNamespace(
+        theta=lambda: draws.theta,
+        prior=SimpleNamespace(settings={"df_run": 1e7, "df_obs": 1e7}),
+        law="chinchilla",
+        data=final_only,
+    )
+    p = plan(fake_fit, at=(7e9, 1.4e11), candidates=[(4e8, 8e9)], budget=1e30, n_outcomes=8)
+    assert p.settings["rows_per_run"] == 1
+    assert any("one row each" in n for n in p.notes)
+    # one row per run: the closed form with n = 1
+    assert p.widths[1] == pytest.approx(_closed_form_width(0.1, 0.02, 0.01, 1, 1), rel=0.08)

@@ -190,7 +190,7 @@ def plan(
     n_draws: int = 8000,
     level: float = 0.8,
     law: str = "chinchilla",
-    n_rows: int = N_ROWS,
+    n_rows: int | None = None,
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
 
@@ -216,8 +216,11 @@ def plan(
         Central interval probability at the target.
     law : str
         Law form (prior only).
-    n_rows : int
-        End-of-run checkpoints per hypothetical run.
+    n_rows : int, optional
+        End-of-run checkpoints per hypothetical run; default
+        :data:`~hiscale.planning.preposterior.N_ROWS`, or 1 when the fit's
+        runs all have a single row (final-only tables), so hypothetical runs
+        look like the real ones.
 
     Returns
     -------
@@ -231,6 +234,13 @@ def plan(
         raise ValueError(f"budget must be a finite number of FLOPs > 0, got {budget!r}")
     cands = _as_candidates(candidates)
     draws = _as_draws(fit_or_prior, law=law, n_draws=n_draws, seed=seed)
+    notes = list(draws.notes)
+    if n_rows is None:
+        data = getattr(fit_or_prior, "data", None)
+        single = data is not None and len(data) > 0 and data.groupby("run").size().max() == 1
+        n_rows = 1 if single else N_ROWS
+        if single:
+            notes.append("the fitted runs have one row each: hypothetical runs do too")
     kw = dict(n_outcomes=n_outcomes, seed=seed, level=level, n_rows=n_rows)
     if draws.scale_known:
         pre = Preposterior(draws, (n_t, d_t), cands, **kw)
@@ -252,7 +262,6 @@ def plan(
         pre = Preposterior(draws, (n_t, d_t), cands, align=first, **kw)
         steps, reason = greedy_sequence(pre, cands, budget, first=first)
     table = table.drop(columns=["index"])
-    notes = list(draws.notes)
     low = table[table["low_ess"]]
     if len(low):
         notes.append(
