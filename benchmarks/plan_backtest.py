@@ -1,4 +1,4 @@
-"""Retrospective campaigns: the planner against rules of thumb on real families (issue 11).
+r"""Retrospective campaigns: the planner against rules of thumb on real families (issue 11).
 
 For each family: the target is its largest-compute run; starting from its
 cheapest run, each strategy picks from the remaining existing runs until it
@@ -20,8 +20,11 @@ Runs on the corpus (``HISCALE_CORPUS`` or the first argument); prints one JSON
 document (no losses, only scores). Small sampler settings by default; use
 ``nice`` on a shared machine::
 
-    nice python benchmarks/plan_backtest.py ../shared/corpus/curves.csv \\
+    nice python benchmarks/plan_backtest.py ../shared/corpus/curves.csv \
         --family overtrain-c4 --budgets 0.01 0.05 0.1 0.3
+
+``--refit-check SEED ...`` instead checks the planner's cheap update
+(importance reweighting) against NUTS refits on simulated families.
 """
 
 from __future__ import annotations
@@ -197,6 +200,67 @@ def run_family(curves, family, args) -> dict:
     return out
 
 
+def refit_check(seeds, args) -> list[dict]:
+    """Compare the cheap update with NUTS refits on simulated families (known truth).
+
+    Per seed: a family at 50M-800M (20 checkpoints per run), a fit of its two
+    smallest runs, then for each of the next two runs (its kept end-of-run
+    rows as simulated): the 80% new-run relative width at 7B / 140B tokens by
+    importance reweighting of the two-run draws, and by a NUTS refit on the
+    three runs.
+    """
+    from hiscale import SamplerSettings, fit, load_curves
+    from hiscale.infer.fit import FitOptions
+    from hiscale.modeling.simulate import simulate_families
+    from hiscale.planning.preposterior import draws_from_fit, reweighted_width
+
+    target = (7e9, 1.4e11)
+    samp = SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples)
+    rows_out = []
+    for seed in seeds:
+        df, _ = simulate_families(
+            n_families=1, seed=seed, sizes=[5e7, 1e8, 2e8, 4e8, 8e8], n_checkpoints=20
+        )
+        c = load_curves(df)
+        fam = c.families[0]
+        runs = sorted(df["run"].unique(), key=lambda r: df[df.run == r]["params"].iloc[0])
+
+        def sub(names, c=c):
+            return c.with_frame(c.frame[c.frame.run.isin(names)], step="runs", reason="x")
+
+        f0 = fit(sub(runs[:2]), family=fam, seed=0, sampler=samp)
+        p0 = f0.predict(*target, ci_prob=0.8).iloc[0]
+        kept = FitOptions().select(c.family(fam)).frame
+        for cand in runs[2:4]:
+            r = kept[kept.run == cand]
+            rw = reweighted_width(
+                draws_from_fit(f0),
+                target,
+                float(r.params.iloc[0]),
+                r.tokens.to_numpy(),
+                np.log(r.loss.to_numpy()),
+            )
+            f1 = fit(sub([*runs[:2], cand]), family=fam, seed=0, sampler=samp)
+            p1 = f1.predict(*target, ci_prob=0.8).iloc[0]
+            refit = (p1.new_run_upper80 - p1.new_run_lower80) / p1.new_run_median
+            row = {
+                "seed": seed,
+                "candidate": cand,
+                "rows": len(r),
+                "before": (p0.new_run_upper80 - p0.new_run_lower80) / p0.new_run_median,
+                "reweighted": rw["relative_width"],
+                "refit": refit,
+                "relative_difference": (rw["relative_width"] - refit) / refit,
+                "ess": rw["ess"],
+                "median_reweighted": rw["median"],
+                "median_refit": p1.new_run_median,
+                "flagged": bool(f0.flagged or f1.flagged),
+            }
+            print(json.dumps(row, default=float), file=sys.stderr, flush=True)
+            rows_out.append(row)
+    return rows_out
+
+
 def main(argv=None) -> int:
     """Command line: see the module docstring."""
     import os
@@ -213,7 +277,21 @@ def main(argv=None) -> int:
     p.add_argument("--num-samples", type=int, default=750)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON here")
+    p.add_argument(
+        "--refit-check",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="instead: compare the reweighted width with NUTS refits on simulated families",
+    )
     args = p.parse_args(argv)
+    if args.refit_check:
+        import hiscale
+
+        hiscale.configure()
+        rows = refit_check(args.refit_check, args)
+        print(json.dumps({"benchmark": "plan_refit_check", "rows": rows}, indent=2, default=float))
+        return 0
     if not args.corpus:
         p.error("give the corpus path or set HISCALE_CORPUS")
 
