@@ -26,6 +26,7 @@ def test_all_names_resolve_and_dir_matches():
         "load_curves",
         "load_fit",
         "load_prior",
+        "plan",
         "simulate_families",
     }
     assert set(hiscale.__all__) == {"__version__", "configure", *hiscale._LAZY}

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hiscale.laws import D0, LAWS, N0, Law, get_law, paper_law, share_to_paper
+from hiscale.laws import CURVE_LAWS, D0, LAWS, N0, Law, get_law, paper_law, share_to_paper
 
 # tolerances valid in float32 as well as float64
 RTOL = 1e-5
@@ -195,3 +195,90 @@ def test_get_law():
     assert isinstance(law, Law) and "gamma" in law.params
     with pytest.raises(ValueError, match="unknown law 'kaplan'; known: chinchilla, chinchilla-nd"):
         get_law("kaplan")
+    assert get_law("momentum") is CURVE_LAWS["momentum"]
+    with pytest.raises(ValueError, match=r"curve laws .*: momentum, h-term"):
+        get_law("kaplan")
+
+
+# --- curve laws (schedule covariates) ----------------------------------------------------
+
+CURVE_THETA = {**THETA, "log_scale": np.log(2.5), "u_f": np.log(0.08), "r_f": 0.13}
+S1 = np.array([1.5e9, 6e9, 7e10, 8e11])
+ANNEAL = np.array([0.0, 0.3, 0.9, 0.55])
+H = np.array([1.0, 0.6, 0.1, 0.35])
+
+
+def curve_loss_numpy(n, d_term, bonus, theta):
+    """s (e + a (N/N0)^-alpha + b (d_term/D0)^-beta - f bonus (N/N0)^r), f = e exp(u_f)."""
+    w = np.exp([0.0, theta["u_a"], theta["u_b"]])
+    e, a, b = w / w.sum()
+    f = e * np.exp(theta["u_f"])
+    alpha, beta = np.exp(theta["log_alpha"]), np.exp(theta["log_beta"])
+    x = n / N0
+    return np.exp(theta["log_scale"]) * (
+        e + a * x**-alpha + b * (d_term / D0) ** -beta - f * bonus * x ** theta["r_f"]
+    )
+
+
+def test_momentum_known_values():
+    law = CURVE_LAWS["momentum"]
+    out = law.loss(N, D, CURVE_THETA, {"s1": S1, "anneal": ANNEAL})
+    np.testing.assert_allclose(out, curve_loss_numpy(N, S1, ANNEAL, CURVE_THETA), rtol=RTOL)
+
+
+def test_h_term_known_values():
+    law = CURVE_LAWS["h-term"]
+    out = law.loss(N, D, CURVE_THETA, {"lr_mult": H})
+    np.testing.assert_allclose(out, curve_loss_numpy(N, D, 1 - H, CURVE_THETA), rtol=RTOL)
+
+
+def test_curve_laws_reduce_to_chinchilla_at_constant_lr():
+    """Constant LR, no warmup: S1 = D, anneal = 0, h = 1 -> the separable law."""
+    ref = LAWS["chinchilla"].loss(N, D, CURVE_THETA)
+    cov = {"s1": D, "anneal": np.zeros(4), "lr_mult": np.ones(4)}
+    for law in CURVE_LAWS.values():
+        np.testing.assert_allclose(law.loss(N, D, CURVE_THETA, cov), ref, rtol=RTOL)
+
+
+def test_end_of_run_laws_ignore_covariates():
+    theta = {**THETA, "log_scale": 1.0}
+    cov = {"s1": S1, "anneal": ANNEAL, "lr_mult": H}
+    for law in LAWS.values():
+        assert law.covariates == ()
+        np.testing.assert_array_equal(law.loss(N, D, theta, cov), law.loss(N, D, theta))
+
+
+def test_curve_law_without_covariates_is_an_error():
+    with pytest.raises(ValueError, match=r"law 'momentum' needs .*missing \['anneal'\]"):
+        CURVE_LAWS["momentum"].loss(N, D, CURVE_THETA, {"s1": S1})
+    with pytest.raises(ValueError, match="law 'h-term' needs"):
+        CURVE_LAWS["h-term"].loss(N, D, CURVE_THETA)
+
+
+def test_curve_law_bonus_is_capped():
+    """An absurd annealing share keeps L > 0 (capped at 99.9% of the other terms)."""
+    theta = {**CURVE_THETA, "u_f": 10.0}
+    law = CURVE_LAWS["h-term"]
+    out = law.log_loss(np.log(N / N0), np.log(D / D0), theta, {"lr_mult": H})
+    assert np.all(np.isfinite(out))
+    no_bonus = LAWS["chinchilla"].log_loss(np.log(N / N0), np.log(D / D0), theta)
+    np.testing.assert_allclose(out[1:], no_bonus[1:] + np.log(1e-3), rtol=1e-6)
+
+
+def test_curve_law_jit_vmap_grad():
+    law = CURVE_LAWS["momentum"]
+    theta = {k: jnp.asarray(v, dtype=float) for k, v in CURVE_THETA.items()}
+    x, y = jnp.log(jnp.asarray(N) / N0), jnp.log(jnp.asarray(D) / D0)
+    cov = {"s1": jnp.asarray(S1), "anneal": jnp.asarray(ANNEAL)}
+    ref = law.log_loss(x, y, theta, cov)
+    np.testing.assert_allclose(jax.jit(law.log_loss)(x, y, theta, cov), ref, rtol=RTOL)
+    draws = {k: jnp.stack([v, v + 0.01]) for k, v in theta.items()}
+    batch = jax.vmap(law.log_loss, in_axes=(None, None, 0, None))(x, y, draws, cov)
+    np.testing.assert_allclose(batch[0], ref, rtol=RTOL)
+    grads = jax.grad(lambda t: law.log_loss(x, y, t, cov).sum())(theta)
+    assert set(grads) == set(theta) and all(np.isfinite(float(g)) for g in grads.values())
+    # the bonus lowers the loss: d ln L / d u_f < 0 where anneal > 0, 0 where anneal = 0
+    g_rows = jax.vmap(
+        jax.grad(lambda uf, i: law.log_loss(x, y, {**theta, "u_f": uf}, cov)[i]), (None, 0)
+    )(theta["u_f"], jnp.arange(4))
+    assert float(g_rows[0]) == 0.0 and np.all(np.asarray(g_rows[1:]) < 0)

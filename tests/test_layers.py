@@ -26,6 +26,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("hiscale.modeling",),
     ("hiscale.infer",),
     ("hiscale.population",),
+    ("hiscale.planning",),
     ("hiscale.backtesting",),
     ("hiscale.plots",),
     ("hiscale.cli", "hiscale.__main__"),

@@ -27,6 +27,7 @@ def _corpus_env() -> dict[str, str]:
         "02_reproducing_the_paper",
         "03_low_budget_family",
         "04_diagnostics_and_calibration",
+        "05_planning_runs",
     ],
 )
 def test_notebook_runs_in_fast_mode(name, monkeypatch):
@@ -61,6 +62,7 @@ def test_notebooks_are_percent_scripts():
         "02_reproducing_the_paper",
         "03_low_budget_family",
         "04_diagnostics_and_calibration",
+        "05_planning_runs",
     ]
     for name in names:
         text = (NOTEBOOKS / f"{name}.py").read_text()

@@ -51,6 +51,7 @@ _LAZY: dict[str, str] = {
     "load_fit": "hiscale.infer.result",
     "build_prior": "hiscale.population",
     "backtest": "hiscale.backtesting.runner",
+    "plan": "hiscale.planning",
 }
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "load_curves",
     "load_fit",
     "load_prior",
+    "plan",
     "simulate_families",
 ]
 

@@ -30,10 +30,30 @@ A law is a :class:`Law` object; callers use ``law.log_loss(x, y, theta)``
 with ``theta`` a mapping of named parameter arrays, so a new form plugs in by
 adding an entry to :data:`LAWS`.
 
+*Curve laws* (:data:`CURVE_LAWS`) describe a whole training curve under its
+learning-rate schedule and need per-row *covariates* besides ``x, y``: the
+columns of :func:`hiscale.data.schedule.reconstruct` (``s1`` = area under
+the LR multiplier in tokens, ``anneal`` = ``S2 / τ`` the momentum law's
+annealing area in units of its memory, ``lr_mult`` = ``h``). They are called
+as ``law.log_loss(x, y, theta, covariates)``; ``Law.covariates`` names what a
+law needs (empty for the end-of-run laws, whose numbers do not change). With
+``f = e exp(u_f)`` (``u_f = ln(f/e)``, unit-free like ``u_a, u_b``) and a size
+exponent ``r_f`` of the annealing bonus:
+
+* ``momentum`` (Tissue et al. 2024 with a size term):
+  ``L = s (e + a (N/N0)^-alpha + b (S1/D0)^-beta - f anneal (N/N0)^r_f)``;
+* ``h-term``:
+  ``L = s (e + a (N/N0)^-alpha + b (D/D0)^-beta - f (1 - h) (N/N0)^r_f)``.
+
+For a constant LR without warmup (``S1 = D``, ``anneal = 0``, ``h = 1``) both
+are the separable law. The bonus is capped at 99.9% of the other terms
+(``L > 0``; the cap is inactive at any sensible fit).
+
 References
 ----------
 Hoffmann et al. (2022), "Training Compute-Optimal Large Language Models".
 Choshen, Zhang & Andreas (2025), "A Hitchhiker's Guide to Scaling Law Estimation".
+Tissue et al. (2024), "Scaling Law with Learning Rate Annealing", arXiv 2408.11029.
 """
 
 from __future__ import annotations
@@ -45,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = [
+    "CURVE_LAWS",
     "D0",
     "LAWS",
     "N0",
@@ -96,6 +117,39 @@ def _log_loss_chinchilla(x, y, theta):
     return _log_loss_chinchilla_nd(x, y, {k: v for k, v in theta.items() if k != "gamma"})
 
 
+#: Largest annealing bonus as a fraction of the other terms (keeps ``L > 0``).
+_MAX_BONUS: float = 0.999
+
+
+def _log_loss_annealed(x, y_data, bonus, theta):
+    """``ln L = ln s + ln(P - Q)`` with ``P`` the separable terms at ``y_data``.
+
+    ``Q = f bonus (N/N0)^r_f`` with ``f = e exp(u_f)``; ``ln(P - Q) = ln P +
+    log1p(-min(Q/P, _MAX_BONUS))``.
+    """
+    ln_e, ln_a, ln_b = _shares(theta["u_a"], theta["u_b"])
+    alpha = jnp.exp(theta["log_alpha"])
+    beta = jnp.exp(theta["log_beta"])
+    terms = jnp.stack(
+        jnp.broadcast_arrays(ln_e + 0.0 * x, ln_a - alpha * x, ln_b - beta * y_data), axis=0
+    )
+    m = terms.max(0)
+    ln_p = jnp.log(jnp.sum(jnp.exp(terms - m), 0)) + m
+    ratio = bonus * jnp.exp(ln_e + theta["u_f"] + theta["r_f"] * x - ln_p)
+    return theta["log_scale"] + ln_p + jnp.log1p(-jnp.minimum(ratio, _MAX_BONUS))
+
+
+def _log_loss_momentum(x, y, theta, covariates):
+    """Momentum law: data term in ``S1``, bonus ``anneal = S2/τ``."""
+    y1 = jnp.log(jnp.asarray(covariates["s1"]) / D0)
+    return _log_loss_annealed(x, y1, jnp.asarray(covariates["anneal"]), theta)
+
+
+def _log_loss_h_term(x, y, theta, covariates):
+    """h-term law: data term in ``D``, bonus ``1 - h``."""
+    return _log_loss_annealed(x, y, 1.0 - jnp.asarray(covariates["lr_mult"]), theta)
+
+
 @dataclass(frozen=True)
 class Law:
     """A scaling-law form in the share parameterisation.
@@ -108,25 +162,45 @@ class Law:
         Unit-free parameter names pooled across families (``log_scale`` is
         always present in addition and is never pooled).
     log_loss_fn : callable
-        ``(x, y, theta) -> ln L`` with ``x = ln(N/N0)``, ``y = ln(D/D0)``.
+        ``(x, y, theta) -> ln L`` with ``x = ln(N/N0)``, ``y = ln(D/D0)``;
+        ``(x, y, theta, covariates) -> ln L`` when ``covariates`` is not empty.
     description : str
         The formula in words.
+    covariates : tuple of str
+        Per-row inputs besides ``x, y`` (columns of
+        :func:`hiscale.data.schedule.reconstruct`); empty for end-of-run laws.
     """
 
     name: str
     params: tuple[str, ...]
     log_loss_fn: Callable
     description: str
+    covariates: tuple[str, ...] = ()
 
-    def log_loss(self, x, y, theta: Mapping):
-        """Natural log of the predicted loss at ``x = ln(N/N0)``, ``y = ln(D/D0)``."""
-        return self.log_loss_fn(x, y, theta)
+    def _covariates(self, covariates: Mapping | None) -> dict:
+        missing = [c for c in self.covariates if covariates is None or c not in covariates]
+        if missing:
+            raise ValueError(
+                f"law {self.name!r} needs the per-row covariates {list(self.covariates)} "
+                f"(hiscale.data.schedule.reconstruct); missing {missing}"
+            )
+        return {c: covariates[c] for c in self.covariates}
 
-    def loss(self, params, tokens, theta: Mapping):
+    def log_loss(self, x, y, theta: Mapping, covariates: Mapping | None = None):
+        """Natural log of the predicted loss at ``x = ln(N/N0)``, ``y = ln(D/D0)``.
+
+        ``covariates`` (a mapping of per-row arrays) is required by curve laws
+        and ignored by the others.
+        """
+        if not self.covariates:
+            return self.log_loss_fn(x, y, theta)
+        return self.log_loss_fn(x, y, theta, self._covariates(covariates))
+
+    def loss(self, params, tokens, theta: Mapping, covariates: Mapping | None = None):
         """Predicted loss at raw ``params`` (N) and ``tokens`` (D)."""
         x = jnp.log(jnp.asarray(params, dtype=float) / N0)
         y = jnp.log(jnp.asarray(tokens, dtype=float) / D0)
-        return jnp.exp(self.log_loss_fn(x, y, theta))
+        return jnp.exp(self.log_loss(x, y, theta, covariates))
 
 
 LAWS: dict[str, Law] = {
@@ -145,14 +219,44 @@ LAWS: dict[str, Law] = {
 }
 
 
+#: Laws of whole training curves under a learning-rate schedule (need covariates).
+#: Kept apart from :data:`LAWS` until the fit supplies covariates.
+CURVE_LAWS: dict[str, Law] = {
+    "momentum": Law(
+        name="momentum",
+        params=("u_a", "u_b", "log_alpha", "log_beta", "u_f", "r_f"),
+        log_loss_fn=_log_loss_momentum,
+        description=(
+            "L = s (e + a (N/N0)^-alpha + b (S1/D0)^-beta - f (S2/tau) (N/N0)^r_f), "
+            "e + a + b = 1, f = e exp(u_f)"
+        ),
+        covariates=("s1", "anneal"),
+    ),
+    "h-term": Law(
+        name="h-term",
+        params=("u_a", "u_b", "log_alpha", "log_beta", "u_f", "r_f"),
+        log_loss_fn=_log_loss_h_term,
+        description=(
+            "L = s (e + a (N/N0)^-alpha + b (D/D0)^-beta - f (1 - h) (N/N0)^r_f), "
+            "e + a + b = 1, f = e exp(u_f)"
+        ),
+        covariates=("lr_mult",),
+    ),
+}
+
+
 def get_law(law: str | Law) -> Law:
-    """Look a law up by name (or pass a :class:`Law` through)."""
+    """Look a law up by name in :data:`LAWS` or :data:`CURVE_LAWS` (or pass a Law through)."""
     if isinstance(law, Law):
         return law
-    try:
+    if law in LAWS:
         return LAWS[law]
-    except KeyError:
-        raise ValueError(f"unknown law {law!r}; known: {', '.join(LAWS)}") from None
+    if law in CURVE_LAWS:
+        return CURVE_LAWS[law]
+    raise ValueError(
+        f"unknown law {law!r}; known: {', '.join(LAWS)}; "
+        f"curve laws (need schedule covariates): {', '.join(CURVE_LAWS)}"
+    )
 
 
 def share_to_paper(theta: Mapping) -> dict[str, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Population priors: what a new family's parameters look like.
+r"""Population priors: what a new family's parameters look like.
 
 Two steps, because a one-step joint fit samples badly: family posteriors are
 10^3-10^4 times narrower than the population, so NUTS hits its maximum tree
@@ -24,15 +24,15 @@ depth on every draw, while the two steps converge:
 
    .. math::
 
-       \\theta_f \\sim \\mathrm{MVN}(\\mu, \\Sigma),\\quad
-       y_f = A_f^\\top (\\theta_f - m_0) + \\varepsilon_f,\\
-       \\varepsilon_f \\sim \\mathcal N(0, I)
-       \\ \\Rightarrow\\ y_f \\sim \\mathrm{MVN}(A_f^\\top(\\mu - m_0),\\,
-       A_f^\\top \\Sigma A_f + I),
+       \theta_f \sim \mathrm{MVN}(\mu, \Sigma),\quad
+       y_f = A_f^\top (\theta_f - m_0) + \varepsilon_f,\
+       \varepsilon_f \sim \mathcal N(0, I)
+       \ \Rightarrow\ y_f \sim \mathrm{MVN}(A_f^\top(\mu - m_0),\,
+       A_f^\top \Sigma A_f + I),
 
-       \\Sigma = \\mathrm{diag}(\\tau)\\,\\Omega\\,\\mathrm{diag}(\\tau),\\quad
-       \\Omega \\sim \\mathrm{LKJ}(2),\\ \\tau \\sim \\mathcal N^+(0, 1),\\
-       \\mu \\sim \\mathcal N(m_0, 2 s_0)
+       \Sigma = \mathrm{diag}(\tau)\,\Omega\,\mathrm{diag}(\tau),\quad
+       \Omega \sim \mathrm{LKJ}(2),\ \tau \sim \mathcal N^+(0, 1),\
+       \mu \sim \mathcal N(m_0, 2 s_0)
 
    (:func:`population_hyperpriors`; the numbers are
    :data:`hiscale.priors.defaults.POPULATION_MU_SD_FACTOR`,
@@ -52,9 +52,10 @@ loss unit) whose step-1 fit converges. A family with a narrow size span, or one
 size, informs only what its data identify (the data exponent, the shares it
 sees), because its likelihood is flat in the directions it carries no
 information about. Before the step-1 prior was divided out, such families
-counted fully and moved the population's alpha from 0.41 to 0.67 in an early
-prototype; :data:`OLD_SIZE_FILTER` (>= 3 sizes spanning >= 4x) restores the
-filter ``corpus-v1`` was built with.
+counted fully (families whose sizes span less than ~3x, such as the
+datablations triples, pulled the population's alpha from 0.41 to 0.67 when they
+were included); :data:`OLD_SIZE_FILTER` (>= 3 sizes spanning >= 4x) restores
+the filter ``corpus-v1`` was built with.
 """
 
 from __future__ import annotations
@@ -137,22 +138,36 @@ MIN_INFORMATION: float = 0.1
 
 
 def cache_dir() -> Path:
-    """Where per-family summaries and leave-one-out priors are cached.
+    """Return where per-family summaries and leave-one-out priors are cached.
 
-    ``$HISCALE_CACHE`` or ``~/.cache/hiscale``.
+    Returns
+    -------
+    Path
+        ``$HISCALE_CACHE``, else ``~/.cache/hiscale``.
     """
     return Path(os.environ.get("HISCALE_CACHE", Path.home() / ".cache" / "hiscale"))
 
 
 def family_group(family: str, curves: Curves | None = None) -> str:
-    """Families sharing models or an origin (``gemstones-cooldown`` -> ``gemstones``).
+    """Return the group of families sharing models or an origin with ``family``.
 
     Leave-one-family-out removes the whole group, so sibling families of the
     same models cannot leak the held-out family's answer into its prior.
-    With ``curves`` the group comes from the data
-    (:func:`hiscale.data.curves.family_groups`: an explicit ``group`` column, else
-    shared ``source`` origins); without, or for a family not in ``curves``,
-    from the name up to its first hyphen.
+
+    Parameters
+    ----------
+    family : str
+        Family name.
+    curves : Curves, optional
+        With it the group comes from the data
+        (:func:`hiscale.data.curves.family_groups`: an explicit ``group``
+        column, else shared ``source`` origins); without it, or for a family
+        not in ``curves``, from the name up to its first hyphen.
+
+    Returns
+    -------
+    str
+        The group name (``gemstones-cooldown`` -> ``gemstones``).
     """
     if curves is not None:
         groups = family_groups(curves)
@@ -162,11 +177,23 @@ def family_group(family: str, curves: Curves | None = None) -> str:
 
 
 def family_unit(curves: Curves, family: str) -> str:
-    """The family's loss unit (``loss_unit`` column, normalised).
+    """Return the family's loss unit (``loss_unit`` column, normalised).
 
     A table without the column, or a family without a value in it, is in
     :data:`hiscale.data.curves.DEFAULT_LOSS_UNIT` (:func:`hiscale.data.curves.load_curves`
     logs that assumption).
+
+    Parameters
+    ----------
+    curves : Curves
+        The table.
+    family : str
+        Family name.
+
+    Returns
+    -------
+    str
+        The normalised unit.
     """
     f = curves.frame
     if "loss_unit" not in f.columns:
@@ -183,11 +210,31 @@ def population_families(
     min_span: float = 4.0,
     loss_unit: str | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """Families that feed the population, and why the others were left out.
+    """Select the families that feed the population, and say why the others were left out.
 
-    A population is learned within one loss unit (``loss_unit``; ``None``
-    mixes units): shares and exponents of a per-token validation loss and of
-    a per-word downstream NLL (LAMBADA) are not draws from one distribution.
+    A family with fewer sizes, or sizes spanning less, carries no information
+    on the N-dependence but would count fully in the population.
+
+    Parameters
+    ----------
+    curves : Curves
+        The table.
+    min_sizes : int, default 3
+        Fewest distinct model sizes a family needs.
+    min_span : float, default 4.0
+        Smallest ratio of largest to smallest size.
+    loss_unit : str, optional
+        Keep only families in this loss unit; ``None`` mixes units. A
+        population is learned within one unit: shares and exponents of a
+        per-token validation loss and of a per-word downstream NLL (LAMBADA)
+        are not draws from one distribution.
+
+    Returns
+    -------
+    keep : list of str
+        Families kept, in table order.
+    why : dict of str to str
+        Reason for each family left out.
     """
     keep, why = [], {}
     if loss_unit is not None:
@@ -207,7 +254,19 @@ def population_families(
 
 
 def majority_unit(curves: Curves) -> str:
-    """The loss unit shared by most families."""
+    """Return the loss unit shared by most families.
+
+    Parameters
+    ----------
+    curves : Curves
+        The table.
+
+    Returns
+    -------
+    str
+        The most common unit (ties broken arbitrarily but deterministically
+        within one process).
+    """
     units = [family_unit(curves, f) for f in curves.families]
     return max(set(units), key=units.count)
 
@@ -229,7 +288,13 @@ class FamilySummary:
     seconds: float
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
+        """Return the summary as a JSON-ready dict.
+
+        Returns
+        -------
+        dict
+            The fields, arrays as (nested) lists.
+        """
         d = dict(self.__dict__)
         d["names"] = list(self.names)
         d["mean"] = self.mean.tolist()
@@ -238,7 +303,17 @@ class FamilySummary:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FamilySummary:
-        """Inverse of :meth:`to_dict`."""
+        """Rebuild a summary from :meth:`to_dict`'s output.
+
+        Parameters
+        ----------
+        d : dict
+            Output of :meth:`to_dict` (e.g. read back from the JSON cache).
+
+        Returns
+        -------
+        FamilySummary
+        """
         d = dict(d)
         d["names"] = tuple(d["names"])
         d["mean"] = np.asarray(d["mean"], float)
@@ -248,7 +323,17 @@ class FamilySummary:
 
 @lru_cache(maxsize=1)
 def engine_revision() -> str:
-    """Hash of the modules that define a family fit (cached step-1 summaries are keyed by it)."""
+    """Hash the modules that define a family fit (cached step-1 summaries are keyed by it).
+
+    The files are hashed byte for byte, so any edit to them (comments
+    included) makes old summaries stale rather than risk reusing a fit of
+    other code.
+
+    Returns
+    -------
+    str
+        The first 12 hex digits of the SHA-256 of the files.
+    """
     here = Path(__file__).resolve().parent
     h = hashlib.sha256()
     for name in (
@@ -293,7 +378,35 @@ def summarise_family(
     seed: int = 0,
     use_cache: bool = True,
 ) -> FamilySummary:
-    """Step 1: flat-prior NUTS fit of one family, summarised as a Gaussian (cached)."""
+    """Step 1: fit one family with the flat prior and summarise its posterior as a Gaussian.
+
+    The summary is cached under :func:`cache_dir` keyed by the data, the
+    settings, the seed and :func:`engine_revision`, so leave-one-family-out
+    priors only redo the population step.
+
+    Parameters
+    ----------
+    curves : Curves
+        The table.
+    family : str
+        Family to fit.
+    law : str, default "chinchilla"
+        Law name.
+    options : FitOptions, optional
+        Row selection and likelihood options (defaults if ``None``).
+    sampler : SamplerSettings, optional
+        NUTS settings (defaults if ``None``).
+    seed : int, default 0
+        Sampler seed.
+    use_cache : bool, default True
+        Read a cached summary when one exists (a new fit is always written).
+
+    Returns
+    -------
+    FamilySummary
+        Posterior mean and covariance of the law vector ``z``, the median
+        log noise scales, and the fit's diagnostics.
+    """
     options = options or FitOptions()
     sampler = sampler or SamplerSettings()
     key = _summary_key(curves, family, law, options, sampler, seed)
@@ -329,12 +442,12 @@ def summarise_family(
 
 @dataclass(frozen=True)
 class FamilyLikelihood:
-    """Gaussian approximation of a family's likelihood for ``z`` (step-1 prior divided out).
+    r"""Gaussian approximation of a family's likelihood for ``z`` (step-1 prior divided out).
 
     Kept in the step-1 prior's whitened coordinates ``x = L0^{-1} (z - m0)``
     (``S0 = L0 L0^T``), where the prior is ``N(0, I)`` and the likelihood is
 
-    .. math:: \\log \\ell(x) = -\\tfrac12 x^\\top P x + b^\\top x + \\mathrm{const}
+    .. math:: \log \ell(x) = -\tfrac12 x^\top P x + b^\top x + \mathrm{const}
 
     with ``P`` positive semi-definite: a zero eigenvalue is a direction the
     family's data say nothing about. Eigenvalues of ``P`` are the data's
@@ -372,7 +485,21 @@ class FamilyLikelihood:
         return (self.vectors * self.values) @ self.vectors.T
 
     def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
-        """The likelihood as ``N(m, S)`` in ``z`` coordinates (only when nothing was floored)."""
+        """Return the likelihood as ``N(m, S)`` in ``z`` coordinates.
+
+        Returns
+        -------
+        mean : ndarray, shape (K,)
+            ``m = m0 + L0 P^{-1} b``.
+        cov : ndarray, shape (K, K)
+            ``S = L0 P^{-1} L0^T``.
+
+        Raises
+        ------
+        ValueError
+            If a direction was floored: ``P`` is singular there, so the
+            covariance would be infinite.
+        """
         if self.floored:
             raise ValueError(
                 f"likelihood carries no information in {len(self.floored)} direction(s): "
@@ -383,7 +510,20 @@ class FamilyLikelihood:
         return mean, self.prior_chol @ cov_x @ self.prior_chol.T
 
     def summary(self, names: Sequence[str]) -> dict[str, Any]:
-        """JSON-ready: information per eigen-direction and the floored directions."""
+        """Return the information per eigen-direction and the floored directions, JSON-ready.
+
+        Parameters
+        ----------
+        names : sequence of str
+            Names of the law parameters (the components of ``z``).
+
+        Returns
+        -------
+        dict
+            ``information`` (eigenvalues of ``P`` before flooring),
+            ``floored_directions`` (their count) and ``uninformative`` (each
+            floored direction as ``{name: component}``).
+        """
         return {
             "information": self.information.tolist(),
             "floored_directions": len(self.floored),
@@ -465,11 +605,22 @@ def divide_prior(
 def pool_likelihoods(
     likelihoods: Sequence[FamilyLikelihood], *, min_information: float = MIN_INFORMATION
 ) -> FamilyLikelihood:
-    """One likelihood for sibling families: the geometric mean of theirs.
+    """Pool sibling families into one likelihood: the geometric mean of theirs.
 
     Precisions and information vectors are averaged, so a group carries one
     family's worth of information (siblings are not independent
     measurements), weighted towards the members that know more.
+
+    Parameters
+    ----------
+    likelihoods : sequence of FamilyLikelihood
+        The siblings' likelihoods, all in the same step-1 prior's coordinates.
+    min_information : float
+        Floor on the pooled information relative to the prior's.
+
+    Returns
+    -------
+    FamilyLikelihood
     """
     first = likelihoods[0]
     return _floor(
@@ -482,13 +633,25 @@ def pool_likelihoods(
 
 
 def observation_form(lik: FamilyLikelihood) -> tuple[np.ndarray, np.ndarray]:
-    """``(A, y)`` with ``log lik(z) = -1/2 |A^T (z - m0) - y|^2 + const``.
+    """Write a likelihood as ``log lik(z) = -1/2 |A^T (z - m0) - y|^2 + const``.
 
     ``A`` is (K, K): one column per informative eigen-direction of the
     precision, ``sqrt(lambda) L0^{-T} u``, and a zero column (with ``y = 0``)
     per floored one, so every family has the same shape. Marginalising
     ``z ~ N(mu, Sigma)`` gives ``y ~ N(A^T (mu - m0), A^T Sigma A + I)``,
     which needs no inverse of the likelihood precision.
+
+    Parameters
+    ----------
+    lik : FamilyLikelihood
+        The family's likelihood.
+
+    Returns
+    -------
+    A : ndarray, shape (K, K)
+        Square root of the likelihood precision in ``z`` coordinates.
+    y : ndarray, shape (K,)
+        The information vector in that basis.
     """
     k = len(lik.prior_loc)
     root = np.sqrt(lik.values)
@@ -568,10 +731,17 @@ def population_hyperpriors(m0, s0):
 
     ``mu ~ N(m0, POPULATION_MU_SD_FACTOR * s0)``, ``tau ~
     HalfNormal(POPULATION_TAU_SD)`` and ``L_omega ~
-    LKJCholesky(POPULATION_LKJ_CONCENTRATION)``, ``(m0, s0)`` the step-1
-    prior's means and sds (:mod:`hiscale.priors.defaults` says why). The
-    two-step population model and the joint fit (:mod:`hiscale.contrib.joint`)
-    both call this, so the same quantity has the same hyperprior.
+    LKJCholesky(POPULATION_LKJ_CONCENTRATION)`` (:mod:`hiscale.priors.defaults`
+    says why). The two-step population model and the joint fit
+    (:mod:`hiscale.contrib.joint`) both call this, so the same quantity has
+    the same hyperprior.
+
+    Parameters
+    ----------
+    m0 : array, shape (K,)
+        Step-1 prior means of the law vector.
+    s0 : array, shape (K,)
+        Step-1 prior standard deviations.
 
     Returns
     -------
@@ -616,7 +786,7 @@ def build_prior(
     pool_groups: bool = True,
     client: Any = None,
 ) -> Prior:
-    """Two-step population prior from the families in ``curves``.
+    """Build the two-step population prior from the families in ``curves``.
 
     Parameters
     ----------
@@ -674,6 +844,14 @@ def build_prior(
         and (``likelihoods``) each family's and unit's information per
         eigen-direction after dividing out the step-1 prior, with the
         directions floored to zero information.
+
+    Raises
+    ------
+    ValueError
+        If fewer than two families, two converged families or two
+        independent groups remain: one family gives no spread.
+    RuntimeError
+        If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
     """
     import sys
 
@@ -916,7 +1094,7 @@ def borrow_prior(
     pool_groups: bool = True,
     progress: bool = False,
 ) -> Prior:
-    """Population prior learned from donor families the user chose (cached on disk).
+    """Build (or load from the cache) the population prior of donors the user chose.
 
     The user picks the families that resemble the target (the paper borrows
     the size term from one other family; here the donors' spread is learned

@@ -101,7 +101,20 @@ class Method(Protocol):
     name: str
 
     def prepare(self, corpus: Curves, family: str) -> Any:
-        """Per-family state (e.g. a leave-one-family-out prior)."""
+        """Return the per-family state (e.g. a leave-one-family-out prior).
+
+        Parameters
+        ----------
+        corpus : Curves
+            The whole backtest table (the held-out family included).
+        family : str
+            The held-out family.
+
+        Returns
+        -------
+        Any
+            Passed as ``state`` to every cell of ``family``.
+        """
         ...
 
     def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
@@ -115,7 +128,19 @@ class PaperMethod:
     name = "paper"
 
     def prepare(self, corpus: Curves, family: str) -> None:
-        """Nothing to prepare."""
+        """Prepare nothing: the estimator uses only the cell's own rows.
+
+        Parameters
+        ----------
+        corpus : Curves
+            Unused.
+        family : str
+            Unused.
+
+        Returns
+        -------
+        None
+        """
         return None
 
     def __call__(self, cell: Cell, state: Any, *, seed: int) -> CellPrediction:
@@ -170,12 +195,26 @@ class BayesMethod:
     pool_groups: bool = True
 
     def prepare(self, corpus: Curves, family: str, *, client: Any = None) -> Prior:
-        """The prior used for every cell of ``family`` (with ``prior_settings`` applied).
+        """Return the prior used for every cell of ``family`` (with ``prior_settings`` applied).
 
         Its :attr:`~hiscale.priors.prior.Prior.label` is the ``prior`` column of the
         results. Running without a population (flat fallback) emits one
-        :class:`~hiscale.priors.prior.PriorWarning`. With a Dask ``client``, a
-        leave-one-group-out prior's step-1 fits run as tasks on its workers.
+        :class:`~hiscale.priors.prior.PriorWarning`.
+
+        Parameters
+        ----------
+        corpus : Curves
+            The whole backtest table.
+        family : str
+            The held-out family; its whole group is left out of a
+            leave-one-group-out prior, so siblings cannot leak its answer.
+        client : distributed.Client, optional
+            Run a leave-one-group-out prior's step-1 fits as tasks on its
+            workers.
+
+        Returns
+        -------
+        Prior
         """
         prior = self._prepare(corpus, family, client)
         if prior.name == "flat" and "note" in prior.meta:
@@ -282,7 +321,24 @@ METHODS: dict[str, Callable[..., Method]] = {
 
 
 def get_method(name: str, **options: Any) -> Method:
-    """Instantiate the method ``name`` of :data:`METHODS` with ``options``."""
+    """Instantiate the method ``name`` of :data:`METHODS` with ``options``.
+
+    Parameters
+    ----------
+    name : str
+        A key of :data:`METHODS`.
+    **options
+        Keyword arguments of the method's constructor.
+
+    Returns
+    -------
+    Method
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a known method.
+    """
     if name not in METHODS:
         raise ValueError(f"unknown method {name!r}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name](**options)

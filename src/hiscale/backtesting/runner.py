@@ -126,11 +126,21 @@ class CellTask:
 
 
 def prior_label(state: Any) -> str:
-    """The ``prior`` column: the label of the prior a method used, ``"none"`` without one.
+    """Return the ``prior`` column: the label of the prior a method used.
 
     A method's per-family state is its prior when it has a ``label``
     (:attr:`hiscale.priors.prior.Prior.label`: ``corpus-v1``, ``lofo-<group>``,
     ``flat``, ``flat (no population in unit ...)``).
+
+    Parameters
+    ----------
+    state : Any
+        What the method's ``prepare`` returned.
+
+    Returns
+    -------
+    str
+        The label, or ``"none"`` for a method without a prior.
     """
     label = getattr(state, "label", None)
     return str(label) if label else "none"
@@ -177,7 +187,24 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
 
 
 def run_cell(task: CellTask) -> dict[str, Any]:
-    """Run one cell and return its result row (failures become a status)."""
+    """Run one cell and return its result row.
+
+    A method's ``ValueError``, ``RuntimeError``, ``CurvesError`` or
+    ``FloatingPointError`` becomes the row's ``status`` (NaN scores), so one
+    bad cell does not stop a grid; the failure count is reported per method.
+
+    Parameters
+    ----------
+    task : CellTask
+        The cell, the method and its per-family state, target and seed.
+
+    Returns
+    -------
+    dict
+        One row with :data:`COLUMNS`: ARE (mean over target rows of
+        ``|actual - median| / actual``, in %), interval bounds and coverage
+        at 80% and 50%, mean PIT, diagnostics, time and status.
+    """
     row = _nan_row(task)
     cell = task.cell
     if len(cell.train.frame) == 0:
@@ -215,7 +242,18 @@ def run_cell(task: CellTask) -> dict[str, Any]:
 
 
 def usable_families(curves: Curves) -> list[str]:
-    """Families with >= 3 distinct sizes (the protocol's requirement)."""
+    """Return the families with >= 3 distinct sizes (the protocol's requirement).
+
+    Parameters
+    ----------
+    curves : Curves
+        The table.
+
+    Returns
+    -------
+    list of str
+        Usable families, in table order.
+    """
     out = []
     for fam in curves.families:
         if len(sizes(curves.family(fam))) >= 3:
@@ -224,7 +262,7 @@ def usable_families(curves: Curves) -> list[str]:
 
 
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
-    """The row with plain Python values of :data:`TYPES` (what the CSV stream round-trips)."""
+    """Convert a row to plain Python values of :data:`TYPES` (what the CSV stream round-trips)."""
     out = {}
     for col in COLUMNS:
         v, kind = row[col], TYPES[col]
@@ -266,10 +304,26 @@ def _frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
-    """Rows of a backtest CSV written by ``backtest(out=...)``, typed exactly as computed.
+    """Read the rows of a backtest CSV written by ``backtest(out=...)``, typed exactly as computed.
 
-    A last line cut short (a run killed while writing it) is ignored. Raises a
-    one-line ``ValueError`` naming the file when its header is not :data:`COLUMNS`.
+    A last line cut short (a run killed while writing it) is ignored.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The CSV file.
+
+    Returns
+    -------
+    list of dict
+        One dict per row, values typed as :data:`TYPES` (floats round-trip
+        exactly).
+
+    Raises
+    ------
+    ValueError
+        One line naming the file, when its header is not :data:`COLUMNS` or
+        a value does not parse.
     """
     path = Path(path)
     text = path.read_text()
@@ -551,9 +605,14 @@ def backtest(
     grid : {"paper", "quick", "sub"} or list of (k, p)
         See :data:`hiscale.backtesting.protocol.GRIDS`.
     target : {"last30", "final"}
+        Scored target rows: ``last30`` = rows with ``tokens >= 0.7 x`` the
+        target run's largest token count, ``final`` = each target run's last
+        checkpoint.
     min_tokens : float
         Training rows need ``tokens > min_tokens`` (0 disables).
     direction : {"up", "down"}
+        Predict the largest size from the smallest ones (``up``), or the
+        smallest from the largest ones.
     include_k1 : bool, optional
         Add k = 1 cells. Default: True when a Bayesian method is requested.
     seed : int
@@ -585,6 +644,13 @@ def backtest(
     pandas.DataFrame
         One row per (family, method, k, p) with :data:`COLUMNS`, families in
         the order given, then methods, then cells.
+
+    Raises
+    ------
+    ValueError
+        If both ``jobs > 1`` and ``client`` are given, ``resume`` is set
+        without ``out``, or an argument (scheduler, grid, target, direction,
+        method) is unknown.
     """
     if jobs > 1:
         if client is not None:
@@ -666,20 +732,46 @@ def backtest(
 
 
 def summary_table(results: pd.DataFrame, *, value: str = "are_pct") -> pd.DataFrame:
-    """Macro average like the paper's heatmap, family groups counted once.
+    """Macro-average a score like the paper's heatmap, family groups counted once.
 
-    Rows = number of sizes in the training rows (1 … 7, 8+), columns =
-    ``(method, p)``; see :func:`hiscale.backtesting.scores.heatmap`. Failed cells are
-    excluded (their count is in ``status``); pass
-    :func:`hiscale.backtesting.scores.common_cells` of the results to compare methods on
-    identical cells.
+    Failed cells are excluded (their count is in ``status``); pass
+    :func:`hiscale.backtesting.scores.common_cells` of the results to compare
+    methods on identical cells.
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Rows returned by :func:`backtest`.
+    value : str, default "are_pct"
+        Column to average.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Rows = number of sizes in the training rows (1 … 7, 8+), columns =
+        ``(method, p)``; see :func:`hiscale.backtesting.scores.heatmap`.
     """
     return scores.heatmap(results, value)
 
 
 def method_summary(results: pd.DataFrame) -> pd.DataFrame:
-    """One line per method: macro ARE and coverage (family groups counted once), failures,
-    flagged fits over fitted cells, time. Each method is summarised on its own fitted cells."""
+    """Summarise each method in one line.
+
+    Each method is summarised on its own fitted cells; family groups are
+    counted once (a group of sibling families weighs as one family).
+
+    Parameters
+    ----------
+    results : pandas.DataFrame
+        Rows returned by :func:`backtest`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per method: cells, failed, fitted, flagged (unconverged fits
+        among the fitted cells), macro ARE (all cells and low-budget cells),
+        80% and 50% coverage, median seconds per cell.
+    """
     out = []
     for name, g in results.groupby("method", sort=False):
         ok = g[scores.fitted(g)]

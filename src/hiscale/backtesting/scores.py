@@ -86,12 +86,35 @@ def low_budget(results: pd.DataFrame) -> pd.Series:
     ``k`` here is the number of model sizes the cell actually trained on
     (``n_sizes_used``), which can be smaller than the requested ``k`` when
     the 10B-token cut removes a model's rows.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+
+    Returns
+    -------
+    Series of bool
+        True on low-budget rows.
     """
     return (results["n_sizes_used"] <= LOW_BUDGET_MAX_MODELS) | (results["p"] <= LOW_BUDGET_MAX_P)
 
 
 def quantity_rows(results: pd.DataFrame, quantity: str) -> pd.DataFrame:
-    """The rows a quantity of :data:`QUANTITIES` is averaged over."""
+    """Select the rows a quantity of :data:`QUANTITIES` is averaged over.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    quantity : str
+        A key of :data:`QUANTITIES`.
+
+    Returns
+    -------
+    DataFrame
+        All rows, the low-budget rows, or the rows that used one model size.
+    """
     _, subset = QUANTITIES[quantity]
     if subset == "low_budget":
         return results[low_budget(results)]
@@ -101,7 +124,17 @@ def quantity_rows(results: pd.DataFrame, quantity: str) -> pd.DataFrame:
 
 
 def fitted(results: pd.DataFrame) -> pd.Series:
-    """Rows where the method fitted the cell: ``status == "ok"`` and a finite ARE."""
+    """Mark the rows where the method fitted the cell: ``status == "ok"`` and a finite ARE.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+
+    Returns
+    -------
+    Series of bool
+    """
     return (results["status"] == "ok") & np.isfinite(results["are_pct"].astype(float))
 
 
@@ -110,6 +143,16 @@ def groups_of(results: pd.DataFrame) -> pd.Series:
 
     A row with no value in the ``group`` column gets the name-derived group too
     (it is not dropped from the averages).
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+
+    Returns
+    -------
+    Series of str
+        One group per row.
     """
     group = results["group"] if "group" in results.columns else None
     if group is not None and group.notna().all():
@@ -152,6 +195,11 @@ def common_cells(results: pd.DataFrame, methods: Sequence[str] | None = None) ->
     DataFrame
         One row per (cell, method), ``len(methods)`` rows per common cell, in
         the order of ``results``.
+
+    Raises
+    ------
+    ValueError
+        If a method in ``methods`` has no rows in ``results``.
     """
     methods = _methods(results, methods)
     key = [c for c in CELL_KEY if c in results.columns]
@@ -164,9 +212,26 @@ def common_cells(results: pd.DataFrame, methods: Sequence[str] | None = None) ->
 def family_means(
     results: pd.DataFrame, value: str = "are_pct", methods: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Mean of ``value`` over each family's fitted cells.
+    """Average ``value`` over each family's fitted cells.
 
-    Returns a frame indexed by ``(group, family)`` with one column per method.
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    value : str, default "are_pct"
+        Column to average.
+    methods : sequence of str, optional
+        Methods to include, in this order (default: every method in ``results``).
+
+    Returns
+    -------
+    DataFrame
+        Indexed by ``(group, family)``, one column per method.
+
+    Raises
+    ------
+    ValueError
+        If a method in ``methods`` has no rows in ``results``.
     """
     return _family_means(results, value, _methods(results, methods))
 
@@ -181,14 +246,57 @@ def _family_means(results: pd.DataFrame, value: str, methods: list[str]) -> pd.D
 def group_means(
     results: pd.DataFrame, value: str = "are_pct", methods: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """Per family group: the mean over its families of the family means (groups × methods)."""
+    """Average the family means (:func:`family_means`) within each family group.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    value : str, default "are_pct"
+        Column to average.
+    methods : sequence of str, optional
+        Methods to include, in this order (default: every method in ``results``).
+
+    Returns
+    -------
+    DataFrame
+        One row per group, one column per method.
+
+    Raises
+    ------
+    ValueError
+        If a method in ``methods`` has no rows in ``results``.
+    """
     return family_means(results, value, methods).groupby(level="group").mean()
 
 
 def macro(
     results: pd.DataFrame, value: str = "are_pct", methods: Sequence[str] | None = None
 ) -> pd.Series:
-    """Macro average per method: cells → family → family group → mean over groups."""
+    """Macro-average ``value`` per method: cells → family → family group → mean over groups.
+
+    Every family group counts once, so sibling families (the same models
+    re-run or cooled down) do not outweigh independent ones.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    value : str, default "are_pct"
+        Column to average.
+    methods : sequence of str, optional
+        Methods to include, in this order (default: every method in ``results``).
+
+    Returns
+    -------
+    Series
+        One value per method.
+
+    Raises
+    ------
+    ValueError
+        If a method in ``methods`` has no rows in ``results``.
+    """
     return group_means(results, value, methods).mean()
 
 
@@ -199,6 +307,24 @@ def per_family(results: pd.DataFrame, methods: Sequence[str] | None = None) -> p
     :func:`common_cells` to get them on identical cells). ``cells`` counts
     every row of the family and method, ``fitted`` those fitted. When the
     results have a ``prior`` column, ``prior`` lists the priors used.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    methods : sequence of str, optional
+        Methods to include, in this order (default: every method in ``results``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``group, family, method, cells, fitted, are_pct, covered80,
+        covered50, flagged`` (and ``prior``), sorted by group, family, method.
+
+    Raises
+    ------
+    ValueError
+        If a method in ``methods`` has no rows in ``results``.
     """
     methods = _methods(results, methods)
     rows = _with_group(results[results["method"].isin(methods)])
@@ -226,6 +352,23 @@ def flag_rates(results: pd.DataFrame, methods: Sequence[str] | None = None) -> p
 
     The denominator of ``flag_rate`` is ``fitted`` (cells the method fitted:
     a failed cell has no sampler to flag).
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    methods : sequence of str, optional
+        Methods to include, in this order (default: every method in ``results``).
+
+    Returns
+    -------
+    DataFrame
+        One row per method: ``cells, fitted, failed, flagged, flag_rate``.
+
+    Raises
+    ------
+    ValueError
+        If a method in ``methods`` has no rows in ``results``.
     """
     methods = _methods(results, methods)
     out = []
@@ -253,11 +396,30 @@ def _bin(n: float) -> str:
 def heatmap(
     results: pd.DataFrame, value: str = "are_pct", methods: Sequence[str] | None = None
 ) -> pd.DataFrame:
-    """The paper's heatmap with family groups counted once.
+    """Tabulate the paper's heatmap with family groups counted once.
 
-    Rows: number of model sizes used (``1`` … ``7``, ``8+``); columns:
-    ``(method, p)``; values: macro average (:func:`macro`) of ``value`` over
-    the fitted cells in that bin. Pass :func:`common_cells` for identical cells.
+    Pass :func:`common_cells` for identical cells.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    value : str, default "are_pct"
+        Column to average.
+    methods : sequence of str, optional
+        Methods to include, in this order (default: every method in ``results``).
+
+    Returns
+    -------
+    DataFrame
+        Rows: number of model sizes used (``1`` … ``7``, ``8+``); columns:
+        ``(method, p)``; values: macro average (:func:`macro`) of ``value``
+        over the fitted cells in that bin. Empty when nothing was fitted.
+
+    Raises
+    ------
+    ValueError
+        If a method in ``methods`` has no rows in ``results``.
     """
     methods = _methods(results, methods)
     ok = _with_group(results[fitted(results) & results["method"].isin(methods)])
@@ -302,7 +464,24 @@ class Bootstrap:
     level: float
 
     def interval(self, statistic: str, quantity: str, method: str) -> tuple[float, float, float]:
-        """``(estimate, lower, upper)`` of one statistic."""
+        """Return ``(estimate, lower, upper)`` of one statistic.
+
+        Parameters
+        ----------
+        statistic, quantity, method : str
+            The row of :attr:`table` (``statistic`` one of ``macro``,
+            ``ratio``, ``difference``).
+
+        Returns
+        -------
+        tuple of float
+            The point estimate and the percentile interval at :attr:`level`.
+
+        Raises
+        ------
+        KeyError
+            If the table has no such row.
+        """
         t = self.table
         pick = (t["statistic"] == statistic) & (t["quantity"] == quantity) & (t["method"] == method)
         row = t[pick]
@@ -347,6 +526,11 @@ def group_bootstrap(
     Returns
     -------
     Bootstrap
+
+    Raises
+    ------
+    ValueError
+        If ``level`` is outside (0, 1), ``n_boot < 1`` or there is no group.
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
@@ -410,7 +594,7 @@ def macro_intervals(
     seed: int = 0,
     level: float = 0.9,
 ) -> Bootstrap:
-    """Macro figures with family-group bootstrap intervals.
+    """Compute macro figures with family-group bootstrap intervals.
 
     Statistics (rows of the returned table):
 
@@ -425,6 +609,32 @@ def macro_intervals(
     Ratios and differences are recomputed inside every replicate (same drawn
     groups for all statistics). Pass :func:`common_cells` for a comparison on
     identical cells.
+
+    Parameters
+    ----------
+    results : DataFrame
+        Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
+    methods : sequence of str, optional
+        Methods to include, in this order (default: every method in ``results``).
+    quantities : sequence of str
+        Keys of :data:`QUANTITIES` (default: all).
+    reference : str, optional
+        Method the ``ratio`` statistics divide by (``None``: no ratios).
+    differences : sequence of (str, str)
+        Method pairs ``(a, b)`` for the ``difference`` statistics.
+    n_boot, seed, level
+        As in :func:`group_bootstrap`.
+
+    Returns
+    -------
+    Bootstrap
+        ``table`` has one row per statistic.
+
+    Raises
+    ------
+    ValueError
+        If a method has no rows, ``level`` is outside (0, 1), ``n_boot < 1``
+        or there is no family group.
     """
     methods = _methods(results, methods)
     tables = {}

@@ -30,6 +30,7 @@ COMMANDS: dict[str, ModuleType] = {
     "prior": prior,
     "simulate": simulate,
     "demo": demo,
+    "plan": __import__("hiscale.cli.plan", fromlist=["run"]),
 }
 
 

@@ -207,7 +207,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     prior = p.add_mutually_exclusive_group()
     prior.add_argument(
         "--prior",
-        default=None,
+        default="corpus-v1",
         help="population prior to borrow from: a shipped name (corpus-v1), a directory "
         "or prior.json path, or 'flat' for weak defaults without borrowing "
         "(default: corpus-v1)",

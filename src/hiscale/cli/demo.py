@@ -36,12 +36,22 @@ DEMO_SIMULATE = {
 
 
 def find_demo_data() -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """The demo curves and truth tables, and where they came from.
+    """Return the demo curves and truth tables, and where they came from.
 
     Reads ``demo_curves.csv`` and ``demo_truth.csv`` of the ``data/`` folder
     (inside an installed wheel, or of a source checkout); a package without
     them regenerates both in memory with the same simulation (deterministic
-    given the prior and the seed).
+    given the prior and the seed), and the source says so.
+
+    Returns
+    -------
+    curves : DataFrame
+        The curves table.
+    truth : DataFrame
+        The true law and target of each family
+        (:func:`hiscale.modeling.simulate.simulate_families`).
+    source : str
+        The file read, or ``"simulated now (...)"``.
     """
     for folder in bundled("data"):
         curves_path, truth_path = folder / "demo_curves.csv", folder / "demo_truth.csv"
@@ -54,7 +64,13 @@ def find_demo_data() -> tuple[pd.DataFrame, pd.DataFrame, str]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``hiscale demo``."""
+    """Add the arguments of ``hiscale demo`` to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser (from :func:`hiscale.cli.build_parser`).
+    """
     p.add_argument(
         "--data",
         help="curves table with a low-budget family (default: data/demo_curves.csv)",
@@ -77,7 +93,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``hiscale demo``."""
+    """Run ``hiscale demo``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+
+    Raises
+    ------
+    ValueError
+        If ``--data`` is given without ``--truth``; :func:`hiscale.cli.main`
+        prints it as one line with exit code 2.
+    FileNotFoundError
+        If the ``--truth`` file does not exist.
+    """
     from hiscale.backtesting.paper import fit_paper
     from hiscale.data.curves import load_curves
     from hiscale.infer.fit import fit
@@ -197,7 +232,22 @@ def run(args: argparse.Namespace) -> int:
 
 
 def read_truth(path: str) -> pd.DataFrame:
-    """The truth table written by ``hiscale simulate --truth``."""
+    """Read the truth table written by ``hiscale simulate --truth``.
+
+    Parameters
+    ----------
+    path : str
+        The CSV file.
+
+    Returns
+    -------
+    DataFrame
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` is not a file.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"truth table not found: {path!r}")

@@ -24,14 +24,31 @@ HELP = "fit one family with NUTS and save the posterior (netCDF)"
 
 
 def run_fit(args: argparse.Namespace, curves, family: str):
-    """Fit ``family`` with the model and sampler arguments, with progress lines."""
+    """Fit ``family`` with the model and sampler arguments, with progress lines.
+
+    The family and prior are checked before the progress line, so a typo
+    fails at once rather than after a "fitting ..." message.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (:func:`hiscale.cli.args.add_model_args`).
+    curves : Curves
+        The table.
+    family : str
+        Family to fit.
+
+    Returns
+    -------
+    Fit
+    """
     from hiscale.infer.fit import fit
-    from hiscale.priors.prior import DEFAULT_PRIOR, PriorWarning, resolve_prior
+    from hiscale.priors.prior import PriorWarning, resolve_prior
 
     # fail fast (before the progress line) on an unknown family or prior
     curves.family(family)
     sampler = sampler_settings(args)
-    prior = args.prior or DEFAULT_PRIOR
+    prior = args.prior
     if getattr(args, "borrow_from", None):
         prior = borrowed_prior(args, curves, family, sampler)
     resolve_prior(prior, law=args.law)
@@ -102,7 +119,13 @@ def borrowed_prior(args: argparse.Namespace, curves, family: str, sampler):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``hiscale fit``."""
+    """Add the arguments of ``hiscale fit`` to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser (from :func:`hiscale.cli.build_parser`).
+    """
     add_data_args(p)
     p.add_argument("--family", help="family to fit (required when DATA holds several)")
     add_model_args(p)
@@ -118,7 +141,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``hiscale fit``."""
+    """Run ``hiscale fit``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+    """
     from hiscale.data.curves import load_curves, sole_family
 
     curves = load_curves(args.data, metric=args.metric)

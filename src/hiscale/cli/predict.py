@@ -28,7 +28,13 @@ DEFAULT_CI: tuple[float, ...] = (0.5, 0.8, 0.95)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """Arguments of ``hiscale predict``."""
+    """Add the arguments of ``hiscale predict`` to ``p``.
+
+    Parameters
+    ----------
+    p : argparse.ArgumentParser
+        The command's parser (from :func:`hiscale.cli.build_parser`).
+    """
     add_data_args(p, nargs="*")
     p.add_argument("--family", help="family to fit (required unless --fit is given)")
     p.add_argument(
@@ -64,15 +70,33 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run ``hiscale predict``."""
+    """Run ``hiscale predict``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+
+    Raises
+    ------
+    ValueError
+        If ``--family`` does not match a saved ``--fit``, neither DATA nor
+        ``--fit`` is given, or the target point is missing or given twice;
+        :func:`hiscale.cli.main` prints it as one line with exit code 2.
+    """
     from hiscale.data.curves import load_curves, sole_family
     from hiscale.infer.result import load_fit
 
     at = target_point(args)
     levels = sorted(set(args.ci_prob)) if args.ci_prob else list(DEFAULT_CI)
     curves = load_curves(args.data, metric=args.metric) if args.data else None
-    if args.fit_path and (args.borrow_from or args.prior):
-        raise ValueError("--prior/--borrow-from apply when fitting DATA, not to a saved --fit")
+    if args.fit_path and args.borrow_from:
+        raise ValueError("--borrow-from applies when fitting DATA, not to a saved --fit")
     if args.fit_path:
         f = load_fit(args.fit_path)
         if args.family is not None and args.family != f.family:
@@ -135,7 +159,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def target_point(args: argparse.Namespace) -> tuple[float, float]:
-    """Return the target point ``(N, D)`` of ``--at`` (or of the old ``--params/--tokens``)."""
+    """Return the target point ``(N, D)`` of ``--at`` (or of the old ``--params/--tokens``).
+
+    The old options still work but print a deprecation warning.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    tuple of float
+        Model size ``N`` (parameters) and tokens ``D``.
+
+    Raises
+    ------
+    ValueError
+        If the point is given both ways or not at all.
+    """
     old = (args.params, args.tokens)
     if args.at is not None:
         if old != (None, None):

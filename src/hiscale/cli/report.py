@@ -34,18 +34,42 @@ __all__ = [
 
 
 def progress(args: argparse.Namespace, msg: str) -> None:
-    """Print a progress line to stderr unless ``--quiet``."""
+    """Print a progress line to stderr unless ``--quiet``.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (``quiet`` read if present).
+    msg : str
+        The line.
+    """
     if not getattr(args, "quiet", False):
         print(msg, file=sys.stderr, flush=True)
 
 
 def warn(msg: str) -> None:
-    """Print a warning to stderr."""
+    """Print a warning to stderr.
+
+    Parameters
+    ----------
+    msg : str
+        The warning, printed after ``hiscale: warning:``.
+    """
     print(f"hiscale: warning: {msg}", file=sys.stderr, flush=True)
 
 
 def short_path(source: object) -> str:
-    """A file path relative to the working directory when it lies below it."""
+    """Shorten a file path to one relative to the working directory when it lies below it.
+
+    Parameters
+    ----------
+    source : object
+        A path (or any label, returned as text).
+
+    Returns
+    -------
+    str
+    """
     try:
         return str(Path(str(source)).resolve().relative_to(Path.cwd()))
     except ValueError:
@@ -53,7 +77,21 @@ def short_path(source: object) -> str:
 
 
 def data_summary(fit) -> dict[str, Any]:
-    """Runs, sizes, rows used and rows removed per filter (from ``Fit.log``)."""
+    """Summarise the data a fit used: runs, sizes, rows used and rows removed per filter.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit (its ``log`` and ``data``).
+
+    Returns
+    -------
+    dict
+        ``runs``, ``sizes``, ``smallest_params``, ``largest_params``,
+        ``rows_in_family`` (before the filters, ``None`` if not logged),
+        ``rows_used`` and ``removed`` (one ``{step, removed, reason}`` per
+        filter that removed rows).
+    """
     log = list(fit.log)
     start = 0
     family_rows = None
@@ -79,7 +117,17 @@ def data_summary(fit) -> dict[str, Any]:
 
 
 def data_line(summary: dict[str, Any]) -> str:
-    """One line: runs, sizes, rows used, rows removed by each filter and why."""
+    """Format :func:`data_summary` as one line: runs, sizes, rows used, rows removed and why.
+
+    Parameters
+    ----------
+    summary : dict
+        Output of :func:`data_summary`.
+
+    Returns
+    -------
+    str
+    """
     s = summary
     span = (
         f"{fmt_count(s['smallest_params'])}"
@@ -100,10 +148,21 @@ def data_line(summary: dict[str, Any]) -> str:
 
 
 def prediction_dict(frame: pd.DataFrame, levels: Sequence[float]) -> dict[str, Any]:
-    """Point 0 of a tidy ``Fit.predict`` frame as nested dicts.
+    """Convert the first point of a tidy ``Fit.predict`` frame to nested dicts.
 
-    Returns ``{kind: {"median", "mean", "intervals": {"P": [lower, upper]}}}``
-    for ``kind`` in ``expected``, ``new_run`` and ``P`` in ``levels``.
+    Parameters
+    ----------
+    frame : DataFrame
+        Output of :meth:`hiscale.Fit.predict`.
+    levels : sequence of float
+        Interval probabilities to report (each must be a ``ci_prob`` of
+        ``frame``).
+
+    Returns
+    -------
+    dict
+        ``{kind: {"median", "mean", "intervals": {"P": [lower, upper]}}}``
+        for ``kind`` in ``expected``, ``new_run`` and ``P`` in ``levels``.
     """
     first = frame[frame["point"] == frame["point"].iloc[0]]
     out = {}
@@ -122,7 +181,19 @@ def prediction_dict(frame: pd.DataFrame, levels: Sequence[float]) -> dict[str, A
 
 
 def prediction_table(pred: dict[str, Any], levels: Sequence[float]) -> str:
-    """Text table of :func:`prediction_dict`: expected loss and new run."""
+    """Format :func:`prediction_dict` as a text table: expected loss and new run.
+
+    Parameters
+    ----------
+    pred : dict
+        Output of :func:`prediction_dict`.
+    levels : sequence of float
+        Interval probabilities, one column each.
+
+    Returns
+    -------
+    str
+    """
     head = f"{'':<15}{'median':>9}" + "".join(
         f"{f'{round(100 * lv)}% interval':>20}" for lv in levels
     )
@@ -138,7 +209,19 @@ def prediction_table(pred: dict[str, Any], levels: Sequence[float]) -> str:
 
 
 def verdict_line(fit) -> str:
-    """The sampler verdict, or a WARNING when the fit did not converge."""
+    """Return the sampler verdict, or a WARNING when the fit did not converge.
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit.
+
+    Returns
+    -------
+    str
+        :meth:`hiscale.Fit.verdict`, or a warning that the intervals may be
+        wrong with what to try instead.
+    """
     if fit.flagged:
         return (
             "WARNING: the sampler did not converge ("
@@ -150,7 +233,17 @@ def verdict_line(fit) -> str:
 
 
 def prior_line(fit) -> str:
-    """Which prior the fit borrowed from (or that it did not)."""
+    """Say which prior the fit borrowed from (or that it did not).
+
+    Parameters
+    ----------
+    fit : Fit
+        The fit.
+
+    Returns
+    -------
+    str
+    """
     p = fit.prior
     if p.name == "flat":
         if p.label != "flat":
@@ -162,7 +255,22 @@ def prior_line(fit) -> str:
 
 
 def save_curves_plot(curves, fit, at, path: str | Path, **kwargs: Any) -> None:
-    """Write :func:`hiscale.plots.plot_curves` of the fit's family at target point ``at``."""
+    """Write :func:`hiscale.plots.plot_curves` of the fit's family at target point ``at``.
+
+    Parameters
+    ----------
+    curves : Curves or None
+        The table (the fit's family is drawn from it); ``None`` draws the
+        fit's own rows.
+    fit : Fit
+        The fit.
+    at : tuple of float
+        Target point ``(N, D)``.
+    path : str or Path
+        Image file to write.
+    **kwargs
+        Passed to :func:`hiscale.plots.plot_curves`.
+    """
     import matplotlib.pyplot as plt
 
     from hiscale.plots import plot_curves

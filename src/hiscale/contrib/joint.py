@@ -1,4 +1,4 @@
-"""Joint hierarchical fit of several named families at once (research use).
+r"""Joint hierarchical fit of several named families at once (research use).
 
 One NumPyro model over ``F`` families, each with the family likelihood of
 :mod:`hiscale.modeling.family` (run offsets integrated out, tempered within-run term),
@@ -6,9 +6,9 @@ and the population in the same model:
 
 .. math::
 
-    z_f = \\mu + \\mathrm{diag}(\\tau) L_\\Omega \\xi_f,\\quad \\xi_f \\sim \\mathcal N(0, I),\\quad
-    \\mu \\sim \\mathcal N(\\mathrm{loc}_0, 2 s_0),\\ \\tau \\sim \\mathcal N^+(0, 1),\\
-    L_\\Omega \\sim \\mathrm{LKJChol}(2)
+    z_f = \mu + \mathrm{diag}(\tau) L_\Omega \xi_f,\quad \xi_f \sim \mathcal N(0, I),\quad
+    \mu \sim \mathcal N(\mathrm{loc}_0, 2 s_0),\ \tau \sim \mathcal N^+(0, 1),\
+    L_\Omega \sim \mathrm{LKJChol}(2)
 
 (the population step's hyperpriors,
 :func:`hiscale.population.population_hyperpriors`) with per-family
@@ -51,7 +51,20 @@ __all__ = ["JointFit", "fit_joint", "make_joint_model"]
 
 
 def make_joint_model(law: str):
-    """Joint model for one law form; data arrays carry a leading family axis."""
+    """Return the joint NumPyro model for one law form.
+
+    Parameters
+    ----------
+    law : str
+        Law name (:func:`hiscale.laws.get_law`).
+
+    Returns
+    -------
+    callable
+        ``joint_model(x, y, run, weight, mask, run_mask, prior, log_loss)``;
+        every data array carries a leading family axis (families padded to
+        one row and run count, padding masked out).
+    """
     law_obj = get_law(law)
     names = law_obj.params
 
@@ -115,15 +128,18 @@ def fit_joint(
     num_samples: int | None = None,
     num_chains: int | None = None,
 ) -> JointFit:
-    """NUTS on the joint hierarchical model of ``families``.
+    """Sample the joint hierarchical model of ``families`` with NUTS.
 
     Parameters
     ----------
     curves : Curves or path
+        The table, or a path to load it from.
     families : sequence of str
         At least two families.
     law : str
+        Law form shared by all families.
     seed : int
+        Sampler seed.
     options : FitOptions
         Row selection per family (as in :func:`hiscale.fit`).
     sampler : SamplerSettings
@@ -131,6 +147,20 @@ def fit_joint(
         recorded in the result's ``attrs["sampler"]``.
     num_warmup, num_samples, num_chains : int, optional
         Replace these fields of ``sampler``.
+
+    Returns
+    -------
+    JointFit
+        The DataTree (law parameters with a ``family`` dimension) and the
+        convergence diagnostics; check :attr:`JointFit.flagged`, because
+        this model often samples badly (see the module docstring).
+
+    Raises
+    ------
+    ValueError
+        If fewer than two families are given.
+    RuntimeError
+        If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
     """
     require_x64("hiscale.contrib.joint.fit_joint")
     overrides = dict(num_warmup=num_warmup, num_samples=num_samples, num_chains=num_chains)

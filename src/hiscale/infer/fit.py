@@ -70,11 +70,46 @@ def fit_design(
 ) -> tuple[
     dict[str, np.ndarray], dict[str, Any], dict[str, np.ndarray], dict[str, float], dict[str, Any]
 ]:
-    """MAP then NUTS on a design.
+    """Run MAP searches, then NUTS, on a design.
 
-    Returns ``(posterior, diagnostics, sample_stats, timings, inits)``;
-    ``inits`` says where each chain started (see
-    :func:`hiscale.infer.nuts.dispersed_inits`) and the MAP searches behind it.
+    The MAP searches (from the prior centre and, for dispersed starts, from
+    the paper's least-squares fit) give the chains their starting points;
+    starting chains apart lets r̂ see a second mode.
+
+    Parameters
+    ----------
+    design : Design
+        Padded arrays of one family's selected rows
+        (:func:`hiscale.modeling.design.make_design`).
+    prior : Prior
+        The prior (converted to ``law``'s parameters).
+    law : str
+        Law name.
+    seed : int
+        Seed of the starting points and of the sampler.
+    sampler : SamplerSettings, optional
+        NUTS settings (defaults if ``None``).
+
+    Returns
+    -------
+    posterior : dict of str to ndarray
+        Draws per site, shape ``(chain, draw, ...)``.
+    diagnostics : dict
+        :func:`hiscale.infer.diagnostics.diagnose` of the draws.
+    sample_stats : dict of str to ndarray
+        Per-draw sampler statistics (ArviZ names: ``diverging``, ``energy``,
+        ``lp``, ``n_steps``, ``tree_depth``, ...).
+    timings : dict of str to float
+        ``map_seconds`` and ``nuts_seconds``.
+    inits : dict
+        Where each chain started (see
+        :func:`hiscale.infer.nuts.dispersed_inits`) and the MAP searches
+        behind it.
+
+    Raises
+    ------
+    RuntimeError
+        If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
     """
     require_x64("hiscale.infer.fit.fit_design")
     sampler = sampler or SamplerSettings()
@@ -179,6 +214,20 @@ def fit(
     Returns
     -------
     Fit
+        The posterior as one DataTree, with diagnostics, settings and notes
+        (e.g. a prior that already saw this family, or borrowing across loss
+        units) in its provenance.
+
+    Raises
+    ------
+    CurvesError
+        If the table is invalid, ``family`` is not in it, the table holds
+        several families and ``family`` is not given, or no rows of the
+        family are left after the filters (one line naming the column).
+    ValueError
+        If the prior or law is unknown.
+    RuntimeError
+        If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
     """
     require_x64("hiscale.fit")
     options = options or FitOptions()

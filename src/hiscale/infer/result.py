@@ -93,6 +93,11 @@ class Fit:
     ----------
     datatree : xarray.DataTree
         A tree written by :meth:`from_samples` (format :data:`FIT_FORMAT`).
+
+    Raises
+    ------
+    ValueError
+        If ``datatree`` is not in format :data:`FIT_FORMAT`.
     """
 
     def __init__(self, datatree: xr.DataTree):
@@ -244,6 +249,11 @@ class Fit:
         -------
         expected, new_run : numpy.ndarray
             Losses in nats, each ``(S, M)``.
+
+        Raises
+        ------
+        RuntimeError
+            If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
         """
         require_x64("Fit.draws")
         n = np.atleast_1d(np.asarray(params, dtype=float))
@@ -281,6 +291,13 @@ class Fit:
             with ``params`` and ``tokens`` (dim ``point``); attributes
             ``family``, ``seed`` and ``flagged``. ``az.summary(tree,
             group="predictions", ci_prob=0.8)`` summarises it.
+
+        Raises
+        ------
+        ValueError
+            One line, when ``at`` is not a pair ``(N, D)`` of finite values > 0.
+        RuntimeError
+            If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
         """
         n, d = _target_point(at)
         expected, new = self.draws(n, d, seed=seed)
@@ -342,6 +359,14 @@ class Fit:
                 Of the draws (the same on every ``ci_prob`` row).
             ``flagged``
                 True when the sampler failed a convergence threshold.
+
+        Raises
+        ------
+        ValueError
+            One line, when ``at`` is not a pair ``(N, D)``, a value is not
+            finite and > 0, or a ``ci_prob`` is outside (0, 1).
+        RuntimeError
+            If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
         """
         levels = [ci_prob] if np.isscalar(ci_prob) else list(ci_prob)
         for lv in levels:
@@ -476,6 +501,14 @@ class Fit:
         Returns
         -------
         Fit
+
+        Raises
+        ------
+        ValueError
+            If ``data`` is not sorted as the design (``params, run, tokens``):
+            the per-run likelihood would pair draws with the wrong rows.
+        RuntimeError
+            If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
         """
         import arviz as az
 

@@ -26,10 +26,24 @@ def _weights(frame: pd.DataFrame) -> np.ndarray:
 def coverage_curve(
     pit: np.ndarray, levels: np.ndarray, weights: np.ndarray | None = None
 ) -> np.ndarray:
-    """Empirical coverage of central intervals from PIT values.
+    """Compute the empirical coverage of central intervals from PIT values.
 
     A central interval at level ``q`` covers the actual value exactly when
     ``|PIT - 0.5| <= q / 2``.
+
+    Parameters
+    ----------
+    pit : ndarray, shape (C,)
+        PIT values (predictive CDF at the actual value), one per cell.
+    levels : ndarray, shape (Q,)
+        Nominal levels of the central intervals, in [0, 1].
+    weights : ndarray, shape (C,), optional
+        Weight of each cell (default: equal).
+
+    Returns
+    -------
+    ndarray, shape (Q,)
+        Weighted share of cells covered at each level.
     """
     pit = np.asarray(pit, float)
     w = np.full(len(pit), 1.0 / len(pit)) if weights is None else np.asarray(weights, float)
@@ -44,7 +58,7 @@ def plot_calibration(
     bins: int = 10,
     by_family: bool = True,
 ) -> Figure:
-    """Calibration of predictive intervals across backtest cells.
+    """Plot the calibration of predictive intervals across backtest cells.
 
     Left: empirical coverage of central new-run intervals against their
     nominal level, computed from the ``pit_mean`` column (coverage at level ``q`` =
@@ -72,6 +86,11 @@ def plot_calibration(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    ValueError
+        If no fitted cell (or none of ``methods``) has a PIT value.
     """
     ok = results[(results["status"] == "ok") & results["pit_mean"].notna()]
     have = list(dict.fromkeys(ok["method"]))

@@ -61,7 +61,7 @@ def plot_curves(
     n_grid: int = 60,
     title: str | None = None,
 ) -> Figure:
-    """Loss curves of a family, the fitted law and a target's predictive band.
+    """Plot the loss curves of a family, the fitted law and a target's predictive band.
 
     Parameters
     ----------
@@ -94,6 +94,16 @@ def plot_curves(
     Returns
     -------
     matplotlib.figure.Figure
+
+    Raises
+    ------
+    TypeError
+        If ``curves`` is neither Curves nor a DataFrame (nor ``None`` with a
+        ``fit``).
+    ValueError
+        If ``family`` is unknown, or not given while the table holds several
+        families and there is no ``fit`` (``CurvesError``), or a scalar or
+        callable ``actual`` is given without ``at``.
     """
     import matplotlib as mpl
     from matplotlib import cm, colors

@@ -35,7 +35,7 @@ def plot_target_density(
     seed: int = 0,
     bins: int = 60,
 ) -> Figure:
-    """Posterior-predictive density of the loss at one target ``(N, D)``.
+    """Plot the posterior-predictive density of the loss at one target ``(N, D)``.
 
     Draws two histograms: the *expected* loss (law uncertainty only) and a
     *new run* (plus run offset and checkpoint noise), the new-run central
@@ -45,6 +45,7 @@ def plot_target_density(
     Parameters
     ----------
     fit : Fit
+        The fitted family.
     at : (float, float)
         Target point: model size N and token count D.
     actual : float, optional

@@ -17,6 +17,8 @@ import math
 from typing import Any
 
 __all__ = [
+    "CURVE_LAW_PRIORS",
+    "CURVE_NOISE_PRIORS",
     "DEFAULT_LAW_PRIORS",
     "DEFAULT_PRIORS",
     "POPULATION_LKJ_CONCENTRATION",
@@ -102,3 +104,22 @@ POPULATION_LKJ_CONCENTRATION: float = 2.0
 #: family's many rows than the run offsets by its few runs).
 POPULATION_SIGMA_RUN_SD_MIN: float = 0.5
 POPULATION_SIGMA_OBS_SD_MIN: float = 0.75
+
+#: Weak priors ``(mean, sd)`` for the extra parameters of the curve laws
+#: (:data:`hiscale.laws.CURVE_LAWS`). ``u_f = ln(f/e)``: the annealing bonus at
+#: (N0, anneal = 1) as a share of the floor; centred on a ~5% drop of the floor
+#: term (cooldowns gain a few percent of the loss). ``r_f``: size exponent of the
+#: bonus, centred near the Multi-Power Law's N^0.13 (Luo et al. 2025) but wide.
+CURVE_LAW_PRIORS: dict[str, tuple[float, float]] = {
+    "u_f": (math.log(0.05), 1.0),
+    "r_f": (0.1, 0.2),
+}
+
+#: Noise priors of the whole-curve likelihood (:mod:`hiscale.modeling.curve`):
+#: ``sigma_ar`` the stationary sd of the AR(1) residual in ln L (LogNormal loc,
+#: scale) and ``rho`` its correlation per e-fold of tokens (logit-normal loc,
+#: scale; centred on 0.9, i.e. curves wiggle slowly in ln D).
+CURVE_NOISE_PRIORS: dict[str, tuple[float, float]] = {
+    "sigma_ar": (math.log(0.01), 1.0),
+    "rho": (math.log(0.9 / 0.1), 1.5),
+}

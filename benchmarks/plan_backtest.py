@@ -1,0 +1,321 @@
+r"""Retrospective campaigns: the planner against rules of thumb on real families (issue 11).
+
+For each family: the target is its largest-compute run; starting from its
+cheapest run, each strategy picks from the remaining existing runs until it
+has spent a fraction of the target's FLOPs (the start run counts); then one
+fit on the picked runs predicts the target's final loss. Strategies:
+
+* ``planner``: sequential, as a user would run it: fit the runs so far,
+  ``hiscale.plan`` on the remaining budget, train the runs of its sequence
+  (it stops early when its importance weights degenerate), refit, plan again;
+* ``hitchhiker``: about five sizes, the largest affordable, each trained to
+  about 30% of the target's tokens (closest existing run);
+* ``cheapest-first``;
+* ``random``: mean over ``--random`` orders.
+
+Scores per (strategy, budget): ARE (%) of the predicted median at the
+target's final checkpoint, whether the 80% new-run interval covers it, and
+the interval's relative width; ``all-runs`` is the fit on every non-target run.
+Runs on the corpus (``HISCALE_CORPUS`` or the first argument); prints one JSON
+document (no losses, only scores). Small sampler settings by default; use
+``nice`` on a shared machine::
+
+    nice python benchmarks/plan_backtest.py ../shared/corpus/curves.csv \
+        --family overtrain-c4 --budgets 0.01 0.05 0.1 0.3
+
+``--refit-check SEED ...`` instead checks the planner's cheap update
+(importance reweighting) against NUTS refits on simulated families.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import warnings
+
+import numpy as np
+
+
+def _runs_table(frame):
+    import pandas as pd
+
+    rows = []
+    for run, g in frame.groupby("run", sort=False):
+        last = g.loc[g["tokens"].idxmax()]
+        flops = np.nan
+        if "flops" in g.columns:
+            f = pd.to_numeric(g["flops"], errors="coerce").to_numpy(float)
+            if np.isfinite(f).any():
+                flops = float(np.nanmax(f))
+        if not np.isfinite(flops):
+            flops = 6.0 * float(last["params"]) * float(last["tokens"])
+        rows.append(
+            {
+                "label": str(run),
+                "params": float(last["params"]),
+                "tokens": float(last["tokens"]),
+                "flops": flops,
+                "loss": float(last["loss"]),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def _fit(curves, family, runs, args):
+    from hiscale import SamplerSettings, fit
+    from hiscale.priors.prior import PriorWarning
+
+    sub = curves.with_frame(
+        curves.frame[(curves.frame["family"] == family) & curves.frame["run"].isin(runs)],
+        step="runs",
+        reason="not picked",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PriorWarning)
+        return fit(
+            sub,
+            family=family,
+            prior=args.prior,
+            seed=args.seed,
+            sampler=SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples),
+        )
+
+
+def _score(f, target):
+    p = f.predict(target["params"], target["tokens"], ci_prob=0.8, seed=0).iloc[0]
+    loss = target["loss"]
+    return {
+        "are": 100 * abs(p["new_run_median"] - loss) / loss,
+        "covered80": bool(p["new_run_lower80"] <= loss <= p["new_run_upper80"]),
+        "width80": float((p["new_run_upper80"] - p["new_run_lower80"]) / p["new_run_median"]),
+        "flagged": bool(f.flagged),
+    }
+
+
+def _within(order, table, budget):
+    picked, spent = [], 0.0
+    for i in order:
+        if spent + table["flops"].iloc[i] <= budget:
+            picked.append(i)
+            spent += table["flops"].iloc[i]
+    return picked
+
+
+def _planner(curves, family, start, pool, budget_left, target, args):
+    from hiscale.planning import plan
+    from hiscale.planning.candidates import validate_candidates
+
+    used = [start]
+    steps = []
+    for _ in range(args.max_rounds):
+        left = pool[~pool["label"].isin(used)]
+        if not len(left) or budget_left < left["flops"].min():
+            break
+        f = _fit(curves, family, used, args)
+        cands = validate_candidates(left[["label", "params", "tokens", "flops"]])
+        p = plan(
+            f,
+            at=(target["params"], target["tokens"]),
+            candidates=cands,
+            budget=budget_left,
+            seed=args.seed,
+            n_outcomes=args.outcomes,
+        )
+        if not p.runs:
+            break
+        new = [r["label"] for r in p.runs]
+        steps.append({"fit_flagged": f.flagged, "picked": new, "stop": p.stop_reason})
+        used += new
+        budget_left -= sum(r["flops"] for r in p.runs)
+    return used, steps
+
+
+def run_family(curves, family, args) -> dict:
+    """Every strategy at every budget for one family."""
+    from hiscale.planning.candidates import rule_of_thumb
+
+    table = _runs_table(curves.family(family).frame)
+    ti = int(table["flops"].idxmax())
+    target = table.iloc[ti].to_dict()
+    pool = table.drop(index=ti).reset_index(drop=True)
+    si = int(pool["flops"].idxmin())
+    start = pool["label"].iloc[si]
+    rest = pool.drop(index=si).reset_index(drop=True)
+    out = {
+        "family": family,
+        "runs": len(table),
+        "target": {k: target[k] for k in ("label", "params", "tokens", "flops")},
+        "start": start,
+        "cells": [],
+    }
+    t0 = time.perf_counter()
+    ref = _fit(curves, family, pool["label"].tolist(), args)
+    out["all_runs"] = {**_score(ref, target), "flops_frac": pool["flops"].sum() / target["flops"]}
+    print(f"{family}: all runs {out['all_runs']}", file=sys.stderr, flush=True)
+    for frac in args.budgets:
+        budget_left = frac * target["flops"] - float(pool["flops"].iloc[si])
+        picks = {}
+        if budget_left > 0:
+            picks["hitchhiker"] = rule_of_thumb(
+                rest, (target["params"], target["tokens"]), budget_left, "hitchhiker"
+            )
+            picks["cheapest-first"] = rule_of_thumb(
+                rest, (target["params"], target["tokens"]), budget_left, "cheapest-first"
+            )
+        else:
+            picks = {"hitchhiker": [], "cheapest-first": []}
+        cells = {}
+        for name, idx in picks.items():
+            runs = [start, *rest["label"].iloc[idx].tolist()]
+            cells[name] = {"runs": runs, **_score(_fit(curves, family, runs, args), target)}
+        used, steps = _planner(curves, family, start, pool, budget_left, target, args)
+        cells["planner"] = {
+            "runs": used,
+            "rounds": steps,
+            **_score(_fit(curves, family, used, args), target),
+        }
+        rnd = []
+        for r in range(args.random):
+            order = np.random.default_rng(args.seed + 1000 + r).permutation(len(rest))
+            runs = [start, *rest["label"].iloc[_within(order, rest, budget_left)].tolist()]
+            rnd.append(_score(_fit(curves, family, runs, args), target))
+        if rnd:
+            cells["random"] = {
+                "are": float(np.mean([x["are"] for x in rnd])),
+                "covered80": float(np.mean([x["covered80"] for x in rnd])),
+                "width80": float(np.mean([x["width80"] for x in rnd])),
+                "flagged": int(sum(x["flagged"] for x in rnd)),
+                "draws": len(rnd),
+            }
+        for c in cells.values():
+            if "runs" in c:
+                spent = pool.set_index("label").loc[c["runs"], "flops"].sum()
+                c["flops_frac"] = float(spent / target["flops"])
+        out["cells"].append({"budget_frac": frac, "strategies": cells})
+        summary = {k: (round(v["are"], 2), v["covered80"]) for k, v in cells.items()}
+        print(f"{family} budget {frac:g}: {summary}", file=sys.stderr, flush=True)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def refit_check(seeds, args) -> list[dict]:
+    """Compare the cheap update with NUTS refits on simulated families (known truth).
+
+    Per seed: a family at 50M-800M (20 checkpoints per run), a fit of its two
+    smallest runs, then for each of the next two runs (its kept end-of-run
+    rows as simulated): the 80% new-run relative width at 7B / 140B tokens by
+    importance reweighting of the two-run draws, and by a NUTS refit on the
+    three runs.
+    """
+    from hiscale import SamplerSettings, fit, load_curves
+    from hiscale.infer.fit import FitOptions
+    from hiscale.modeling.simulate import simulate_families
+    from hiscale.planning.preposterior import draws_from_fit, reweighted_width
+
+    target = (7e9, 1.4e11)
+    samp = SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples)
+    rows_out = []
+    for seed in seeds:
+        df, _ = simulate_families(
+            n_families=1, seed=seed, sizes=[5e7, 1e8, 2e8, 4e8, 8e8], n_checkpoints=20
+        )
+        c = load_curves(df)
+        fam = c.families[0]
+        runs = sorted(df["run"].unique(), key=lambda r: df[df.run == r]["params"].iloc[0])
+
+        def sub(names, c=c):
+            return c.with_frame(c.frame[c.frame.run.isin(names)], step="runs", reason="x")
+
+        f0 = fit(sub(runs[:2]), family=fam, seed=0, sampler=samp)
+        p0 = f0.predict(*target, ci_prob=0.8).iloc[0]
+        kept = FitOptions().select(c.family(fam)).frame
+        for cand in runs[2:4]:
+            r = kept[kept.run == cand]
+            rw = reweighted_width(
+                draws_from_fit(f0),
+                target,
+                float(r.params.iloc[0]),
+                r.tokens.to_numpy(),
+                np.log(r.loss.to_numpy()),
+            )
+            f1 = fit(sub([*runs[:2], cand]), family=fam, seed=0, sampler=samp)
+            p1 = f1.predict(*target, ci_prob=0.8).iloc[0]
+            refit = (p1.new_run_upper80 - p1.new_run_lower80) / p1.new_run_median
+            row = {
+                "seed": seed,
+                "candidate": cand,
+                "rows": len(r),
+                "before": (p0.new_run_upper80 - p0.new_run_lower80) / p0.new_run_median,
+                "reweighted": rw["relative_width"],
+                "refit": refit,
+                "relative_difference": (rw["relative_width"] - refit) / refit,
+                "ess": rw["ess"],
+                "median_reweighted": rw["median"],
+                "median_refit": p1.new_run_median,
+                "flagged": bool(f0.flagged or f1.flagged),
+            }
+            print(json.dumps(row, default=float), file=sys.stderr, flush=True)
+            rows_out.append(row)
+    return rows_out
+
+
+def main(argv=None) -> int:
+    """Command line: see the module docstring."""
+    import os
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("corpus", nargs="?", default=os.environ.get("HISCALE_CORPUS"))
+    p.add_argument("--family", nargs="+", default=["overtrain-c4"])
+    p.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.3])
+    p.add_argument("--prior", default="corpus-v1")
+    p.add_argument("--random", type=int, default=5, help="random orders per budget (5)")
+    p.add_argument("--outcomes", type=int, default=24)
+    p.add_argument("--max-rounds", type=int, default=6, help="plan-fit rounds (6)")
+    p.add_argument("--num-warmup", type=int, default=300)
+    p.add_argument("--num-samples", type=int, default=750)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="also write the JSON here")
+    p.add_argument(
+        "--refit-check",
+        nargs="+",
+        type=int,
+        metavar="SEED",
+        help="instead: compare the reweighted width with NUTS refits on simulated families",
+    )
+    args = p.parse_args(argv)
+    if args.refit_check:
+        import hiscale
+
+        hiscale.configure()
+        rows = refit_check(args.refit_check, args)
+        print(json.dumps({"benchmark": "plan_refit_check", "rows": rows}, indent=2, default=float))
+        return 0
+    if not args.corpus:
+        p.error("give the corpus path or set HISCALE_CORPUS")
+
+    import hiscale
+
+    hiscale.configure()
+    from _machine import machine
+
+    curves = hiscale.load_curves(args.corpus)
+    result = {
+        "benchmark": "plan_backtest",
+        "command": "python benchmarks/plan_backtest.py " + " ".join(argv or sys.argv[1:]),
+        "measured_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+        "settings": {k: v for k, v in vars(args).items() if k != "corpus"},
+        "families": [run_family(curves, fam, args) for fam in args.family],
+    }
+    text = json.dumps(result, indent=2, default=float)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

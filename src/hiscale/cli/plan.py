@@ -1,0 +1,182 @@
+"""``hiscale plan``: which runs to train next, with the expected interval at the target per FLOP."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from hiscale.cli.args import add_data_args, add_model_args, positive_float, positive_int
+from hiscale.cli.report import json_default, progress, warn
+from hiscale.plots import fmt_count
+
+HELP = "rank candidate runs by the expected interval at a target per FLOP, and plan a budget"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Arguments of ``hiscale plan``."""
+    add_data_args(p, nargs=1)
+    p.add_argument(
+        "--family",
+        required=True,
+        help="family to plan for; with no runs in DATA (or --from-existing without --used) "
+        "the plan starts from the prior alone",
+    )
+    p.add_argument(
+        "--at",
+        nargs=2,
+        type=positive_float,
+        required=True,
+        metavar=("N", "D"),
+        help="target model size N and tokens D, e.g. 7e9 1.4e11",
+    )
+    p.add_argument("--budget", type=positive_float, required=True, help="FLOPs to spend")
+    p.add_argument("--candidates", metavar="CSV", help="candidate runs: params, tokens[, flops]")
+    p.add_argument("--sizes", nargs="+", type=positive_float, metavar="N", help="candidate sizes")
+    p.add_argument(
+        "--token-multiples",
+        nargs="+",
+        type=positive_float,
+        metavar="K",
+        help="candidate tokens per parameter (D = K N; 20 = Chinchilla-optimal)",
+    )
+    p.add_argument(
+        "--from-existing",
+        action="store_true",
+        help="candidates = the family's runs in DATA not listed in --used (for backtests)",
+    )
+    p.add_argument(
+        "--used", nargs="*", default=[], metavar="RUN", help="runs already trained (fitted)"
+    )
+    p.add_argument(
+        "--outcomes",
+        type=positive_int,
+        default=32,
+        help="hypothetical outcomes per candidate (default: 32)",
+    )
+    p.add_argument(
+        "--draws",
+        type=positive_int,
+        default=8000,
+        help="prior draws when planning from the prior alone (default: 8000)",
+    )
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_model_args(p)
+
+
+def _candidates(args, curves):
+    from hiscale.planning.candidates import existing_candidates, grid_candidates, read_candidates
+
+    given = [
+        name
+        for name, on in (
+            ("--candidates", args.candidates),
+            ("--sizes/--token-multiples", args.sizes or args.token_multiples),
+            ("--from-existing", args.from_existing),
+        )
+        if on
+    ]
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of --candidates FILE, --sizes ... --token-multiples ..., "
+            f"--from-existing (got {', '.join(given) or 'none'})"
+        )
+    if args.used and not args.from_existing:
+        raise ValueError("--used only applies with --from-existing")
+    if args.candidates:
+        return read_candidates(args.candidates), None
+    if args.from_existing:
+        return existing_candidates(curves, args.family, args.used)
+    if not args.sizes or not args.token_multiples:
+        raise ValueError("--sizes and --token-multiples go together")
+    return grid_candidates(args.sizes, args.token_multiples), None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run ``hiscale plan``."""
+    import time
+
+    from hiscale.cli.fit import run_fit
+    from hiscale.data.curves import load_curves
+    from hiscale.planning import plan
+
+    t0 = time.perf_counter()
+    curves = load_curves(args.data, metric=args.metric)
+    cands, used = _candidates(args, curves)
+    has_family = args.family in curves.families
+    if args.from_existing:
+        fit_on = curves.with_frame(
+            curves.frame[
+                (curves.frame["family"] == args.family) & curves.frame["run"].astype(str).isin(used)
+            ],
+            step="used",
+            reason="run not in --used",
+        )
+        start = run_fit(args, fit_on, args.family) if used else None
+    elif has_family:
+        start = run_fit(args, curves, args.family)
+    else:
+        start = None
+    if start is None:
+        if not has_family:
+            shown = ", ".join(curves.families[:8]) + (", ..." if len(curves.families) > 8 else "")
+            warn(
+                f"family {args.family!r} has no rows in DATA (families: {shown}): "
+                f"planning from prior {args.prior!r} alone"
+            )
+        else:
+            progress(args, f"no --used runs: planning from prior {args.prior!r} alone")
+        source = args.prior
+    else:
+        source = start
+    progress(args, f"ranking {len(cands)} candidates ({args.outcomes} outcomes each) ...")
+    result = plan(
+        source,
+        at=tuple(args.at),
+        candidates=cands,
+        budget=args.budget,
+        seed=args.seed,
+        n_outcomes=args.outcomes,
+        n_draws=args.draws,
+        law=args.law,
+    )
+    notes = list(result.notes)
+    if start is not None:
+        notes += list(start.provenance.get("notes", []))
+    for n in notes:
+        warn(n)
+    if args.json:
+        payload = result.to_dict()
+        payload["family"] = args.family
+        payload["used"] = used
+        payload["fit_flagged"] = bool(start.flagged) if start is not None else None
+        payload["seconds"] = time.perf_counter() - t0
+        print(json.dumps(payload, indent=2, default=json_default))
+        return 0
+    n_t, d_t = result.target
+    print(
+        f"{args.family}: expected {round(100 * result.level)}% new-run interval at "
+        f"N={fmt_count(n_t)}, D={fmt_count(d_t)}; relative width = (upper - lower) / median"
+    )
+    print(f"now: {result.widths[0]:.4f} ({result.source})")
+    head = (
+        f"{'rank':>4}  {'candidate':<24}{'N':>8}{'D':>9}{'FLOPs':>10}  "
+        f"{'width after':>11}{'reduction/EFLOP':>16}{'ESS':>7}"
+    )
+    print(head)
+    for r in result.table.itertuples():
+        flag = " low ESS" if r.low_ess else ""
+        print(
+            f"{r.rank:>4}  {str(r.label)[:23]:<24}{fmt_count(r.params):>8}{fmt_count(r.tokens):>9}"
+            f"{r.flops:>10.2e}  {r.expected_width:>11.4f}{r.reduction_per_flop * 1e18:>16.4g}"
+            f"{r.ess_median:>7.0f}{flag}"
+        )
+    print(f"plan for a budget of {result.budget:.3g} FLOPs (train in this order):")
+    for i, r in enumerate(result.runs, 1):
+        print(
+            f"  {i}. {r['label']} (N={fmt_count(r['params'])}, D={fmt_count(r['tokens'])}): "
+            f"{r['flops']:.2e} FLOPs, total {r['cumulative_flops']:.2e}, "
+            f"expected width {r['expected_width']:.4f}"
+        )
+    print(f"stopped: {result.stop_reason}")
+    return 0

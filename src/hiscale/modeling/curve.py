@@ -1,0 +1,377 @@
+r"""Likelihood for whole training curves: run offset plus AR(1) residuals in ln D.
+
+Residuals of one run, ``e_i = ln L_i - ln L̂_i`` at ``t_i = ln D_i`` (sorted),
+are modelled as a run offset plus a stationary Gaussian AR(1) process in
+``t`` (an Ornstein-Uhlenbeck process observed at uneven spacings):
+
+.. math::
+
+    e_i = \delta + u_i,\qquad \delta \sim \mathcal N(0, \sigma_{run}^2),\qquad
+    \operatorname{Cov}(u_i, u_j) = \sigma^2 \rho^{|t_i - t_j| / \ell},
+
+so ``e ~ N(0, Σ)`` with ``Σ = σ_run² 11ᵀ + Σ_AR``. ``σ`` is the *stationary*
+(marginal) standard deviation of ``u``; between consecutive checkpoints
+``φ_i = ρ^{(t_i - t_{i-1})/ℓ}`` and the innovation has standard deviation
+``σ sqrt(1 - φ_i²)``. ``ρ`` is the correlation at a lag of ``ℓ`` in ``ln D``
+(``ℓ = 1``: one e-fold of tokens).
+
+The log density is computed exactly in O(n) per run. The AR(1) part is
+Markov, so its precision factorises as ``Σ_AR⁻¹ = WᵀW`` with the whitening
+
+.. math::
+
+    (Wv)_1 = v_1 / \sigma,\qquad
+    (Wv)_i = (v_i - \phi_i v_{i-1}) / (\sigma\sqrt{1 - \phi_i^2}),
+
+and ``log det Σ_AR = 2 Σ_i log sd_i`` (``sd_1 = σ``, ``sd_i = σ sqrt(1-φ_i²)``).
+The offset is integrated out by the matrix determinant lemma and Woodbury's
+identity, with ``A = |W1|²``, ``B = (W1)·(We)``, ``Q = |We|²``:
+
+.. math::
+
+    \log \mathcal N(e; 0, Σ) = -\tfrac n2 \log 2\pi - \sum_i \log sd_i
+      - \tfrac12 Q - \tfrac12 \log(1 + \sigma_{run}^2 A)
+      + \tfrac12 \frac{\sigma_{run}^2 B^2}{1 + \sigma_{run}^2 A}.
+
+Rows are flat arrays with a run index (as in
+:func:`hiscale.modeling.family.run_loglik`): every quantity is a per-row
+vector reduced with ``segment_sum``, so the function is jit-compiled once per
+padded shape and vmaps over parameter draws. Masked rows (padding, or rows
+dropped from a run) are skipped: each real row is linked to the previous
+*real* row of its run, which is exactly the marginal of the process at the
+real rows.
+
+:func:`make_curve_model` is the NumPyro family model for whole curves: a
+curve law of :data:`hiscale.laws.CURVE_LAWS` (or any law, with its
+covariates) as the mean of ``ln L``, the same non-centred law parameters and
+``log_loss_ref`` shear as :func:`hiscale.modeling.family.make_family_model`,
+and this likelihood instead of the tempered i.i.d. one. Its inputs come from
+:func:`make_curve_design`, which refuses runs whose schedule is unknown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import numpyro
+import numpyro.distributions as dist
+import pandas as pd
+
+from hiscale.laws import D0, N0, Law, get_law
+from hiscale.modeling.design import bucket
+from hiscale.priors.defaults import (
+    CURVE_LAW_PRIORS,
+    CURVE_NOISE_PRIORS,
+    DEFAULT_LAW_PRIORS,
+    DEFAULT_PRIORS,
+)
+
+__all__ = [
+    "CurveDesign",
+    "curve_prior_arrays",
+    "make_curve_design",
+    "make_curve_model",
+    "run_loglik_ar1",
+]
+
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _previous_real_row(run, mask):
+    """Index of the previous real row of the same run (``-1`` if none)."""
+    run, mask = jnp.asarray(run), jnp.asarray(mask)
+    idx = jnp.arange(run.shape[0])
+    last_real = jax.lax.cummax(jnp.where(mask, idx, -1), axis=0)
+    prev = jnp.concatenate([jnp.array([-1]), last_real[:-1]])
+    safe = jnp.maximum(prev, 0)
+    has_prev = (prev >= 0) & (run[safe] == run) & mask
+    return safe, has_prev
+
+
+def run_loglik_ar1(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell=1.0):
+    r"""Per-run Gaussian log density of residuals under offset + AR(1) in ``t``.
+
+    .. math::
+
+        \log \mathcal N\big(e_r;\ 0,\ \sigma_{run}^2 11^T
+            + [\sigma^2 \rho^{|t_i - t_j|/\ell}]_{ij}\big)
+
+    evaluated in O(n) (module docstring). Exact for every run, including
+    runs of one row (``N(0, σ_run² + σ²)``).
+
+    Parameters
+    ----------
+    resid : array (R,)
+        ``ln L - ln L̂`` per row.
+    t : array (R,)
+        Position of each row along the run, ``ln D`` (any affine scale works
+        with ``ell``). Within a run, real rows must be sorted by ``t``
+        (ascending); equal ``t`` give ``φ = 1`` and a degenerate density.
+    run : int array (R,)
+        Run index per row in ``[0, n_runs)``; rows of a run must be contiguous
+        apart from masked rows.
+    mask : bool array (R,)
+        True for real rows.
+    n_runs : int
+        Number of (padded) runs; runs without a real row get 0.
+    sigma_run, sigma, rho : float
+        Run-offset sd, stationary AR sd and correlation per ``ell`` of ``t``
+        (``0 < rho < 1``).
+    ell : float
+        Length scale of ``rho`` in units of ``t``.
+
+    Returns
+    -------
+    array (n_runs,)
+        Log density per run.
+    """
+    resid, t, run, mask = (jnp.asarray(v) for v in (resid, t, run, mask))
+    m = mask.astype(resid.dtype)
+    prev, has_prev = _previous_real_row(run, mask)
+    dt = jnp.where(has_prev, t - t[prev], 0.0)
+    phi = jnp.where(has_prev, jnp.exp(dt / ell * jnp.log(rho)), 0.0)
+    one_m_phi2 = jnp.maximum(1.0 - phi**2, 1e-300)
+    sd = sigma * jnp.sqrt(one_m_phi2)
+    z_e = (resid - phi * resid[prev] * has_prev) / sd * m
+    z_1 = (1.0 - phi * has_prev) / sd * m
+
+    def per_run(v):
+        return jax.ops.segment_sum(v, run, n_runs)
+
+    n = per_run(m)
+    log_sd = per_run(jnp.log(sd) * m)
+    q = per_run(z_e**2)
+    a = per_run(z_1**2)
+    b = per_run(z_1 * z_e)
+    s2 = sigma_run**2
+    denom = 1.0 + s2 * a
+    return -0.5 * n * _LOG_2PI - log_sd - 0.5 * q - 0.5 * jnp.log(denom) + 0.5 * s2 * b**2 / denom
+
+
+# --------------------------------------------------------------------------------------
+# design and model
+
+
+@dataclass(frozen=True)
+class CurveDesign:
+    """Padded inputs of the whole-curve model.
+
+    Attributes
+    ----------
+    x, y : ndarray (R,)
+        ``ln(N/N0)``, ``ln(D/D0)`` (``y`` is also the AR position ``t``).
+    covariates : dict of ndarray (R,)
+        The law's covariates (``s1``, ``anneal``, ``lr_mult``).
+    run : int ndarray (R,)
+        Run index; rows sorted by run, then tokens.
+    mask : bool ndarray (R,)
+        Real rows.
+    log_loss : ndarray (R,)
+        ``ln L`` (padding copies row 0).
+    run_names : tuple of str
+        Real runs in index order.
+    n_rows, n_runs, n_runs_padded : int
+        Real counts and the padded number of runs.
+    log_scale_loc : float
+        ``ln median(loss)`` of the real rows.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    covariates: dict[str, np.ndarray]
+    run: np.ndarray
+    mask: np.ndarray
+    log_loss: np.ndarray
+    run_names: tuple[str, ...]
+    n_rows: int
+    n_runs: int
+    n_runs_padded: int
+    log_scale_loc: float
+
+    def model_args(self) -> dict:
+        """Keyword arrays of :func:`make_curve_model`'s model (except priors, data)."""
+        return {
+            "x": self.x,
+            "y": self.y,
+            "covariates": self.covariates,
+            "run": self.run,
+            "mask": self.mask,
+            "run_mask": np.arange(self.n_runs_padded) < self.n_runs,
+        }
+
+
+def make_curve_design(frame: pd.DataFrame, law: str | Law) -> CurveDesign:
+    """Build padded arrays of one family's rows for a curve law.
+
+    ``frame`` must carry the columns of
+    :func:`hiscale.data.schedule.reconstruct`. Runs whose schedule is unknown
+    are an error (naming them and why), never dropped or guessed: fit them
+    with the end-of-run model instead.
+    """
+    law = get_law(law)
+    if len(frame) == 0:
+        raise ValueError("no training rows: cannot build a design")
+    missing = [c for c in (*law.covariates, "schedule_known") if c not in frame]
+    if missing:
+        raise ValueError(
+            f"columns {missing} missing: add them with hiscale.data.schedule.reconstruct"
+        )
+    unknown = frame[~frame["schedule_known"].astype(bool)]
+    if len(unknown):
+        first = unknown.iloc[0]
+        raise ValueError(
+            f"schedule unknown for {unknown['run'].nunique()} runs (first: run "
+            f"{first['run']!r}: {first.get('schedule_note', '')}); the curve law needs it"
+        )
+    frame = frame.sort_values(["params", "run", "tokens"])
+    runs = list(dict.fromkeys(frame["run"].tolist()))
+    index = {r: i for i, r in enumerate(runs)}
+    n = len(frame)
+    rp, kp = bucket(n, 16), bucket(len(runs), 4)
+
+    def pad(a, fill):
+        out = np.full(rp, fill, dtype=a.dtype)
+        out[:n] = a
+        return out
+
+    x = np.log(frame["params"].to_numpy(float) / N0)
+    y = np.log(frame["tokens"].to_numpy(float) / D0)
+    ll = np.log(frame["loss"].to_numpy(float))
+    cov = {c: frame[c].to_numpy(float) for c in law.covariates}
+    return CurveDesign(
+        x=pad(x, x[0]),
+        y=pad(y, y[0]),
+        covariates={c: pad(v, v[0]) for c, v in cov.items()},
+        run=pad(frame["run"].map(index).to_numpy(int), 0),
+        mask=pad(np.ones(n, bool), False),
+        log_loss=pad(ll, ll[0]),
+        run_names=tuple(runs),
+        n_rows=n,
+        n_runs=len(runs),
+        n_runs_padded=kp,
+        log_scale_loc=float(np.log(np.median(frame["loss"].to_numpy(float)))),
+    )
+
+
+def curve_prior_arrays(law: str | Law, *, log_scale_loc: float, prior=None) -> dict:
+    """Model-ready prior arrays for a curve law.
+
+    Law parameters a population ``prior`` (a
+    :class:`~hiscale.priors.prior.Prior`) has keep its mean and covariance;
+    the others get the weak defaults (:data:`DEFAULT_LAW_PRIORS`, then
+    :data:`CURVE_LAW_PRIORS`), independent. Noise priors: ``sigma_run`` from
+    :data:`DEFAULT_PRIORS` (or the prior's settings), ``sigma_ar`` and ``rho``
+    from :data:`CURVE_NOISE_PRIORS`.
+    """
+    names = get_law(law).params
+    k = len(names)
+    loc, cov = np.zeros(k), np.zeros((k, k))
+    have = {n: i for i, n in enumerate(prior.names)} if prior is not None else {}
+    for i, ni in enumerate(names):
+        if ni in have:
+            loc[i] = prior.loc[have[ni]]
+            for j, nj in enumerate(names):
+                if nj in have:
+                    cov[i, j] = prior.cov[have[ni], have[nj]]
+        else:
+            m, sd = {**DEFAULT_LAW_PRIORS, **CURVE_LAW_PRIORS}[ni]
+            loc[i], cov[i, i] = m, sd**2
+    settings = prior.settings if prior is not None else DEFAULT_PRIORS
+    return {
+        "loc": loc,
+        "chol": np.linalg.cholesky(cov + 1e-10 * np.eye(k)),
+        "log_scale_loc": np.asarray(log_scale_loc + settings["log_scale_shift"], float),
+        "log_scale_sd": np.asarray(settings["log_scale_sd"], float),
+        "sigma_run": np.asarray(settings["sigma_run"], float),
+        "sigma_ar": np.asarray(CURVE_NOISE_PRIORS["sigma_ar"], float),
+        "rho": np.asarray(CURVE_NOISE_PRIORS["rho"], float),
+    }
+
+
+def _simulate_ar1(key, t, run, mask, sigma, rho, ell):
+    """One draw of the stationary AR(1) at the real rows (0 on masked rows)."""
+    t, mask = jnp.asarray(t), jnp.asarray(mask)
+    prev, has_prev = _previous_real_row(run, mask)
+    phi = jnp.where(has_prev, jnp.exp((t - t[prev]) / ell * jnp.log(rho)), 0.0)
+    sd = sigma * jnp.sqrt(jnp.maximum(1.0 - phi**2, 0.0))
+    eps = jax.random.normal(key, t.shape)
+
+    def step(last, inp):
+        ph, s, e, hp, m = inp
+        u = jnp.where(hp, ph * last, 0.0) + s * e
+        return jnp.where(m, u, last), jnp.where(m, u, 0.0)
+
+    _, u = jax.lax.scan(step, jnp.asarray(0.0, t.dtype), (phi, sd, eps, has_prev, mask))
+    return u
+
+
+@cache
+def make_curve_model(law: str | Law, ell: float = 1.0) -> Callable:
+    r"""NumPyro model of whole curves under ``law`` with offset + AR(1) residuals.
+
+    .. math::
+
+        z &= \mathrm{loc} + C\xi,\quad \xi \sim \mathcal N(0, I),\qquad
+        \ln L_i = \ln \hat L(x_i, y_i, c_i; z, s) + \delta_r + u_i,\\
+        \ln\sigma_{run}, \ln\sigma \sim \mathcal N(\cdot),\quad
+        \operatorname{logit}\rho \sim \mathcal N(\cdot)
+
+    with ``c_i`` the row's schedule covariates, ``δ_r`` the run offset and
+    ``u`` the AR(1) in ``t = ln D`` (length scale ``ell``); both integrated
+    out exactly by :func:`run_loglik_ar1`. Site names follow the family model
+    (``xi``, ``log_loss_ref``, ``log_sigma_run``, and ``log_sigma_obs`` for
+    the AR's stationary sd) plus ``logit_rho``. With ``log_loss=None`` the
+    model generates data (offsets and AR paths drawn).
+    """
+    law = get_law(law)
+    names = law.params
+
+    def curve_model(x, y, covariates, run, mask, run_mask, prior, log_loss=None):
+        """Whole-curve family model; see :func:`make_curve_model`."""
+        k = len(names)
+        xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
+        z = prior["loc"] + prior["chol"] @ xi
+        theta = {n: numpyro.deterministic(n, z[i]) for i, n in enumerate(names)}
+        m = mask.astype(x.dtype)
+        n_real = jnp.maximum(jnp.sum(m), 1.0)
+
+        def centre_of(v):
+            return jnp.sum(v * m) / n_real
+
+        cov_c = {c: centre_of(v) for c, v in covariates.items()}
+        if "s1" in cov_c:  # geometric centre of the area
+            cov_c["s1"] = jnp.exp(centre_of(jnp.log(covariates["s1"])))
+        g = law.log_loss(centre_of(x), centre_of(y), {**theta, "log_scale": 0.0}, cov_c)
+        log_loss_ref = numpyro.sample(
+            "log_loss_ref", dist.Normal(prior["log_scale_loc"] + g, prior["log_scale_sd"])
+        )
+        theta["log_scale"] = numpyro.deterministic("log_scale", log_loss_ref - g)
+        log_sigma_run = numpyro.sample(
+            "log_sigma_run", dist.Normal(prior["sigma_run"][0], prior["sigma_run"][1])
+        )
+        log_sigma = numpyro.sample(
+            "log_sigma_obs", dist.Normal(prior["sigma_ar"][0], prior["sigma_ar"][1])
+        )
+        logit_rho = numpyro.sample("logit_rho", dist.Normal(prior["rho"][0], prior["rho"][1]))
+        sigma_run = numpyro.deterministic("sigma_run", jnp.exp(jnp.clip(log_sigma_run, -20.0, 3.0)))
+        sigma = numpyro.deterministic("sigma_obs", jnp.exp(jnp.clip(log_sigma, -20.0, 3.0)))
+        rho = numpyro.deterministic("rho", jax.nn.sigmoid(jnp.clip(logit_rho, -30.0, 30.0)))
+        mu = numpyro.deterministic("mu", law.log_loss(x, y, theta, covariates))
+        n_runs = run_mask.shape[0]
+        if log_loss is None:
+            with numpyro.plate("run", n_runs):
+                delta = numpyro.sample("delta", dist.Normal(0.0, sigma_run))
+            u = _simulate_ar1(numpyro.prng_key(), y, run, mask, sigma, rho, ell)
+            numpyro.deterministic("log_loss", mu + delta[run] + u)
+            return
+        ll = run_loglik_ar1(log_loss - mu, y, run, mask, n_runs, sigma_run, sigma, rho, ell)
+        numpyro.factor("run_loglik", jnp.sum(jnp.where(run_mask, ll, 0.0)))
+
+    curve_model.__name__ = f"curve_model_{law.name.replace('-', '_')}"
+    return curve_model

@@ -1,0 +1,182 @@
+"""Greedy sequence of runs under a FLOP budget.
+
+At each step the planner adds the affordable candidate with the largest
+expected reduction of the target's relative interval width per FLOP, where
+"expected" is over the :class:`~hiscale.planning.preposterior.Preposterior`
+outcomes *conditioned on the runs already chosen*: outcome ``m`` of every
+run in the sequence comes from the same truth draw, so the width after a set
+is the width after reweighting by the likelihood of all its runs. It stops
+when the budget admits no further candidate, none narrows the interval, or
+the importance weights of the next pick degenerate (median ESS below
+:data:`~hiscale.planning.preposterior.ESS_MIN`): then the runs so far should
+be trained and fitted and the plan made again (a refit replaces the
+reweighting; there is no automatic Laplace step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from hiscale.planning.preposterior import ESS_MIN, Preposterior
+
+__all__ = ["Step", "evaluate_sequence", "greedy_sequence", "rank_candidates", "rank_table"]
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of the greedy sequence (the expected target width after it)."""
+
+    index: int
+    label: str
+    params: float
+    tokens: float
+    flops: float
+    cumulative_flops: float
+    expected_width: float
+    expected_abs_width: float
+    ess_median: float
+    low_ess: bool
+
+
+def _summaries(rel, ab, ess):
+    return rel.mean(axis=0), ab.mean(axis=0), np.median(ess, axis=0), ess.min(axis=0)
+
+
+def rank_candidates(pre: Preposterior, candidates: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Each candidate alone: expected width after adding it, reduction and reduction per FLOP.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        One row per candidate, best reduction per FLOP first.
+    now : dict
+        ``expected_width``, ``expected_abs_width`` and ``ess_median`` before any new run.
+    """
+    return rank_table(candidates, pre.current(), pre.widths(pre.base(), pre.loglik))
+
+
+def rank_table(candidates: pd.DataFrame, current, after) -> tuple[pd.DataFrame, dict]:
+    """Rank candidates from ``(rel, abs, ess)`` arrays before (``(M, 1)``) and after (``(M, C)``).
+
+    See :func:`rank_candidates` for the returned table.
+    """
+    r0, a0, e0 = current
+    rel, ab, ess = after
+    w, wa, ess_med, ess_min = _summaries(rel, ab, ess)
+    now = float(r0.mean())
+    table = candidates.copy()
+    table["expected_width"] = w
+    table["expected_abs_width"] = wa
+    table["reduction"] = now - w
+    table["reduction_per_flop"] = (now - w) / table["flops"].to_numpy(float)
+    table["ess_median"] = ess_med
+    table["ess_min"] = ess_min
+    table["low_ess"] = ess_med < ESS_MIN
+    table["index"] = np.arange(len(table))
+    table = table.sort_values(
+        ["reduction_per_flop", "label"], ascending=[False, True], kind="stable"
+    ).reset_index(drop=True)
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    return table, {
+        "expected_width": now,
+        "expected_abs_width": float(a0.mean()),
+        "ess_median": float(np.median(e0)),
+    }
+
+
+def greedy_sequence(
+    pre: Preposterior,
+    candidates: pd.DataFrame,
+    budget: float,
+    *,
+    first: int | None = None,
+    min_ess: float = ESS_MIN,
+) -> tuple[list[Step], str]:
+    """Spend ``budget`` FLOPs greedily; returns the steps and why the sequence stopped.
+
+    ``first`` forces the first run (the planner's pick for a family with no
+    runs, where ``pre`` aligns its loss-scale proposal on that run). The
+    sequence also stops when the next pick's median ESS falls below
+    ``min_ess`` (its width would be noise): the first pick is always made.
+    """
+    flops = candidates["flops"].to_numpy(float)
+    base = pre.base()
+    r0, _, _ = pre.current()
+    current = float(r0.mean())
+    chosen: list[int] = []
+    spent = 0.0
+    steps: list[Step] = []
+    while True:
+        avail = [
+            c for c in range(len(candidates)) if c not in chosen and flops[c] <= budget - spent
+        ]
+        if first is not None and not chosen:
+            avail = [first] if first in avail else []
+        if not avail:
+            reason = (
+                "budget spent: no remaining candidate fits in the rest of the budget"
+                if chosen
+                else "no candidate fits in the budget"
+            )
+            return steps, reason
+        rel, ab, ess = pre.widths(base, pre.loglik[:, :, avail])
+        w, wa, ess_med, _ = _summaries(rel, ab, ess)
+        gain = (current - w) / flops[avail]
+        best = int(np.argmax(gain))
+        if not gain[best] > 0:
+            return steps, "no affordable candidate is expected to narrow the interval"
+        if steps and ess_med[best] < min_ess:
+            return steps, (
+                f"the importance weights degenerate after {len(steps)} run(s) (median ESS "
+                f"{ess_med[best]:.0f} < {min_ess:g} for the next pick): train these runs, "
+                "fit them and plan again for the rest of the budget"
+            )
+        c = avail[best]
+        chosen.append(c)
+        spent += flops[c]
+        base = base + pre.loglik[:, :, c]
+        current = float(w[best])
+        row = candidates.iloc[c]
+        steps.append(
+            Step(
+                index=c,
+                label=str(row["label"]),
+                params=float(row["params"]),
+                tokens=float(row["tokens"]),
+                flops=float(flops[c]),
+                cumulative_flops=spent,
+                expected_width=current,
+                expected_abs_width=float(wa[best]),
+                ess_median=float(ess_med[best]),
+                low_ess=bool(ess_med[best] < ESS_MIN),
+            )
+        )
+
+
+def evaluate_sequence(pre: Preposterior, order) -> tuple[list[float], list[float]]:
+    """Compute the expected relative width and median ESS before and after each run of ``order``.
+
+    Parameters
+    ----------
+    pre : Preposterior
+        The plan's outcomes.
+    order : sequence of int
+        Candidate indices in training order (e.g. a rule of thumb's picks).
+
+    Returns
+    -------
+    widths, ess : list of float
+        ``len(order) + 1`` values each, starting with the current state.
+    """
+    r0, _, e0 = pre.current()
+    widths, ess = [float(r0.mean())], [float(np.median(e0))]
+    base = pre.base()
+    for c in order:
+        base = base + pre.loglik[:, :, int(c)]
+        rel, _, e = pre.widths(base)
+        widths.append(float(rel.mean()))
+        ess.append(float(np.median(e)))
+    return widths, ess
