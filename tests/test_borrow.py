@@ -204,3 +204,15 @@ def test_cli_prior_build_takes_families(donor_prior, cache, capsys, tmp_path):
         ["prior", "build", DEMO, "--family", "sim0", "--family", "sim1", "--out", "x"]
     )
     assert _families(args) == ["sim0", "sim1"]
+
+
+def test_cli_plan_from_a_borrowed_prior_alone(donor_prior, cache, capsys):
+    """``plan --borrow-from`` for a family with no runs plans from the donors' prior (not corpus-v1)."""
+    code = main(["plan", DEMO, "--family", "newfam", "--at", "7e9", "1.4e11", "--budget", "1e20",
+                 "--sizes", "5e7", "1e8", "--token-multiples", "20", "--borrow-from", "sim0",
+                 "sim1", *SMALL, "--draws", "1000", "--outcomes", "8", "--json"])  # fmt: skip
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "planning from prior borrowed from sim0, sim1 alone" in cap.err
+    assert _cached(cache)[0] == 1  # the donors' prior of the fixture, reused
+    assert json.loads(cap.out)["runs"]

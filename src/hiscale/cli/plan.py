@@ -118,15 +118,21 @@ def run(args: argparse.Namespace) -> int:
     else:
         start = None
     if start is None:
+        source = args.prior
+        if getattr(args, "borrow_from", None):
+            from hiscale.cli.args import sampler_settings
+            from hiscale.cli.fit import borrowed_prior
+
+            source = borrowed_prior(args, curves, args.family, sampler_settings(args))
+        shown_prior = source.label if not isinstance(source, str) else repr(source)
         if not has_family:
             shown = ", ".join(curves.families[:8]) + (", ..." if len(curves.families) > 8 else "")
             warn(
                 f"family {args.family!r} has no rows in DATA (families: {shown}): "
-                f"planning from prior {args.prior!r} alone"
+                f"planning from prior {shown_prior} alone"
             )
         else:
-            progress(args, f"no --used runs: planning from prior {args.prior!r} alone")
-        source = args.prior
+            progress(args, f"no --used runs: planning from prior {shown_prior} alone")
     else:
         source = start
     progress(args, f"ranking {len(cands)} candidates ({args.outcomes} outcomes each) ...")
