@@ -207,7 +207,7 @@ def test_cli_prior_build_takes_families(donor_prior, cache, capsys, tmp_path):
 
 
 def test_cli_plan_from_a_borrowed_prior_alone(donor_prior, cache, capsys):
-    """``plan --borrow-from`` for a family with no runs plans from the donors' prior (not corpus-v1)."""
+    """``plan --borrow-from`` with no runs plans from the donors' prior (not corpus-v1)."""
     code = main(["plan", DEMO, "--family", "newfam", "--at", "7e9", "1.4e11", "--budget", "1e20",
                  "--sizes", "5e7", "1e8", "--token-multiples", "20", "--borrow-from", "sim0",
                  "sim1", *SMALL, "--draws", "1000", "--outcomes", "8", "--json"])  # fmt: skip
