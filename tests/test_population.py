@@ -65,10 +65,16 @@ def test_population_families_reports_narrow_families():
 
 
 @pytest.fixture(scope="module")
-def small_prior(tmp_path_factory):
-    import os
+def module_cache(tmp_path_factory):
+    """HISCALE_CACHE in a temporary folder for this module's tests, restored after."""
+    # a module-scoped fixture cannot take the function-scoped ``monkeypatch``
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HISCALE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        yield
 
-    os.environ["HISCALE_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+@pytest.fixture(scope="module")
+def small_prior(module_cache):
     c = load_curves(pd.concat(_families(3)))
     return build_prior(c, name="sim", sampler=SMALL, options=FitOptions(), exclude=["fam2"])
 
@@ -88,7 +94,7 @@ def test_two_step_prior_is_centred_near_the_truth(small_prior):
         assert d["floored_directions"] == len(d["uninformative"])
 
 
-def test_step2_sampler_is_the_preset_and_is_recorded(small_prior):
+def test_step2_sampler_is_the_preset_and_is_recorded(small_prior, module_cache):
     pop = small_prior.meta["population"]
     assert pop["sampler"] == POPULATION_SAMPLER.numpyro_dict("init_to_uniform")
     assert (pop["num_warmup"], pop["num_samples"]) == (1000, 1000)
