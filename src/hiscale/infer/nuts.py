@@ -23,6 +23,7 @@ import dataclasses
 import hashlib
 import os
 import pickle
+import time
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -138,7 +139,10 @@ class _StoredJit:
         sig = _signature(args)
         fn = self._ready.get(sig)
         if fn is None:
+            t0 = time.perf_counter()
             fn = self._ready[sig] = self._prepare(args, sig)
+            name = (self._static or "other").split("|", 1)[0]
+            _PREPARE_SECONDS[name] = _PREPARE_SECONDS.get(name, 0.0) + time.perf_counter() - t0
         return fn(*args)
 
     def _path(self, sig: tuple) -> Path | None:
@@ -171,13 +175,28 @@ class _StoredJit:
             except (OSError, pickle.PicklingError, TypeError, AttributeError):
                 pass  # not storable (read-only cache): only slower next time
         if exported.nr_devices == 1:
-            return jax.jit(exported.call)
-        mesh = Mesh(np.asarray(jax.devices()[: exported.nr_devices]), ("chain",))
-        return jax.jit(
-            exported.call,
-            in_shardings=jax.tree.unflatten(exported.in_tree, exported.in_shardings_jax(mesh))[0],
-            out_shardings=jax.tree.unflatten(exported.out_tree, exported.out_shardings_jax(mesh)),
-        )
+            call = jax.jit(exported.call)
+        else:
+            mesh = Mesh(np.asarray(jax.devices()[: exported.nr_devices]), ("chain",))
+            shardings = [exported.in_shardings_jax(mesh), exported.out_shardings_jax(mesh)]
+            call = jax.jit(
+                exported.call,
+                in_shardings=jax.tree.unflatten(exported.in_tree, shardings[0])[0],
+                out_shardings=jax.tree.unflatten(exported.out_tree, shardings[1]),
+            )
+        return call.lower(*args).compile()  # JAX's persistent cache answers this
+
+
+#: Seconds this process spent preparing stored functions (loading or tracing
+#: their programs, compiling them), by function: :func:`preparation_seconds`.
+_PREPARE_SECONDS: dict[str, float] = {}
+
+
+def preparation_seconds() -> dict[str, float]:
+    """Seconds this process spent so far loading or tracing and compiling the
+    stored NUTS, MAP-gradient, Hessian and constrain programs, by name (the
+    benchmarks' split of a fit into compilation and sampling)."""
+    return dict(_PREPARE_SECONDS)
 
 
 def _model_key(model: Callable) -> str | None:
