@@ -498,9 +498,12 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
                 },
             )
 
-        state, _ = lax.scan(step, state, None, length=settings.num_warmup)
-        _, (z, extra) = lax.scan(step, state, None, length=settings.num_samples)
-        return z, extra
+        # one loop for warm-up and sampling (the kernel adapts while its step
+        # counter is below num_warmup): one copy of the NUTS step in the
+        # program, half the code to compile and to load from the cache
+        n_warm = settings.num_warmup
+        _, (z, extra) = lax.scan(step, state, None, length=n_warm + settings.num_samples)
+        return jax.tree.map(lambda a: a[n_warm:], (z, extra))
 
     if settings.chain_method == "parallel" and jax.local_device_count() >= settings.num_chains:
         runner = _parallel(run_chain, settings.num_chains)
