@@ -161,7 +161,7 @@ class _StoredJit:
         try:
             with open(path, "rb") as fh:
                 exported = pickle.load(fh)
-        except Exception:  # noqa: BLE001 - absent, stale or unreadable: trace it anew
+        except Exception:  # absent, stale or unreadable: trace it anew
             pass
         if exported is None:
             exported = jax.export.export(self._jitted)(*args)
@@ -292,8 +292,9 @@ def _numpy_unravel(template: dict) -> Callable[[np.ndarray], dict[str, np.ndarra
     names = sorted(template)  # ravel_pytree flattens dicts in sorted-key order
     shapes = [np.shape(template[k]) for k in names]
     for k in names:
-        if np.result_type(template[k]) != np.float64:
-            raise TypeError(f"MAP start {k!r} is {np.result_type(template[k])}, not float64")
+        dtype = np.asarray(template[k]).dtype
+        if dtype != np.float64:
+            raise TypeError(f"MAP start {k!r} is {dtype}, not float64")
     ends = np.cumsum([int(np.prod(sh)) for sh in shapes])
 
     def split(v: np.ndarray) -> dict[str, np.ndarray]:
