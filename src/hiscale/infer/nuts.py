@@ -84,9 +84,7 @@ def program_cache_dir() -> Path | None:
 def _source_hash() -> str:
     """Hash of hiscale's source (every module of the package): an edit retires
     every stored program, whatever module the traced code came from."""
-    import hiscale
-
-    root = Path(hiscale.__file__).resolve().parent
+    root = Path(__file__).resolve().parents[1]  # the hiscale package
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
         h.update(path.relative_to(root).as_posix().encode())
