@@ -13,6 +13,11 @@ alternates from round to round):
   tokens> --prior flat --quiet`` with the on-disk caches warm (one untimed
   run first fills them).
 
+With ``--baseline-src DIR`` (the ``src`` of another checkout, e.g. from ``git
+archive``), a third process per round runs that checkout's ``hiscale predict``
+(``predict_baseline``, with its own compilation cache next to DIR), to show
+what a change bought in the same run.
+
 Wall-clock time of each process from start to exit, medians and their ratio
 (the issue's target: predict <= 1.5 x import, goal 1.2 x). The load average is
 recorded with every process, so a measurement on a shared machine says so.
@@ -96,10 +101,10 @@ def _predict_args(corpus: str, family: str) -> list[str]:
     return [corpus, "--family", family, *target, "--prior", "flat", "--quiet"]
 
 
-def _timed(cmd: list[str]) -> dict:
+def _timed(cmd: list[str], env: dict | None = None) -> dict:
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed: {proc.stderr.strip()[-500:]}")
@@ -113,18 +118,25 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=5, help="rounds (>= 3)")
     ap.add_argument("--family", default="gpt3")
     ap.add_argument("--out", default=str(HERE / "results" / "predict_cold.json"))
+    ap.add_argument("--baseline-src", help="also time the hiscale package in this src directory")
     args = ap.parse_args(argv)
     if args.runs < 3:
         ap.error("--runs must be at least 3")
     predict = [sys.executable, "-m", "hiscale", "predict", *_predict_args(args.corpus, args.family)]
     bare = [sys.executable, "-c", BARE]
-    _timed(predict)  # fills the on-disk caches (compiled programs) if they are cold
-    _timed(bare)  # and the OS file cache for the libraries
-    runs: dict[str, list[dict]] = {"import": [], "predict": []}
+    order = [("import", bare, None), ("predict", predict, None)]
+    if args.baseline_src:
+        src = Path(args.baseline_src).resolve()
+        # its own compilation cache: it must not profit from entries the new code wrote
+        cache = src.parent / ".predict_cold_jax_cache"
+        env = {**os.environ, "PYTHONPATH": str(src), "HISCALE_JAX_CACHE": str(cache)}
+        order.append(("predict_baseline", predict, env))
+    for _, cmd, env in order:
+        _timed(cmd, env)  # fills the on-disk caches if they are cold, and the OS file cache
+    runs: dict[str, list[dict]] = {name: [] for name, _, _ in order}
     for r in range(args.runs):
-        order = [("import", bare), ("predict", predict)]
-        for name, cmd in order if r % 2 == 0 else order[::-1]:
-            runs[name].append(_timed(cmd))
+        for name, cmd, env in order if r % 2 == 0 else order[::-1]:
+            runs[name].append(_timed(cmd, env))
         print(
             f"round {r + 1}: import {runs['import'][-1]['seconds']:.2f} s, "
             f"predict {runs['predict'][-1]['seconds']:.2f} s "
@@ -149,6 +161,10 @@ def main(argv=None) -> int:
         "runs": runs,
         "median_seconds": med,
         "ratio_predict_to_import": med["predict"] / med["import"],
+        "ratio_baseline_to_import": (
+            med["predict_baseline"] / med["import"] if "predict_baseline" in med else None
+        ),
+        "baseline_src": args.baseline_src,
         "target_ratio": 1.5,
         "goal_ratio": 1.2,
         "load1_median": statistics.median(x["load1"] for v in runs.values() for x in v),
@@ -169,6 +185,13 @@ def markdown(out: dict) -> str:
         f'| `python -c "{BARE}"` | {med["import"]:.2f} s |',
         f"| `hiscale predict` gpt3 175B/300B, flat prior, caches warm | {med['predict']:.2f} s |",
         f"| ratio (target ≤ 1.5, goal ≤ 1.2) | **{out['ratio_predict_to_import']:.2f}** |",
+    ]
+    if out.get("ratio_baseline_to_import") is not None:
+        rows += [
+            f"| same, baseline checkout | {med['predict_baseline']:.2f} s |",
+            f"| baseline ratio | {out['ratio_baseline_to_import']:.2f} |",
+        ]
+    rows += [
         "",
         "| phase of one `hiscale predict` (one more process) | seconds |",
         "|---|---|",
