@@ -13,6 +13,10 @@
   cell of a bucket; collects ``energy`` (for E-BFMI), ``potential_energy``,
   ``num_steps``, ``diverging`` and the step size.
 
+The jitted programs (MAP gradient, Hessian, NUTS, constrain) are traced once
+per shape bucket and kept on disk (``jax.export``, see :class:`_StoredJit`):
+a fresh process loads them and JAX's persistent cache answers the compilation.
+
 Settings: :class:`hiscale.infer.settings.SamplerSettings`; the verdict on the
 draws: :func:`hiscale.infer.diagnostics.diagnose`.
 """
@@ -462,7 +466,8 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
 
     NumPyro's ``MCMC`` re-traces its collection loop on every ``run``; a
     backtest runs hundreds of fits of the same shapes, so hiscale drives the
-    functional NUTS kernel itself: compiled once per (model, settings, shape).
+    functional NUTS kernel itself: traced once per (model, settings, shape),
+    stored on disk, the chains in parallel on one device each (or vmapped).
     """
 
     def potential_gen(*args, **kwargs):
