@@ -15,7 +15,8 @@ Measures, on this machine:
 * ``population_prior``: building the population prior from scratch (step-1
   cache disabled), median of ``repeats``; step 1 and step 2 separately;
 * ``bayes_grid_one_family``: the paper grid of gpt3 with ``bayes`` (k = 1
-  included), total seconds.
+  included), total seconds, and how much of it went into preparing the
+  compiled programs (one per shape bucket; loaded from disk when stored).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from hiscale.backtesting.paper import fit_paper
 from hiscale.backtesting.runner import backtest
 from hiscale.data.curves import load_curves
 from hiscale.infer.fit import fit
+from hiscale.infer.nuts import preparation_seconds
 from hiscale.population import build_prior
 from hiscale.priors.prior import load_prior
 
@@ -108,13 +110,19 @@ def main(argv=None) -> int:
             "runs": runs,
         }
     if not args.skip_grid:
+        before = preparation_seconds()
         t0 = time.perf_counter()
         res = backtest(curves, families=["gpt3"], methods=["bayes"], grid="paper", include_k1=True)
+        total = time.perf_counter() - t0
+        prep = {k: v - before.get(k, 0.0) for k, v in preparation_seconds().items()}
         out["bayes_grid_one_family"] = {
             "family": "gpt3",
             "cells": len(res),
-            "total_seconds": time.perf_counter() - t0,
+            "total_seconds": total,
             "median_cell_seconds": float(res["seconds"].median()),
+            "sum_cell_seconds": float(res["seconds"].sum()),
+            # loading or tracing + compiling the stored programs, per program, over the grid
+            "preparation_seconds": prep,
         }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2, default=float) + "\n")

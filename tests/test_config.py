@@ -112,3 +112,18 @@ def test_configure_again_after_jax_started():
     with pytest.raises(RuntimeError, match=r"JAX has already started; call hiscale\.configure"):
         hiscale.configure(host_devices=n + 1)
     assert len(jax.devices("cpu")) == n
+
+
+def test_compile_cache_keeps_small_programs(tmp_path):
+    """JAX skips programs compiled in under a second by default; hiscale caches them all."""
+    cache = tmp_path / "jaxcache"
+    proc = _run(
+        "import jax, hiscale\n"
+        f"hiscale.configure(platform='cpu', compile_cache={str(cache)!r})\n"
+        "print(jax.config.jax_persistent_cache_min_compile_time_secs,\n"
+        "      jax.config.jax_persistent_cache_min_entry_size_bytes)\n"
+        "(jax.numpy.arange(3.0) * 2).block_until_ready()\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["0.0", "0"]
+    assert any(p.name.startswith("jit_") for p in cache.iterdir())  # a tiny program, stored

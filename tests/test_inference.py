@@ -248,3 +248,84 @@ def test_dispersed_starts_let_rhat_see_a_second_mode():
     assert out["dispersed"]["flagged"]
     assert out["dispersed"]["rhat_max"] > 1.5
     assert "chains disagree" in out["dispersed"]["reasons"]
+
+
+def test_numpy_unravel_matches_ravel_pytree():
+    """The MAP's numpy unravel gives ravel_pytree's split, value for value."""
+    from jax.flatten_util import ravel_pytree
+
+    from hiscale.infer.nuts import _numpy_unravel
+
+    start = init_params(5, 0.7)
+    start["xi"] = jnp.asarray([0.1, -2.0, 3.5, 1e-9, 7.0])
+    flat, unravel = ravel_pytree(start)
+    v = np.random.default_rng(0).normal(size=flat.shape[0])
+    ref = unravel(jnp.asarray(v))
+    got = _numpy_unravel(start)(v)
+    assert sorted(got) == sorted(ref)
+    for k in ref:
+        assert got[k].shape == ref[k].shape and got[k].dtype == np.float64
+        np.testing.assert_array_equal(got[k], np.asarray(ref[k]))
+
+
+def test_only_family_models_are_stored():
+    """A program is stored on disk only for hiscale's family models (named by law)."""
+    from hiscale.infer.nuts import _model_key
+
+    assert _model_key(make_family_model("chinchilla")) == "family_model_chinchilla"
+    assert _model_key(make_family_model("chinchilla-nd")) == "family_model_chinchilla_nd"
+
+    def family_model(x):  # same name, another module: never stored
+        numpyro.sample("x", dist.Normal(x, 1.0))
+
+    assert _model_key(family_model) is None
+
+
+_STORED_RUN = """
+import json, sys
+import hiscale
+hiscale.configure(host_devices=2, platform="cpu")
+import jax
+from engine_sim import simulate_family
+from hiscale.infer import nuts
+from hiscale.infer.settings import SamplerSettings
+if sys.argv[1] == "load":
+    def refuse(*a, **k):
+        raise AssertionError("traced again although the program is stored")
+    jax.export.export = refuse
+f = hiscale.fit(simulate_family(seed=4), prior="flat", seed=11,
+                sampler=SamplerSettings(num_warmup=60, num_samples=40))
+stored = sorted(p.name.split("-")[0] for p in nuts.program_cache_dir().iterdir())
+print(json.dumps({"xi": f.posterior["xi"].tolist(), "stored": stored}))
+"""
+
+
+@pytest.mark.slow  # compiles the NUTS program from scratch (an empty cache): 20-100 s
+def test_stored_programs_are_reused_with_the_same_draws(tmp_path):
+    """A fresh process loads the stored NUTS/MAP/Hessian/constrain programs instead of
+    tracing the model, and draws exactly what the process that stored them drew."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    here = Path(__file__).resolve().parent
+    env = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "JAX_PLATFORMS")}
+    env["HISCALE_JAX_CACHE"] = str(tmp_path / "jax")
+    env["PYTHONPATH"] = os.pathsep.join([str(here), *sys.path])
+    out = {}
+    for mode in ("store", "load"):
+        proc = subprocess.run(
+            [sys.executable, "-c", _STORED_RUN, mode],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=600,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["store"]["stored"] == ["constrain", "hessian", "nuts", "value_and_grad"]
+    assert out["load"]["stored"] == out["store"]["stored"]  # nothing new was traced
+    np.testing.assert_array_equal(np.asarray(out["load"]["xi"]), np.asarray(out["store"]["xi"]))

@@ -131,7 +131,11 @@ def _set_compile_cache(path: str) -> None:
     import jax
 
     jax.config.update("jax_compilation_cache_dir", str(Path(path)))
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    # every program, however small: JAX skips those compiled in under a second
+    # by default, yet a fresh `hiscale predict` compiles dozens of small ones
+    # (array set-up, the prediction) at 10-40 ms each
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
 def current_settings() -> dict[str, Any]:

@@ -10,6 +10,7 @@ the arguments are one-line messages with exit code 2.
 from __future__ import annotations
 
 import argparse
+import gc
 import sys
 import warnings
 from collections.abc import Sequence
@@ -78,3 +79,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return args.handler(args)
         except (CurvesError, ValueError, FileNotFoundError) as err:
             return _err(str(err).splitlines()[0] if str(err) else type(err).__name__)
+        finally:
+            if argv is None:
+                # the process' own command line: it ends next. Freezing the heap
+                # spares the interpreter's last garbage collections over every
+                # JAX/NumPyro object (0.5 s of a 3 s `hiscale predict`); exit
+                # handlers and file closing still run.
+                gc.freeze()

@@ -13,14 +13,24 @@
   cell of a bucket; collects ``energy`` (for E-BFMI), ``potential_energy``,
   ``num_steps``, ``diverging`` and the step size.
 
+The jitted programs (MAP gradient, Hessian, NUTS, constrain) are traced once
+per shape bucket and kept on disk (``jax.export``, see :class:`_StoredJit`):
+a fresh process loads them and JAX's persistent cache answers the compilation.
+
 Settings: :class:`hiscale.infer.settings.SamplerSettings`; the verdict on the
 draws: :func:`hiscale.infer.diagnostics.diagnose`.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
+import pickle
+import time
 from collections.abc import Callable
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -28,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
@@ -43,6 +54,165 @@ __all__ = [
     "paper_start",
     "run_nuts",
 ]
+
+
+# -- traced programs kept on disk ---------------------------------------------
+#
+# JAX's persistent compilation cache (hiscale.configure) saves XLA's work, but a
+# fresh process still traces the NumPyro model and lowers it before it can look
+# the executable up: 1.5-2 s for the NUTS kernel of the family model, about as
+# long as the sampling. So the jitted functions of this module keep their
+# lowered program (``jax.export``) on disk, keyed by everything it depends on:
+# the function and its static settings, the argument shapes and dtypes,
+# hiscale's source, the JAX/jaxlib/NumPyro versions and configuration, the
+# devices and XLA_FLAGS. A fresh process loads the program instead of tracing
+# and compiles it, which the persistent cache answers. First and later
+# processes run the same program (the exported one), hence the same numbers.
+
+
+def program_cache_dir() -> Path | None:
+    """Directory of hiscale's stored programs: ``hiscale-programs`` inside JAX's
+    compilation cache directory (``None``, nothing stored, when JAX has no cache
+    directory, e.g. after ``hiscale.configure(compile_cache=False)``).
+
+    The files are pickles, loaded as trusted data: like JAX's own cache, the
+    directory must be writable only by its user.
+    """
+    base = jax.config.jax_compilation_cache_dir
+    if not base or jax.config.jax_disable_jit:
+        return None
+    return Path(base) / "hiscale-programs"
+
+
+@cache
+def _source_hash() -> str:
+    """Hash of hiscale's source (every module of the package): an edit retires
+    every stored program, whatever module the traced code came from."""
+    root = Path(__file__).resolve().parents[1]  # the hiscale package
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+@cache
+def _environment_key() -> str:
+    """What every stored program depends on besides its function and arguments."""
+    import jaxlib
+    import numpyro
+
+    devices = jax.devices()
+    parts = [
+        jax.__version__,
+        jaxlib.__version__,
+        numpyro.__version__,
+        _source_hash(),
+        devices[0].client.platform,
+        devices[0].client.platform_version,
+        [(d.id, d.platform, d.device_kind) for d in devices],
+        os.environ.get("XLA_FLAGS", ""),
+        sorted((k, repr(v)) for k, v in jax.config.values.items()),
+    ]
+    return hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _signature(args: tuple) -> tuple:
+    leaves, tree = jax.tree.flatten(args)
+    return tree, tuple(jax.typeof(x) for x in leaves)
+
+
+class _StoredJit:
+    """A jitted function whose traced program is kept on disk per argument
+    signature (:func:`program_cache_dir`), then compiled (JAX's cache).
+
+    ``static`` names the function and everything baked into it (the model's
+    law, the sampler settings), ``None`` for a function that is only jitted:
+    only models of :mod:`hiscale.modeling.family` are stored, whose name says
+    their law.
+    """
+
+    def __init__(self, jitted: Callable, static: str | None):
+        self._jitted = jitted
+        self._static = static
+        self._ready: dict[tuple, Callable] = {}
+
+    def __call__(self, *args):
+        sig = _signature(args)
+        fn = self._ready.get(sig)
+        if fn is None:
+            t0 = time.perf_counter()
+            fn = self._ready[sig] = self._prepare(args, sig)
+            name = (self._static or "other").split("|", 1)[0]
+            _PREPARE_SECONDS[name] = _PREPARE_SECONDS.get(name, 0.0) + time.perf_counter() - t0
+        return fn(*args)
+
+    def _path(self, sig: tuple) -> Path | None:
+        folder = program_cache_dir()
+        if folder is None or self._static is None:
+            return None
+        key = repr([self._static, str(sig[0]), [str(a) for a in sig[1]], _environment_key()])
+        name = self._static.split("|", 1)[0]
+        return folder / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.pkl"
+
+    def _prepare(self, args: tuple, sig: tuple) -> Callable:
+        path = self._path(sig)
+        if path is None:
+            return self._jitted
+        exported = None
+        try:
+            with open(path, "rb") as fh:
+                exported = pickle.load(fh)
+        except Exception:  # absent, stale or unreadable: trace it anew
+            pass
+        if exported is None:
+            exported = jax.export.export(self._jitted)(*args)
+            # the VJP hook is a closure (not stored; these functions are never differentiated)
+            exported = dataclasses.replace(exported, _get_vjp=None)
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                tmp.write_bytes(pickle.dumps(exported))
+                os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
+            except (OSError, pickle.PicklingError, TypeError, AttributeError):
+                pass  # not storable (read-only cache): only slower next time
+        if exported.nr_devices == 1:
+            call = jax.jit(exported.call)
+        else:
+            mesh = Mesh(np.asarray(jax.devices()[: exported.nr_devices]), ("chain",))
+            shardings = [exported.in_shardings_jax(mesh), exported.out_shardings_jax(mesh)]
+            call = jax.jit(
+                exported.call,
+                in_shardings=jax.tree.unflatten(exported.in_tree, shardings[0])[0],
+                out_shardings=jax.tree.unflatten(exported.out_tree, shardings[1]),
+            )
+        return call.lower(*args).compile()  # JAX's persistent cache answers this
+
+
+#: Seconds this process spent preparing stored functions (loading or tracing
+#: their programs, compiling them), by function: :func:`preparation_seconds`.
+_PREPARE_SECONDS: dict[str, float] = {}
+
+
+def preparation_seconds() -> dict[str, float]:
+    """Seconds this process spent so far loading or tracing and compiling the
+    stored NUTS, MAP-gradient, Hessian and constrain programs, by name (the
+    benchmarks' split of a fit into compilation and sampling)."""
+    return dict(_PREPARE_SECONDS)
+
+
+def _model_key(model: Callable) -> str | None:
+    """A stable name for ``model`` if it is one of hiscale's family models."""
+    if getattr(model, "__module__", None) == "hiscale.modeling.family" and getattr(
+        model, "__qualname__", ""
+    ).startswith("make_family_model.<locals>."):
+        return model.__name__
+    return None
+
+
+def _stored(name: str, jitted: Callable, model: Callable, *static: Any) -> _StoredJit:
+    key = _model_key(model)
+    return _StoredJit(jitted, None if key is None else "|".join([name, key, *map(repr, static)]))
 
 
 def init_params(n_law: int, log_scale_loc: float) -> dict[str, jnp.ndarray]:
@@ -62,7 +232,7 @@ def _value_and_grad(model: Callable) -> Callable:
     def vg(params, kwargs):
         return jax.value_and_grad(lambda p: potential_energy(model, (), kwargs, p))(params)
 
-    return vg
+    return _stored("value_and_grad", vg, model)
 
 
 #: Box for the MAP search in the unconstrained space (prior sd units for
@@ -92,10 +262,13 @@ def map_estimate(
     vg = _value_and_grad(model)
     flat0, unravel = ravel_pytree(start)
     lo, hi = _lower_upper(start, centre if centre is not None else start)
+    split = _numpy_unravel(start)
 
     def f(v):
-        val, g = vg(unravel(jnp.asarray(v)), kwargs)
-        gflat, _ = ravel_pytree(g)
+        # numpy in and out: the optimiser's hundreds of calls pay one dispatch
+        # each, not a handful of small JAX ops (same values: slicing and concatenation)
+        val, g = vg(split(v), kwargs)
+        gflat = np.concatenate([np.ravel(g[k]) for k in sorted(g)])
         val = float(val)
         if not np.isfinite(val):
             return 1e300, np.zeros_like(v)
@@ -116,6 +289,24 @@ def map_estimate(
     return start, f0, False
 
 
+def _numpy_unravel(template: dict) -> Callable[[np.ndarray], dict[str, np.ndarray]]:
+    """``ravel_pytree(template)[1]`` for float64 numpy vectors, returning numpy arrays."""
+    names = sorted(template)  # ravel_pytree flattens dicts in sorted-key order
+    shapes = [np.shape(template[k]) for k in names]
+    for k in names:
+        dtype = np.asarray(template[k]).dtype
+        if dtype != np.float64:
+            raise TypeError(f"MAP start {k!r} is {dtype}, not float64")
+    ends = np.cumsum([int(np.prod(sh)) for sh in shapes])
+
+    def split(v: np.ndarray) -> dict[str, np.ndarray]:
+        v = np.asarray(v, dtype=np.float64)
+        parts = np.split(v, ends[:-1])
+        return {k: p.reshape(sh) for k, p, sh in zip(names, parts, shapes, strict=True)}
+
+    return split
+
+
 @cache
 def _hessian(model: Callable) -> Callable:
     @jax.jit
@@ -123,7 +314,7 @@ def _hessian(model: Callable) -> Callable:
         flat, unravel = ravel_pytree(params)
         return jax.hessian(lambda v: potential_energy(model, (), kwargs, unravel(v)))(flat)
 
-    return hess
+    return _stored("hessian", hess, model)
 
 
 #: Smallest Hessian eigenvalue used for the Laplace draws (sd <= 2 along any
@@ -275,7 +466,8 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
 
     NumPyro's ``MCMC`` re-traces its collection loop on every ``run``; a
     backtest runs hundreds of fits of the same shapes, so hiscale drives the
-    functional NUTS kernel itself: compiled once per (model, settings, shape).
+    functional NUTS kernel itself: traced once per (model, settings, shape),
+    stored on disk, the chains in parallel on one device each (or vmapped).
     """
 
     def potential_gen(*args, **kwargs):
@@ -310,13 +502,44 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
                 },
             )
 
-        state, _ = lax.scan(step, state, None, length=settings.num_warmup)
-        _, (z, extra) = lax.scan(step, state, None, length=settings.num_samples)
-        return z, extra
+        # one loop for warm-up and sampling (the kernel adapts while its step
+        # counter is below num_warmup): one copy of the NUTS step in the
+        # program, half the code to compile and to load from the cache
+        n_warm = settings.num_warmup
+        _, (z, extra) = lax.scan(step, state, None, length=n_warm + settings.num_samples)
+        return jax.tree.map(lambda a: a[n_warm:], (z, extra))
 
     if settings.chain_method == "parallel" and jax.local_device_count() >= settings.num_chains:
-        return jax.pmap(run_chain, in_axes=(0, 0, None))
-    return jax.jit(jax.vmap(run_chain, in_axes=(0, 0, None)))
+        runner = _parallel(run_chain, settings.num_chains)
+    else:
+        runner = jax.jit(jax.vmap(run_chain, in_axes=(0, 0, None)))
+    return _stored("nuts", runner, model, settings, jax.local_device_count())
+
+
+def _parallel(run_chain: Callable, n: int) -> Callable:
+    """``jax.pmap(run_chain, in_axes=(0, 0, None))`` on the first ``n`` devices,
+    written out as the jitted ``shard_map`` that pmap is (one chain per
+    device) so that ``jax.export`` can store it."""
+    mesh = Mesh(np.asarray(jax.devices()[:n]), ("chain",))
+
+    def block(keys, init, kwargs):
+        squeeze = lambda a: lax.squeeze(a, [0])  # noqa: E731
+        out = run_chain(squeeze(keys), jax.tree.map(squeeze, init), kwargs)
+        return jax.tree.map(lambda a: lax.expand_dims(a, [0]), out)
+
+    spec = PartitionSpec("chain")
+    split, whole = NamedSharding(mesh, spec), NamedSharding(mesh, PartitionSpec())
+    return jax.jit(
+        jax.shard_map(
+            block,
+            mesh=mesh,
+            in_specs=(spec, spec, PartitionSpec()),
+            out_specs=spec,
+            check_vma=False,
+        ),
+        in_shardings=(split, split, whole),
+        out_shardings=split,
+    )
 
 
 @cache
@@ -327,7 +550,7 @@ def _constrainer(model: Callable) -> Callable:
             z
         )
 
-    return constrain
+    return _stored("constrain", constrain, model)
 
 
 def run_nuts(
