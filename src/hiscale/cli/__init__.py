@@ -36,7 +36,7 @@ COMMANDS: dict[str, ModuleType] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every command of :data:`COMMANDS`)."""
+    """Return the full argument parser (every command of :data:`COMMANDS`)."""
     parser = argparse.ArgumentParser(
         prog="hiscale",
         description="Hierarchical Bayesian scaling laws for language models.",
@@ -55,7 +55,7 @@ def _err(msg: str) -> int:
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    """hiscale's own warnings as one ``hiscale: warning: ...`` line on stderr."""
+    """Show hiscale's own warnings as one ``hiscale: warning: ...`` line on stderr."""
     if issubclass(category, PriorWarning):
         print(f"hiscale: warning: {message}", file=sys.stderr, flush=True)
     else:

@@ -71,9 +71,11 @@ __all__ = [
 
 
 def program_cache_dir() -> Path | None:
-    """Directory of hiscale's stored programs: ``hiscale-programs`` inside JAX's
-    compilation cache directory (``None``, nothing stored, when JAX has no cache
-    directory, e.g. after ``hiscale.configure(compile_cache=False)``).
+    """Return the directory of hiscale's stored programs.
+
+    It is ``hiscale-programs`` inside JAX's compilation cache directory
+    (``None``, nothing stored, when JAX has no cache directory, e.g. after
+    ``hiscale.configure(compile_cache=False)``).
 
     The files are pickles, loaded as trusted data: like JAX's own cache, the
     directory must be writable only by its user.
@@ -86,8 +88,11 @@ def program_cache_dir() -> Path | None:
 
 @cache
 def _source_hash() -> str:
-    """Hash of hiscale's source (every module of the package): an edit retires
-    every stored program, whatever module the traced code came from."""
+    """Hash hiscale's source (every module of the package).
+
+    An edit retires every stored program, whatever module the traced code came
+    from.
+    """
     root = Path(__file__).resolve().parents[1]  # the hiscale package
     h = hashlib.sha256()
     for path in sorted(root.rglob("*.py")):
@@ -98,7 +103,7 @@ def _source_hash() -> str:
 
 @cache
 def _environment_key() -> str:
-    """What every stored program depends on besides its function and arguments."""
+    """Return what every stored program depends on besides its function and arguments."""
     import jaxlib
     import numpyro
 
@@ -123,8 +128,10 @@ def _signature(args: tuple) -> tuple:
 
 
 class _StoredJit:
-    """A jitted function whose traced program is kept on disk per argument
-    signature (:func:`program_cache_dir`), then compiled (JAX's cache).
+    """A jitted function whose traced program is kept on disk.
+
+    One program per argument signature (:func:`program_cache_dir`), then
+    compiled through JAX's cache.
 
     ``static`` names the function and everything baked into it (the model's
     law, the sampler settings), ``None`` for a function that is only jitted:
@@ -195,14 +202,17 @@ _PREPARE_SECONDS: dict[str, float] = {}
 
 
 def preparation_seconds() -> dict[str, float]:
-    """Seconds this process spent so far loading or tracing and compiling the
-    stored NUTS, MAP-gradient, Hessian and constrain programs, by name (the
-    benchmarks' split of a fit into compilation and sampling)."""
+    """Return the seconds this process spent preparing stored programs, by name.
+
+    Loading or tracing and compiling the NUTS, MAP-gradient, Hessian and
+    constrain programs: the benchmarks' split of a fit into compilation and
+    sampling.
+    """
     return dict(_PREPARE_SECONDS)
 
 
 def _model_key(model: Callable) -> str | None:
-    """A stable name for ``model`` if it is one of hiscale's family models."""
+    """Return a stable name for ``model`` if it is one of hiscale's family models."""
     if getattr(model, "__module__", None) == "hiscale.modeling.family" and getattr(
         model, "__qualname__", ""
     ).startswith("make_family_model.<locals>."):
@@ -216,8 +226,11 @@ def _stored(name: str, jitted: Callable, model: Callable, *static: Any) -> _Stor
 
 
 def init_params(n_law: int, log_scale_loc: float) -> dict[str, jnp.ndarray]:
-    """Unconstrained starting point: prior centre of the law parameters, the
-    median log loss for the log loss at the data's centre, typical noise scales."""
+    """Return an unconstrained starting point.
+
+    The prior centre of the law parameters, the median log loss for the log
+    loss at the data's centre, and typical noise scales.
+    """
     return {
         "xi": jnp.zeros(n_law),
         "log_loss_ref": jnp.asarray(log_scale_loc, dtype=float),
@@ -359,7 +372,7 @@ def paper_start(
     prior: dict[str, Any],
     centre: dict[str, jnp.ndarray],
 ) -> tuple[dict[str, jnp.ndarray] | None, str]:
-    """The paper's least-squares fit as an unconstrained starting point.
+    """Return the paper's least-squares fit as an unconstrained starting point.
 
     Fits :func:`hiscale.modeling.least_squares.fit_paper` (``fit_paper_single`` with one
     size) to the rows, converts ``(a, b, e, alpha, beta)`` to the share form
@@ -517,9 +530,12 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
 
 
 def _parallel(run_chain: Callable, n: int) -> Callable:
-    """``jax.pmap(run_chain, in_axes=(0, 0, None))`` on the first ``n`` devices,
-    written out as the jitted ``shard_map`` that pmap is (one chain per
-    device) so that ``jax.export`` can store it."""
+    """Map ``run_chain`` over chains on the first ``n`` devices.
+
+    ``jax.pmap(run_chain, in_axes=(0, 0, None))`` written out as the jitted
+    ``shard_map`` that pmap is (one chain per device), so that ``jax.export``
+    can store it.
+    """
     mesh = Mesh(np.asarray(jax.devices()[:n]), ("chain",))
 
     def block(keys, init, kwargs):
@@ -561,10 +577,19 @@ def run_nuts(
     settings: SamplerSettings,
     init: dict[str, jnp.ndarray],
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """NUTS chains from per-chain starting points.
+    """Run NUTS chains from per-chain starting points.
 
     Parameters
     ----------
+    model : callable
+        NumPyro model (a family model of :mod:`hiscale.modeling.family` is
+        stored on disk per shape bucket, see :func:`program_cache_dir`).
+    kwargs : dict
+        Keyword arguments of ``model`` (the design's arrays and the prior).
+    rng_key : jax.Array
+        Split into one key per chain.
+    settings : SamplerSettings
+        Warm-up, draws, chains, step-size target, tree depth, mass matrix.
     init : dict
         Unconstrained starting points, site -> array with a leading chain
         axis of length ``settings.num_chains`` (see :func:`dispersed_inits`).
