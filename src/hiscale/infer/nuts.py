@@ -43,6 +43,7 @@ from numpyro.infer.hmc import hmc
 from numpyro.infer.util import constrain_fn, potential_energy
 
 from hiscale.infer.settings import SamplerSettings
+from hiscale.priors.defaults import DEFAULT_PRIORS
 
 __all__ = [
     "MAP_BOUNDS",
@@ -229,13 +230,14 @@ def init_params(n_law: int, log_scale_loc: float) -> dict[str, jnp.ndarray]:
     """Return an unconstrained starting point.
 
     The prior centre of the law parameters, the median log loss for the log
-    loss at the data's centre, and typical noise scales.
+    loss at the data's centre, and the default priors' median noise scales
+    (:data:`hiscale.priors.defaults.DEFAULT_PRIORS`).
     """
     return {
         "xi": jnp.zeros(n_law),
         "log_loss_ref": jnp.asarray(log_scale_loc, dtype=float),
-        "log_sigma_run": jnp.asarray(np.log(0.01)),
-        "log_sigma_obs": jnp.asarray(np.log(0.005)),
+        "log_sigma_run": jnp.asarray(DEFAULT_PRIORS["sigma_run"][0]),
+        "log_sigma_obs": jnp.asarray(DEFAULT_PRIORS["sigma_obs"][0]),
     }
 
 
