@@ -84,12 +84,16 @@ def _fit(curves, family, runs, args):
 
 
 def _score(f, target):
-    p = f.predict(target["params"], target["tokens"], ci_prob=0.8, seed=0).iloc[0]
+    p = (
+        f.predict((target["params"], target["tokens"]), ci_prob=0.8, seed=0)
+        .query("kind == 'new_run'")
+        .iloc[0]
+    )
     loss = target["loss"]
     return {
-        "are": 100 * abs(p["new_run_median"] - loss) / loss,
-        "covered80": bool(p["new_run_lower80"] <= loss <= p["new_run_upper80"]),
-        "width80": float((p["new_run_upper80"] - p["new_run_lower80"]) / p["new_run_median"]),
+        "are": 100 * abs(p["median"] - loss) / loss,
+        "covered80": bool(p["lower"] <= loss <= p["upper"]),
+        "width80": float((p["upper"] - p["lower"]) / p["median"]),
         "flagged": bool(f.flagged),
     }
 
@@ -229,7 +233,7 @@ def refit_check(seeds, args) -> list[dict]:
             return c.with_frame(c.frame[c.frame.run.isin(names)], step="runs", reason="x")
 
         f0 = fit(sub(runs[:2]), family=fam, seed=0, sampler=samp)
-        p0 = f0.predict(*target, ci_prob=0.8).iloc[0]
+        p0 = f0.predict(target, ci_prob=0.8).query("kind == 'new_run'").iloc[0]
         kept = FitOptions().select(c.family(fam)).frame
         for cand in runs[2:4]:
             r = kept[kept.run == cand]
@@ -241,19 +245,19 @@ def refit_check(seeds, args) -> list[dict]:
                 np.log(r.loss.to_numpy()),
             )
             f1 = fit(sub([*runs[:2], cand]), family=fam, seed=0, sampler=samp)
-            p1 = f1.predict(*target, ci_prob=0.8).iloc[0]
-            refit = (p1.new_run_upper80 - p1.new_run_lower80) / p1.new_run_median
+            p1 = f1.predict(target, ci_prob=0.8).query("kind == 'new_run'").iloc[0]
+            refit = (p1.upper - p1.lower) / p1["median"]
             row = {
                 "seed": seed,
                 "candidate": cand,
                 "rows": len(r),
-                "before": (p0.new_run_upper80 - p0.new_run_lower80) / p0.new_run_median,
+                "before": (p0.upper - p0.lower) / p0["median"],
                 "reweighted": rw["relative_width"],
                 "refit": refit,
                 "relative_difference": (rw["relative_width"] - refit) / refit,
                 "ess": rw["ess"],
                 "median_reweighted": rw["median"],
-                "median_refit": p1.new_run_median,
+                "median_refit": p1["median"],
                 "flagged": bool(f0.flagged or f1.flagged),
             }
             print(json.dumps(row, default=float), file=sys.stderr, flush=True)

@@ -94,7 +94,7 @@ first.table[["rank", "label", "flops", "expected_width", "reduction_per_flop", "
 used = sorted(frame["run"].unique(), key=lambda r: frame[frame.run == r]["params"].iloc[0])[:2]
 sub = curves.with_frame(curves.frame[curves.frame.run.isin(used)], step="used", reason="not used")
 fit2 = hiscale.fit(sub, family=FAMILY, seed=0, sampler=SAMPLER)
-print(fit2.summary())
+print(fit2.verdict())
 cands, _ = existing_candidates(curves, FAMILY, used)
 budget = 3e19
 second = plan(fit2, at=TARGET, candidates=cands, budget=budget, seed=0, n_outcomes=OUTCOMES)
@@ -126,12 +126,12 @@ sub3 = curves.with_frame(curves.frame[curves.frame.run.isin(picked)], step="used
 fit3 = hiscale.fit(sub3, family=FAMILY, seed=0, sampler=SAMPLER)
 rows = []
 for name, f in (("2 runs", fit2), (f"{len(picked)} runs", fit3)):
-    p = f.predict(*TARGET, ci_prob=0.8).iloc[0]
-    rel = (p.new_run_upper80 - p.new_run_lower80) / p.new_run_median
-    rows.append((name, p.new_run_median, p.new_run_lower80, p.new_run_upper80, rel))
+    p = f.predict(TARGET, ci_prob=0.8).query("kind == 'new_run'").iloc[0]
+    rel = (p.upper - p.lower) / p["median"]
+    rows.append((name, p["median"], p.lower, p.upper, rel))
     print(
-        f"{name:>7}: median {p.new_run_median:.4f}, 80% [{p.new_run_lower80:.4f}, "
-        f"{p.new_run_upper80:.4f}], relative width {rel:.4f}"
+        f"{name:>7}: median {p['median']:.4f}, 80% [{p.lower:.4f}, "
+        f"{p.upper:.4f}], relative width {rel:.4f}"
     )
 print(f"planner's expected relative width after its runs: {second.widths[-1]:.4f}")
 
