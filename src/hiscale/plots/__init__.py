@@ -15,7 +15,9 @@ is imported when a figure is drawn, not on import.
 * :func:`plot_calibration` (``calibration``): interval coverage vs nominal
   level, and PIT histogram;
 * :func:`plot_exponents` (``exponents``): forest plot of family exponents with
-  the population.
+  the population;
+* :func:`plot_plan` (``plan``): expected interval width at the target against
+  FLOPs spent, for a plan and the rules of thumb.
 """
 
 from hiscale.plots._style import fmt_count
@@ -24,6 +26,7 @@ from hiscale.plots.curves import plot_curves
 from hiscale.plots.density import plot_target_density
 from hiscale.plots.exponents import plot_exponents
 from hiscale.plots.heatmap import plot_are_heatmap
+from hiscale.plots.plan import plot_plan
 
 __all__ = [
     "coverage_curve",
@@ -32,5 +35,6 @@ __all__ = [
     "plot_calibration",
     "plot_curves",
     "plot_exponents",
+    "plot_plan",
     "plot_target_density",
 ]
