@@ -549,3 +549,70 @@ def test_cli_backtest_warns_once_and_labels_the_prior(tmp_path, capsys, monkeypa
     assert set(res.loc[res["method"] == "bayes", "prior"]) == {
         "flat (no population in unit nats/word)"
     }
+
+
+# --- interval levels: one ci_prob argument ---------------------------------------------
+
+
+class DrawsMethod(ConstMethod):
+    """A method that returns predictive draws (no intervals of its own), like ``bayes``."""
+
+    name = "draws"
+
+    def __call__(self, cell, state, *, seed):
+        n = len(cell.target.frame)
+        rng = np.random.default_rng(seed)
+        draws = cell.target.frame["loss"].to_numpy()[None, :] + rng.normal(0, 0.05, (4000, n))
+        return CellPrediction(
+            median=np.median(draws, axis=0),
+            draws=draws,
+            pit=np.full(n, 0.5),
+            diagnostics={"rhat_max": 1.0, "ess_min": 900.0, "divergences": 0, "flagged": False},
+        )
+
+
+def test_interval_levels_come_from_one_ci_prob_argument(synth, tmp_path):
+    from hiscale.backtesting.runner import result_columns
+
+    grid = [(2, 1.0), (3, 0.5)]
+    res = backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, ci_prob=(0.9,))
+    assert list(res.columns) == list(result_columns((0.9,)))
+    assert {"lower90", "upper90", "covered90"} <= set(res.columns)
+    assert not any(c.endswith("80") or c.endswith("50") for c in res.columns)
+    # the bounds are the 5% and 95% quantiles of the method's draws (numpy, independently)
+    cell = make_cells(synth.family("noisy"), grid=grid)[0]
+    n = len(cell.target.frame)
+    rng = np.random.default_rng(0)
+    draws = cell.target.frame["loss"].to_numpy()[None, :] + rng.normal(0, 0.05, (4000, n))
+    lo, hi = np.quantile(draws, [0.05, 0.95], axis=0)
+    np.testing.assert_allclose(res["lower90"].iloc[0], lo.mean(), rtol=1e-12)
+    np.testing.assert_allclose(res["upper90"].iloc[0], hi.mean(), rtol=1e-12)
+    assert res["covered90"].iloc[0] == 1.0  # the draws are centred on the actual losses
+    summ = method_summary(res, ci_prob=(0.9,))
+    assert "coverage90" in summ.columns and "coverage80" not in summ.columns
+    # a streamed file written with other levels is refused on resume, in one line
+    out = tmp_path / "bt.csv"
+    backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out)
+    with pytest.raises(ValueError, match=r"interval levels 80, 50% \(ci_prob\), not 90%") as err:
+        backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out,
+                 resume=True, ci_prob=(0.9,))  # fmt: skip
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("bad", "msg"), [((1.0,), "not in"), ((0.8, 0.8), "repeated"), ((), "at least")]
+)
+def test_bad_ci_prob_is_a_one_line_error(synth, bad, msg):
+    with pytest.raises(ValueError, match=msg):
+        backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=[(2, 1.0)], ci_prob=bad)
+
+
+def test_cli_backtest_takes_ci_prob(synth, tmp_path, capsys):
+    path = tmp_path / "c.csv"
+    synth.frame.to_csv(path, index=False)
+    code = main(["backtest", str(path), "--family", "noisy", "--grid", "quick", "--ci-prob",
+                 "0.95", "--json", "--quiet", "--out", str(tmp_path / "o.csv")])  # fmt: skip
+    assert code == 0
+    summ = json.loads(capsys.readouterr().out)["summary"][0]
+    assert "coverage95" in summ
+    assert "covered95" in (tmp_path / "o.csv").read_text().splitlines()[0]

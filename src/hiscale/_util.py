@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["cache_key", "central_interval", "json_default"]
+__all__ = ["cache_key", "central_interval", "json_default", "level_tag"]
 
 
 def json_default(obj: Any) -> Any:
@@ -84,3 +84,19 @@ def central_interval(draws: Any, level: float, axis: int | None = None) -> tuple
     """
     lo, hi = np.quantile(draws, [(1 - level) / 2, (1 + level) / 2], axis=axis)
     return lo, hi
+
+
+def level_tag(level: float) -> str:
+    """Return the column tag of an interval probability: ``0.8 -> "80"``, ``0.975 -> "97.5"``.
+
+    Parameters
+    ----------
+    level : float
+        Central interval probability in (0, 1).
+
+    Returns
+    -------
+    str
+        ``100 * level`` in the shortest form (``%g``).
+    """
+    return f"{100 * float(level):g}"

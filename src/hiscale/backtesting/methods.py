@@ -32,7 +32,6 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from hiscale._util import central_interval
 from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
@@ -69,8 +68,11 @@ class CellPrediction:
         Point prediction per target row (posterior-predictive median for
         Bayesian methods).
     intervals : dict
-        ``{0.8: (lower, upper), 0.5: (lower, upper)}`` central new-run
-        intervals per row; empty for methods without intervals.
+        ``{level: (lower, upper)}`` central new-run intervals per row, for
+        methods that compute their own; empty otherwise.
+    draws : ndarray or None
+        Posterior-predictive new-run draws ``(S, rows)``: the runner takes
+        the intervals at the backtest's ``ci_prob`` levels from them.
     pit : ndarray or None
         Predictive CDF at the actual value, per row.
     diagnostics : dict
@@ -83,6 +85,7 @@ class CellPrediction:
 
     median: np.ndarray
     intervals: dict[float, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    draws: np.ndarray | None = None
     pit: np.ndarray | None = None
     diagnostics: dict[str, Any] = field(default_factory=dict)
     n_fit_rows: int | None = None
@@ -286,11 +289,10 @@ class BayesMethod:
         t = cell.target.frame
         _, new = f.draws(t["params"].to_numpy(), t["tokens"].to_numpy(), seed=seed)
         actual = t["loss"].to_numpy()
-        intervals = {lv: central_interval(new, lv, axis=0) for lv in (0.8, 0.5)}
         d = f.diagnostics
         return CellPrediction(
             median=np.median(new, axis=0),
-            intervals=intervals,
+            draws=new,
             pit=np.mean(new <= actual[None, :], axis=0),
             diagnostics={
                 "rhat_max": d["rhat_max"],

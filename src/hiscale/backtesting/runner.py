@@ -42,6 +42,7 @@ from typing import Any, TextIO
 import numpy as np
 import pandas as pd
 
+from hiscale._util import central_interval, level_tag
 from hiscale.backtesting import scores
 from hiscale.backtesting.methods import Method, get_method
 from hiscale.backtesting.protocol import Cell, make_cells, sizes
@@ -61,7 +62,11 @@ __all__ = [
     "usable_families",
 ]
 
-COLUMNS: tuple[str, ...] = (
+#: Central interval probabilities of a backtest's new-run intervals (the
+#: ``ci_prob`` argument of :func:`backtest`), in the order of their columns.
+DEFAULT_CI_PROB: tuple[float, ...] = (0.8, 0.5)
+
+_BEFORE_INTERVALS: tuple[str, ...] = (
     "family",
     "group",
     "method",
@@ -81,12 +86,8 @@ COLUMNS: tuple[str, ...] = (
     "actual",
     "predicted",
     "are_pct",
-    "lower80",
-    "upper80",
-    "covered80",
-    "lower50",
-    "upper50",
-    "covered50",
+)
+_AFTER_INTERVALS: tuple[str, ...] = (
     "pit_mean",
     "rhat_max",
     "ess_min",
@@ -95,6 +96,65 @@ COLUMNS: tuple[str, ...] = (
     "seconds",
     "status",
 )
+
+
+def check_ci_prob(ci_prob: Sequence[float]) -> tuple[float, ...]:
+    """Validate a backtest's interval probabilities.
+
+    Parameters
+    ----------
+    ci_prob : sequence of float
+        Central interval probabilities, each in (0, 1), no two with the same
+        column tag.
+
+    Returns
+    -------
+    tuple of float
+        The probabilities as floats, in the order given.
+
+    Raises
+    ------
+    ValueError
+        One line naming the bad value.
+    """
+    levels = tuple(float(v) for v in np.atleast_1d(np.asarray(ci_prob, dtype=float)))
+    if not levels:
+        raise ValueError("ci_prob: give at least one interval probability")
+    for v in levels:
+        if not 0 < v < 1:
+            raise ValueError(f"ci_prob: {v!r} is not in (0, 1)")
+    tags = [level_tag(v) for v in levels]
+    if len(set(tags)) < len(tags):
+        raise ValueError(f"ci_prob: repeated level in {list(levels)}")
+    return levels
+
+
+def result_columns(ci_prob: Sequence[float] = DEFAULT_CI_PROB) -> tuple[str, ...]:
+    """Return the columns of a backtest's rows for these interval probabilities.
+
+    Each level ``P`` (in percent, :func:`level_tag`) adds ``lowerP``,
+    ``upperP`` (new-run interval bounds, mean over the scored target rows)
+    and ``coveredP`` (share of target rows inside), after ``are_pct``.
+
+    Parameters
+    ----------
+    ci_prob : sequence of float
+        Interval probabilities (:func:`check_ci_prob`).
+
+    Returns
+    -------
+    tuple of str
+        The column names, in order.
+    """
+    block = []
+    for lv in check_ci_prob(ci_prob):
+        tag = level_tag(lv)
+        block += [f"lower{tag}", f"upper{tag}", f"covered{tag}"]
+    return (*_BEFORE_INTERVALS, *block, *_AFTER_INTERVALS)
+
+
+#: The columns of a backtest with the default :data:`DEFAULT_CI_PROB`.
+COLUMNS: tuple[str, ...] = result_columns(DEFAULT_CI_PROB)
 
 #: Columns renamed since a result file could be written: old name -> new name.
 #: ``resume`` rejects a file with an old name (:func:`read_rows` says which).
@@ -107,6 +167,7 @@ _STR = frozenset({"family", "group", "method", "prior", "direction", "target", "
 _INT = frozenset({"k", "seed", "n_sizes_used", "n_train_rows", "n_target_rows"})
 _BOOL = frozenset({"flagged"})
 #: Column -> type of its values (float for the others; ``status`` is a str).
+#: Interval columns (any level) are floats too: look types up with ``TYPES.get(c, float)``.
 TYPES: dict[str, type] = {
     c: str if c in _STR or c == "status" else int if c in _INT else bool if c in _BOOL else float
     for c in COLUMNS
@@ -123,6 +184,7 @@ class CellTask:
     target: str
     seed: int
     group: str = ""
+    ci_prob: tuple[float, ...] = DEFAULT_CI_PROB
 
 
 def prior_label(state: Any) -> str:
@@ -170,12 +232,11 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
         "actual": float(t["loss"].mean()),
         "predicted": np.nan,
         "are_pct": np.nan,
-        "lower80": np.nan,
-        "upper80": np.nan,
-        "covered80": np.nan,
-        "lower50": np.nan,
-        "upper50": np.nan,
-        "covered50": np.nan,
+        **{
+            f"{kind}{level_tag(lv)}": np.nan
+            for lv in task.ci_prob
+            for kind in ("lower", "upper", "covered")
+        },
         "pit_mean": np.nan,
         "rhat_max": np.nan,
         "ess_min": np.nan,
@@ -201,9 +262,11 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     Returns
     -------
     dict
-        One row with :data:`COLUMNS`: ARE (mean over target rows of
-        ``|actual - median| / actual``, in %), interval bounds and coverage
-        at 80% and 50%, mean PIT, diagnostics, time and status.
+        One row with :func:`result_columns` of ``task.ci_prob``: ARE (mean
+        over target rows of ``|actual - median| / actual``, in %), new-run
+        interval bounds and coverage at each level (from the method's
+        predictive draws, or its own intervals), mean PIT, diagnostics, time
+        and status.
     """
     row = _nan_row(task)
     cell = task.cell
@@ -227,12 +290,17 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     if row["status"] == "ok":
         row["predicted"] = float(med.mean())
         row["are_pct"] = float(np.mean(np.abs(actual - med) / actual) * 100)
-        for level, tag in ((0.8, "80"), (0.5, "50")):
+        for level in task.ci_prob:
+            tag = level_tag(level)
             if level in pred.intervals:
                 lo, hi = (np.asarray(v, dtype=float) for v in pred.intervals[level])
-                row[f"lower{tag}"] = float(lo.mean())
-                row[f"upper{tag}"] = float(hi.mean())
-                row[f"covered{tag}"] = float(np.mean((actual >= lo) & (actual <= hi)))
+            elif pred.draws is not None:
+                lo, hi = central_interval(np.asarray(pred.draws, dtype=float), level, axis=0)
+            else:
+                continue
+            row[f"lower{tag}"] = float(lo.mean())
+            row[f"upper{tag}"] = float(hi.mean())
+            row[f"covered{tag}"] = float(np.mean((actual >= lo) & (actual <= hi)))
         if pred.pit is not None:
             row["pit_mean"] = float(np.mean(pred.pit))
     for key in ("rhat_max", "ess_min", "divergences", "flagged"):
@@ -264,8 +332,8 @@ def usable_families(curves: Curves) -> list[str]:
 def _typed(row: dict[str, Any]) -> dict[str, Any]:
     """Convert a row to plain Python values of :data:`TYPES` (what the CSV stream round-trips)."""
     out = {}
-    for col in COLUMNS:
-        v, kind = row[col], TYPES[col]
+    for col in row:
+        v, kind = row[col], TYPES.get(col, float)
         if kind is float:
             out[col] = math.nan if v is None else float(v)
         elif kind is bool:
@@ -282,7 +350,7 @@ def _text(v: Any) -> str:
 
 
 def _parse(col: str, text: str) -> Any:
-    kind = TYPES[col]
+    kind = TYPES.get(col, float)
     if kind is float:
         return math.nan if text in ("", "nan", "NaN") else float(text)
     if kind is bool:
@@ -296,14 +364,18 @@ def _key(row: dict[str, Any]) -> tuple:
     return tuple(row[c] for c in KEY)
 
 
-def _frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+def _frame(rows: Sequence[dict[str, Any]], columns: Sequence[str] = COLUMNS) -> pd.DataFrame:
     """Typed rows (:func:`_typed`) -> the result table, with the same dtypes every time."""
-    frame = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    frame = pd.DataFrame(list(rows), columns=list(columns))
     dtypes = {int: "int64", bool: "bool", float: "float64"}
-    return frame.astype({c: dtypes[k] for c, k in TYPES.items() if k in dtypes})
+    return frame.astype(
+        {c: dtypes[TYPES.get(c, float)] for c in columns if TYPES.get(c, float) in dtypes}
+    )
 
 
-def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
+def read_rows(
+    path: str | os.PathLike, ci_prob: Sequence[float] = DEFAULT_CI_PROB
+) -> list[dict[str, Any]]:
     """Read the rows of a backtest CSV written by ``backtest(out=...)``, typed exactly as computed.
 
     A last line cut short (a run killed while writing it) is ignored.
@@ -312,6 +384,9 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     ----------
     path : str or path-like
         The CSV file.
+    ci_prob : sequence of float
+        The interval probabilities the file was written with (its header is
+        :func:`result_columns` of them).
 
     Returns
     -------
@@ -322,8 +397,8 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     Raises
     ------
     ValueError
-        One line naming the file, when its header is not :data:`COLUMNS` or
-        a value does not parse.
+        One line naming the file, when its header is not
+        :func:`result_columns` of ``ci_prob`` or a value does not parse.
     """
     path = Path(path)
     text = path.read_text()
@@ -333,23 +408,34 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
     if not lines:
         return []
     header = tuple(lines[0])
-    if header != COLUMNS:
+    columns = result_columns(ci_prob)
+    if header != columns:
         renamed = [f"{o!r} (now {n!r})" for o, n in RENAMED.items() if o in header]
-        if renamed and tuple(RENAMED.get(c, c) for c in header) == COLUMNS:
+        if renamed and tuple(RENAMED.get(c, c) for c in header) == columns:
             raise ValueError(
                 f"{path}: written by an older hiscale: column {', '.join(renamed)}; "
                 "rename it in the first line to resume"
             )
+        if (
+            header[: len(_BEFORE_INTERVALS)] == _BEFORE_INTERVALS
+            and header[len(header) - len(_AFTER_INTERVALS) :] == _AFTER_INTERVALS
+        ):
+            found = [c[len("covered") :] for c in header if c.startswith("covered")]
+            want = [level_tag(v) for v in check_ci_prob(ci_prob)]
+            raise ValueError(
+                f"{path}: written with interval levels {', '.join(found)}% (ci_prob), "
+                f"not {', '.join(want)}%; resume with the ci_prob that wrote it"
+            )
         raise ValueError(
             f"{path}: not a backtest file of this hiscale version (columns "
-            f"{', '.join(lines[0][:5])}, ... instead of {', '.join(COLUMNS[:5])}, ...)"
+            f"{', '.join(lines[0][:5])}, ... instead of {', '.join(columns[:5])}, ...)"
         )
     rows = []
     for n, values in enumerate(lines[1:], start=2):
-        if len(values) != len(COLUMNS):
-            raise ValueError(f"{path}: line {n} has {len(values)} fields, not {len(COLUMNS)}")
+        if len(values) != len(columns):
+            raise ValueError(f"{path}: line {n} has {len(values)} fields, not {len(columns)}")
         try:
-            rows.append({c: _parse(c, v) for c, v in zip(COLUMNS, values, strict=True)})
+            rows.append({c: _parse(c, v) for c, v in zip(columns, values, strict=True)})
         except ValueError as err:
             raise ValueError(f"{path}: line {n}: {err}") from None
     return rows
@@ -358,11 +444,18 @@ def read_rows(path: str | os.PathLike) -> list[dict[str, Any]]:
 class _Stream:
     """Append-only CSV of finished rows (flushed per row), rewritten in order at the end."""
 
-    def __init__(self, path: str | os.PathLike, *, resume: bool) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        *,
+        resume: bool,
+        ci_prob: Sequence[float] = DEFAULT_CI_PROB,
+    ) -> None:
         self.path = Path(path)
+        self.columns = result_columns(ci_prob)
         self.done: list[dict[str, Any]] = []
         if resume and self.path.is_file() and self.path.stat().st_size:
-            self.done = read_rows(self.path)
+            self.done = read_rows(self.path, ci_prob)
             text = self.path.read_text()
             if not text.endswith("\n"):  # drop a line cut short by a kill
                 self.path.write_text(text[: text.rfind("\n") + 1])
@@ -372,11 +465,11 @@ class _Stream:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.file = self.path.open("w", newline="")
             self.writer = csv.writer(self.file, lineterminator="\n")
-            self.writer.writerow(COLUMNS)
+            self.writer.writerow(self.columns)
             self.file.flush()
 
     def write(self, row: dict[str, Any]) -> None:
-        self.writer.writerow([_text(row[c]) for c in COLUMNS])
+        self.writer.writerow([_text(row[c]) for c in self.columns])
         self.file.flush()
 
     def close(self) -> None:
@@ -388,8 +481,8 @@ class _Stream:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         with tmp.open("w", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
-            w.writerow(COLUMNS)
-            w.writerows([_text(r[c]) for c in COLUMNS] for r in rows)
+            w.writerow(self.columns)
+            w.writerows([_text(r[c]) for c in self.columns] for r in rows)
         tmp.replace(self.path)
 
 
@@ -591,6 +684,7 @@ def backtest(
     client: Any = None,
     out: str | os.PathLike | None = None,
     resume: bool = False,
+    ci_prob: Sequence[float] = DEFAULT_CI_PROB,
 ) -> pd.DataFrame:
     """Run the paper's backtest grid for some families and methods.
 
@@ -638,12 +732,16 @@ def backtest(
     resume : bool
         Keep the rows already in ``out`` and run only the missing cells
         (:data:`KEY`); the result equals a fresh run's.
+    ci_prob : sequence of float
+        Central probabilities of the new-run intervals scored per cell (the
+        one place the levels are set): each adds ``lowerP, upperP, coveredP``
+        (P in percent, :func:`result_columns`). Default (0.8, 0.5).
 
     Returns
     -------
     pandas.DataFrame
-        One row per (family, method, k, p) with :data:`COLUMNS`, families in
-        the order given, then methods, then cells.
+        One row per (family, method, k, p) with :func:`result_columns` of
+        ``ci_prob``, families in the order given, then methods, then cells.
 
     Raises
     ------
@@ -658,6 +756,7 @@ def backtest(
         client = f"local:{int(jobs)}"
     if resume and out is None:
         raise ValueError("resume=True needs out= (the file of the run to resume)")
+    ci_prob = check_ci_prob(ci_prob)
     if isinstance(client, str):
         from hiscale._distributed import parse_scheduler
 
@@ -683,7 +782,9 @@ def backtest(
         cells = make_cells(family_rows[fam], grid=grid, include_k1=include_k1, **cells_kw)
         for m in objs:
             plan.append((fam, m, list(range(len(tasks), len(tasks) + len(cells)))))
-            tasks.extend(CellTask(c, m, None, target, seed, group_of.get(fam, fam)) for c in cells)
+            tasks.extend(
+                CellTask(c, m, None, target, seed, group_of.get(fam, fam), ci_prob) for c in cells
+            )
     keys = [_key(_typed(_nan_row(t))) for t in tasks]
     rows: dict[int, dict[str, Any]] = {}
     stream = None
@@ -691,7 +792,7 @@ def backtest(
         if len(set(keys)) < len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise ValueError(f"two cells share the key {dict(zip(KEY, dup, strict=True))}")
-        stream = _Stream(out, resume=resume)
+        stream = _Stream(out, resume=resume, ci_prob=ci_prob)
         where = {k: i for i, k in enumerate(keys)}
         for n, row in enumerate(stream.done, start=2):
             if _key(row) not in where:
@@ -728,7 +829,7 @@ def backtest(
     ordered = [rows[i] for i in range(len(tasks))]
     if stream is not None:
         stream.finish(ordered)
-    return _frame(ordered)
+    return _frame(ordered, result_columns(ci_prob))
 
 
 def summary_table(results: pd.DataFrame, *, value: str = "are_pct") -> pd.DataFrame:
@@ -754,7 +855,9 @@ def summary_table(results: pd.DataFrame, *, value: str = "are_pct") -> pd.DataFr
     return scores.heatmap(results, value)
 
 
-def method_summary(results: pd.DataFrame) -> pd.DataFrame:
+def method_summary(
+    results: pd.DataFrame, *, ci_prob: Sequence[float] = DEFAULT_CI_PROB
+) -> pd.DataFrame:
     """Summarise each method in one line.
 
     Each method is summarised on its own fitted cells; family groups are
@@ -764,13 +867,15 @@ def method_summary(results: pd.DataFrame) -> pd.DataFrame:
     ----------
     results : pandas.DataFrame
         Rows returned by :func:`backtest`.
+    ci_prob : sequence of float
+        The interval probabilities the backtest was run with.
 
     Returns
     -------
     pandas.DataFrame
         One row per method: cells, failed, fitted, flagged (unconverged fits
         among the fitted cells), macro ARE (all cells and low-budget cells),
-        80% and 50% coverage, median seconds per cell.
+        ``coverageP`` per level (P in percent), median seconds per cell.
     """
     out = []
     for name, g in results.groupby("method", sort=False):
@@ -788,8 +893,10 @@ def method_summary(results: pd.DataFrame) -> pd.DataFrame:
                 "flagged": int(ok["flagged"].fillna(False).astype(bool).sum()),
                 "macro_are": _macro(ok, "are_pct"),
                 "macro_are_low_budget": _macro(ok[low_budget(ok)], "are_pct"),
-                "coverage80": _macro(ok, "covered80"),
-                "coverage50": _macro(ok, "covered50"),
+                **{
+                    f"coverage{level_tag(lv)}": _macro(ok, f"covered{level_tag(lv)}")
+                    for lv in ci_prob
+                },
                 "median_seconds": float(g["seconds"].median()),
             }
         )

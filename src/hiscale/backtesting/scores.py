@@ -35,6 +35,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from hiscale._util import level_tag
+
 __all__ = [
     "CELL_KEY",
     "LOW_BUDGET",
@@ -300,8 +302,13 @@ def macro(
     return group_means(results, value, methods).mean()
 
 
-def per_family(results: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
-    """One row per (family, method): cells fitted, mean ARE, 80% / 50% coverage, flagged.
+def per_family(
+    results: pd.DataFrame,
+    methods: Sequence[str] | None = None,
+    *,
+    ci_prob: Sequence[float] = (0.8, 0.5),
+) -> pd.DataFrame:
+    """One row per (family, method): cells fitted, mean ARE, coverage per level, flagged.
 
     Means are over the family's fitted cells in ``results`` (pass
     :func:`common_cells` to get them on identical cells). ``cells`` counts
@@ -314,12 +321,15 @@ def per_family(results: pd.DataFrame, methods: Sequence[str] | None = None) -> p
         Backtest rows (:func:`hiscale.backtesting.runner.backtest`).
     methods : sequence of str, optional
         Methods to include, in this order (default: every method in ``results``).
+    ci_prob : sequence of float
+        The interval probabilities the backtest was run with (its ``ci_prob``).
 
     Returns
     -------
     DataFrame
-        Columns ``group, family, method, cells, fitted, are_pct, covered80,
-        covered50, flagged`` (and ``prior``), sorted by group, family, method.
+        Columns ``group, family, method, cells, fitted, are_pct,
+        coveredP ... , flagged`` (P per level in percent, 80 and 50 by
+        default; and ``prior``), sorted by group, family, method.
 
     Raises
     ------
@@ -332,7 +342,8 @@ def per_family(results: pd.DataFrame, methods: Sequence[str] | None = None) -> p
     ok = rows[rows["_fitted"]]
     key = ["group", "family", "method"]
     out = rows.groupby(key).agg(cells=("status", "size"), fitted=("_fitted", "sum"))
-    means = ok.groupby(key)[["are_pct", "covered80", "covered50"]].mean()
+    covered = [f"covered{level_tag(lv)}" for lv in ci_prob]
+    means = ok.groupby(key)[["are_pct", *covered]].mean()
     flagged = ok.groupby(key)["flagged"].apply(lambda s: int(s.fillna(False).astype(bool).sum()))
     out = out.join(means).join(flagged.rename("flagged"))
     out["flagged"] = out["flagged"].fillna(0).astype(int)

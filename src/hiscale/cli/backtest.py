@@ -7,7 +7,13 @@ import json
 
 import pandas as pd
 
-from hiscale.cli.args import add_data_args, add_scheduler_arg, nonneg_float, positive_int
+from hiscale.cli.args import (
+    add_data_args,
+    add_scheduler_arg,
+    nonneg_float,
+    positive_int,
+    probability,
+)
 
 HELP = "score methods on the paper's (k, p) grid"
 
@@ -68,6 +74,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the rows already in --out and run only the missing cells",
     )
+    p.add_argument(
+        "--ci-prob",
+        type=probability,
+        metavar="P",
+        action="append",
+        default=None,
+        help="central new-run interval probability scored per cell (repeatable; "
+        "default 0.8 and 0.5); each adds lowerP, upperP, coveredP columns",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
@@ -92,7 +107,12 @@ def run(args: argparse.Namespace) -> int:
         If ``--resume`` lacks ``--out`` or both ``--jobs`` and ``--scheduler``
         are given; :func:`hiscale.cli.main` prints it as one line with exit code 2.
     """
-    from hiscale.backtesting.runner import backtest, method_summary, summary_table
+    from hiscale.backtesting.runner import (
+        DEFAULT_CI_PROB,
+        backtest,
+        method_summary,
+        summary_table,
+    )
     from hiscale.data.curves import load_curves
 
     if args.resume and not args.out:
@@ -100,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs is not None and args.scheduler is not None:
         raise ValueError("give --jobs or --scheduler, not both (--jobs N = --scheduler local:N)")
     scheduler = f"local:{args.jobs}" if args.jobs and args.jobs > 1 else args.scheduler
+    ci_prob = tuple(args.ci_prob) if args.ci_prob else DEFAULT_CI_PROB
     curves = load_curves(args.data, metric=args.metric)
     fams = "all" if "all" in args.family else args.family
     methods = args.method or ["paper"]
@@ -121,9 +142,10 @@ def run(args: argparse.Namespace) -> int:
         client=scheduler,
         out=args.out,
         resume=args.resume,
+        ci_prob=ci_prob,
     )
     table = summary_table(res)
-    summ = method_summary(res)
+    summ = method_summary(res, ci_prob=ci_prob)
     if args.json:
         payload = {
             "summary": summ.to_dict(orient="records"),
