@@ -593,7 +593,7 @@ def test_interval_levels_come_from_one_ci_prob_argument(synth, tmp_path):
     # a streamed file written with other levels is refused on resume, in one line
     out = tmp_path / "bt.csv"
     backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out)
-    with pytest.raises(ValueError, match=r"interval levels 80, 50% \(ci_prob\), not 90%") as err:
+    with pytest.raises(ValueError, match=r"other settings \(ci_prob differ") as err:
         backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out,
                  resume=True, ci_prob=(0.9,))  # fmt: skip
     assert "\n" not in str(err.value)
@@ -616,3 +616,27 @@ def test_cli_backtest_takes_ci_prob(synth, tmp_path, capsys):
     summ = json.loads(capsys.readouterr().out)["summary"][0]
     assert "coverage95" in summ
     assert "covered95" in (tmp_path / "o.csv").read_text().splitlines()[0]
+
+
+def test_resume_refuses_other_settings_in_one_line(synth, tmp_path):
+    """The settings beside the stream are checked on resume (here: the seed and the method)."""
+    out = tmp_path / "bt.csv"
+    grid = [(2, 1.0), (3, 0.5)]
+    first = backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out)
+    saved = json.loads((tmp_path / "bt.csv.settings.json").read_text())
+    assert saved["settings"]["seed"] == 0 and saved["settings"]["ci_prob"] == [0.8, 0.5]
+    again = backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out,
+                     resume=True)  # fmt: skip
+    pd.testing.assert_frame_equal(again, first)
+    with pytest.raises(ValueError, match=r"other settings \(seed differ") as err:
+        backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out,
+                 resume=True, seed=1)  # fmt: skip
+    assert "\n" not in str(err.value)
+    bayes = [BayesMethod(prior="flat")]
+    with pytest.raises(ValueError, match=r"other settings \(methods differ"):
+        backtest(synth, families=["noisy"], methods=bayes, grid=grid, out=out, resume=True)
+    # a file without its settings (an older hiscale's) resumes with a one-line warning
+    (tmp_path / "bt.csv.settings.json").unlink()
+    with pytest.warns(UserWarning, match="without checking that the settings are the same"):
+        backtest(synth, families=["noisy"], methods=[DrawsMethod()], grid=grid, out=out,
+                 resume=True)  # fmt: skip

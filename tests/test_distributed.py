@@ -137,6 +137,8 @@ def test_resume_on_the_cluster_and_foreign_rows(client, synth, in_process, tmp_p
     out = tmp_path / "rows.csv"
     lines = ref_out.read_text().splitlines(keepends=True)
     out.write_text("".join(lines[:4]))  # header + 3 finished rows of the in-process run
+    settings = ref_out.with_name(ref_out.name + ".settings.json")
+    (tmp_path / "rows.csv.settings.json").write_text(settings.read_text())
     res = backtest(
         synth,
         families=["clean", "noisy"],
@@ -148,7 +150,14 @@ def test_resume_on_the_cluster_and_foreign_rows(client, synth, in_process, tmp_p
     )
     pd.testing.assert_frame_equal(res[NO_SECONDS], ref[NO_SECONDS])
     pd.testing.assert_frame_equal(res.iloc[:3], ref.iloc[:3])  # kept as they were, seconds too
-    with pytest.raises(ValueError, match=r"line 2 .* is not a cell of this run"):
+    with pytest.raises(ValueError, match=r"other settings \(families, methods, include_k1 differ"):
+        backtest(synth, families=["noisy"], grid=GRID, out=out, resume=True)
+    # without the settings file (an older hiscale's) the rows themselves are checked
+    (tmp_path / "rows.csv.settings.json").unlink()
+    with (
+        pytest.warns(UserWarning, match="without checking"),
+        pytest.raises(ValueError, match=r"line 2 .* is not a cell of this run"),
+    ):
         backtest(synth, families=["noisy"], grid=GRID, out=out, resume=True)
     (tmp_path / "other.csv").write_text("a,b\n1,2\n")
     with pytest.raises(ValueError, match="not a backtest file"):

@@ -441,6 +441,77 @@ def read_rows(
     return rows
 
 
+def method_settings(method: Method) -> dict[str, Any]:
+    """Return what a method's results depend on, for the resume check.
+
+    A method may say it itself (a ``settings()`` method returning a dict);
+    a dataclass method (``bayes``, ``bayes-flat``) gives its fields (a prior
+    object by its label and location); otherwise only its class and name.
+
+    Parameters
+    ----------
+    method : Method
+        A backtest method.
+
+    Returns
+    -------
+    dict
+        JSON-able settings (values that are not JSON are written with ``str``).
+    """
+    import dataclasses
+
+    own = getattr(method, "settings", None)
+    if callable(own):
+        return {"name": method.name, **own()}
+    out: dict[str, Any] = {"name": method.name, "class": type(method).__qualname__}
+    if dataclasses.is_dataclass(method):
+        for f in dataclasses.fields(method):
+            if f.name == "progress":  # what is printed, not what is computed
+                continue
+            v = getattr(method, f.name)
+            if dataclasses.is_dataclass(v):
+                v = dataclasses.asdict(v)
+            elif hasattr(v, "label") and hasattr(v, "loc"):  # a Prior object
+                v = {"label": v.label, "loc": np.asarray(v.loc).tolist()}
+            out[f.name] = v
+    return out
+
+
+def _settings_path(out: str | os.PathLike) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".settings.json")
+
+
+def _check_settings(out: str | os.PathLike, settings: dict[str, Any], *, resume: bool) -> None:
+    """Write the run's settings beside ``out``; on resume, refuse other settings in one line."""
+    import json
+
+    from hiscale._util import cache_key, json_default
+
+    path = _settings_path(out)
+    record = {"key": cache_key(settings, sort_keys=True), "settings": settings}
+    if resume and Path(out).is_file() and Path(out).stat().st_size:
+        if not path.is_file():
+            read_rows(out, settings["ci_prob"])  # not a backtest file: that error first
+            warnings.warn(
+                f"{out}: no {path.name} beside it (written by an older hiscale): "
+                "resuming without checking that the settings are the same",
+                stacklevel=3,
+            )
+        else:
+            old = json.loads(path.read_text())
+            if old.get("key") != record["key"]:
+                new = json.loads(json.dumps(settings, default=json_default))
+                diff = [k for k in new if old["settings"].get(k) != new[k]]
+                diff += [k for k in old["settings"] if k not in new]
+                raise ValueError(
+                    f"{out}: written with other settings ({', '.join(diff) or 'unknown'} "
+                    f"differ, see {path.name}); resume with the arguments that wrote it"
+                )
+            return
+    path.write_text(json.dumps(record, indent=1, sort_keys=True, default=json_default) + "\n")
+
+
 class _Stream:
     """Append-only CSV of finished rows (flushed per row), rewritten in order at the end."""
 
@@ -731,7 +802,11 @@ def backtest(
         end it holds the returned table in its order.
     resume : bool
         Keep the rows already in ``out`` and run only the missing cells
-        (:data:`KEY`); the result equals a fresh run's.
+        (:data:`KEY`); the result equals a fresh run's. The run's settings
+        (families, methods with their settings (:func:`method_settings`),
+        grid, target, token cut, direction, k = 1, seed, ``ci_prob``, hashes of
+        the data) are written to ``OUT.settings.json``; resuming with other
+        settings is a one-line error.
     ci_prob : sequence of float
         Central probabilities of the new-run intervals scored per cell (the
         one place the levels are set): each adds ``lowerP, upperP, coveredP``
@@ -792,6 +867,23 @@ def backtest(
         if len(set(keys)) < len(keys):
             dup = next(k for k in keys if keys.count(k) > 1)
             raise ValueError(f"two cells share the key {dict(zip(KEY, dup, strict=True))}")
+        _check_settings(
+            out,
+            {
+                "families": fams,
+                "methods": [method_settings(m) for m in objs],
+                "grid": grid,
+                "target": target,
+                "min_tokens": min_tokens,
+                "direction": direction,
+                "include_k1": include_k1,
+                "seed": seed,
+                "ci_prob": list(ci_prob),
+                "data": curves.data_hash(),
+                "corpus": corpus.data_hash(),
+            },
+            resume=resume,
+        )
         stream = _Stream(out, resume=resume, ci_prob=ci_prob)
         where = {k: i for i, k in enumerate(keys)}
         for n, row in enumerate(stream.done, start=2):
