@@ -57,6 +57,7 @@ from hiscale._version import __version__
 from hiscale.data.curves import FilterRecord
 from hiscale.infer.settings import FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
+from hiscale.modeling.curve import ar1_paths, make_curve_design, offset_posterior, run_loglik_ar1
 from hiscale.modeling.design import make_design
 from hiscale.modeling.family import run_loglik
 from hiscale.priors.prior import Prior
@@ -459,6 +460,7 @@ class Fit:
         log: Sequence[FilterRecord] = (),
         timings: dict[str, float] | None = None,
         provenance: dict[str, Any] | None = None,
+        curve: dict[str, Any] | None = None,
     ) -> Fit:
         """Build the fit's DataTree from the sampler's output (done once).
 
@@ -497,6 +499,12 @@ class Fit:
             What the selection removed.
         timings, provenance : dict, optional
             Seconds per step; data hash, version, notes, chain starts.
+        curve : dict, optional
+            Whole-curve fits (``options.residual == "ar1"``): ``ell``,
+            ``decay``, each run's schedule (``schedules``, fields of
+            :class:`~hiscale.data.schedule.Schedule`) and ``schedule_notes``;
+            stored as the attribute ``curve_json``. Such fits get the AR(1)
+            groups described in :meth:`_curve_groups` instead.
 
         Returns
         -------
@@ -510,11 +518,11 @@ class Fit:
         RuntimeError
             If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
         """
-        import arviz as az
-
         require_x64("Fit.from_samples")
         law_obj = get_law(law)
         names = (*law_obj.params, "log_scale", "sigma_run", "sigma_obs")
+        if options.curve:
+            names = (*names, "rho")
         post = {n: np.asarray(samples[n], dtype=float) for n in names}
         for name in ("alpha", "beta"):
             if f"log_{name}" in post:
@@ -528,6 +536,12 @@ class Fit:
         obs = np.log(data["loss"].to_numpy(float))
         s = prior.settings
         c, d = mu.shape[:2]
+        if options.curve:
+            groups = _curve_groups(data, law_obj, post, obs, run_idx, runs, seed, curve or {})
+            return cls._build(
+                groups, data, runs, run_idx, post, sample_stats, family, law_obj, seed,
+                prior, diagnostics, sampler, options, timings, provenance, log, curve,
+            )  # fmt: skip
         # per-run log-likelihood, run offset integrated out (leave-one-run-out PSIS-LOO),
         # on the design's padded (bucketed) arrays so one compiled kernel serves many fits
         design = make_design(data, n_eff_per_run=options.n_eff_per_run)
@@ -569,15 +583,36 @@ class Fit:
         t_run = stats.t.rvs(s["df_run"], size=(c, d, n_runs), random_state=rng)
         t_obs = stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
         new_rows = mu + sig_run * t_run[..., run_idx] + sig_obs * t_obs
+        groups = {
+            "log_likelihood": {"run_log_loss": loglik},
+            "posterior_predictive": {
+                "log_loss": rep,
+                "run_log_loss": _run_means(new_rows, run_idx, n_runs),
+            },
+            "constant_data": {},
+        }
+        return cls._build(
+            groups, data, runs, run_idx, post, sample_stats, family, law_obj, seed,
+            prior, diagnostics, sampler, options, timings, provenance, log, curve,
+        )  # fmt: skip
+
+    @classmethod
+    def _build(
+        cls, groups, data, runs, run_idx, post, sample_stats, family, law_obj, seed,
+        prior, diagnostics, sampler, options, timings, provenance, log, curve,
+    ) -> Fit:  # fmt: skip
+        """Assemble the DataTree of :meth:`from_samples` from its computed groups."""
+        import arviz as az
+
+        n_rows, n_runs = len(data), len(runs)
+        obs = np.log(data["loss"].to_numpy(float))
+        extra_const = groups["constant_data"]
         dt = az.from_dict(
             {
                 "posterior": post,
                 "sample_stats": {k: np.asarray(v) for k, v in sample_stats.items()},
-                "log_likelihood": {"run_log_loss": loglik},
-                "posterior_predictive": {
-                    "log_loss": rep,
-                    "run_log_loss": _run_means(new_rows, run_idx, n_runs),
-                },
+                "log_likelihood": groups["log_likelihood"],
+                "posterior_predictive": groups["posterior_predictive"],
                 "observed_data": {
                     "log_loss": obs,
                     "run_log_loss": _run_means(obs, run_idx, n_runs),
@@ -587,6 +622,7 @@ class Fit:
                     "tokens": data["tokens"].to_numpy(float),
                     "loss": data["loss"].to_numpy(float),
                     "run_index": run_idx,
+                    **extra_const,
                 },
             },
             dims={
@@ -597,6 +633,7 @@ class Fit:
                 "tokens": ["row"],
                 "loss": ["row"],
                 "run_index": ["row"],
+                **{k: ["row"] for k in extra_const},
             },
             coords={"run": [str(r) for r in runs], "row": np.arange(n_rows)},
         )
@@ -617,6 +654,8 @@ class Fit:
             "seed": int(seed),
             **{f"{k}_json": json.dumps(settings[k], default=json_default) for k in _JSON_ATTRS},
         }
+        if options.curve:
+            dt.attrs["curve_json"] = json.dumps(curve or {}, default=json_default)
         return cls(dt)
 
 
@@ -626,6 +665,85 @@ def _run_loglik_draws(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df
     return jax.vmap(
         lambda r, sr, so: run_loglik(r, run, weight, mask, n_runs, sr, so, df_run, df_obs)
     )(resid, sigma_run, sigma_obs)
+
+
+@partial(jax.jit, static_argnums=4)
+def _run_loglik_ar1_draws(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell):
+    """:func:`~hiscale.modeling.curve.run_loglik_ar1` of every draw: ``(S, n_runs)``."""
+    return jax.vmap(
+        lambda r, sr, so, rh: run_loglik_ar1(r, t, run, mask, n_runs, sr, so, rh, ell)
+    )(resid, sigma_run, sigma, rho)
+
+
+#: Schedule covariates stored per row in ``constant_data`` of whole-curve fits.
+_COVARIATE_COLUMNS = ("lr_mult", "s1", "s2", "anneal", "memory_tokens")
+
+
+def _curve_groups(data, law_obj, post, obs, run_idx, runs, seed, curve) -> dict:
+    """``log_likelihood``, ``posterior_predictive`` and covariates of a whole-curve fit.
+
+    ``log_likelihood.run_log_loss``: each run's exact offset + AR(1) log
+    density (:func:`~hiscale.modeling.curve.run_loglik_ar1`), so ``az.loo``
+    on it is leave-one-run-out. Replicates, from
+    ``numpy.random.default_rng(seed)`` in this order: the fitted runs'
+    offsets from their Gaussian conditional given each run's rows
+    (:func:`~hiscale.modeling.curve.offset_posterior`; standard normals
+    ``(S, run)``), then a fresh stationary AR(1) path per run (run by run,
+    :func:`~hiscale.modeling.curve.ar1_paths`) for ``log_loss``; then a new
+    run's offset (``(S, run)``) and fresh AR(1) paths for ``run_log_loss``
+    (the mean log loss of a new run at each run's rows).
+    """
+    n_rows, n_runs = len(data), len(runs)
+    ell = float(curve.get("ell", 1.0))
+    design = make_curve_design(data, law_obj)
+    if design.run_names != tuple(runs) or design.n_rows != n_rows:
+        raise ValueError("Fit.from_samples: data must be sorted by params, run, tokens")
+    mu = post["mu"]
+    c, d = mu.shape[:2]
+    flat_mu = mu.reshape(c * d, n_rows)
+    resid = obs[None, :] - flat_mu
+    sr = post["sigma_run"].reshape(-1)
+    so = post["sigma_obs"].reshape(-1)
+    rho = post["rho"].reshape(-1)
+    padded = np.zeros((c * d, len(design.mask)))
+    padded[:, :n_rows] = resid
+    loglik = np.asarray(
+        _run_loglik_ar1_draws(
+            jnp.asarray(padded),
+            jnp.asarray(design.y),
+            jnp.asarray(design.run),
+            jnp.asarray(design.mask),
+            design.n_runs_padded,
+            jnp.asarray(sr),
+            jnp.asarray(so),
+            jnp.asarray(rho),
+            ell,
+        )
+    )[:, :n_runs].reshape(c, d, n_runs)
+    t = np.log(data["tokens"].to_numpy(float) / D0)
+    rows_of = [np.flatnonzero(run_idx == i) for i in range(n_runs)]
+    rng = np.random.default_rng(seed)
+    z_off = rng.standard_normal((c * d, n_runs))
+    rep = np.empty_like(flat_mu)
+    for i, rows in enumerate(rows_of):
+        m, v = offset_posterior(resid[:, rows], t[rows], sr, so, rho, ell)
+        u = ar1_paths(rng, t[rows], None, so, rho, ell)
+        rep[:, rows] = flat_mu[:, rows] + (m + np.sqrt(v) * z_off[:, i])[:, None] + u
+    z_new = rng.standard_normal((c * d, n_runs))
+    new_rows = np.empty_like(flat_mu)
+    for i, rows in enumerate(rows_of):
+        u = ar1_paths(rng, t[rows], None, so, rho, ell)
+        new_rows[:, rows] = flat_mu[:, rows] + (sr * z_new[:, i])[:, None] + u
+    new_rows = new_rows.reshape(c, d, n_rows)
+    const = {k: data[k].to_numpy(float) for k in _COVARIATE_COLUMNS if k in data}
+    return {
+        "log_likelihood": {"run_log_loss": loglik},
+        "posterior_predictive": {
+            "log_loss": rep.reshape(c, d, n_rows),
+            "run_log_loss": _run_means(new_rows, run_idx, n_runs),
+        },
+        "constant_data": const,
+    }
 
 
 def _run_means(values: np.ndarray, run_idx: np.ndarray, n_runs: int) -> np.ndarray:
