@@ -600,7 +600,7 @@ NAMED_SCHEDULES: dict[str, str] = {
 
 
 def named_schedule(name: str, horizon: float, *, tokens_per_step: float | None = None) -> Schedule:
-    """A schedule of :data:`NAMED_SCHEDULES` over ``horizon`` tokens.
+    """Build a schedule of :data:`NAMED_SCHEDULES` over ``horizon`` tokens.
 
     Parameters
     ----------
@@ -667,7 +667,7 @@ def scale_schedule(sched: Schedule, horizon: float) -> Schedule:
 def schedule_covariates(
     sched: Schedule, tokens, *, decay: float = DEFAULT_DECAY
 ) -> tuple[dict[str, np.ndarray], str]:
-    """The covariates of :func:`reconstruct` for one schedule at ``tokens``.
+    """Compute the covariates of :func:`reconstruct` for one schedule at ``tokens``.
 
     Parameters
     ----------

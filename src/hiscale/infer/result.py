@@ -670,9 +670,10 @@ def _run_loglik_draws(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df
 @partial(jax.jit, static_argnums=4)
 def _run_loglik_ar1_draws(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell):
     """:func:`~hiscale.modeling.curve.run_loglik_ar1` of every draw: ``(S, n_runs)``."""
-    return jax.vmap(
-        lambda r, sr, so, rh: run_loglik_ar1(r, t, run, mask, n_runs, sr, so, rh, ell)
-    )(resid, sigma_run, sigma, rho)
+    def one(r, sr, so, rh):
+        return run_loglik_ar1(r, t, run, mask, n_runs, sr, so, rh, ell)
+
+    return jax.vmap(one)(resid, sigma_run, sigma, rho)
 
 
 #: Schedule covariates stored per row in ``constant_data`` of whole-curve fits.
