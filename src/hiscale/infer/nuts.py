@@ -175,8 +175,8 @@ def paper_start(
     Fits :func:`hiscale.modeling.least_squares.fit_paper` (``fit_paper_single`` with one
     size) to the rows, converts ``(a, b, e, alpha, beta)`` to the share form
     at ``(N0, D0)`` (``gamma = 0``; ``u_f``, ``r_f`` at the prior centre),
-    whitens with the prior (``xi = C^-1 (z - loc)``), takes ``log_loss_ref`` from the fitted loss at the rows' centre
-    and clips into :data:`MAP_BOUNDS`. Noise scales start at ``centre``.
+    whitens with the prior (``xi = C^-1 (z - loc)``), takes ``log_loss_ref``
+    from the fitted loss at the rows' centre and clips into :data:`MAP_BOUNDS`. Noise scales start at ``centre``.
     Returns ``(params or None, status)``.
     """
     from scipy.linalg import solve_triangular

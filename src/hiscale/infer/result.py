@@ -670,6 +670,7 @@ def _run_loglik_draws(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df
 @partial(jax.jit, static_argnums=4)
 def _run_loglik_ar1_draws(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell):
     """:func:`~hiscale.modeling.curve.run_loglik_ar1` of every draw: ``(S, n_runs)``."""
+
     def one(r, sr, so, rh):
         return run_loglik_ar1(r, t, run, mask, n_runs, sr, so, rh, ell)
 
