@@ -176,8 +176,8 @@ def paper_start(
     size) to the rows, converts ``(a, b, e, alpha, beta)`` to the share form
     at ``(N0, D0)`` (``gamma = 0``; ``u_f``, ``r_f`` at the prior centre),
     whitens with the prior (``xi = C^-1 (z - loc)``), takes ``log_loss_ref``
-    from the fitted loss at the rows' centre and clips into :data:`MAP_BOUNDS`. Noise scales start at ``centre``.
-    Returns ``(params or None, status)``.
+    from the fitted loss at the rows' centre and clips into :data:`MAP_BOUNDS`.
+    Noise scales start at ``centre``. Returns ``(params or None, status)``.
     """
     from scipy.linalg import solve_triangular
 
