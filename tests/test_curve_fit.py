@@ -24,6 +24,7 @@ from hiscale.infer.result import load_fit
 from hiscale.laws import D0
 from hiscale.modeling.curve import (
     ar1_paths,
+    centred_xi,
     continuation_moments,
     curve_prior_arrays,
     make_curve_design,
@@ -165,6 +166,35 @@ def test_predict_run_draws_the_dense_conditional(curve_fit):
     for col, k in (("median", 0.0), ("upper", z), ("lower", -z)):
         err = np.log(this[col].to_numpy()) - (mu_new + mean + k * sd)
         assert np.all(np.abs(err) < tol), (col, err, tol)
+
+
+def test_centred_model_is_the_same_posterior(sim):
+    """Log density differences agree between the plain and the centred coordinates."""
+    from numpyro.infer.util import log_density
+
+    frame, _ = sim
+    design = make_curve_design(reconstruct(frame), "h-term")
+    prior = curve_prior_arrays("h-term", log_scale_loc=design.log_scale_loc)
+    kwargs = {**design.model_args(), "prior": prior, "log_loss": design.log_loss}
+    plain, centred = make_curve_model("h-term"), make_curve_model("h-term", centred=True)
+    rest = {"log_loss_ref": 1.1, "log_sigma_run": -4.5, "log_sigma_obs": -5.3, "logit_rho": 2.0}
+    rng = np.random.default_rng(4)
+    xis = [rng.normal(0, 1, 6) for _ in range(3)]
+    lp_plain = [float(log_density(plain, (), kwargs, {**rest, "xi": xi})[0]) for xi in xis]
+    lp_centred = [
+        float(log_density(centred, (), kwargs, {**rest, "xi": centred_xi(xi, prior, "h-term",
+                                                                          design)})[0])
+        for xi in xis
+    ]  # fmt: skip
+    np.testing.assert_allclose(np.diff(lp_centred), np.diff(lp_plain), rtol=1e-9, atol=1e-9)
+    assert lp_centred[0] == pytest.approx(lp_plain[0], rel=1e-12)  # same normalising constant
+    # and the law parameters it implies are the plain model's
+    tr = handlers.trace(
+        handlers.condition(centred, {**rest, "xi": centred_xi(xis[0], prior, "h-term", design)})
+    ).get_trace(**kwargs)
+    z = prior["loc"] + prior["chol"] @ xis[0]
+    np.testing.assert_allclose([float(tr["u_a"]["value"]), float(tr["log_beta"]["value"])],
+                               [z[0], z[3]], rtol=1e-12)  # fmt: skip
 
 
 # --- row selection ---------------------------------------------------------------------

@@ -42,6 +42,7 @@ from hiscale.data.curves import (
 )
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.nuts import (
+    MAP_BOUNDS,
     dispersed_inits,
     init_params,
     jittered_inits,
@@ -54,6 +55,7 @@ from hiscale.infer.settings import FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
 from hiscale.modeling.curve import (
     CurveDesign,
+    centred_xi,
     curve_prior_arrays,
     make_curve_design,
     make_curve_model,
@@ -63,7 +65,12 @@ from hiscale.modeling.family import make_family_model, prior_arrays
 from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
 from hiscale.priors.prior import Prior, PriorWarning, prior_overlap, resolve_prior
 
-__all__ = ["FitOptions", "fit", "fit_design"]
+__all__ = ["CURVE_CENTRED", "FitOptions", "fit", "fit_design"]
+
+#: Whole-curve fits sample the size/data shares at the rows' centre
+#: (:func:`hiscale.modeling.curve.make_curve_model` with ``centred=True``;
+#: same posterior, straighter geometry for families far from (N0, D0)).
+CURVE_CENTRED: bool = True
 
 
 def fit_design(
@@ -126,7 +133,7 @@ def fit_design(
     prior = prior.for_law(law_obj.name)
     if isinstance(design, CurveDesign):
         # whole curves: offset + AR(1) likelihood (hiscale.modeling.curve)
-        model = make_curve_model(law_obj.name)
+        model = make_curve_model(law_obj.name, centred=CURVE_CENTRED)
         arrays = curve_prior_arrays(law_obj.name, log_scale_loc=design.log_scale_loc, prior=prior)
         kwargs = {
             **jax.tree.map(jnp.asarray, design.model_args()),
@@ -151,6 +158,12 @@ def fit_design(
     map_params, map_u, _ = map_estimate(model, kwargs, start)
     optima = [(map_params, map_u, "MAP from the prior centre")]
     info: dict[str, Any] = {"method": sampler.init}
+    if isinstance(design, CurveDesign):
+        info["parametrisation"] = (
+            "whole-curve model, shares centred at the rows' centre (make_curve_model centred=True)"
+            if CURVE_CENTRED
+            else "whole-curve model, shares at (N0, D0)"
+        )
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     if sampler.init == "dispersed" and sampler.num_chains > 1:
         m = design.mask
@@ -163,6 +176,13 @@ def fit_design(
             centre=start,
         )
         info["paper_least_squares"] = status
+        if ls_start is not None and isinstance(design, CurveDesign) and CURVE_CENTRED:
+            ls_start["xi"] = jnp.asarray(
+                np.clip(
+                    centred_xi(ls_start["xi"], kwargs["prior"], law_obj, design),
+                    *MAP_BOUNDS["xi"],
+                )
+            )
         if ls_start is not None:
             ls_params, ls_u, _ = map_estimate(model, kwargs, ls_start, centre=start)
             optima.append((ls_params, ls_u, "MAP from the paper's least-squares fit"))
