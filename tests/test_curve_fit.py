@@ -374,3 +374,31 @@ def test_cli_refuses_curve_options_on_end_of_run_fits(tmp_path, capsys):
         warnings.simplefilter("ignore")
         code = main(["predict", "--fit", str(path), "--at", "2e9", "4e10", "--schedule", "wsd"])
     assert code == 2 and "need a whole-curve fit" in capsys.readouterr().err
+
+
+# --- figure ----------------------------------------------------------------------------
+
+
+def test_curves_figure_draws_the_law_through_every_fitted_run(curve_fit, sim):
+    import matplotlib.pyplot as plt
+
+    from hiscale.plots.curves import plot_curves
+
+    frame, _ = sim
+    fig = plot_curves(frame, curve_fit, at=(2e9, 3e10), ci_prob=0.8)
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    runs = curve_fit.data.groupby("run", sort=False)
+    assert len(dashed) == runs.ngroups
+    # each dashed line is the posterior median of the law along its run's own schedule
+    for ln, (run, g) in zip(dashed, runs, strict=True):
+        x = np.asarray(ln.get_xdata())
+        assert x[0] == pytest.approx(g["tokens"].min()) and x[-1] == pytest.approx(
+            g["tokens"].max()
+        )
+        med = np.median(curve_fit.expected_along_run(run, x), axis=0)
+        np.testing.assert_allclose(ln.get_ydata(), med)
+        # and it runs through the run's rows (noise sd ~ 0.01-0.02 in ln L)
+        at_rows = np.median(curve_fit.expected_along_run(run, g["tokens"]), axis=0)
+        assert np.max(np.abs(np.log(g["loss"].to_numpy() / at_rows))) < 0.08
+    plt.close(fig)

@@ -343,6 +343,37 @@ class Fit:
         y = jnp.log(d / D0)[None, :]
         return np.asarray(law.log_loss(x, y, theta, cov))
 
+    def expected_along_run(self, run: str, tokens) -> np.ndarray:
+        """Draws of the law along a fitted run, under that run's own schedule.
+
+        Parameters
+        ----------
+        run : str
+            A run of the fit's data.
+        tokens : array_like
+            Checkpoints (any; the schedule is the run's).
+
+        Returns
+        -------
+        numpy.ndarray
+            Expected losses ``(S, M)`` (parameter uncertainty only).
+
+        Raises
+        ------
+        ValueError
+            If the run is not in the fit, or the law needs a schedule the fit
+            does not know for it.
+        """
+        data = self.data
+        sel = data["run"].to_numpy() == str(run)
+        if not sel.any():
+            raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
+        sched = self._schedule_of(run)
+        if sched is None and get_law(self.law).covariates:
+            raise ValueError(f"run {run!r}: schedule unknown")
+        n = float(data["params"].to_numpy()[sel][0])
+        return np.exp(self._log_mu(n, np.atleast_1d(np.asarray(tokens, float)), sched))
+
     def predict_curve(
         self,
         params: float,

@@ -437,9 +437,7 @@ def make_curve_model(law: str | Law, ell: float = 1.0, centred: bool = False) ->
         """Whole-curve family model; see :func:`make_curve_model`."""
         k = len(names)
         if centred:
-            xi = numpyro.sample(
-                "xi", dist.ImproperUniform(dist.constraints.real_vector, (), (k,))
-            )
+            xi = numpyro.sample("xi", dist.ImproperUniform(dist.constraints.real_vector, (), (k,)))
             z_c = prior["loc"] + prior["chol"] @ xi
             x_c, y_c = _data_centre(x, y, covariates, mask)
             z = _uncentre(z_c, names, x_c, y_c)
