@@ -11,6 +11,15 @@ Data selection before the model (all reported in ``Fit.log``,
 3. at most ``max_rows_per_run`` rows per run, evenly spaced (with tempering
    to ``n_eff_per_run`` effective points per run, more rows add little).
 
+Whole curves (``FitOptions(rows="all", residual="ar1")``, with a curve law
+such as ``"h-term"``): each run's schedule is rebuilt
+(:func:`hiscale.data.schedule.reconstruct`; a family with an unknown
+schedule falls back to the end-of-run model and says so), rows from
+``curve_start x`` the run's last checkpoint are kept and thinned evenly in
+``ln D`` (:func:`hiscale.modeling.curve.select_curve_rows`), and the model is
+:func:`hiscale.modeling.curve.make_curve_model` (run offset + AR(1), exact,
+no tempering).
+
 Then MAP and NUTS (:mod:`hiscale.infer.nuts`) and the sampler's verdict
 (:mod:`hiscale.infer.diagnostics`); the result is a :class:`~hiscale.infer.result.Fit`,
 one ArviZ DataTree built once right after sampling (:meth:`Fit.from_samples`).

@@ -34,6 +34,18 @@ structured ones as JSON strings (netCDF attributes are flat).
 Predictions come in two kinds: the *expected* loss of the law at ``(N, D)``
 (parameter uncertainty only) and a *new run* at ``(N, D)``, which adds a fresh
 run offset and checkpoint noise (seed-to-seed variation).
+
+Whole-curve fits (``FitOptions(residual="ar1")``, :attr:`Fit.is_curve`)
+differ in: ``posterior`` adds ``rho``; ``log_likelihood.run_log_loss`` is
+each run's exact offset + AR(1) Gaussian density
+(:func:`hiscale.modeling.curve.run_loglik_ar1`); the replicates draw the run
+offsets from their Gaussian conditional and fresh AR(1) paths; a new run
+gets a Gaussian offset and an AR(1) path; ``constant_data`` adds the
+schedule covariates (``lr_mult, s1, s2, anneal, memory_tokens``) and the
+attribute ``curve_json`` holds every run's schedule. They add
+:meth:`Fit.predict_curve` (a whole curve under a schedule) and
+:meth:`Fit.predict_run` (continue a fitted run from its own offset and AR
+state).
 """
 
 from __future__ import annotations
