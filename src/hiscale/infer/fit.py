@@ -74,12 +74,17 @@ from hiscale.modeling.family import make_family_model, prior_arrays
 from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
 from hiscale.priors.prior import Prior, PriorWarning, prior_overlap, resolve_prior
 
-__all__ = ["CURVE_CENTRED", "FitOptions", "fit", "fit_design"]
+__all__ = ["CURVE_CENTRED", "CURVE_MAP_GAP", "FitOptions", "fit", "fit_design"]
 
 #: Whole-curve fits sample the size/data shares at the rows' centre
 #: (:func:`hiscale.modeling.curve.make_curve_model` with ``centred=True``;
 #: same posterior, straighter geometry for families far from (N0, D0)).
 CURVE_CENTRED: bool = True
+
+#: Whole-curve fits start no chain from a MAP whose potential is more than this
+#: many nats above the best one (a relative density below e^-25: no posterior
+#: mass; such optima were the bonus cap's plateau, where a chain stalls).
+CURVE_MAP_GAP: float = 25.0
 
 
 def fit_design(
@@ -196,6 +201,18 @@ def fit_design(
             ls_params, ls_u, _ = map_estimate(model, kwargs, ls_start, centre=start)
             optima.append((ls_params, ls_u, "MAP from the paper's least-squares fit"))
         info["map_potentials"] = [float(u) for _, u, _ in optima]
+        if isinstance(design, CurveDesign):
+            # the curve laws' bonus cap (hiscale.laws._MAX_BONUS) leaves a flat plateau
+            # (huge bonus, log_scale compensating) where a MAP search can stop and a chain
+            # started there never leaves: start only from optima near the best
+            best = min(u for _, u, _ in optima)
+            far = [lab for _, u, lab in optima if u > best + CURVE_MAP_GAP]
+            if far:
+                optima = [o for o in optima if o[1] <= best + CURVE_MAP_GAP]
+                info["dropped_starts"] = [
+                    f"{lab}: potential more than {CURVE_MAP_GAP:g} nats above the best"
+                    for lab in far
+                ]
         inits, labels = dispersed_inits(
             model, kwargs, optima=optima, centre=start, rng_key=key_init, settings=sampler
         )
