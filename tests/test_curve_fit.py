@@ -402,3 +402,17 @@ def test_curves_figure_draws_the_law_through_every_fitted_run(curve_fit, sim):
         at_rows = np.median(curve_fit.expected_along_run(run, g["tokens"]), axis=0)
         assert np.max(np.abs(np.log(g["loss"].to_numpy() / at_rows))) < 0.08
     plt.close(fig)
+
+
+def test_cli_fit_whole_curves(sim, tmp_path, capsys):
+    frame, _ = sim
+    csv = tmp_path / "simc.csv"
+    frame.to_csv(csv, index=False)
+    small = [f"--num-warmup={TEST_SAMPLER.num_warmup}", f"--num-samples={TEST_SAMPLER.num_samples}"]
+    code = main(["fit", str(csv), "--law", "h-term", "--rows", "all", "--prior", "flat", *small,
+                 "--seed", "1", "--out", str(tmp_path / "f.nc"), "--json", "--quiet"])  # fmt: skip
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["law"] == "h-term"
+    assert {"u_f", "r_f", "rho"} <= set(payload["parameters"])
+    back = load_fit(tmp_path / "f.nc")
+    assert back.is_curve and back.options.rows == "all" and back.options.residual == "ar1"
