@@ -202,7 +202,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p : argparse.ArgumentParser
         The command's parser.
     """
-    from hiscale.laws import LAWS
+    from hiscale.laws import CURVE_LAWS, LAWS
 
     prior = p.add_mutually_exclusive_group()
     prior.add_argument(
@@ -224,9 +224,30 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--law",
         default="chinchilla",
-        choices=sorted(LAWS),
+        choices=[*sorted(LAWS), *sorted(CURVE_LAWS)],
         help="law form: chinchilla = L = s(e + a (N/N0)^-alpha + b (D/D0)^-beta); "
-        "chinchilla-nd adds an N-dependent data term (default: chinchilla)",
+        "chinchilla-nd adds an N-dependent data term; h-term and momentum describe whole "
+        "curves under the learning-rate schedule (with --rows all) (default: chinchilla)",
+    )
+    p.add_argument(
+        "--rows",
+        choices=["end", "all"],
+        default="end",
+        help="end: each run's end-of-run rows (--end-of-run); all: whole curves, thinned "
+        "evenly in ln D, with the run offset + AR(1) likelihood (default: end)",
+    )
+    p.add_argument(
+        "--residual",
+        choices=["iid", "ar1"],
+        default=None,
+        help="likelihood of a run's rows: iid (tempered) or ar1 (run offset + AR(1) in ln D); "
+        "default: ar1 for --rows all or a curve law, else iid",
+    )
+    p.add_argument(
+        "--runs-extra",
+        metavar="CSV",
+        help="runs_extra.csv of the corpus: the learning-rate schedules of the extra families "
+        "(for the curve laws)",
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the sampler (default: 0)")
     p.add_argument(
@@ -278,7 +299,10 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
 
 
 def fit_options(args: argparse.Namespace):
-    """Build the FitOptions of ``--min-tokens`` and ``--end-of-run``.
+    """Build the FitOptions of ``--min-tokens``, ``--end-of-run``, ``--rows`` and ``--residual``.
+
+    ``--residual`` defaults to ``ar1`` with ``--rows all`` or a curve law
+    (:data:`hiscale.laws.CURVE_LAWS`), else ``iid``.
 
     Parameters
     ----------
@@ -293,13 +317,24 @@ def fit_options(args: argparse.Namespace):
     Raises
     ------
     ValueError
-        If ``--end-of-run`` is above 1.
+        If ``--end-of-run`` is above 1, or ``--rows all`` is asked with
+        ``--residual iid``.
     """
     from hiscale.infer.fit import FitOptions
 
     if args.end_of_run > 1:
         raise ValueError(f"--end-of-run must be in [0, 1], got {args.end_of_run}")
-    return FitOptions(min_tokens=args.min_tokens, end_of_run=args.end_of_run)
+    from hiscale.laws import CURVE_LAWS
+
+    rows = getattr(args, "rows", "end")
+    residual = getattr(args, "residual", None)
+    if residual is None:
+        residual = "ar1" if rows == "all" or getattr(args, "law", None) in CURVE_LAWS else "iid"
+    if rows == "end" and residual == "iid":
+        return FitOptions(min_tokens=args.min_tokens, end_of_run=args.end_of_run)
+    return FitOptions(
+        min_tokens=args.min_tokens, end_of_run=args.end_of_run, rows=rows, residual=residual
+    )
 
 
 def sampler_settings(args: argparse.Namespace) -> SamplerSettings:

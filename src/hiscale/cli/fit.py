@@ -72,6 +72,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
             seed=args.seed,
             options=fit_options(args),
             sampler=sampler,
+            runs_extra=getattr(args, "runs_extra", None),
         )
     progress(args, f"done in {time.perf_counter() - t0:.1f} s")
     return f
@@ -167,7 +168,7 @@ def run(args: argparse.Namespace) -> int:
     for name in ("log_alpha", "log_beta"):
         v = np.exp(th[name])
         params[name[4:]] = [float(np.median(v)), *map(float, np.quantile(v, [0.025, 0.975]))]
-    for name in ("log_scale", "sigma_run", "sigma_obs", "u_a", "u_b", "gamma"):
+    for name in ("log_scale", "sigma_run", "sigma_obs", "u_a", "u_b", "gamma", "u_f", "r_f", "rho"):
         if name in th:
             v = th[name]
             params[name] = [float(np.median(v)), *map(float, np.quantile(v, [0.025, 0.975]))]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+import numpy as np
+
 from hiscale.cli.args import add_data_args, add_model_args, positive_float, probability
 from hiscale.cli.fit import run_fit
 from hiscale.cli.report import (
@@ -65,6 +67,30 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--plot", metavar="PNG", help="write the curves, fitted law and target band to this file"
     )
+    p.add_argument(
+        "--schedule",
+        metavar="S",
+        help="whole-curve fits: the target run's learning-rate schedule, one of constant, "
+        "cosine, linear, wsd (default: the family's usual schedule, stated in the output)",
+    )
+    p.add_argument(
+        "--run-tokens",
+        type=positive_float,
+        metavar="T",
+        help="whole-curve fits: the target run's planned length in tokens (default: D of --at)",
+    )
+    p.add_argument(
+        "--run",
+        metavar="RUN_ID",
+        help="whole-curve fits: continue this fitted run to the end of its schedule, with its "
+        "own run offset and AR state (instead of --at)",
+    )
+    p.add_argument(
+        "--curve-out",
+        metavar="CSV",
+        help="whole-curve fits: write the whole predicted curve (tidy: tokens, kind, ci_prob, "
+        "lower, upper, median, mean) to this file",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -92,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from hiscale.data.curves import load_curves, sole_family
     from hiscale.infer.result import load_fit
 
-    at = target_point(args)
     levels = sorted(set(args.ci_prob)) if args.ci_prob else list(DEFAULT_CI)
+    at = None if args.run else target_point(args)
     curves = load_curves(args.data, metric=args.metric) if args.data else None
     if args.fit_path and args.borrow_from:
         raise ValueError("--borrow-from applies when fitting DATA, not to a saved --fit")
@@ -110,6 +136,14 @@ def run(args: argparse.Namespace) -> int:
         if args.family is None:
             args.family = sole_family(curves.families, "--family is required")
         f = run_fit(args, curves, args.family)
+    curve_args = args.run or args.schedule or args.run_tokens or args.curve_out
+    if curve_args and not f.is_curve:
+        raise ValueError(
+            "--run, --schedule, --run-tokens and --curve-out need a whole-curve fit "
+            "(--rows all or a curve law such as --law h-term)"
+        )
+    if args.run:
+        return run_continuation(args, f, levels)
     summary = data_summary(f)
     warnings_ = []
     if at[0] < summary["largest_params"]:
@@ -123,7 +157,21 @@ def run(args: argparse.Namespace) -> int:
     warnings_ += list(f.provenance.get("notes", []))
     for w in warnings_:
         warn(w)
-    frame = f.predict(at, ci_prob=levels, seed=args.seed)
+    curve = None
+    if f.is_curve:
+        # the end point of the whole curve under the target's schedule
+        t_end = args.run_tokens or at[1]
+        grid = np.union1d(np.geomspace(0.01 * t_end, t_end, 64), [at[1]])
+        curve = f.predict_curve(
+            at[0], t_end, schedule=args.schedule, tokens=grid, ci_prob=levels, seed=args.seed
+        )
+        frame = curve[np.isclose(curve["tokens"], at[1])].assign(point=0)
+        warnings_.append(f"target run's schedule: {curve.attrs['schedule']}")
+        warn(warnings_[-1])
+        if args.curve_out:
+            curve.to_csv(args.curve_out, index=False)
+    else:
+        frame = f.predict(at, ci_prob=levels, seed=args.seed)
     pred = prediction_dict(frame, levels)
     if args.plot:
         save_curves_plot(curves, f, at, args.plot)
@@ -141,6 +189,11 @@ def run(args: argparse.Namespace) -> int:
             "fit_seconds": f.timings.get("total_seconds"),
             "plot": args.plot,
         }
+        if curve is not None:
+            payload["schedule"] = curve.attrs["schedule"]
+            payload["run_tokens"] = curve.attrs["run_tokens"]
+            payload["curve"] = curve.to_dict(orient="records")
+            payload["curve_out"] = args.curve_out
         print(json.dumps(payload, indent=2, default=json_default))
         return 0
     print(
@@ -155,6 +208,76 @@ def run(args: argparse.Namespace) -> int:
     print(verdict_line(f))
     if args.plot:
         print(f"wrote {args.plot}")
+    if curve is not None and args.curve_out:
+        print(f"wrote the whole curve ({len(curve)} rows) to {args.curve_out}")
+    return 0
+
+
+def run_continuation(args: argparse.Namespace, f, levels) -> int:
+    """Print (and write) the continuation of a fitted run to the end of its schedule.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments (``--run``, ``--run-tokens``, ``--curve-out``, ``--json``).
+    f : Fit
+        A whole-curve fit holding the run.
+    levels : list of float
+        Interval probabilities.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+    """
+    tokens = None
+    if args.run_tokens:
+        last = float(f.data.loc[f.data["run"] == args.run, "tokens"].max())
+        tokens = np.geomspace(last, args.run_tokens, 33)[1:]
+    curve = f.predict_run(args.run, tokens, ci_prob=levels, seed=args.seed)
+    end = curve[curve["tokens"] == curve["tokens"].max()]
+    if args.curve_out:
+        curve.to_csv(args.curve_out, index=False)
+    if f.flagged:
+        warn("sampler did not converge: " + f.diagnostics.get("reasons", ""))
+    a = curve.attrs
+    if args.json:
+        payload = {
+            "family": f.family,
+            "run": a["run"],
+            "params": a["params"],
+            "last_tokens": a["last_tokens"],
+            "last_loss": a["last_loss"],
+            "end_tokens": float(end["tokens"].iloc[0]),
+            "end": end.to_dict(orient="records"),
+            "curve": curve.to_dict(orient="records"),
+            "curve_out": args.curve_out,
+            "law": f.law,
+            "flagged": f.flagged,
+            "diagnostics": f.diagnostics,
+        }
+        print(json.dumps(payload, indent=2, default=json_default))
+        return 0
+    print(
+        f"{f.family}: run {a['run']!r} (N={fmt_count(a['params'])}), last fitted checkpoint "
+        f"D={fmt_count(a['last_tokens'])} at loss {a['last_loss']:.4f}; "
+        f"predicted at D={fmt_count(float(end['tokens'].iloc[0]))}:"
+    )
+    head = f"{'':<15}{'median':>9}" + "".join(
+        f"{f'{round(100 * lv)}% interval':>20}" for lv in levels
+    )
+    print(head)
+    for kind, label in (("expected", "law"), ("this_run", "this run")):
+        rows = end[end["kind"] == kind]
+        cells = "".join(
+            f"{f'[{r.lower:.4f}, {r.upper:.4f}]':>20}" for r in rows.itertuples(index=False)
+        )
+        print(f"{label:<15}{rows['median'].iloc[0]:>9.4f}{cells}")
+    print("  law = the fitted law at the run's size (parameter uncertainty only);")
+    print("  this run = its continuation from its own run offset and AR(1) state.")
+    print(verdict_line(f))
+    if args.curve_out:
+        print(f"wrote the whole curve ({len(curve)} rows) to {args.curve_out}")
     return 0
 
 

@@ -55,22 +55,26 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 __all__ = [
     "DEFAULT_DECAY",
+    "NAMED_SCHEDULES",
     "Schedule",
     "ScheduleInfo",
     "anneal_area",
     "lr_area",
     "lr_multiplier",
     "memory_tokens",
+    "named_schedule",
     "parse_schedule",
     "reconstruct",
     "run_schedules",
+    "scale_schedule",
+    "schedule_covariates",
     "schedule_from_runs_extra",
 ]
 
@@ -584,3 +588,111 @@ def reconstruct(
     out["schedule_known"] = known
     out["schedule_note"] = note
     return out
+
+
+#: Schedules a prediction can name (:func:`named_schedule`), all without warmup.
+NAMED_SCHEDULES: dict[str, str] = {
+    "constant": "constant LR to the horizon",
+    "cosine": "cosine decay from the start to 0.1 x peak at the horizon",
+    "linear": "linear decay from the start to 0 at the horizon",
+    "wsd": "warmup-stable-decay: constant, then linear cooldown to 0 over the last 20%",
+}
+
+
+def named_schedule(name: str, horizon: float, *, tokens_per_step: float | None = None) -> Schedule:
+    """Build a schedule of :data:`NAMED_SCHEDULES` over ``horizon`` tokens.
+
+    Parameters
+    ----------
+    name : str
+        ``constant``, ``cosine``, ``linear`` or ``wsd``.
+    horizon : float
+        The run's planned length in tokens.
+    tokens_per_step : float, optional
+        Sets the momentum memory (:func:`memory_tokens`).
+
+    Returns
+    -------
+    Schedule
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is not a named schedule.
+    """
+    kw = {"horizon": float(horizon), "tokens_per_step": tokens_per_step}
+    if name == "constant":
+        return Schedule(**kw)
+    if name == "cosine":
+        return Schedule(decay_shape="cosine", floor=0.1, **kw)
+    if name == "linear":
+        return Schedule(decay_shape="linear", floor=0.0, **kw)
+    if name == "wsd":
+        return Schedule(decay_shape="linear", floor=0.0, decay_start=0.8 * float(horizon), **kw)
+    raise ValueError(f"schedule {name!r} unknown; named schedules: {', '.join(NAMED_SCHEDULES)}")
+
+
+def scale_schedule(sched: Schedule, horizon: float) -> Schedule:
+    """Stretch ``sched`` to a new horizon: every token position scaled by ``horizon / T``.
+
+    Warmup, decay start and the two-stage positions keep their fraction of
+    the run; floor, shapes and tokens per step are unchanged.
+
+    Parameters
+    ----------
+    sched : Schedule
+        The schedule to stretch.
+    horizon : float
+        New horizon in tokens.
+
+    Returns
+    -------
+    Schedule
+    """
+    k = float(horizon) / float(sched.horizon)
+
+    def scaled(v):
+        return None if v is None else float(v) * k
+
+    return replace(
+        sched,
+        horizon=float(horizon),
+        warmup=sched.warmup * k,
+        decay_start=scaled(sched.decay_start),
+        stage2_start=scaled(sched.stage2_start),
+        stage2_ramp=sched.stage2_ramp * k,
+    )
+
+
+def schedule_covariates(
+    sched: Schedule, tokens, *, decay: float = DEFAULT_DECAY
+) -> tuple[dict[str, np.ndarray], str]:
+    """Compute the covariates of :func:`reconstruct` for one schedule at ``tokens``.
+
+    Parameters
+    ----------
+    sched : Schedule
+        The run's schedule.
+    tokens : array_like
+        Checkpoints in tokens.
+    decay : float
+        Momentum decay per step.
+
+    Returns
+    -------
+    covariates : dict of str to ndarray
+        ``lr_mult``, ``s1``, ``s2``, ``anneal`` and ``memory_tokens``.
+    note : str
+        How the momentum memory was set when the tokens per step are unknown
+        (empty otherwise).
+    """
+    d = np.asarray(tokens, dtype=float)
+    tau, note = memory_tokens(sched, decay)
+    s2 = anneal_area(sched, d, tau=tau)
+    return {
+        "lr_mult": lr_multiplier(sched, d),
+        "s1": lr_area(sched, d),
+        "s2": s2,
+        "anneal": s2 / tau,
+        "memory_tokens": np.full(d.shape, tau),
+    }, note

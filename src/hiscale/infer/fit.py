@@ -11,6 +11,15 @@ Data selection before the model (all reported in ``Fit.log``,
 3. at most ``max_rows_per_run`` rows per run, evenly spaced (with tempering
    to ``n_eff_per_run`` effective points per run, more rows add little).
 
+Whole curves (``FitOptions(rows="all", residual="ar1")``, with a curve law
+such as ``"h-term"``): each run's schedule is rebuilt
+(:func:`hiscale.data.schedule.reconstruct`; a family with an unknown
+schedule falls back to the end-of-run model and says so), rows from
+``curve_start x`` the run's last checkpoint are kept and thinned evenly in
+``ln D`` (:func:`hiscale.modeling.curve.select_curve_rows`), and the model is
+:func:`hiscale.modeling.curve.make_curve_model` (run offset + AR(1), exact,
+no tempering).
+
 Then MAP and NUTS (:mod:`hiscale.infer.nuts`) and the sampler's verdict
 (:mod:`hiscale.infer.diagnostics`); the result is a :class:`~hiscale.infer.result.Fit`,
 one ArviZ DataTree built once right after sampling (:meth:`Fit.from_samples`).
@@ -42,6 +51,7 @@ from hiscale.data.curves import (
 )
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.nuts import (
+    MAP_BOUNDS,
     dispersed_inits,
     init_params,
     jittered_inits,
@@ -52,16 +62,33 @@ from hiscale.infer.nuts import (
 from hiscale.infer.result import Fit
 from hiscale.infer.settings import FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
+from hiscale.modeling.curve import (
+    CurveDesign,
+    centred_xi,
+    curve_prior_arrays,
+    make_curve_design,
+    make_curve_model,
+)
 from hiscale.modeling.design import Design, make_design
 from hiscale.modeling.family import make_family_model, prior_arrays
 from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
 from hiscale.priors.prior import Prior, PriorWarning, prior_overlap, resolve_prior
 
-__all__ = ["FitOptions", "fit", "fit_design"]
+__all__ = ["CURVE_CENTRED", "CURVE_MAP_GAP", "FitOptions", "fit", "fit_design"]
+
+#: Whole-curve fits sample the size/data shares at the rows' centre
+#: (:func:`hiscale.modeling.curve.make_curve_model` with ``centred=True``;
+#: same posterior, straighter geometry for families far from (N0, D0)).
+CURVE_CENTRED: bool = True
+
+#: Whole-curve fits start no chain from a MAP whose potential is more than this
+#: many nats above the best one (a relative density below e^-25: no posterior
+#: mass; such optima were the bonus cap's plateau, where a chain stalls).
+CURVE_MAP_GAP: float = 25.0
 
 
 def fit_design(
-    design: Design,
+    design: Design | CurveDesign,
     prior: Prior,
     *,
     law: str,
@@ -78,9 +105,12 @@ def fit_design(
 
     Parameters
     ----------
-    design : Design
+    design : Design or CurveDesign
         Padded arrays of one family's selected rows
-        (:func:`hiscale.modeling.design.make_design`).
+        (:func:`hiscale.modeling.design.make_design`; a
+        :class:`~hiscale.modeling.curve.CurveDesign` of
+        :func:`~hiscale.modeling.curve.make_curve_design` selects the
+        whole-curve model with its offset + AR(1) likelihood).
     prior : Prior
         The prior (converted to ``law``'s parameters).
     law : str
@@ -115,21 +145,39 @@ def fit_design(
     sampler = sampler or SamplerSettings()
     law_obj = get_law(law)
     prior = prior.for_law(law_obj.name)
-    model = make_family_model(law_obj.name)
-    kwargs = {
-        **{k: jnp.asarray(v) for k, v in design.model_args().items()},
-        "run_mask": jnp.arange(design.n_runs_padded) < design.n_runs,
-        "prior": {
-            k: jnp.asarray(v)
-            for k, v in prior_arrays(prior, log_scale_loc=design.log_scale_loc).items()
-        },
-        "log_loss": jnp.asarray(design.log_loss),
-    }
+    if isinstance(design, CurveDesign):
+        # whole curves: offset + AR(1) likelihood (hiscale.modeling.curve)
+        model = make_curve_model(law_obj.name, centred=CURVE_CENTRED)
+        arrays = curve_prior_arrays(law_obj.name, log_scale_loc=design.log_scale_loc, prior=prior)
+        kwargs = {
+            **jax.tree.map(jnp.asarray, design.model_args()),
+            "prior": {k: jnp.asarray(v) for k, v in arrays.items()},
+            "log_loss": jnp.asarray(design.log_loss),
+        }
+    else:
+        model = make_family_model(law_obj.name)
+        kwargs = {
+            **{k: jnp.asarray(v) for k, v in design.model_args().items()},
+            "run_mask": jnp.arange(design.n_runs_padded) < design.n_runs,
+            "prior": {
+                k: jnp.asarray(v)
+                for k, v in prior_arrays(prior, log_scale_loc=design.log_scale_loc).items()
+            },
+            "log_loss": jnp.asarray(design.log_loss),
+        }
     t0 = time.perf_counter()
     start = init_params(len(law_obj.params), design.log_scale_loc)
+    if isinstance(design, CurveDesign):
+        start["logit_rho"] = jnp.asarray(kwargs["prior"]["rho"][0])
     map_params, map_u, _ = map_estimate(model, kwargs, start)
     optima = [(map_params, map_u, "MAP from the prior centre")]
     info: dict[str, Any] = {"method": sampler.init}
+    if isinstance(design, CurveDesign):
+        info["parametrisation"] = (
+            "whole-curve model, shares centred at the rows' centre (make_curve_model centred=True)"
+            if CURVE_CENTRED
+            else "whole-curve model, shares at (N0, D0)"
+        )
     key_init, key_run = jax.random.split(jax.random.PRNGKey(seed))
     if sampler.init == "dispersed" and sampler.num_chains > 1:
         m = design.mask
@@ -142,10 +190,29 @@ def fit_design(
             centre=start,
         )
         info["paper_least_squares"] = status
+        if ls_start is not None and isinstance(design, CurveDesign) and CURVE_CENTRED:
+            ls_start["xi"] = jnp.asarray(
+                np.clip(
+                    centred_xi(ls_start["xi"], kwargs["prior"], law_obj, design),
+                    *MAP_BOUNDS["xi"],
+                )
+            )
         if ls_start is not None:
             ls_params, ls_u, _ = map_estimate(model, kwargs, ls_start, centre=start)
             optima.append((ls_params, ls_u, "MAP from the paper's least-squares fit"))
         info["map_potentials"] = [float(u) for _, u, _ in optima]
+        if isinstance(design, CurveDesign):
+            # the curve laws' bonus cap (hiscale.laws._MAX_BONUS) leaves a flat plateau
+            # (huge bonus, log_scale compensating) where a MAP search can stop and a chain
+            # started there never leaves: start only from optima near the best
+            best = min(u for _, u, _ in optima)
+            far = [lab for _, u, lab in optima if u > best + CURVE_MAP_GAP]
+            if far:
+                optima = [o for o in optima if o[1] <= best + CURVE_MAP_GAP]
+                info["dropped_starts"] = [
+                    f"{lab}: potential more than {CURVE_MAP_GAP:g} nats above the best"
+                    for lab in far
+                ]
         inits, labels = dispersed_inits(
             model, kwargs, optima=optima, centre=start, rng_key=key_init, settings=sampler
         )
@@ -189,6 +256,7 @@ def fit(
     options: FitOptions | None = None,
     sampler: SamplerSettings | None = None,
     metric: str = "primary",
+    runs_extra: pd.DataFrame | str | Path | None = None,
 ) -> Fit:
     """Fit one family's runs with NUTS under a (population) prior.
 
@@ -201,15 +269,26 @@ def fit(
     prior : "corpus-v1", "flat", path or Prior
         Population prior to borrow from (``"flat"`` = weak defaults only).
     law : str
-        Law form (see :data:`hiscale.laws.LAWS`).
+        Law form (see :data:`hiscale.laws.LAWS`), or a curve law of
+        :data:`hiscale.laws.CURVE_LAWS` (``"h-term"``, ``"momentum"``), which
+        needs ``options=FitOptions(rows="all", residual="ar1")`` (or
+        ``rows="end"``) and each run's learning-rate schedule.
     seed : int
         Seed of the sampler (same seed -> identical draws).
     options : FitOptions, optional
-        Row selection and tempering.
+        Row selection and likelihood (end-of-run rows with tempering by
+        default; ``rows="all", residual="ar1"`` for whole curves).
     sampler : SamplerSettings, optional
         NUTS settings.
     metric : str
         Metric selection when ``curves`` is not yet a Curves.
+    runs_extra : DataFrame or path, optional
+        The corpus's ``runs_extra.csv`` (machine-readable schedules of the
+        extra families), for curve laws; other runs' schedules are read from
+        their ``schedule``/``run_tokens``/``lr`` columns
+        (:func:`hiscale.data.schedule.reconstruct`). A family where any run's
+        schedule is unknown is fitted with the end-of-run model instead, and
+        the fit says so (``provenance["fallback"]``, a note and a warning).
 
     Returns
     -------
@@ -225,7 +304,8 @@ def fit(
         several families and ``family`` is not given, or no rows of the
         family are left after the filters (one line naming the column).
     ValueError
-        If the prior or law is unknown.
+        If the prior or law is unknown, or a curve law is asked with
+        ``residual="iid"``.
     RuntimeError
         If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
     """
@@ -237,12 +317,16 @@ def fit(
         family = sole_family(c.families, "column 'family'", hint="pick one with family=")
     whole = c
     c = c.family(family)
+    data_hash = c.data_hash()
+    c, law, options, curve_info, fallback = _prepare_curves(c, family, law, options, runs_extra)
     selected = options.select(c)
     if len(selected) == 0:
         raise CurvesError(f"column 'tokens': no rows of family {family!r} left after filters")
     pr = resolve_prior(prior, law=law)
     # the unit matters when borrowing: a population is learned within one unit
     notes = [f"loss unit: {why}" for why in unit_assumptions(c)] if pr.name != "flat" else []
+    if fallback is not None:
+        notes.append(fallback["reason"])
     overlap = prior_overlap(pr, whole, family)
     if overlap is not None:
         # borrowing from a prior that already saw this family counts its data twice
@@ -256,8 +340,11 @@ def fit(
                 f"prior {pr.name!r} was learned from families in {prior_unit!r}, this family "
                 f"is in {sorted(units)}: borrowing across loss units is not calibrated"
             )
-    design = make_design(selected, n_eff_per_run=options.n_eff_per_run)
-    if design.n_rows == design.n_runs:
+    if options.curve:
+        design = make_curve_design(selected.frame, law)
+    else:
+        design = make_design(selected, n_eff_per_run=options.n_eff_per_run)
+    if not options.curve and design.n_rows == design.n_runs:
         # one row per run (final-only families): run offsets and checkpoint noise
         # are not separately identified; the run offset carries all the noise.
         pr = pr.with_settings(sigma_obs=SINGLE_ROW_SIGMA_OBS)
@@ -280,10 +367,69 @@ def fit(
         log=selected.log,
         timings=timings,
         provenance={
-            "data_hash": c.data_hash(),
+            "data_hash": data_hash,
             "hiscale_version": __version__,
             "notes": notes,
             "inits": inits,
+            **({"fallback": fallback} if fallback is not None else {}),
         },
         sample_stats=stats_,
+        curve=curve_info,
     )
+
+
+def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_extra):
+    """Schedules for a curve law, or the fallback to the end-of-run model.
+
+    Returns ``(curves, law, options, curve_info, fallback)``: for a curve law
+    with every schedule known, ``curves`` carries the covariates of
+    :func:`hiscale.data.schedule.reconstruct` (logged as step ``schedule``)
+    and ``curve_info`` the schedules (:meth:`Fit.from_samples`); otherwise
+    the end-of-run chinchilla model and ``fallback`` saying why.
+    """
+    import warnings as _warnings
+    from dataclasses import asdict, replace
+
+    from hiscale.data.schedule import DEFAULT_DECAY, reconstruct, run_schedules
+
+    law_obj = get_law(law)
+    if law_obj.covariates and not options.curve:
+        raise ValueError(
+            f"law {law_obj.name!r} describes whole curves under a schedule: use "
+            "options=FitOptions(rows='all', residual='ar1')"
+        )
+    if not options.curve:
+        return c, law, options, None, None
+    if runs_extra is not None and not isinstance(runs_extra, pd.DataFrame):
+        runs_extra = pd.read_csv(runs_extra)
+    if runs_extra is not None and "run" in runs_extra:
+        runs_extra = runs_extra[runs_extra["run"].isin(set(c.frame["run"]))]
+    info = run_schedules(c.frame, runs_extra)
+    unknown = [r for r, si in info.items() if not si.known]
+    if law_obj.covariates and unknown:
+        first = unknown[0]
+        reason = (
+            f"law {law_obj.name!r} needs each run's learning-rate schedule, unknown for "
+            f"{len(unknown)} of {len(info)} runs of {family!r} (first: run {first!r}: "
+            f"{'; '.join(info[first].notes)}): fitted with the end-of-run model "
+            "(law 'chinchilla', rows='end', residual='iid') instead"
+        )
+        _warnings.warn(reason, UserWarning, stacklevel=3)
+        fallback = {
+            "requested": {"law": law_obj.name, "options": options.to_dict()},
+            "reason": reason,
+        }
+        return c, "chinchilla", replace(options, rows="end", residual="iid"), None, fallback
+    curve_info = {"ell": 1.0, "decay": DEFAULT_DECAY, "schedules": {}, "schedule_notes": {}}
+    if law_obj.covariates:
+        rec = reconstruct(c.frame, runs_extra)
+        c = c.with_frame(
+            rec,
+            step="schedule",
+            reason="schedule covariates added (lr_mult, s1, s2, anneal): no rows removed",
+        )
+    for run, si in info.items():
+        if si.known:
+            curve_info["schedules"][str(run)] = asdict(si.schedule)
+        curve_info["schedule_notes"][str(run)] = "; ".join(si.notes)
+    return c, law, options, curve_info, None

@@ -257,6 +257,8 @@ MAP_BOUNDS: dict[str, tuple[float, float]] = {
     "log_loss_ref": (-10.0, 10.0),
     "log_sigma_run": (-15.0, 2.0),
     "log_sigma_obs": (-15.0, 2.0),
+    # whole-curve model: rho between 4.5e-5 and 1 - 4.5e-5 per e-fold of tokens
+    "logit_rho": (-10.0, 10.0),
 }
 
 
@@ -378,10 +380,10 @@ def paper_start(
 
     Fits :func:`hiscale.modeling.least_squares.fit_paper` (``fit_paper_single`` with one
     size) to the rows, converts ``(a, b, e, alpha, beta)`` to the share form
-    at ``(N0, D0)`` (``gamma = 0``), whitens with the prior (``xi = C^-1 (z -
-    loc)``), takes ``log_loss_ref`` from the fitted loss at the rows' centre
-    and clips into :data:`MAP_BOUNDS`. Noise scales start at ``centre``.
-    Returns ``(params or None, status)``.
+    at ``(N0, D0)`` (``gamma = 0``; ``u_f``, ``r_f`` at the prior centre),
+    whitens with the prior (``xi = C^-1 (z - loc)``), takes ``log_loss_ref``
+    from the fitted loss at the rows' centre and clips into :data:`MAP_BOUNDS`.
+    Noise scales start at ``centre``. Returns ``(params or None, status)``.
     """
     from scipy.linalg import solve_triangular
 
@@ -405,7 +407,9 @@ def paper_start(
         "log_beta": np.log(beta),
         "gamma": 0.0,
     }
-    z = np.array([values[n] for n in names], dtype=float)
+    # parameters the paper's law lacks (the curve laws' u_f, r_f) start at the prior centre
+    loc = np.asarray(prior["loc"], dtype=float)
+    z = np.array([values.get(n, loc[i]) for i, n in enumerate(names)], dtype=float)
     # the model's centre: mean ln(N/N0), ln(D/D0) of the rows
     n_c = N0 * np.exp(np.mean(np.log(params / N0)))
     d_c = D0 * np.exp(np.mean(np.log(tokens / D0)))

@@ -34,6 +34,18 @@ structured ones as JSON strings (netCDF attributes are flat).
 Predictions come in two kinds: the *expected* loss of the law at ``(N, D)``
 (parameter uncertainty only) and a *new run* at ``(N, D)``, which adds a fresh
 run offset and checkpoint noise (seed-to-seed variation).
+
+Whole-curve fits (``FitOptions(residual="ar1")``, :attr:`Fit.is_curve`)
+differ in: ``posterior`` adds ``rho``; ``log_likelihood.run_log_loss`` is
+each run's exact offset + AR(1) Gaussian density
+(:func:`hiscale.modeling.curve.run_loglik_ar1`); the replicates draw the run
+offsets from their Gaussian conditional and fresh AR(1) paths; a new run
+gets a Gaussian offset and an AR(1) path; ``constant_data`` adds the
+schedule covariates (``lr_mult, s1, s2, anneal, memory_tokens``) and the
+attribute ``curve_json`` holds every run's schedule. They add
+:meth:`Fit.predict_curve` (a whole curve under a schedule) and
+:meth:`Fit.predict_run` (continue a fitted run from its own offset and AR
+state).
 """
 
 from __future__ import annotations
@@ -57,6 +69,7 @@ from hiscale._version import __version__
 from hiscale.data.curves import FilterRecord
 from hiscale.infer.settings import FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
+from hiscale.modeling.curve import ar1_paths, make_curve_design, offset_posterior, run_loglik_ar1
 from hiscale.modeling.design import make_design
 from hiscale.modeling.family import run_loglik
 from hiscale.priors.prior import Prior
@@ -227,7 +240,345 @@ class Fit:
         """
         post = self._dt["posterior"]
         names = (*get_law(self.law).params, "log_scale", "sigma_run", "sigma_obs")
+        if self.is_curve:
+            names = (*names, "rho")
         return {n: np.asarray(post[n].values).reshape(-1) for n in names}
+
+    # ------------------------------------------------------------ whole curves
+    @property
+    def is_curve(self) -> bool:
+        """True for a whole-curve fit (offset + AR(1) likelihood, ``residual="ar1"``)."""
+        return "curve_json" in self._dt.attrs
+
+    @property
+    def curve(self) -> dict[str, Any]:
+        """Schedules and AR settings of a whole-curve fit (empty dict otherwise).
+
+        Keys ``ell`` (length scale of ``rho`` in ``ln D``), ``decay``
+        (momentum decay per step), ``schedules`` (run -> fields of
+        :class:`~hiscale.data.schedule.Schedule`) and ``schedule_notes``.
+        """
+        return self._json("curve") if self.is_curve else {}
+
+    def _schedule_of(self, run: str):
+        """Return the :class:`~hiscale.data.schedule.Schedule` of a fitted run (or None)."""
+        from hiscale.data.schedule import Schedule
+
+        fields = self.curve.get("schedules", {}).get(str(run))
+        return None if fields is None else Schedule(**fields)
+
+    def family_schedule(self):
+        """Return the family's usual schedule: that of its largest model's longest run.
+
+        Returns
+        -------
+        schedule : Schedule or None
+            ``None`` when no run's schedule is known (or not a curve fit).
+        run : str or None
+            The run it was taken from.
+        """
+        data = self.data
+        best = None
+        for run in dict.fromkeys(data["run"]):
+            sched = self._schedule_of(run)
+            if sched is None:
+                continue
+            key = (float(data.loc[data["run"] == run, "params"].iloc[0]), sched.horizon)
+            if best is None or key >= best[0]:
+                best = (key, sched, str(run))
+        return (None, None) if best is None else (best[1], best[2])
+
+    def target_schedule(self, schedule=None, run_tokens: float | None = None):
+        """Resolve the schedule of a target run over ``run_tokens`` tokens.
+
+        Parameters
+        ----------
+        schedule : None, str or Schedule
+            ``None``: the family's usual schedule (:meth:`family_schedule`)
+            stretched to ``run_tokens`` (:func:`~hiscale.data.schedule.scale_schedule`);
+            a name of :data:`~hiscale.data.schedule.NAMED_SCHEDULES` over
+            ``run_tokens``; or a :class:`~hiscale.data.schedule.Schedule`.
+        run_tokens : float, optional
+            The run's planned length (required unless ``schedule`` is a
+            Schedule).
+
+        Returns
+        -------
+        schedule : Schedule or None
+            ``None`` for a law without a schedule term.
+        description : str
+            What was used, in words (the prediction reports it).
+
+        Raises
+        ------
+        ValueError
+            If the family's usual schedule is asked but no run's schedule is
+            known, or the name is unknown.
+        """
+        from hiscale.data.schedule import (
+            NAMED_SCHEDULES,
+            Schedule,
+            named_schedule,
+            scale_schedule,
+        )
+
+        if not get_law(self.law).covariates:
+            return None, f"law {self.law!r} has no schedule term"
+        if isinstance(schedule, Schedule):
+            shape, horizon = schedule.decay_shape, schedule.horizon
+            return schedule, f"given schedule ({shape} decay, horizon {horizon:.4g} tokens)"
+        fam, run = self.family_schedule()
+        if schedule is None:
+            if fam is None:
+                raise ValueError(f"no schedule of family {self.family!r} is known: give schedule=")
+            return scale_schedule(fam, run_tokens), (
+                f"the family's usual schedule (run {run!r}: {fam.decay_shape} decay), "
+                f"stretched to {run_tokens:.4g} tokens"
+            )
+        tps = fam.tokens_per_step if fam is not None else None
+        sched = named_schedule(str(schedule), run_tokens, tokens_per_step=tps)
+        return sched, f"{schedule}: {NAMED_SCHEDULES[str(schedule)]}, {run_tokens:.4g} tokens"
+
+    def _log_mu(self, params, tokens, sched) -> np.ndarray:
+        """``ln L̂`` per draw at ``(params, tokens)`` under ``sched``: ``(S, M)``."""
+        from hiscale.data.schedule import schedule_covariates
+
+        law = get_law(self.law)
+        n = np.broadcast_to(np.asarray(params, float), np.shape(tokens))
+        d = np.asarray(tokens, float)
+        cov = None
+        if law.covariates:
+            cov_np, _ = schedule_covariates(sched, d, decay=self.curve.get("decay", 0.999))
+            cov = {k: jnp.asarray(cov_np[k])[None, :] for k in law.covariates}
+        theta = {k: jnp.asarray(v)[:, None] for k, v in self.theta().items()}
+        x = jnp.log(n / N0)[None, :]
+        y = jnp.log(d / D0)[None, :]
+        return np.asarray(law.log_loss(x, y, theta, cov))
+
+    def expected_along_run(self, run: str, tokens) -> np.ndarray:
+        """Draws of the law along a fitted run, under that run's own schedule.
+
+        Parameters
+        ----------
+        run : str
+            A run of the fit's data.
+        tokens : array_like
+            Checkpoints (any; the schedule is the run's).
+
+        Returns
+        -------
+        numpy.ndarray
+            Expected losses ``(S, M)`` (parameter uncertainty only).
+
+        Raises
+        ------
+        ValueError
+            If the run is not in the fit, or the law needs a schedule the fit
+            does not know for it.
+        """
+        data = self.data
+        sel = data["run"].to_numpy() == str(run)
+        if not sel.any():
+            raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
+        sched = self._schedule_of(run)
+        if sched is None and get_law(self.law).covariates:
+            raise ValueError(f"run {run!r}: schedule unknown")
+        n = float(data["params"].to_numpy()[sel][0])
+        return np.exp(self._log_mu(n, np.atleast_1d(np.asarray(tokens, float)), sched))
+
+    def predict_curve(
+        self,
+        params: float,
+        run_tokens: float,
+        *,
+        schedule=None,
+        tokens=None,
+        ci_prob: float | Sequence[float] = DEFAULT_CI_PROB,
+        seed: int = 0,
+        n_points: int = 64,
+    ) -> pd.DataFrame:
+        """Predict the whole curve of a run of size ``params`` under a schedule, with bands.
+
+        Two kinds, as :meth:`predict`: ``expected`` (the law along the run,
+        parameter uncertainty only) and ``new_run`` (one new training run:
+        adds a run offset ``σ_run z`` and a stationary AR(1) path in ``ln D``
+        drawn jointly along the grid, so its band is that of a whole curve).
+
+        Parameters
+        ----------
+        params : float
+            Model size N.
+        run_tokens : float
+            The run's planned length (the schedule's horizon).
+        schedule : None, str or Schedule
+            See :meth:`target_schedule` (default: the family's usual schedule).
+        tokens : array_like, optional
+            Checkpoints to predict; default ``n_points`` log-spaced from
+            ``max(curve_start, 0.01) x run_tokens`` to ``run_tokens``.
+        ci_prob : float or sequence of float
+            Central interval probabilities.
+        seed : int
+            Seed of the new-run draws: ``numpy.random.default_rng(seed)`` draws
+            the offsets ``(S,)``, then the AR(1) innovations ``(S, M)``.
+        n_points : int
+            Grid size when ``tokens`` is not given.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (token, kind, ci_prob): ``tokens, kind, ci_prob, lower,
+            upper, median, mean``. ``frame.attrs`` holds ``family``,
+            ``params``, ``run_tokens``, ``schedule`` (in words),
+            ``schedule_fields``, ``seed`` and ``flagged``.
+
+        Raises
+        ------
+        ValueError
+            If the fit is not a whole-curve fit, a value is not finite and > 0,
+            or a ``ci_prob`` is outside (0, 1).
+        RuntimeError
+            If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
+        """
+        require_x64("Fit.predict_curve")
+        if not self.is_curve:
+            raise ValueError("predict_curve needs a whole-curve fit (FitOptions(residual='ar1'))")
+        levels = _levels(ci_prob)
+        n, t_end = _positive("params", params), _positive("run_tokens", run_tokens)
+        if tokens is None:
+            start = max(self.options.curve_start, 0.01) * t_end
+            d = np.geomspace(start, t_end, n_points)
+        else:
+            d = np.sort(np.atleast_1d(np.asarray(tokens, float)))
+            _positive("tokens", d)
+        sched, desc = self.target_schedule(schedule, t_end)
+        mu = self._log_mu(n, d, sched)
+        th = self.theta()
+        rng = np.random.default_rng(seed)
+        offset = th["sigma_run"] * rng.standard_normal(len(th["sigma_run"]))
+        u = ar1_paths(rng, np.log(d / D0), None, th["sigma_obs"], th["rho"], self.curve["ell"])
+        arrays = {"expected": np.exp(mu), "new_run": np.exp(mu + offset[:, None] + u)}
+        frame = _summary_frame(arrays, d, levels)
+        frame.attrs.update(
+            family=self.family,
+            params=n,
+            run_tokens=t_end,
+            schedule=desc,
+            schedule_fields=None if sched is None else dict(sched.__dict__),
+            seed=int(seed),
+            flagged=self.flagged,
+        )
+        return frame
+
+    def predict_run(
+        self,
+        run: str,
+        tokens=None,
+        *,
+        ci_prob: float | Sequence[float] = DEFAULT_CI_PROB,
+        seed: int = 0,
+        n_points: int = 32,
+    ) -> pd.DataFrame:
+        r"""Continue a fitted run to the end of its schedule, with its own offset and AR state.
+
+        Per posterior draw, the run's offset ``δ`` is drawn from its Gaussian
+        conditional given the run's residuals
+        (:func:`~hiscale.modeling.curve.offset_posterior`), and the AR(1)
+        path continues from ``u_n = e_n - δ`` at the run's last fitted row
+        (Markov, so the rows before add nothing given ``δ``); the exact
+        conditional moments are :func:`~hiscale.modeling.curve.continuation_moments`.
+
+        Parameters
+        ----------
+        run : str
+            A run of the fit's data.
+        tokens : array_like, optional
+            Checkpoints at or after the run's last fitted row; default
+            ``n_points`` log-spaced from there to its schedule's horizon.
+        ci_prob : float or sequence of float
+            Central interval probabilities.
+        seed : int
+            Seed: ``numpy.random.default_rng(seed)`` draws the offsets
+            ``(S,)``, then the AR(1) innovations ``(S, M)``.
+        n_points : int
+            Grid size when ``tokens`` is not given.
+
+        Returns
+        -------
+        pandas.DataFrame
+            One row per (token, kind, ci_prob): ``tokens, kind, ci_prob, lower,
+            upper, median, mean``; kinds ``expected`` (the law) and
+            ``this_run`` (the run's continuation). ``frame.attrs``: ``family``,
+            ``run``, ``params``, ``last_tokens``, ``last_loss``,
+            ``run_tokens`` (horizon), ``schedule_note``, ``seed``, ``flagged``.
+
+        Raises
+        ------
+        ValueError
+            If the fit is not a whole-curve fit, the run is not in it, a
+            checkpoint lies before its last fitted row, or ``tokens`` is not
+            given and the run's schedule is unknown.
+        RuntimeError
+            If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
+        """
+        require_x64("Fit.predict_run")
+        if not self.is_curve:
+            raise ValueError("predict_run needs a whole-curve fit (FitOptions(residual='ar1'))")
+        levels = _levels(ci_prob)
+        data = self.data
+        rows = np.flatnonzero(data["run"].to_numpy() == str(run))
+        if len(rows) == 0:
+            raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
+        d_obs = data["tokens"].to_numpy(float)[rows]
+        n = float(data["params"].iloc[rows[0]])
+        sched = self._schedule_of(run)
+        if tokens is None:
+            if sched is None:
+                raise ValueError(f"run {run!r}: schedule unknown, give tokens=")
+            if sched.horizon <= d_obs[-1]:
+                raise ValueError(
+                    f"run {run!r} is already at the end of its schedule "
+                    f"({d_obs[-1]:.4g} of {sched.horizon:.4g} tokens): give tokens="
+                )
+            d = np.geomspace(d_obs[-1], sched.horizon, n_points + 1)[1:]
+        else:
+            d = np.sort(np.atleast_1d(np.asarray(tokens, float)))
+            _positive("tokens", d)
+            if d[0] < d_obs[-1]:
+                raise ValueError(
+                    f"tokens: {d[0]:.4g} lies before run {run!r}'s last fitted row "
+                    f"({d_obs[-1]:.4g} tokens)"
+                )
+        mu_new = self._log_mu(n, d, sched)
+        mu_obs = np.asarray(self._dt["posterior"]["mu"].values).reshape(-1, len(data))[:, rows]
+        resid = np.log(data["loss"].to_numpy(float)[rows])[None, :] - mu_obs
+        th = self.theta()
+        ell = self.curve["ell"]
+        t_obs = np.log(d_obs / D0)
+        m, v = offset_posterior(resid, t_obs, th["sigma_run"], th["sigma_obs"], th["rho"], ell)
+        rng = np.random.default_rng(seed)
+        delta = m + np.sqrt(v) * rng.standard_normal(len(m))
+        u = ar1_paths(
+            rng,
+            np.log(d / D0),
+            (t_obs[-1], resid[:, -1] - delta),
+            th["sigma_obs"],
+            th["rho"],
+            ell,
+        )
+        arrays = {"expected": np.exp(mu_new), "this_run": np.exp(mu_new + delta[:, None] + u)}
+        frame = _summary_frame(arrays, d, levels)
+        frame.attrs.update(
+            family=self.family,
+            run=str(run),
+            params=n,
+            last_tokens=float(d_obs[-1]),
+            last_loss=float(data["loss"].iloc[rows[-1]]),
+            run_tokens=None if sched is None else float(sched.horizon),
+            schedule_note=self.curve.get("schedule_notes", {}).get(str(run), ""),
+            seed=int(seed),
+            flagged=self.flagged,
+        )
+        return frame
 
     # ------------------------------------------------------------ prediction
     def draws(self, params, tokens, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -237,13 +588,21 @@ class Fit:
         t_obs)`` with ``t`` Student-t draws of the model's degrees of freedom,
         one fresh run offset per draw and target point.
 
+        Whole-curve fits (:attr:`is_curve`): each point is the *end* of a run
+        of ``D`` tokens under the family's usual schedule stretched to ``D``
+        (:meth:`target_schedule`; :meth:`predict_curve` takes other
+        schedules and horizons), and the new-run noise is Gaussian, as in
+        that model: ``sigma_run z_run + sigma_obs z_obs`` (the AR(1)'s
+        stationary sd at one point).
+
         Parameters
         ----------
         params, tokens : float or array_like
             Model size(s) N and token count(s) D (broadcast to ``M`` points).
         seed : int
             Seed of the new-run noise: ``numpy.random.default_rng(seed)`` draws
-            all ``t_run`` (shape ``(S, M)``), then all ``t_obs``.
+            all ``t_run`` (shape ``(S, M)``), then all ``t_obs`` (standard
+            normals for whole-curve fits).
 
         Returns
         -------
@@ -264,6 +623,19 @@ class Fit:
         x = jnp.log(n / N0)[None, :]
         y = jnp.log(d / D0)[None, :]
         theta = {k: jnp.asarray(v)[:, None] for k, v in th.items()}
+        if self.is_curve:
+            mu = np.concatenate(
+                [
+                    self._log_mu(nj, np.array([dj]), self.target_schedule(None, dj)[0])
+                    for nj, dj in zip(n, d, strict=True)
+                ],
+                axis=1,
+            )
+            rng = np.random.default_rng(seed)
+            z_run = rng.standard_normal(mu.shape)
+            z_obs = rng.standard_normal(mu.shape)
+            new = mu + th["sigma_run"][:, None] * z_run + th["sigma_obs"][:, None] * z_obs
+            return np.exp(mu), np.exp(new)
         mu = np.asarray(law.log_loss(x, y, theta))
         s = self.prior.settings
         rng = np.random.default_rng(seed)
@@ -459,6 +831,7 @@ class Fit:
         log: Sequence[FilterRecord] = (),
         timings: dict[str, float] | None = None,
         provenance: dict[str, Any] | None = None,
+        curve: dict[str, Any] | None = None,
     ) -> Fit:
         """Build the fit's DataTree from the sampler's output (done once).
 
@@ -497,6 +870,12 @@ class Fit:
             What the selection removed.
         timings, provenance : dict, optional
             Seconds per step; data hash, version, notes, chain starts.
+        curve : dict, optional
+            Whole-curve fits (``options.residual == "ar1"``): ``ell``,
+            ``decay``, each run's schedule (``schedules``, fields of
+            :class:`~hiscale.data.schedule.Schedule`) and ``schedule_notes``;
+            stored as the attribute ``curve_json``. Such fits get the AR(1)
+            groups described in :meth:`_curve_groups` instead.
 
         Returns
         -------
@@ -510,11 +889,11 @@ class Fit:
         RuntimeError
             If JAX's 64-bit mode is off (call :func:`hiscale.configure` first).
         """
-        import arviz as az
-
         require_x64("Fit.from_samples")
         law_obj = get_law(law)
         names = (*law_obj.params, "log_scale", "sigma_run", "sigma_obs")
+        if options.curve:
+            names = (*names, "rho")
         post = {n: np.asarray(samples[n], dtype=float) for n in names}
         for name in ("alpha", "beta"):
             if f"log_{name}" in post:
@@ -528,6 +907,12 @@ class Fit:
         obs = np.log(data["loss"].to_numpy(float))
         s = prior.settings
         c, d = mu.shape[:2]
+        if options.curve:
+            groups = _curve_groups(data, law_obj, post, obs, run_idx, runs, seed, curve or {})
+            return cls._build(
+                groups, data, runs, run_idx, post, sample_stats, family, law_obj, seed,
+                prior, diagnostics, sampler, options, timings, provenance, log, curve,
+            )  # fmt: skip
         # per-run log-likelihood, run offset integrated out (leave-one-run-out PSIS-LOO),
         # on the design's padded (bucketed) arrays so one compiled kernel serves many fits
         design = make_design(data, n_eff_per_run=options.n_eff_per_run)
@@ -569,15 +954,36 @@ class Fit:
         t_run = stats.t.rvs(s["df_run"], size=(c, d, n_runs), random_state=rng)
         t_obs = stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
         new_rows = mu + sig_run * t_run[..., run_idx] + sig_obs * t_obs
+        groups = {
+            "log_likelihood": {"run_log_loss": loglik},
+            "posterior_predictive": {
+                "log_loss": rep,
+                "run_log_loss": _run_means(new_rows, run_idx, n_runs),
+            },
+            "constant_data": {},
+        }
+        return cls._build(
+            groups, data, runs, run_idx, post, sample_stats, family, law_obj, seed,
+            prior, diagnostics, sampler, options, timings, provenance, log, curve,
+        )  # fmt: skip
+
+    @classmethod
+    def _build(
+        cls, groups, data, runs, run_idx, post, sample_stats, family, law_obj, seed,
+        prior, diagnostics, sampler, options, timings, provenance, log, curve,
+    ) -> Fit:  # fmt: skip
+        """Assemble the DataTree of :meth:`from_samples` from its computed groups."""
+        import arviz as az
+
+        n_rows, n_runs = len(data), len(runs)
+        obs = np.log(data["loss"].to_numpy(float))
+        extra_const = groups["constant_data"]
         dt = az.from_dict(
             {
                 "posterior": post,
                 "sample_stats": {k: np.asarray(v) for k, v in sample_stats.items()},
-                "log_likelihood": {"run_log_loss": loglik},
-                "posterior_predictive": {
-                    "log_loss": rep,
-                    "run_log_loss": _run_means(new_rows, run_idx, n_runs),
-                },
+                "log_likelihood": groups["log_likelihood"],
+                "posterior_predictive": groups["posterior_predictive"],
                 "observed_data": {
                     "log_loss": obs,
                     "run_log_loss": _run_means(obs, run_idx, n_runs),
@@ -587,6 +993,7 @@ class Fit:
                     "tokens": data["tokens"].to_numpy(float),
                     "loss": data["loss"].to_numpy(float),
                     "run_index": run_idx,
+                    **extra_const,
                 },
             },
             dims={
@@ -597,6 +1004,7 @@ class Fit:
                 "tokens": ["row"],
                 "loss": ["row"],
                 "run_index": ["row"],
+                **{k: ["row"] for k in extra_const},
             },
             coords={"run": [str(r) for r in runs], "row": np.arange(n_rows)},
         )
@@ -617,6 +1025,8 @@ class Fit:
             "seed": int(seed),
             **{f"{k}_json": json.dumps(settings[k], default=json_default) for k in _JSON_ATTRS},
         }
+        if options.curve:
+            dt.attrs["curve_json"] = json.dumps(curve or {}, default=json_default)
         return cls(dt)
 
 
@@ -628,6 +1038,87 @@ def _run_loglik_draws(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df
     )(resid, sigma_run, sigma_obs)
 
 
+@partial(jax.jit, static_argnums=4)
+def _run_loglik_ar1_draws(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell):
+    """:func:`~hiscale.modeling.curve.run_loglik_ar1` of every draw: ``(S, n_runs)``."""
+
+    def one(r, sr, so, rh):
+        return run_loglik_ar1(r, t, run, mask, n_runs, sr, so, rh, ell)
+
+    return jax.vmap(one)(resid, sigma_run, sigma, rho)
+
+
+#: Schedule covariates stored per row in ``constant_data`` of whole-curve fits.
+_COVARIATE_COLUMNS = ("lr_mult", "s1", "s2", "anneal", "memory_tokens")
+
+
+def _curve_groups(data, law_obj, post, obs, run_idx, runs, seed, curve) -> dict:
+    """``log_likelihood``, ``posterior_predictive`` and covariates of a whole-curve fit.
+
+    ``log_likelihood.run_log_loss``: each run's exact offset + AR(1) log
+    density (:func:`~hiscale.modeling.curve.run_loglik_ar1`), so ``az.loo``
+    on it is leave-one-run-out. Replicates, from
+    ``numpy.random.default_rng(seed)`` in this order: the fitted runs'
+    offsets from their Gaussian conditional given each run's rows
+    (:func:`~hiscale.modeling.curve.offset_posterior`; standard normals
+    ``(S, run)``), then a fresh stationary AR(1) path per run (run by run,
+    :func:`~hiscale.modeling.curve.ar1_paths`) for ``log_loss``; then a new
+    run's offset (``(S, run)``) and fresh AR(1) paths for ``run_log_loss``
+    (the mean log loss of a new run at each run's rows).
+    """
+    n_rows, n_runs = len(data), len(runs)
+    ell = float(curve.get("ell", 1.0))
+    design = make_curve_design(data, law_obj)
+    if design.run_names != tuple(runs) or design.n_rows != n_rows:
+        raise ValueError("Fit.from_samples: data must be sorted by params, run, tokens")
+    mu = post["mu"]
+    c, d = mu.shape[:2]
+    flat_mu = mu.reshape(c * d, n_rows)
+    resid = obs[None, :] - flat_mu
+    sr = post["sigma_run"].reshape(-1)
+    so = post["sigma_obs"].reshape(-1)
+    rho = post["rho"].reshape(-1)
+    padded = np.zeros((c * d, len(design.mask)))
+    padded[:, :n_rows] = resid
+    loglik = np.asarray(
+        _run_loglik_ar1_draws(
+            jnp.asarray(padded),
+            jnp.asarray(design.y),
+            jnp.asarray(design.run),
+            jnp.asarray(design.mask),
+            design.n_runs_padded,
+            jnp.asarray(sr),
+            jnp.asarray(so),
+            jnp.asarray(rho),
+            ell,
+        )
+    )[:, :n_runs].reshape(c, d, n_runs)
+    t = np.log(data["tokens"].to_numpy(float) / D0)
+    rows_of = [np.flatnonzero(run_idx == i) for i in range(n_runs)]
+    rng = np.random.default_rng(seed)
+    z_off = rng.standard_normal((c * d, n_runs))
+    rep = np.empty_like(flat_mu)
+    for i, rows in enumerate(rows_of):
+        m, v = offset_posterior(resid[:, rows], t[rows], sr, so, rho, ell)
+        u = ar1_paths(rng, t[rows], None, so, rho, ell)
+        rep[:, rows] = flat_mu[:, rows] + (m + np.sqrt(v) * z_off[:, i])[:, None] + u
+    z_new = rng.standard_normal((c * d, n_runs))
+    new_rows = np.empty_like(flat_mu)
+    for i, rows in enumerate(rows_of):
+        u = ar1_paths(rng, t[rows], None, so, rho, ell)
+        new_rows[:, rows] = flat_mu[:, rows] + (sr * z_new[:, i])[:, None] + u
+    new_rows = new_rows.reshape(c, d, n_rows)
+    const = {k: data[k].to_numpy(float) for k in _COVARIATE_COLUMNS if k in data}
+    return {
+        "log_likelihood": {"run_log_loss": loglik},
+        "posterior_predictive": {
+            "log_loss": rep.reshape(c, d, n_rows),
+            "run_log_loss": _run_means(new_rows, run_idx, n_runs),
+        },
+        "constant_data": const,
+    }
+
+
 def _run_means(values: np.ndarray, run_idx: np.ndarray, n_runs: int) -> np.ndarray:
     """Mean of ``values`` (``(..., row)``) over each run's rows: ``(..., run)``."""
     flat = values.reshape(-1, values.shape[-1])
@@ -636,6 +1127,46 @@ def _run_means(values: np.ndarray, run_idx: np.ndarray, n_runs: int) -> np.ndarr
     bins = (run_idx[None, :] + n_runs * np.arange(len(flat))[:, None]).ravel()
     sums = np.bincount(bins, weights=flat.ravel(), minlength=len(flat) * n_runs)
     return (sums.reshape(len(flat), n_runs) / n_r).reshape(*values.shape[:-1], n_runs)
+
+
+def _levels(ci_prob) -> list[float]:
+    """Interval probabilities as a list, each checked to lie in (0, 1)."""
+    levels = [ci_prob] if np.isscalar(ci_prob) else list(ci_prob)
+    for lv in levels:
+        if not 0 < float(lv) < 1:
+            raise ValueError(f"ci_prob must be in (0, 1), got {lv}")
+    return [float(lv) for lv in levels]
+
+
+def _positive(name: str, value):
+    """``value`` as float(s), one-line error unless finite and > 0."""
+    v = np.asarray(value, dtype=float)
+    if not np.all(np.isfinite(v)) or np.any(v <= 0):
+        raise ValueError(f"{name} must be finite and > 0, got {v.tolist()}")
+    return float(v) if v.ndim == 0 else v
+
+
+def _summary_frame(arrays: dict[str, np.ndarray], tokens, levels) -> pd.DataFrame:
+    """Tidy frame ``tokens, kind, ci_prob, lower, upper, median, mean`` of draws ``(S, M)``."""
+    parts = []
+    for kind, arr in arrays.items():
+        median, mean = np.median(arr, axis=0), arr.mean(axis=0)
+        for lv in levels:
+            lo, hi = central_interval(arr, lv, axis=0)
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "tokens": tokens,
+                        "kind": kind,
+                        "ci_prob": lv,
+                        "lower": lo,
+                        "upper": hi,
+                        "median": median,
+                        "mean": mean,
+                    }
+                )
+            )
+    return pd.concat(parts, ignore_index=True)
 
 
 def _target_point(at) -> tuple[np.ndarray, np.ndarray]:

@@ -184,22 +184,70 @@ class FitOptions:
         run)``. Residuals along a run are strongly autocorrelated; counted as
         independent, hundreds of rows made the likelihood so sharp that the
         prior could not steer the fit and wrong predictions came with narrow
-        intervals.
+        intervals. Not used with ``residual="ar1"``.
+    rows : {"end", "all"}
+        ``"end"``: the end-of-run rows above (the default model);
+        ``"all"``: whole curves, every checkpoint from ``curve_start x`` the
+        run's last one, thinned evenly in ``ln D`` to ``max_rows_per_run``
+        per run (:func:`hiscale.modeling.curve.select_curve_rows`).
+    residual : {"iid", "ar1"}
+        ``"iid"``: tempered independent Student-t rows
+        (:func:`hiscale.modeling.family.run_loglik`); ``"ar1"``: the exact
+        Gaussian run offset + AR(1) in ``ln D``
+        (:func:`hiscale.modeling.curve.run_loglik_ar1`), required by the
+        curve laws and by ``rows="all"``.
+    curve_start : float
+        With ``rows="all"``: keep rows with ``tokens >= curve_start x`` the
+        run's last checkpoint (warmup and the first transient are not
+        described by any law); 0 keeps every row.
+
+    Raises
+    ------
+    ValueError
+        If ``rows`` or ``residual`` is not one of its values, or ``rows="all"``
+        is asked with ``residual="iid"`` (tempering is what whole curves
+        replace).
     """
 
     min_tokens: float = 0.0
     end_of_run: float = 0.8
     max_rows_per_run: int = 32
     n_eff_per_run: float = 4.0
+    rows: str = "end"
+    residual: str = "iid"
+    curve_start: float = 0.1
+
+    def __post_init__(self):
+        """Check ``rows`` and ``residual``."""
+        if self.rows not in ("end", "all"):
+            raise ValueError(f"FitOptions.rows must be 'end' or 'all', got {self.rows!r}")
+        if self.residual not in ("iid", "ar1"):
+            raise ValueError(f"FitOptions.residual must be 'iid' or 'ar1', got {self.residual!r}")
+        if self.rows == "all" and self.residual != "ar1":
+            raise ValueError("FitOptions(rows='all') needs residual='ar1' (whole-curve likelihood)")
+
+    @property
+    def curve(self) -> bool:
+        """True for the whole-curve likelihood (``residual="ar1"``)."""
+        return self.residual == "ar1"
 
     def to_dict(self) -> dict[str, Any]:
         """Return the options as a plain dict (for provenance).
+
+        The whole-curve fields (``rows``, ``residual``, ``curve_start``) are
+        left out while they are at their defaults, so the cache keys of
+        end-of-run fits (population step 1, LOO priors) did not change when
+        they were added.
 
         Returns
         -------
         dict
         """
-        return dict(self.__dict__)
+        d = dict(self.__dict__)
+        if self.rows == "end" and self.residual == "iid":
+            for k in ("rows", "residual", "curve_start"):
+                d.pop(k)
+        return d
 
     def select(self, curves):
         """Select this fit's rows of ``curves`` (:func:`hiscale.data.selection.select_rows`).
@@ -216,6 +264,15 @@ class FitOptions:
         """
         from hiscale.data.selection import select_rows
 
+        if self.rows == "all":
+            from hiscale.modeling.curve import select_curve_rows
+
+            return select_curve_rows(
+                curves,
+                min_tokens=self.min_tokens,
+                start_fraction=self.curve_start,
+                max_rows_per_run=self.max_rows_per_run,
+            )
         return select_rows(
             curves,
             min_tokens=self.min_tokens,

@@ -74,10 +74,16 @@ from hiscale.priors.defaults import (
 
 __all__ = [
     "CurveDesign",
+    "ar1_paths",
+    "centred_xi",
+    "continuation_moments",
     "curve_prior_arrays",
     "make_curve_design",
     "make_curve_model",
+    "offset_posterior",
     "run_loglik_ar1",
+    "select_curve_rows",
+    "thin_log_tokens",
 ]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -209,20 +215,22 @@ class CurveDesign:
 def make_curve_design(frame: pd.DataFrame, law: str | Law) -> CurveDesign:
     """Build padded arrays of one family's rows for a curve law.
 
-    ``frame`` must carry the columns of
+    For a law with covariates ``frame`` must carry the columns of
     :func:`hiscale.data.schedule.reconstruct`. Runs whose schedule is unknown
     are an error (naming them and why), never dropped or guessed: fit them
-    with the end-of-run model instead.
+    with the end-of-run model instead. Two rows of one run at the same token
+    count are an error too (the AR(1) density would be degenerate).
     """
     law = get_law(law)
     if len(frame) == 0:
         raise ValueError("no training rows: cannot build a design")
-    missing = [c for c in (*law.covariates, "schedule_known") if c not in frame]
+    needs = (*law.covariates, "schedule_known") if law.covariates else ()
+    missing = [c for c in needs if c not in frame]
     if missing:
         raise ValueError(
             f"columns {missing} missing: add them with hiscale.data.schedule.reconstruct"
         )
-    unknown = frame[~frame["schedule_known"].astype(bool)]
+    unknown = frame[~frame["schedule_known"].astype(bool)] if law.covariates else frame.iloc[:0]
     if len(unknown):
         first = unknown.iloc[0]
         raise ValueError(
@@ -230,6 +238,13 @@ def make_curve_design(frame: pd.DataFrame, law: str | Law) -> CurveDesign:
             f"{first['run']!r}: {first.get('schedule_note', '')}); the curve law needs it"
         )
     frame = frame.sort_values(["params", "run", "tokens"])
+    dup = frame.duplicated(["run", "tokens"])
+    if dup.any():
+        first = frame[dup].iloc[0]
+        raise ValueError(
+            f"column 'tokens': run {first['run']!r} has two rows at tokens={first['tokens']:g}; "
+            "the AR(1) likelihood needs distinct checkpoints per run"
+        )
     runs = list(dict.fromkeys(frame["run"].tolist()))
     index = {r: i for i, r in enumerate(runs)}
     n = len(frame)
@@ -311,8 +326,80 @@ def _simulate_ar1(key, t, run, mask, sigma, rho, ell):
     return u
 
 
+def _data_centre(x, y, covariates, mask):
+    """Centre of the real rows: mean ``x``, mean data-term ``y`` (``ln(S1/D0)`` if used)."""
+    m = mask.astype(x.dtype)
+    n_real = jnp.maximum(jnp.sum(m), 1.0)
+    x_c = jnp.sum(x * m) / n_real
+    y_data = jnp.log(covariates["s1"] / D0) if "s1" in covariates else y
+    return x_c, jnp.sum(y_data * m) / n_real
+
+
+def _uncentre(z_c, names, x_c, y_c):
+    """``z`` (shares at (N0, D0)) from the centred ``z_c`` (see :func:`make_curve_model`).
+
+    ``u_a = v_a + alpha x_c``, ``u_b = v_b + beta y_c``; the others unchanged.
+    """
+    idx = {n: i for i, n in enumerate(names)}
+    z_c = jnp.asarray(z_c)
+    z = z_c
+    if "u_a" in idx:
+        z = z.at[idx["u_a"]].add(jnp.exp(z_c[idx["log_alpha"]]) * x_c)
+    if "u_b" in idx:
+        z = z.at[idx["u_b"]].add(jnp.exp(z_c[idx["log_beta"]]) * y_c)
+    return z
+
+
+def _centre(z, names, x_c, y_c):
+    """Inverse of :func:`_uncentre`: ``z_c`` from ``z``."""
+    idx = {n: i for i, n in enumerate(names)}
+    z = jnp.asarray(z)
+    z_c = z
+    if "u_a" in idx:
+        z_c = z_c.at[idx["u_a"]].add(-jnp.exp(z[idx["log_alpha"]]) * x_c)
+    if "u_b" in idx:
+        z_c = z_c.at[idx["u_b"]].add(-jnp.exp(z[idx["log_beta"]]) * y_c)
+    return z_c
+
+
+def centred_xi(xi, prior: dict, law: str | Law, design: CurveDesign) -> np.ndarray:
+    """Convert the prior-whitened ``xi`` of a law to the centred model's ``xi``.
+
+    The inverse of the map in :func:`make_curve_model` with ``centred=True``:
+    ``z = loc + C xi``, ``z_c`` its centred coordinates, ``xi_c = C^-1 (z_c -
+    loc)``.
+
+    Parameters
+    ----------
+    xi : array (K,)
+        Whitened law parameters (the plain model's ``xi``).
+    prior : dict
+        :func:`curve_prior_arrays` (``loc``, ``chol``).
+    law : str or Law
+        The law.
+    design : CurveDesign
+        The rows (their centre sets the shift).
+
+    Returns
+    -------
+    ndarray (K,)
+    """
+    from scipy.linalg import solve_triangular
+
+    names = get_law(law).params
+    loc, chol = np.asarray(prior["loc"], float), np.asarray(prior["chol"], float)
+    z = loc + chol @ np.asarray(xi, float)
+    args = design.model_args()
+    x_c, y_c = _data_centre(
+        jnp.asarray(args["x"]), jnp.asarray(args["y"]),
+        {k: jnp.asarray(v) for k, v in args["covariates"].items()}, jnp.asarray(args["mask"]),
+    )  # fmt: skip
+    z_c = np.asarray(_centre(jnp.asarray(z), names, x_c, y_c))
+    return solve_triangular(chol, z_c - loc, lower=True)
+
+
 @cache
-def make_curve_model(law: str | Law, ell: float = 1.0) -> Callable:
+def make_curve_model(law: str | Law, ell: float = 1.0, centred: bool = False) -> Callable:
     r"""NumPyro model of whole curves under ``law`` with offset + AR(1) residuals.
 
     .. math::
@@ -328,6 +415,20 @@ def make_curve_model(law: str | Law, ell: float = 1.0) -> Callable:
     (``xi``, ``log_loss_ref``, ``log_sigma_run``, and ``log_sigma_obs`` for
     the AR's stationary sd) plus ``logit_rho``. With ``log_loss=None`` the
     model generates data (offsets and AR paths drawn).
+
+    ``centred=True`` samples the shares *at the rows' centre* ``(x_c, y_c)``
+    instead of at ``(N0, D0)``: ``xi`` whitens ``z_c``, where ``v_a = u_a -
+    alpha x_c`` and ``v_b = u_b - beta y_c`` are the log ratios ``a/e``,
+    ``b/e`` where the data are; the prior density of ``z`` is added as a
+    factor. The map is triangular with a unit diagonal (the shifts depend
+    only on the exponents, which it leaves alone), so its Jacobian is 1 and
+    the posterior of ``z`` is unchanged; only the sampler's coordinates
+    change. Families far from ``(N0, D0)`` have a curved ridge between
+    ``u_a`` and ``alpha`` that a dense mass matrix cannot straighten; in the
+    centred coordinates it is nearly linear. (Also measuring ``u_f``
+    relative to the whole loss at the centre, ``v_f = u_f + r_f x_c - ln(1 +
+    e^{v_a} + e^{v_b})``, was tried and mixed worse on both families
+    measured.)
     """
     law = get_law(law)
     names = law.params
@@ -335,8 +436,16 @@ def make_curve_model(law: str | Law, ell: float = 1.0) -> Callable:
     def curve_model(x, y, covariates, run, mask, run_mask, prior, log_loss=None):
         """Whole-curve family model; see :func:`make_curve_model`."""
         k = len(names)
-        xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
-        z = prior["loc"] + prior["chol"] @ xi
+        if centred:
+            xi = numpyro.sample("xi", dist.ImproperUniform(dist.constraints.real_vector, (), (k,)))
+            z_c = prior["loc"] + prior["chol"] @ xi
+            x_c, y_c = _data_centre(x, y, covariates, mask)
+            z = _uncentre(z_c, names, x_c, y_c)
+            w = jax.scipy.linalg.solve_triangular(prior["chol"], z - prior["loc"], lower=True)
+            numpyro.factor("law_prior", -0.5 * jnp.sum(w**2) - 0.5 * k * _LOG_2PI)
+        else:
+            xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
+            z = prior["loc"] + prior["chol"] @ xi
         theta = {n: numpyro.deterministic(n, z[i]) for i, n in enumerate(names)}
         m = mask.astype(x.dtype)
         n_real = jnp.maximum(jnp.sum(m), 1.0)
@@ -373,5 +482,236 @@ def make_curve_model(law: str | Law, ell: float = 1.0) -> Callable:
         ll = run_loglik_ar1(log_loss - mu, y, run, mask, n_runs, sigma_run, sigma, rho, ell)
         numpyro.factor("run_loglik", jnp.sum(jnp.where(run_mask, ll, 0.0)))
 
-    curve_model.__name__ = f"curve_model_{law.name.replace('-', '_')}"
+    curve_model.__name__ = f"curve_model_{law.name.replace('-', '_')}" + (
+        "_centred" if centred else ""
+    )
     return curve_model
+
+
+# --------------------------------------------------------------------------------------
+# rows of whole curves
+
+
+def thin_log_tokens(frame: pd.DataFrame, max_rows_per_run: int) -> pd.DataFrame:
+    """Keep at most ``max_rows_per_run`` rows per run, evenly spaced in ``ln D``.
+
+    For each run (rows sorted by tokens) the targets are ``max_rows_per_run``
+    points evenly spaced between its first and last ``ln D``; each target
+    keeps the row nearest to it (duplicates merged), so the first and the last
+    checkpoint are always kept. Evenly in ``ln D`` because the AR(1) residual
+    lives in ``ln D``: rows closer than a small fraction of an e-fold are
+    almost perfectly correlated and add nearly nothing, and the likelihood of
+    the kept rows is the exact marginal of the process (no tempering needed).
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        Curves rows (``run``, ``tokens``).
+    max_rows_per_run : int
+        Rows to keep per run; 0 or less keeps everything.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The kept rows, sorted by run and tokens.
+    """
+    if max_rows_per_run <= 0 or len(frame) == 0:
+        return frame
+    parts = []
+    for _, g in frame.sort_values(["run", "tokens"]).groupby("run", sort=False):
+        if len(g) <= max_rows_per_run:
+            parts.append(g)
+            continue
+        t = np.log(g["tokens"].to_numpy(float))
+        targets = np.linspace(t[0], t[-1], max_rows_per_run)
+        pos = np.searchsorted(t, targets).clip(1, len(t) - 1)
+        nearer_left = (targets - t[pos - 1]) <= (t[pos] - targets)
+        idx = np.unique(np.where(nearer_left, pos - 1, pos))
+        parts.append(g.iloc[idx])
+    return pd.concat(parts)
+
+
+def select_curve_rows(curves, *, min_tokens: float, start_fraction: float, max_rows_per_run: int):
+    """Rows of whole curves for the curve model, each step in the log.
+
+    1. the token cut ``tokens > min_tokens`` (skipped when 0);
+    2. ``tokens >= start_fraction x`` the run's last checkpoint (the laws do
+       not describe the first steps of training: warmup and the initial
+       transient), logged as ``curve_start``;
+    3. thinning evenly in ``ln D`` to at most ``max_rows_per_run`` rows per
+       run (:func:`thin_log_tokens`), logged as ``thin_log_tokens``.
+
+    There is no end-of-run selection: every checkpoint is data.
+
+    Parameters
+    ----------
+    curves : Curves
+        Rows of one family.
+    min_tokens, start_fraction : float
+        The cuts of steps 1 and 2 (0 disables them).
+    max_rows_per_run : int
+        Step 3 (0 keeps every row).
+
+    Returns
+    -------
+    Curves
+        The selected rows with one log record per step.
+    """
+    from hiscale.data.selection import filter_min_tokens
+
+    c = filter_min_tokens(curves, min_tokens) if min_tokens > 0 else curves
+    f = c.frame
+    if start_fraction > 0:
+        last = f.groupby("run")["tokens"].transform("max").to_numpy()
+        c = c.with_frame(
+            f[f["tokens"].to_numpy() >= start_fraction * last],
+            step="curve_start",
+            reason=f"tokens < {start_fraction:g} x the run's last token count (start of training)",
+        )
+    else:
+        c = c.with_frame(f, step="curve_start", reason="disabled: every checkpoint kept")
+    thinned = thin_log_tokens(c.frame, max_rows_per_run)
+    return c.with_frame(
+        thinned,
+        step="thin_log_tokens",
+        reason=(
+            f"thinned to at most {max_rows_per_run} rows per run, evenly spaced in ln D "
+            "(first and last checkpoint kept; the AR(1) likelihood of the kept rows is exact)"
+        ),
+    )
+
+
+# --------------------------------------------------------------------------------------
+# conditionals: the run offset and a run's continuation
+
+
+def _whiten_np(resid, t, sigma, rho, ell):
+    """Whitened ``1`` and ``e`` of one run's AR(1) (numpy, draws on axis 0).
+
+    ``resid``: ``(S, n)``; ``sigma, rho``: ``(S,)``; ``t``: ``(n,)`` sorted.
+    Returns ``z_1, z_e`` of shape ``(S, n)`` (module docstring).
+    """
+    resid = np.atleast_2d(resid)
+    sigma = np.asarray(sigma, float).reshape(-1, 1)
+    log_rho = np.log(np.asarray(rho, float)).reshape(-1, 1)
+    dt = np.diff(np.asarray(t, float))
+    phi = np.concatenate([np.zeros((log_rho.shape[0], 1)), np.exp(dt[None, :] / ell * log_rho)], 1)
+    sd = sigma * np.sqrt(np.maximum(1.0 - phi**2, 1e-300))
+    prev = np.concatenate([np.zeros((resid.shape[0], 1)), resid[:, :-1]], 1)
+    return (1.0 - phi) / sd, (resid - phi * prev) / sd
+
+
+def offset_posterior(resid, t, sigma_run, sigma, rho, ell=1.0):
+    r"""Gaussian conditional of a run's offset ``δ`` given its residuals.
+
+    With ``e = δ 1 + u``, ``δ ~ N(0, σ_run²)``, ``u`` the AR(1):
+    ``δ | e ~ N(σ_run² B / (1 + σ_run² A), σ_run² / (1 + σ_run² A))`` with
+    ``A = 1ᵀΣ_AR⁻¹1``, ``B = 1ᵀΣ_AR⁻¹e`` (computed by the whitening of the
+    module docstring).
+
+    Parameters
+    ----------
+    resid : array (S, n) or (n,)
+        Residuals ``ln L - ln L̂`` of one run per draw, sorted by ``t``.
+    t : array (n,)
+        ``ln D`` of the run's rows (strictly increasing).
+    sigma_run, sigma, rho : float or array (S,)
+        Noise parameters per draw.
+    ell : float
+        Length scale of ``rho``.
+
+    Returns
+    -------
+    mean, var : ndarray (S,)
+        Conditional mean and variance of ``δ``.
+    """
+    z1, ze = _whiten_np(resid, t, sigma, rho, ell)
+    a, b = np.sum(z1**2, 1), np.sum(z1 * ze, 1)
+    s2 = np.asarray(sigma_run, float).reshape(-1) ** 2
+    denom = 1.0 + s2 * a
+    return s2 * b / denom, s2 / denom
+
+
+def continuation_moments(resid, t, t_new, sigma_run, sigma, rho, ell=1.0):
+    r"""Mean and covariance of a run's future residuals given its past (one parameter set).
+
+    Future points ``t_new >= t[-1]`` (sorted): the AR(1) is Markov, so given
+    ``δ`` the future depends on the past only through ``u_n = e_n - δ``:
+    with ``φ_j = ρ^{(t_j - t_n)/ℓ}`` and ``δ | e ~ N(m, v)``
+    (:func:`offset_posterior`),
+
+    .. math::
+
+        E[e_j | e] = m + φ_j (e_n - m),\qquad
+        \operatorname{Cov}(e_j, e_k | e) = v (1 - φ_j)(1 - φ_k)
+            + σ^2 (ρ^{|t_j - t_k|/ℓ} - φ_j φ_k).
+
+    Parameters
+    ----------
+    resid : array (n,)
+        The run's residuals, sorted by ``t``.
+    t, t_new : array
+        ``ln D`` of the observed rows and of the future points.
+    sigma_run, sigma, rho, ell : float
+        Noise parameters.
+
+    Returns
+    -------
+    mean : ndarray (m,)
+    cov : ndarray (m, m)
+
+    Raises
+    ------
+    ValueError
+        If a future point lies before the run's last observed row.
+    """
+    t, t_new = np.asarray(t, float), np.asarray(t_new, float)
+    if np.any(t_new < t[-1]):
+        raise ValueError("continuation points must not lie before the run's last observed row")
+    m, v = (float(a[0]) for a in offset_posterior(resid, t, sigma_run, sigma, rho, ell))
+    phi = rho ** ((t_new - t[-1]) / ell)
+    mean = m + phi * (float(np.asarray(resid)[-1]) - m)
+    cov = v * np.outer(1 - phi, 1 - phi) + sigma**2 * (
+        rho ** (np.abs(t_new[:, None] - t_new[None, :]) / ell) - np.outer(phi, phi)
+    )
+    return mean, cov
+
+
+def ar1_paths(rng: np.random.Generator, t, start, sigma, rho, ell=1.0) -> np.ndarray:
+    """Draw AR(1) paths at ``t`` (sorted), one per draw, vectorised over draws.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of the innovations (drawn as one ``(S, n)`` standard normal block).
+    t : array (n,)
+        Positions, sorted ascending.
+    start : None or (t0, u0)
+        ``None``: the path is stationary (``u_1 ~ N(0, σ²)``); ``(t0, u0)``:
+        the path continues from ``u(t0) = u0`` (``u0`` of shape ``(S,)``).
+    sigma, rho : array (S,)
+        Stationary sd and correlation per ``ell`` of each draw.
+    ell : float
+        Length scale.
+
+    Returns
+    -------
+    ndarray (S, n)
+    """
+    sigma = np.asarray(sigma, float).reshape(-1)
+    log_rho = np.log(np.asarray(rho, float)).reshape(-1)
+    t = np.asarray(t, float)
+    eps = rng.standard_normal((len(sigma), len(t)))
+    out = np.empty_like(eps)
+    if start is None:
+        last_t, last_u = None, None
+    else:
+        last_t, last_u = float(start[0]), np.asarray(start[1], float).reshape(-1)
+    for j, tj in enumerate(t):
+        if last_t is None:
+            out[:, j] = sigma * eps[:, j]
+        else:
+            phi = np.exp((tj - last_t) / ell * log_rho)
+            out[:, j] = phi * last_u + sigma * np.sqrt(np.maximum(1 - phi**2, 0.0)) * eps[:, j]
+        last_t, last_u = tj, out[:, j]
+    return out

@@ -70,7 +70,10 @@ def plot_curves(
         not use); ``None`` draws only the fit's rows.
     fit : Fit, optional
         Adds the law's posterior-median expected loss for every size (dashed),
-        and marks the rows the fit saw.
+        and marks the rows the fit saw. For a whole-curve fit
+        (:attr:`~hiscale.infer.result.Fit.is_curve`) the law is drawn through
+        every run it fitted, under that run's schedule, and the target band is
+        the whole curve of a new run (:meth:`~hiscale.infer.result.Fit.predict_curve`).
     family : str, optional
         Family to draw (default: the fit's, or the only one).
     at : (params, tokens), optional
@@ -143,15 +146,47 @@ def plot_curves(
         handles.append(
             Line2D([], [], ls="none", marker="o", mfc="none", mec="black", label="rows the fit saw")
         )
-        for n in sizes:
-            sub = frame[frame["params"] == n]
-            grid = np.geomspace(sub["tokens"].min(), sub["tokens"].max(), n_grid)
-            expected, _ = fit.draws(np.full_like(grid, n), grid, seed=seed)
-            ax.plot(grid, np.median(expected, axis=0), "--", color=cmap(norm(n)), lw=1.3)
+        if fit.is_curve:
+            # whole-curve fits: the law through every fitted run, under its own schedule
+            for run, g in used.groupby("run", sort=False):
+                grid = np.geomspace(g["tokens"].min(), g["tokens"].max(), n_grid)
+                expected = fit.expected_along_run(run, grid)
+                n = float(g["params"].iloc[0])
+                ax.plot(grid, np.median(expected, axis=0), "--", color=cmap(norm(n)), lw=1.3)
+        else:
+            for n in sizes:
+                sub = frame[frame["params"] == n]
+                grid = np.geomspace(sub["tokens"].min(), sub["tokens"].max(), n_grid)
+                expected, _ = fit.draws(np.full_like(grid, n), grid, seed=seed)
+                ax.plot(grid, np.median(expected, axis=0), "--", color=cmap(norm(n)), lw=1.3)
         handles.append(Line2D([], [], color="grey", ls="--", label="fitted law (posterior median)"))
     if at is not None:
         tn, td = float(at[0]), float(at[1])
-        if fit is not None:
+        if fit is not None and fit.is_curve:
+            # a new run of D tokens under the family's usual schedule: its whole curve
+            grid = _target_grid(tmin, td, n_grid)
+            band = fit.predict_curve(tn, td, tokens=grid, ci_prob=levels, seed=seed)
+            new_rows = band[band["kind"] == "new_run"]
+            for lv in levels:
+                b = new_rows[np.isclose(new_rows["ci_prob"], lv)]
+                ax.fill_between(
+                    b["tokens"], b["lower"], b["upper"], color=TARGET_COLOR,
+                    alpha=band_alpha(lv), lw=0,
+                )  # fmt: skip
+            b = new_rows[np.isclose(new_rows["ci_prob"], levels[0])]
+            ax.plot(b["tokens"], b["median"], "-", color=TARGET_COLOR, lw=1.6)
+            tag = "/".join(f"{round(100 * lv)}" for lv in sorted(levels))
+            handles.append(
+                Patch(
+                    color=TARGET_COLOR,
+                    alpha=0.35,
+                    label=f"target N={fmt_count(tn)}: new-run {tag}% interval (whole curve)",
+                )
+            )
+            handles.append(
+                Line2D([], [], color=TARGET_COLOR, lw=1.6, label="target: predictive median")
+            )
+        elif fit is not None:
             grid = _target_grid(tmin, td, n_grid)
             expected, _ = fit.draws(np.full_like(grid, tn), grid, seed=seed)
             # one new run per draw: its offset and noise at D (exactly the predictive

@@ -31,7 +31,7 @@ from hiscale._paths import bundled
 from hiscale._util import json_default
 from hiscale.data.curves import Curves, family_groups, name_group
 from hiscale.laws import get_law
-from hiscale.priors.defaults import DEFAULT_LAW_PRIORS, DEFAULT_PRIORS
+from hiscale.priors.defaults import CURVE_LAW_PRIORS, DEFAULT_LAW_PRIORS, DEFAULT_PRIORS
 
 __all__ = [
     "DEFAULT_PRIOR",
@@ -170,7 +170,7 @@ class Prior:
                     if nj in idx:
                         cov[i, j] = self.cov[idx[ni], idx[nj]]
             else:
-                m, s = DEFAULT_LAW_PRIORS[ni]
+                m, s = {**DEFAULT_LAW_PRIORS, **CURVE_LAW_PRIORS}[ni]
                 loc[i] = m
                 cov[i, i] = s**2
         return replace(self, law=get_law(law).name, names=tuple(target), loc=loc, cov=cov)
@@ -252,11 +252,13 @@ def flat_prior(law: str = "chinchilla", **settings: Any) -> Prior:
     Returns
     -------
     Prior
-        Independent normals from :data:`DEFAULT_LAW_PRIORS`, named ``"flat"``.
+        Independent normals from :data:`DEFAULT_LAW_PRIORS` (and
+        :data:`CURVE_LAW_PRIORS` for the curve laws), named ``"flat"``.
     """
     names = get_law(law).params
-    loc = np.array([DEFAULT_LAW_PRIORS[n][0] for n in names])
-    sd = np.array([DEFAULT_LAW_PRIORS[n][1] for n in names])
+    weak = {**DEFAULT_LAW_PRIORS, **CURVE_LAW_PRIORS}
+    loc = np.array([weak[n][0] for n in names])
+    sd = np.array([weak[n][1] for n in names])
     prior = Prior(name="flat", law=get_law(law).name, names=names, loc=loc, cov=np.diag(sd**2))
     return prior.with_settings(**settings) if settings else prior
 

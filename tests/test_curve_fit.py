@@ -1,0 +1,418 @@
+"""Whole-curve fits: fit() with a curve law, predict_curve, predict_run, fallback, CLI.
+
+The family is simulated from the whole-curve model itself (its generative
+branch, known truth); the continuation of a run is checked against the
+Gaussian conditional computed densely with numpy from the covariance's
+definition.
+"""
+
+import json
+import warnings
+
+import jax
+import numpy as np
+import pandas as pd
+import pytest
+from numpyro import handlers
+from scipy.stats import multivariate_normal, norm
+from test_arviz import same_groups
+
+from hiscale.cli import main
+from hiscale.data.schedule import reconstruct
+from hiscale.infer.fit import FitOptions, fit
+from hiscale.infer.result import load_fit
+from hiscale.laws import D0
+from hiscale.modeling.curve import (
+    ar1_paths,
+    centred_xi,
+    continuation_moments,
+    curve_prior_arrays,
+    make_curve_design,
+    make_curve_model,
+    offset_posterior,
+    select_curve_rows,
+    thin_log_tokens,
+)
+from hiscale.testing import TEST_SAMPLER
+
+HORIZON = 2e10
+SCHEDULE = "cosine to 10% over 20B tokens, 100M-token warm-up"
+TRUTH = {
+    "xi": np.array([0.3, 0.2, 0.1, 0.2, 0.5, 0.0]),
+    "log_loss_ref": np.log(3.0),
+    "log_sigma_run": np.log(0.01),
+    "log_sigma_obs": np.log(0.004),
+    "logit_rho": 2.0,
+}
+CURVE = FitOptions(rows="all", residual="ar1")
+
+
+def simulate_curves(seed=0, sizes=(1e8, 3e8, 1e9), n_rows=40):
+    """One family, one cosine run per size, drawn from the h-term curve model at TRUTH."""
+    rows = [
+        {
+            "family": "simc",
+            "run": f"simc-{p:g}",
+            "params": p,
+            "tokens": d,
+            "loss": 3.0,
+            "schedule": SCHEDULE,
+            "run_tokens": HORIZON,
+        }
+        for p in sizes
+        for d in np.geomspace(0.05 * HORIZON, HORIZON, n_rows)
+    ]
+    frame = reconstruct(pd.DataFrame(rows))
+    design = make_curve_design(frame, "h-term")
+    prior = curve_prior_arrays("h-term", log_scale_loc=np.log(3.0))
+    model = make_curve_model("h-term")
+    tr = handlers.trace(
+        handlers.seed(handlers.condition(model, TRUTH), jax.random.PRNGKey(seed))
+    ).get_trace(**design.model_args(), prior=prior)
+    out = frame.sort_values(["params", "run", "tokens"]).reset_index(drop=True)
+    out["loss"] = np.exp(np.asarray(tr["log_loss"]["value"])[: design.n_rows])
+    mu = np.asarray(tr["mu"]["value"])[: design.n_rows]
+    return out[["family", "run", "params", "tokens", "loss", "schedule", "run_tokens"]], mu
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return simulate_curves()
+
+
+@pytest.fixture(scope="module")
+def curve_fit(sim):
+    frame, _ = sim
+    return fit(frame, family="simc", law="h-term", prior="flat", options=CURVE,
+               sampler=TEST_SAMPLER, seed=1)  # fmt: skip
+
+
+# --- the conditionals, against dense Gaussians ------------------------------------------
+
+
+def dense_cov(t, sigma_run, sigma, rho, ell=1.0):
+    """sigma_run^2 11^T + sigma^2 rho^{|t_i - t_j|/ell}, from the definition."""
+    t = np.asarray(t)
+    return sigma_run**2 + sigma**2 * rho ** (np.abs(t[:, None] - t[None, :]) / ell)
+
+
+@pytest.mark.parametrize("rho, ell", [(0.9, 1.0), (0.3, 0.5), (0.99, 2.0)])
+def test_continuation_is_the_dense_gaussian_conditional(rho, ell):
+    rng = np.random.default_rng(0)
+    t = np.sort(rng.uniform(-3, -1, 7))
+    t_new = np.sort(rng.uniform(-1, 0.5, 4))
+    sr, sg = 0.02, 0.01
+    e = rng.multivariate_normal(np.zeros(len(t)), dense_cov(t, sr, sg, rho, ell))
+    mean, cov = continuation_moments(e, t, t_new, sr, sg, rho, ell)
+    full = dense_cov(np.concatenate([t, t_new]), sr, sg, rho, ell)
+    n = len(t)
+    s11, s12, s22 = full[:n, :n], full[:n, n:], full[n:, n:]
+    np.testing.assert_allclose(mean, s12.T @ np.linalg.solve(s11, e), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(cov, s22 - s12.T @ np.linalg.solve(s11, s12), atol=1e-12)
+    # the run offset's conditional: Cov(delta, e) = sigma_run^2 1
+    m, v = offset_posterior(e, t, sr, sg, rho, ell)
+    c = np.full(n, sr**2)
+    assert m[0] == pytest.approx(c @ np.linalg.solve(s11, e), rel=1e-9)
+    assert v[0] == pytest.approx(sr**2 - c @ np.linalg.solve(s11, c), rel=1e-9)
+
+
+def test_continuation_refuses_points_before_the_last_row():
+    with pytest.raises(ValueError, match="before the run's last observed row"):
+        continuation_moments(np.zeros(3), [0.0, 1.0, 2.0], [1.5], 0.01, 0.01, 0.9)
+
+
+def test_ar1_paths_have_the_ar1_covariance():
+    t = np.array([0.0, 0.1, 0.5, 1.5])
+    s = 40_000
+    u = ar1_paths(np.random.default_rng(1), t, None, np.full(s, 0.02), np.full(s, 0.8))
+    # MC sd of an entry ~ 4e-4 x sqrt(2 / 40000) ~ 3e-6
+    np.testing.assert_allclose(np.cov(u, rowvar=False), dense_cov(t, 0.0, 0.02, 0.8), atol=2e-5)
+
+
+def test_predict_run_draws_the_dense_conditional(curve_fit):
+    """With every draw at one parameter value, the continuation is the MVN conditional."""
+    dt = curve_fit.to_datatree().copy()
+    post = dt["posterior"].to_dataset()
+    pick = {"chain": 0, "draw": 0}
+    fixed = post.copy()
+    for name in fixed.data_vars:
+        fixed[name] = post[name].isel(pick).broadcast_like(post[name])
+    dt["posterior"] = fixed
+    point = type(curve_fit)(dt)
+    run = point.data["run"].iloc[-1]
+    tokens = np.array([2.2e10, 3e10])
+    pred = point.predict_run(run, tokens, ci_prob=0.8, seed=3)
+    # independent: residuals of the run at the draw, dense conditional by numpy
+    th = {k: float(v[0]) for k, v in point.theta().items()}
+    data = point.data
+    sel = data["run"] == run
+    t = np.log(data.loc[sel, "tokens"].to_numpy() / D0)
+    mu_obs = np.asarray(fixed["mu"].isel(pick).values)[sel.to_numpy()]
+    e = np.log(data.loc[sel, "loss"].to_numpy()) - mu_obs
+    t_new = np.log(tokens / D0)
+    full = dense_cov(np.concatenate([t, t_new]), th["sigma_run"], th["sigma_obs"], th["rho"])
+    n = len(t)
+    s11, s12, s22 = full[:n, :n], full[n:, :n].T, full[n:, n:]
+    mean = s12.T @ np.linalg.solve(s11, e)
+    sd = np.sqrt(np.diag(s22 - s12.T @ np.linalg.solve(s11, s12)))
+    law = pred[pred["kind"] == "expected"]
+    mu_new = np.log(law["median"].to_numpy())
+    np.testing.assert_allclose(law["lower"], law["upper"])  # one parameter value
+    this = pred[pred["kind"] == "this_run"]
+    s = len(point.theta()["rho"])
+    # median of S draws: MC sd ~ 1.25 sd / sqrt(S); quantiles a little wider
+    tol = 5 * 1.8 * sd / np.sqrt(s)
+    z = norm.ppf(0.9)
+    for col, k in (("median", 0.0), ("upper", z), ("lower", -z)):
+        err = np.log(this[col].to_numpy()) - (mu_new + mean + k * sd)
+        assert np.all(np.abs(err) < tol), (col, err, tol)
+
+
+def test_centred_model_is_the_same_posterior(sim):
+    """Log density differences agree between the plain and the centred coordinates."""
+    from numpyro.infer.util import log_density
+
+    frame, _ = sim
+    design = make_curve_design(reconstruct(frame), "h-term")
+    prior = curve_prior_arrays("h-term", log_scale_loc=design.log_scale_loc)
+    kwargs = {**design.model_args(), "prior": prior, "log_loss": design.log_loss}
+    plain, centred = make_curve_model("h-term"), make_curve_model("h-term", centred=True)
+    rest = {"log_loss_ref": 1.1, "log_sigma_run": -4.5, "log_sigma_obs": -5.3, "logit_rho": 2.0}
+    rng = np.random.default_rng(4)
+    xis = [rng.normal(0, 1, 6) for _ in range(3)]
+    lp_plain = [float(log_density(plain, (), kwargs, {**rest, "xi": xi})[0]) for xi in xis]
+    lp_centred = [
+        float(log_density(centred, (), kwargs, {**rest, "xi": centred_xi(xi, prior, "h-term",
+                                                                          design)})[0])
+        for xi in xis
+    ]  # fmt: skip
+    np.testing.assert_allclose(np.diff(lp_centred), np.diff(lp_plain), rtol=1e-9, atol=1e-9)
+    assert lp_centred[0] == pytest.approx(lp_plain[0], rel=1e-12)  # same normalising constant
+    # and the law parameters it implies are the plain model's
+    tr = handlers.trace(
+        handlers.condition(centred, {**rest, "xi": centred_xi(xis[0], prior, "h-term", design)})
+    ).get_trace(**kwargs)
+    z = prior["loc"] + prior["chol"] @ xis[0]
+    np.testing.assert_allclose([float(tr["u_a"]["value"]), float(tr["log_beta"]["value"])],
+                               [z[0], z[3]], rtol=1e-12)  # fmt: skip
+
+
+# --- row selection ---------------------------------------------------------------------
+
+
+def test_thinning_is_even_in_log_tokens_and_keeps_both_ends():
+    d = np.geomspace(1e8, 1e11, 1000) ** 1.0
+    d = np.sort(np.concatenate([d, np.linspace(5e10, 1e11, 500)]))  # dense at the end
+    frame = pd.DataFrame({"run": "r", "tokens": d, "loss": 1.0})
+    kept = thin_log_tokens(frame, 32)["tokens"].to_numpy()
+    assert len(kept) <= 32 and kept[0] == d[0] and kept[-1] == d[-1]
+    gaps = np.diff(np.log(kept))
+    target = np.log(d[-1] / d[0]) / 31
+    assert np.all(np.abs(gaps - target) < 0.2 * target)
+
+
+def test_curve_selection_is_logged(sim):
+    from hiscale.data.curves import load_curves
+
+    frame, _ = sim
+    c = select_curve_rows(load_curves(frame), min_tokens=0, start_fraction=0.1,
+                          max_rows_per_run=16)  # fmt: skip
+    steps = [r.step for r in c.log]
+    assert steps[-2:] == ["curve_start", "thin_log_tokens"]
+    assert "evenly spaced in ln D" in c.log[-1].reason
+    assert c.frame.groupby("run").size().max() <= 16
+    assert "end_of_run" not in steps
+
+
+# --- the fit ---------------------------------------------------------------------------
+
+
+def test_curve_fit_end_to_end(curve_fit, sim):
+    frame, mu_true = sim
+    f = curve_fit
+    assert f.is_curve and f.law == "h-term" and f.options == CURVE
+    dt = f.to_datatree()
+    assert {"rho", "u_f", "r_f", "sigma_run", "sigma_obs"} <= set(dt["posterior"].data_vars)
+    assert {"lr_mult", "s1", "anneal"} <= set(dt["constant_data"].data_vars)
+    assert dt["log_likelihood"]["run_log_loss"].dims[-1] == "run"
+    assert dt["posterior_predictive"]["log_loss"].dims[-1] == "row"
+    assert set(d["step"] for d in json.loads(dt.attrs["log_json"])) >= {
+        "schedule", "curve_start", "thin_log_tokens"
+    }  # fmt: skip
+    for key in ("rhat_max", "ess_min", "divergences", "flagged"):
+        assert key in f.diagnostics
+    # the per-run log likelihood is the dense Gaussian of the run's residuals (one draw)
+    th = {k: float(v[0]) for k, v in f.theta().items()}
+    mu = np.asarray(dt["posterior"]["mu"].values)[0, 0]
+    data = f.data
+    runs = list(dt["log_likelihood"]["run"].values)
+    for i, run in enumerate(runs):
+        sel = (data["run"] == run).to_numpy()
+        t = np.log(data["tokens"].to_numpy()[sel] / D0)
+        e = np.log(data["loss"].to_numpy()[sel]) - mu[sel]
+        cov = dense_cov(t, th["sigma_run"], th["sigma_obs"], th["rho"])
+        ll = float(dt["log_likelihood"]["run_log_loss"].values[0, 0, i])
+        assert ll == pytest.approx(multivariate_normal(np.zeros(len(t)), cov).logpdf(e), rel=1e-8)
+    # the fitted mean curve is near the simulated truth (noise sd ~ 0.01 per run)
+    fitted = np.median(np.asarray(dt["posterior"]["mu"].values).reshape(-1, len(data)), 0)
+    sel = frame["tokens"] >= 0.1 * HORIZON
+    assert np.max(np.abs(fitted - mu_true[sel.to_numpy()])) < 0.05
+
+
+def test_curve_fit_save_load_is_bit_identical(curve_fit, tmp_path):
+    back = load_fit(curve_fit.save(tmp_path / "curve.nc"))
+    assert back.to_datatree().identical(curve_fit.to_datatree())
+    assert same_groups(back.to_datatree(), curve_fit.to_datatree())
+    assert back.curve == curve_fit.curve and back.options == curve_fit.options
+    a = curve_fit.predict_curve(2e9, 3e10, seed=4)
+    b = back.predict_curve(2e9, 3e10, seed=4)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+
+
+def test_predict_curve_shapes_and_determinism(curve_fit):
+    f = curve_fit
+    c = f.predict_curve(2e9, 4e10, ci_prob=(0.5, 0.9), seed=2, n_points=20)
+    assert list(c.columns) == ["tokens", "kind", "ci_prob", "lower", "upper", "median", "mean"]
+    assert len(c) == 20 * 2 * 2
+    assert c["tokens"].max() == pytest.approx(4e10)
+    assert "usual schedule" in c.attrs["schedule"] and c.attrs["schedule_fields"]["horizon"] == 4e10
+    assert np.all(c["lower"] <= c["median"]) and np.all(c["median"] <= c["upper"])
+    e90 = c[(c["kind"] == "expected") & (c["ci_prob"] == 0.9)]
+    n90 = c[(c["kind"] == "new_run") & (c["ci_prob"] == 0.9)]
+    assert np.all(n90["upper"].to_numpy() - n90["lower"].to_numpy()
+                  > e90["upper"].to_numpy() - e90["lower"].to_numpy())  # fmt: skip
+    pd.testing.assert_frame_equal(c, f.predict_curve(2e9, 4e10, ci_prob=(0.5, 0.9), seed=2,
+                                                     n_points=20), check_exact=True)  # fmt: skip
+    # the expected curve falls along a cosine run and a constant schedule ends higher
+    med = e90["median"].to_numpy()
+    assert np.all(np.diff(med) < 0)
+    const = f.predict_curve(2e9, 4e10, schedule="constant", tokens=[4e10], ci_prob=0.9)
+    assert const.attrs["schedule"].startswith("constant")
+    assert float(const[const["kind"] == "expected"]["median"].iloc[0]) > med[-1]
+    # a point prediction is the end point of the family's schedule over D
+    p = f.predict((2e9, 4e10), ci_prob=0.9)
+    assert float(p[p["kind"] == "expected"]["median"].iloc[0]) == pytest.approx(med[-1], rel=1e-12)
+    with pytest.raises(ValueError, match="schedule 'nope' unknown"):
+        f.predict_curve(2e9, 4e10, schedule="nope")
+
+
+def test_predict_run_continues_from_the_run(curve_fit):
+    f = curve_fit
+    run = f.data["run"].iloc[0]
+    with pytest.raises(ValueError, match="already at the end of its schedule"):
+        f.predict_run(run)
+    with pytest.raises(ValueError, match="lies before run"):
+        f.predict_run(run, [1e9])
+    with pytest.raises(ValueError, match="not in the fit"):
+        f.predict_run("nope", [3e10])
+    r = f.predict_run(run, [2.1e10, 3e10], ci_prob=0.8, seed=0)
+    assert set(r["kind"]) == {"expected", "this_run"}
+    assert r.attrs["run"] == run and r.attrs["last_tokens"] == pytest.approx(HORIZON)
+    # right after the last row, the run stays near its last loss (its own offset + AR state)
+    first = r[(r["kind"] == "this_run") & (r["tokens"] == 2.1e10)]
+    assert abs(np.log(first["median"].iloc[0] / r.attrs["last_loss"])) < 0.02
+
+
+def test_unknown_schedule_falls_back_and_says_so(sim):
+    frame, _ = sim
+    frame = frame.assign(schedule=np.nan)
+    with pytest.warns(UserWarning, match="fitted with the end-of-run model"):
+        f = fit(frame, family="simc", law="h-term", prior="flat", options=CURVE,
+                sampler=TEST_SAMPLER, seed=0)  # fmt: skip
+    assert f.law == "chinchilla" and not f.is_curve
+    assert f.options.rows == "end" and f.options.residual == "iid"
+    fb = f.provenance["fallback"]
+    assert fb["requested"]["law"] == "h-term" and "schedule column empty" in fb["reason"]
+    assert fb["reason"] in f.provenance["notes"]
+
+
+def test_curve_law_needs_the_ar1_likelihood(sim):
+    frame, _ = sim
+    with pytest.raises(ValueError, match="residual='ar1'"):
+        fit(frame, family="simc", law="h-term", prior="flat")
+    with pytest.raises(ValueError, match="needs residual='ar1'"):
+        FitOptions(rows="all")
+
+
+def test_default_options_keep_their_provenance_keys():
+    # cache keys of end-of-run fits hold FitOptions().to_dict(): unchanged by the curve fields
+    assert set(FitOptions().to_dict()) == {
+        "min_tokens", "end_of_run", "max_rows_per_run", "n_eff_per_run"
+    }  # fmt: skip
+    assert CURVE.to_dict()["rows"] == "all"
+
+
+# --- CLI -------------------------------------------------------------------------------
+
+
+def test_cli_predict_curve_and_run(curve_fit, tmp_path, capsys):
+    path = curve_fit.save(tmp_path / "curve.nc")
+    out_csv = tmp_path / "curve.csv"
+    code = main(["predict", "--fit", str(path), "--at", "2e9", "4e10", "--schedule", "wsd",
+                 "--curve-out", str(out_csv), "--quiet"])  # fmt: skip
+    out = capsys.readouterr()
+    assert code == 0 and "expected loss" in out.out and "wsd" in out.err
+    curve = pd.read_csv(out_csv)
+    assert set(curve["kind"]) == {"expected", "new_run"} and curve["tokens"].max() == 4e10
+    code = main(["predict", "--fit", str(path), "--at", "2e9", "4e10", "--json", "--quiet"])
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and "usual schedule" in payload["schedule"] and payload["curve"]
+    run = curve_fit.data["run"].iloc[0]
+    code = main(["predict", "--fit", str(path), "--run", run, "--run-tokens", "3e10", "--json",
+                 "--quiet"])  # fmt: skip
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["run"] == run and payload["end_tokens"] == pytest.approx(3e10)
+    code = main(["predict", "--fit", str(path), "--run", run, "--run-tokens", "3e10", "--quiet"])
+    assert code == 0 and "this run" in capsys.readouterr().out
+
+
+def test_cli_refuses_curve_options_on_end_of_run_fits(tmp_path, capsys):
+    from hiscale.testing import fake_fit
+
+    path = fake_fit().save(tmp_path / "f.nc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        code = main(["predict", "--fit", str(path), "--at", "2e9", "4e10", "--schedule", "wsd"])
+    assert code == 2 and "need a whole-curve fit" in capsys.readouterr().err
+
+
+# --- figure ----------------------------------------------------------------------------
+
+
+def test_curves_figure_draws_the_law_through_every_fitted_run(curve_fit, sim):
+    import matplotlib.pyplot as plt
+
+    from hiscale.plots.curves import plot_curves
+
+    frame, _ = sim
+    fig = plot_curves(frame, curve_fit, at=(2e9, 3e10), ci_prob=0.8)
+    ax = fig.axes[0]
+    dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
+    runs = curve_fit.data.groupby("run", sort=False)
+    assert len(dashed) == runs.ngroups
+    # each dashed line is the posterior median of the law along its run's own schedule
+    for ln, (run, g) in zip(dashed, runs, strict=True):
+        x = np.asarray(ln.get_xdata())
+        assert x[0] == pytest.approx(g["tokens"].min()) and x[-1] == pytest.approx(
+            g["tokens"].max()
+        )
+        med = np.median(curve_fit.expected_along_run(run, x), axis=0)
+        np.testing.assert_allclose(ln.get_ydata(), med)
+        # and it runs through the run's rows (noise sd ~ 0.01-0.02 in ln L)
+        at_rows = np.median(curve_fit.expected_along_run(run, g["tokens"]), axis=0)
+        assert np.max(np.abs(np.log(g["loss"].to_numpy() / at_rows))) < 0.08
+    plt.close(fig)
+
+
+def test_cli_fit_whole_curves(sim, tmp_path, capsys):
+    frame, _ = sim
+    csv = tmp_path / "simc.csv"
+    frame.to_csv(csv, index=False)
+    small = [f"--num-warmup={TEST_SAMPLER.num_warmup}", f"--num-samples={TEST_SAMPLER.num_samples}"]
+    code = main(["fit", str(csv), "--law", "h-term", "--rows", "all", "--prior", "flat", *small,
+                 "--seed", "1", "--out", str(tmp_path / "f.nc"), "--json", "--quiet"])  # fmt: skip
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["law"] == "h-term"
+    assert {"u_f", "r_f", "rho"} <= set(payload["parameters"])
+    back = load_fit(tmp_path / "f.nc")
+    assert back.is_curve and back.options.rows == "all" and back.options.residual == "ar1"
