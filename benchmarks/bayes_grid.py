@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bayes_grid.py [CORPUS] [--grid sub] [--target last30]
-        [--families gpt3 pythia ...] [--methods paper bayes bayes-flat]
+        [--families gpt3 pythia ...] [--methods paper bayes bayes-flat bayes-disc]
         [--out benchmarks/results/bayes_grid] [--n-boot 2000] [--boot-seed 0]
 
     # smoke test: one cheap method, two families, the quick grid
@@ -190,6 +190,8 @@ def main(argv=None) -> int:
         include_k1=True,
         seed=args.seed,
         progress=True,
+        # bayes-disc learns its population's discrepancy for the backtest's direction
+        method_options={"bayes-disc": {"disc_direction": args.direction}},
     )
     total = time.perf_counter() - t0
     methods = list(args.methods)
