@@ -11,6 +11,7 @@ from hiscale.backtesting.discrepancy import (
     DiscrepancyPrior,
     InnerError,
     fit_population,
+    population_density,
     population_discrepancy,
     sigma_posterior,
     widen,
@@ -65,6 +66,29 @@ def test_sigma_posterior_matches_quadrature(m, s, own):
     assert post.source == "prior + own inner error"
 
 
+def test_sigma_posterior_on_a_grid_prior_matches_quadrature():
+    """A non-Gaussian prior given on a grid (a two-component mixture) times the own likelihood."""
+
+    def prior(u):
+        return 0.7 * stats.norm.pdf(u, np.log(0.01), 0.5) + 0.3 * stats.norm.pdf(
+            u, np.log(0.1), 0.3
+        )
+
+    own = _err(0.08, 2e-4, 1.0)
+    like = _quad_posterior(0.0, 1e6, own)  # flat-ish prior factor: divide it out below
+
+    def dens(u):
+        return prior(u) * like(u) / (np.exp(-0.5 * (u / 1e6) ** 2) / (1e6 * np.sqrt(2 * np.pi)))
+
+    u = disc.U_GRID
+    post = sigma_posterior(0.0, 1.0, own, prior_grid=(u, prior(u)))
+    lo, hi = u[0], u[-1]
+    z = integrate.quad(dens, lo, hi, epsrel=1e-10, limit=400, points=[np.log(0.01), np.log(0.1)])[0]
+    for x in (np.log(0.01), np.log(0.05), np.log(0.1)):
+        want = integrate.quad(dens, lo, x, epsrel=1e-10, limit=400)[0] / z
+        assert np.interp(x, post.u, post.cdf) == pytest.approx(want, abs=1e-4)
+
+
 def test_without_own_evidence_the_posterior_is_the_prior_and_says_why():
     m, s = np.log(0.03), 0.8
     post = sigma_posterior(m, s, None, why_none="cell has 2 training size(s)")
@@ -96,6 +120,22 @@ def test_marginal_likelihood_recovers_m_and_s_from_simulated_families():
     assert m_hat == pytest.approx(m, abs=0.15)
     assert s_hat == pytest.approx(s, abs=0.15)
     assert info["at_bound"] == [] and info["n"] == n
+
+
+def test_population_predictive_centres_on_the_simulated_m_and_s():
+    """With many families the predictive of log sigma_d has mean ~ m and sd ~ s."""
+    rng = np.random.default_rng(5)
+    m, s, n = np.log(0.03), 0.6, 150
+    d = rng.uniform(0.3, 3.0, n)
+    s2 = rng.uniform(1e-5, 1e-4, n)
+    e = rng.normal(0.0, np.sqrt(s2 + (np.exp(m + s * rng.standard_normal(n)) * d) ** 2))
+    dens, info = population_density(e, s2, d)
+    u = disc.U_GRID
+    mean = np.trapezoid(u * dens, u)
+    sd = np.sqrt(np.trapezoid((u - mean) ** 2 * dens, u))
+    assert mean == pytest.approx(m, abs=0.2)
+    assert sd == pytest.approx(s, abs=0.2)
+    assert info["m_mean"] == pytest.approx(m, abs=0.2)
 
 
 def test_group_weights_count_a_duplicated_family_once():

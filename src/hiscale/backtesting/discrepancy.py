@@ -24,9 +24,12 @@ Evidence on ``sigma_d``:
   that mean (of the row-mean of ``ln`` new-run draws), ``d_in = |ln(N_k /
   N_{k-1})|``; the likelihood is ``N(e_in; 0, s_in^2 + sigma_d^2 d_in^2)``;
 * **the population** (:func:`population_discrepancy`): ``log sigma_d ~ N(m,
-  s^2)`` with ``(m, s)`` the maximum marginal likelihood estimate
-  (:func:`fit_population`) from the other families' leave-largest-size-out
-  errors: one inner fit per family on its own rows (its largest size held
+  s^2)``, ``(m, s)`` learned from the other families' leave-largest-size-out
+  errors. With a handful of groups the maximum marginal likelihood
+  (:func:`fit_population`, recorded) often sits on a bound (``s -> 0`` or
+  ``m -> -inf``), so the prior used is the *predictive* of ``log sigma_d``
+  under the posterior of ``(m, s)`` on a grid (:func:`population_density`,
+  hyperpriors :data:`HYPERPRIOR`): one inner fit per family on its own rows (its largest size held
   out), under the **flat** prior (as the population's step-1 fits, so no
   family's error depends on a prior learned from it), cached on disk
   (:func:`family_inner_error`). The held-out family's whole group
@@ -72,6 +75,7 @@ __all__ = [
     "family_inner_error",
     "fit_population",
     "inner_error",
+    "population_density",
     "population_discrepancy",
     "sigma_posterior",
     "widen",
@@ -84,6 +88,13 @@ INNER_SAMPLER = SamplerSettings(num_warmup=300, num_samples=500, num_chains=2)
 #: error (labelled ``fallback`` in the result): median ``sigma_d`` 0.02 (2% of
 #: loss per e-fold of size), wide (a factor ``e^1.5`` per sd).
 FALLBACK_PRIOR: tuple[float, float] = (float(np.log(0.02)), 1.5)
+
+#: Hyperpriors of :func:`population_density`: ``m ~ N(log 0.02, 2^2)`` (95% of
+#: median ``sigma_d`` between 0.0004 and 1), ``s ~ HalfNormal(1)``.
+HYPERPRIOR: dict[str, float] = {"m_loc": float(np.log(0.02)), "m_sd": 2.0, "s_sd": 1.0}
+
+#: Grid of ``log sigma_d`` the population prior and the cell posterior live on.
+U_GRID: np.ndarray = np.linspace(np.log(1e-6), np.log(10.0), 2001)
 
 #: Bounds of the marginal-likelihood search: ``m`` (log scale) and ``s``.
 M_BOUNDS: tuple[float, float] = (float(np.log(1e-5)), float(np.log(10.0)))
@@ -346,6 +357,63 @@ def fit_population(e, s2, d, weights=None) -> tuple[float, float, dict[str, Any]
     return m, s, {"loglik": -float(best.fun), "at_bound": at, "n": len(e)}
 
 
+def population_density(
+    e, s2, d, weights=None, *, u: np.ndarray | None = None, n_m: int = 141, n_s: int = 60
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Predictive density of ``log sigma_d`` for a new family under the posterior of ``(m, s)``.
+
+    The posterior of ``(m, s)`` is the weighted marginal likelihood of
+    :func:`fit_population` times :data:`HYPERPRIOR`, on an ``n_m x n_s`` grid
+    (``m`` over :data:`M_BOUNDS`, ``s`` over :data:`S_BOUNDS`); the
+    predictive is ``sum over the grid of p(m, s | errors) N(u; m, s^2)``.
+
+    Parameters
+    ----------
+    e, s2, d : array_like
+        Errors, their predictive variances and distances (one per family).
+    weights : array_like, optional
+        Log-likelihood weight per family (default 1).
+    u : ndarray, optional
+        Grid of ``log sigma_d`` (default :data:`U_GRID`).
+    n_m, n_s : int
+        Grid sizes of ``m`` and ``s``.
+
+    Returns
+    -------
+    density : ndarray
+        Normalised density on ``u`` (trapezoid rule).
+    info : dict
+        Posterior means and sds of ``m`` and ``s``.
+    """
+    e, s2, d = (np.asarray(v, dtype=float) for v in (e, s2, d))
+    w = np.ones_like(e) if weights is None else np.asarray(weights, dtype=float)
+    u = U_GRID if u is None else np.asarray(u, dtype=float)
+    ms = np.linspace(*M_BOUNDS, n_m)
+    ss = np.linspace(*S_BOUNDS, n_s)
+    x, gw = np.polynomial.hermite_e.hermegauss(64)  # as _log_marginal, vectorised over s
+    logw = np.log(gw / np.sqrt(2 * np.pi))
+    lp = np.empty((n_m, n_s))
+    for i, m in enumerate(ms):
+        sig2 = np.exp(2 * (m + ss[:, None] * x[None, :]))  # (s, nodes)
+        var = s2[:, None, None] + sig2[None] * d[:, None, None] ** 2  # (family, s, nodes)
+        ll = -0.5 * (np.log(2 * np.pi * var) + e[:, None, None] ** 2 / var)
+        lp[i] = w @ np.logaddexp.reduce(ll + logw, axis=2)
+    lp += stats.norm.logpdf(ms, HYPERPRIOR["m_loc"], HYPERPRIOR["m_sd"])[:, None]
+    lp += stats.halfnorm.logpdf(ss, scale=HYPERPRIOR["s_sd"])[None, :]
+    post = np.exp(lp - lp.max())
+    post /= post.sum()
+    dens = np.einsum("ij,kij->k", post, stats.norm.pdf(u[:, None, None], ms[:, None], ss[None, :]))
+    dens /= np.trapezoid(dens, u)
+    pm, ps = post.sum(1), post.sum(0)
+    info = {
+        "m_mean": float(pm @ ms),
+        "m_sd": float(np.sqrt(pm @ (ms - pm @ ms) ** 2)),
+        "s_mean": float(ps @ ss),
+        "s_sd": float(np.sqrt(ps @ (ss - ps @ ss) ** 2)),
+    }
+    return dens, info
+
+
 @dataclass(frozen=True)
 class DiscrepancyPrior:
     """Population prior ``log sigma_d ~ N(m, s^2)`` for one held-out family.
@@ -353,7 +421,8 @@ class DiscrepancyPrior:
     Attributes
     ----------
     m, s : float
-        Location and scale of ``log sigma_d``.
+        Location and scale of ``log sigma_d`` (the fallback's, or the
+        maximum marginal likelihood estimate, recorded for reference).
     label : str
         ``"population (G groups, F families)"`` or ``"fallback (...)"``.
     families : tuple of str
@@ -361,7 +430,11 @@ class DiscrepancyPrior:
     errors : dict
         Their :class:`InnerError` dicts.
     info : dict
-        :func:`fit_population`'s ``info`` (or the fallback's reason in ``note``).
+        :func:`fit_population`'s and :func:`population_density`'s ``info``
+        (or the fallback's reason in ``note``).
+    density : ndarray, optional
+        Prior density of ``log sigma_d`` on :data:`U_GRID`
+        (:func:`population_density`); None: ``N(m, s^2)``.
     """
 
     m: float
@@ -370,6 +443,24 @@ class DiscrepancyPrior:
     families: tuple[str, ...] = ()
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    density: np.ndarray | None = None
+
+    def posterior(self, own: InnerError | None, *, why_none: str = "") -> SigmaPosterior:
+        """Return the cell's posterior of ``sigma_d`` (:func:`sigma_posterior`).
+
+        Parameters
+        ----------
+        own : InnerError or None
+            The cell's inner error.
+        why_none : str
+            Why ``own`` is None (recorded in the posterior's ``source``).
+
+        Returns
+        -------
+        SigmaPosterior
+        """
+        grid = None if self.density is None else (U_GRID, self.density)
+        return sigma_posterior(self.m, self.s, own, why_none=why_none, prior_grid=grid)
 
 
 def population_discrepancy(
@@ -444,13 +535,15 @@ def population_discrepancy(
     d = [errs[f].d for f in fams]
     w = [1.0 / group_size[groups.get(f, f)] for f in fams]
     m, s, info = fit_population(e, s2, d, weights=w)
+    dens, pinfo = population_density(e, s2, d, weights=w)
     return DiscrepancyPrior(
         m,
         s,
         f"population ({n_groups} groups, {len(fams)} families)",
         tuple(fams),
         {f: errs[f].to_dict() for f in fams},
-        {**info, "groups": n_groups, "excluded_group": group},
+        {**info, **pinfo, "groups": n_groups, "excluded_group": group},
+        dens,
     )
 
 
@@ -525,13 +618,14 @@ def sigma_posterior(
     why_none: str = "cell has < 3 training sizes",
     n_grid: int = 4001,
     width: float = 8.0,
+    prior_grid: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SigmaPosterior:
     """Combine the population prior with the cell's own inner error on a grid of ``log sigma_d``.
 
     Parameters
     ----------
     m, s : float
-        Prior ``log sigma_d ~ N(m, s^2)``.
+        Prior ``log sigma_d ~ N(m, s^2)`` (unused with ``prior_grid``).
     own : InnerError, optional
         The cell's inner error (``None``: the prior alone).
     why_none : str
@@ -540,20 +634,29 @@ def sigma_posterior(
         Grid points.
     width : float, default 8.0
         Grid half-width in prior standard deviations around ``m``.
+    prior_grid : (ndarray, ndarray), optional
+        ``(u, density)``: a prior density of ``log sigma_d`` on an equally
+        spaced grid ``u`` (e.g. :func:`population_density`), used instead
+        of ``N(m, s^2)``.
 
     Returns
     -------
     SigmaPosterior
     """
-    u = np.linspace(m - width * s, m + width * s, n_grid)
-    logp = stats.norm.logpdf(u, m, s)
+    if prior_grid is None:
+        u = np.linspace(m - width * s, m + width * s, n_grid)
+        logp = stats.norm.logpdf(u, m, s)
+    else:
+        u = np.asarray(prior_grid[0], dtype=float)
+        with np.errstate(divide="ignore"):
+            logp = np.log(np.asarray(prior_grid[1], dtype=float))
     if own is not None:
         var = own.s2 + np.exp(2 * u) * own.d**2
         logp = logp + stats.norm.logpdf(own.e, scale=np.sqrt(var))
         source = "prior + own inner error"
     else:
         source = f"prior alone ({why_none})"
-    p = np.exp(logp - logp.max())
+    p = np.exp(logp - np.max(logp))
     p /= np.trapezoid(p, u)
     return SigmaPosterior(u=u, density=p, source=source)
 

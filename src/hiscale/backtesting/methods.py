@@ -43,7 +43,6 @@ from hiscale.backtesting.discrepancy import (
     distance,
     inner_error,
     population_discrepancy,
-    sigma_posterior,
     widen,
 )
 from hiscale.backtesting.loo_prior import leave_one_out_prior
@@ -409,7 +408,7 @@ class BayesMethod:
             direction=cell.direction,
         )
         why = f"cell has {len(train_sizes)} training size(s), own evidence needs >= 3"
-        post = sigma_posterior(state.disc.m, state.disc.s, own, why_none=why)
+        post = state.disc.posterior(own, why_none=why)
         dist = distance(n_target, nearest)
         widened, _ = widen(new, post, dist, seed=seed + 1)
         extra = {
