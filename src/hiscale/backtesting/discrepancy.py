@@ -501,8 +501,10 @@ def population_discrepancy(
     Returns
     -------
     DiscrepancyPrior
-        With ``label`` ``fallback (...)`` and :data:`FALLBACK_PRIOR` when
-        fewer than two other groups have an error.
+        Its ``label`` says how many groups and families fed it and how many
+        of their inner fits are flagged (unconverged); ``fallback (...)``
+        with :data:`FALLBACK_PRIOR` when fewer than two other groups have
+        an error.
     """
     groups = family_groups(corpus)
     group = groups.get(family) or family_group(family)
@@ -536,10 +538,12 @@ def population_discrepancy(
     w = [1.0 / group_size[groups.get(f, f)] for f in fams]
     m, s, info = fit_population(e, s2, d, weights=w)
     dens, pinfo = population_density(e, s2, d, weights=w)
+    n_flag = sum(errs[f].flagged for f in fams)
+    flags = f", {n_flag} inner fits flagged" if n_flag else ""
     return DiscrepancyPrior(
         m,
         s,
-        f"population ({n_groups} groups, {len(fams)} families)",
+        f"population ({n_groups} groups, {len(fams)} families{flags})",
         tuple(fams),
         {f: errs[f].to_dict() for f in fams},
         {**info, **pinfo, "groups": n_groups, "excluded_group": group},

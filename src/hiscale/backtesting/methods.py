@@ -222,7 +222,8 @@ class BayesMethod:
         ``"family"`` widens the new-run draws by a per-family extrapolation
         discrepancy (:mod:`hiscale.backtesting.discrepancy`); the diagnostics
         then carry ``sigma_d_median``, ``e_in`` (NaN without own evidence),
-        ``d`` and ``sigma_d_source``.
+        ``d`` and ``sigma_d_source``, and ``flagged`` is also set when the
+        cell's inner fit is flagged.
     disc_sampler : SamplerSettings
         NUTS settings of the inner (leave-largest-size-out) fits.
     disc_direction : {"up", "down"}
@@ -377,6 +378,8 @@ class BayesMethod:
                 raise ValueError(f"{self.name}: discrepancy='family' needs the state of prepare()")
             new, extra = self._discrepancy(cell, state, new, seed)
             diagnostics.update(extra)
+            # the prediction also rests on the inner fit: its flag is the cell's
+            diagnostics["flagged"] = bool(d["flagged"]) or bool(extra["inner_flagged"])
         return CellPrediction(
             median=np.median(new, axis=0),
             draws=new,
