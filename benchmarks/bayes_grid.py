@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bayes_grid.py [CORPUS] [--grid sub] [--target last30]
-        [--families gpt3 pythia ...] [--methods paper bayes bayes-flat]
+        [--families gpt3 pythia ...] [--methods paper bayes bayes-flat bayes-disc]
         [--out benchmarks/results/bayes_grid] [--n-boot 2000] [--boot-seed 0]
 
     # smoke test: one cheap method, two families, the quick grid
@@ -85,6 +85,35 @@ def _records(df: pd.DataFrame) -> list[dict]:
     return json.loads(df.to_json(orient="records"))
 
 
+def interval_score(common: pd.DataFrame, methods: list[str], level: float = 0.8) -> dict:
+    """Approximate relative interval score of the ``level`` intervals, per family and macro.
+
+    Per cell, in % of the actual loss: ``(u - l) + (2 / a) (l - y)+ + (2 / a) (y - u)+``
+    with ``a = 1 - level`` and the cell's mean bounds and mean actual (the cells
+    CSV keeps per-cell means, not per-row bounds, hence "approximate"); mean over
+    a family's cells, then over a group's families, then over groups.
+    """
+    tag = f"{round(level * 100):d}"
+    a = 1 - level
+    lo, hi, y = common[f"lower{tag}"], common[f"upper{tag}"], common["actual"]
+    score = 100 * ((hi - lo) + (2 / a) * ((lo - y).clip(lower=0) + (y - hi).clip(lower=0))) / y
+    width = 100 * (hi - lo) / y
+    t = common.assign(score=score, width=width, group=groups_of(common))
+    fam = t.groupby(["method", "group", "family"])[["score", "width"]].mean()
+    macro = fam.groupby(["method", "group"]).mean().groupby("method").mean()
+    return {
+        "level": level,
+        "definition": interval_score.__doc__.split("\n\n")[1].strip().replace("\n   ", ""),
+        "per_family": {
+            m: fam.loc[m, "score"].droplevel("group").round(4).to_dict()
+            for m in methods
+            if m in macro.index
+        },
+        "macro": {m: float(macro.loc[m, "score"]) for m in methods if m in macro.index},
+        "width_macro": {m: float(macro.loc[m, "width"]) for m in methods if m in macro.index},
+    }
+
+
 def summarise(
     res: pd.DataFrame,
     *,
@@ -104,7 +133,11 @@ def summarise(
     common = common_cells(res, methods)
     first = common[common["method"] == methods[0]]
     groups = groups_of(first)
-    boot = macro_intervals(common, methods, n_boot=n_boot, seed=seed, level=level)
+    pairs = (("bayes", "bayes-flat"), ("bayes-disc", "bayes"))
+    diffs = [(a, b) for a, b in pairs if a in methods and b in methods]
+    boot = macro_intervals(
+        common, methods, differences=diffs, n_boot=n_boot, seed=seed, level=level
+    )
     heat = heatmap(common, methods=methods)
     heat_records = [
         {"models": str(models), "method": m, "p": float(p), "are_pct": float(v)}
@@ -139,6 +172,9 @@ def summarise(
             "per_family": _records(per_family(common, methods)),
             "flagged": _records(flag_rates(common, methods)),
             "heatmap": heat_records,
+            "interval_score80": interval_score(common, methods)
+            if all(c in common for c in ("lower80", "upper80", "actual"))
+            else None,
         },
         "own_cells": own,
         "seconds_per_cell_median": res.groupby("method")["seconds"].median().to_dict(),
@@ -190,6 +226,8 @@ def main(argv=None) -> int:
         include_k1=True,
         seed=args.seed,
         progress=True,
+        # bayes-disc learns its population's discrepancy for the backtest's direction
+        method_options={"bayes-disc": {"disc_direction": args.direction}},
     )
     total = time.perf_counter() - t0
     methods = list(args.methods)

@@ -19,7 +19,12 @@ names accepted by ``backtest(methods=...)`` and ``--method`` to factories:
   other groups in the data), ``bayes`` runs with the flat prior: the result's
   ``prior`` column says ``flat (no population in unit ...)`` and a
   :class:`~hiscale.priors.prior.PriorWarning` is emitted;
-* ``bayes-flat``: NUTS under the weak default prior (no borrowing).
+* ``bayes-flat``: NUTS under the weak default prior (no borrowing);
+* ``bayes-disc``: ``bayes`` with a per-family extrapolation-discrepancy term
+  (``discrepancy="family"``, :mod:`hiscale.backtesting.discrepancy`): the
+  new-run draws are widened by ``exp(sigma_d d z)``, ``sigma_d`` from a
+  population prior (other groups' leave-largest-size-out errors) updated by
+  the cell's own leave-largest-size-out error when it has >= 3 sizes.
 """
 
 from __future__ import annotations
@@ -32,6 +37,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from hiscale.backtesting.discrepancy import (
+    INNER_SAMPLER,
+    DiscrepancyPrior,
+    distance,
+    inner_error,
+    population_discrepancy,
+    widen,
+)
 from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
@@ -52,6 +65,7 @@ __all__ = [
     "METHODS",
     "BayesMethod",
     "CellPrediction",
+    "DiscState",
     "Method",
     "PaperMethod",
     "get_method",
@@ -156,6 +170,27 @@ class PaperMethod:
         return CellPrediction(median=np.asarray(pred), n_fit_rows=len(f), status=fit.status)
 
 
+@dataclass(frozen=True)
+class DiscState:
+    """Per-family state of ``bayes-disc``: the cell prior and the discrepancy prior.
+
+    Attributes
+    ----------
+    prior : Prior
+        The prior of the cell fits (as ``bayes``).
+    disc : DiscrepancyPrior
+        Population prior of ``log sigma_d`` for the family.
+    """
+
+    prior: Prior
+    disc: DiscrepancyPrior
+
+    @property
+    def label(self) -> str:
+        """The ``prior`` column: the cell prior's label and the discrepancy prior's."""
+        return f"{self.prior.label} + discrepancy {self.disc.label}"
+
+
 @dataclass
 class BayesMethod:
     """NUTS fit of the cell's training rows, posterior-predictive target.
@@ -183,6 +218,17 @@ class BayesMethod:
         (kept separate so a quick cell sampler still reuses cached priors).
     progress : bool
         Report prior builds.
+    discrepancy : {"none", "family"}
+        ``"family"`` widens the new-run draws by a per-family extrapolation
+        discrepancy (:mod:`hiscale.backtesting.discrepancy`); the diagnostics
+        then carry ``sigma_d_median``, ``e_in`` (NaN without own evidence),
+        ``d`` and ``sigma_d_source``, and ``flagged`` is also set when the
+        cell's inner fit is flagged.
+    disc_sampler : SamplerSettings
+        NUTS settings of the inner (leave-largest-size-out) fits.
+    disc_direction : {"up", "down"}
+        Direction the population's inner errors are computed for; a cell of
+        the other direction is refused.
     """
 
     name: str = "bayes"
@@ -196,8 +242,18 @@ class BayesMethod:
     min_span: float = 4.0
     match_unit: bool = True
     pool_groups: bool = True
+    discrepancy: str = "none"
+    disc_sampler: SamplerSettings = field(default_factory=lambda: INNER_SAMPLER)
+    disc_direction: str = "up"
 
-    def prepare(self, corpus: Curves, family: str, *, client: Any = None) -> Prior:
+    def __post_init__(self) -> None:
+        """Check ``discrepancy`` and ``disc_direction``."""
+        if self.discrepancy not in ("none", "family"):
+            raise ValueError(f"discrepancy must be 'none' or 'family', got {self.discrepancy!r}")
+        if self.disc_direction not in ("up", "down"):
+            raise ValueError(f"disc_direction must be 'up' or 'down', got {self.disc_direction!r}")
+
+    def prepare(self, corpus: Curves, family: str, *, client: Any = None) -> Prior | DiscState:
         """Return the prior used for every cell of ``family`` (with ``prior_settings`` applied).
 
         Its :attr:`~hiscale.priors.prior.Prior.label` is the ``prior`` column of the
@@ -217,7 +273,9 @@ class BayesMethod:
 
         Returns
         -------
-        Prior
+        Prior or DiscState
+            A :class:`DiscState` (prior and discrepancy prior) with
+            ``discrepancy="family"``.
         """
         prior = self._prepare(corpus, family, client)
         if prior.name == "flat" and "note" in prior.meta:
@@ -226,7 +284,25 @@ class BayesMethod:
                 PriorWarning,
                 stacklevel=2,
             )
-        return prior.with_settings(**self.prior_settings) if self.prior_settings else prior
+        prior = prior.with_settings(**self.prior_settings) if self.prior_settings else prior
+        if self.discrepancy == "none":
+            return prior
+        disc = population_discrepancy(
+            corpus,
+            family,
+            law=self.law,
+            options=self.options,
+            sampler=self.disc_sampler,
+            direction=self.disc_direction,
+            progress=self.progress,
+        )
+        if disc.label.startswith("fallback"):
+            warnings.warn(
+                f"{self.name} on {family!r}: discrepancy prior {disc.label}",
+                PriorWarning,
+                stacklevel=2,
+            )
+        return DiscState(prior=prior, disc=disc)
 
     def _loo(self, corpus: Curves, family: str, client: Any = None) -> Prior:
         return leave_one_out_prior(
@@ -275,12 +351,13 @@ class BayesMethod:
             return f"prior {prior.label!r} is in loss unit {prior_unit!r}, {family!r} in {unit!r}"
         return None
 
-    def __call__(self, cell: Cell, state: Prior, *, seed: int) -> CellPrediction:
+    def __call__(self, cell: Cell, state: Prior | DiscState, *, seed: int) -> CellPrediction:
         """Fit and predict the cell's scored target rows."""
+        prior = state.prior if isinstance(state, DiscState) else state
         f = fit(
             cell.train,
             family=cell.family,
-            prior=state,
+            prior=prior,
             law=self.law,
             seed=seed,
             options=self.options,
@@ -290,18 +367,64 @@ class BayesMethod:
         _, new = f.draws(t["params"].to_numpy(), t["tokens"].to_numpy(), seed=seed)
         actual = t["loss"].to_numpy()
         d = f.diagnostics
+        diagnostics = {
+            "rhat_max": d["rhat_max"],
+            "ess_min": d["ess_min"],
+            "divergences": d["divergences"],
+            "flagged": d["flagged"],
+        }
+        if self.discrepancy == "family":
+            if not isinstance(state, DiscState):
+                raise ValueError(f"{self.name}: discrepancy='family' needs the state of prepare()")
+            new, extra = self._discrepancy(cell, state, new, seed)
+            diagnostics.update(extra)
+            # the prediction also rests on the inner fit: its flag is the cell's
+            diagnostics["flagged"] = bool(d["flagged"]) or bool(extra["inner_flagged"])
         return CellPrediction(
             median=np.median(new, axis=0),
             draws=new,
             pit=np.mean(new <= actual[None, :], axis=0),
-            diagnostics={
-                "rhat_max": d["rhat_max"],
-                "ess_min": d["ess_min"],
-                "divergences": d["divergences"],
-                "flagged": d["flagged"],
-            },
+            diagnostics=diagnostics,
             n_fit_rows=len(f.data),
         )
+
+    def _discrepancy(
+        self, cell: Cell, state: DiscState, new: np.ndarray, seed: int
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Widen ``new`` by the cell's discrepancy posterior; return it and what to record."""
+        if cell.direction != self.disc_direction:
+            raise ValueError(
+                f"{self.name}: the discrepancy prior was learned for direction "
+                f"{self.disc_direction!r}, the cell is {cell.direction!r} (set disc_direction)"
+            )
+        train_sizes = np.sort(cell.train.frame["params"].unique())
+        n_target = float(cell.target.frame["params"].iloc[0])
+        nearest = train_sizes[-1] if cell.direction == "up" else train_sizes[0]
+        own = inner_error(
+            cell.train,
+            cell.family,
+            state.prior,
+            law=self.law,
+            options=self.options,
+            sampler=self.disc_sampler,
+            seed=seed,
+            direction=cell.direction,
+        )
+        why = f"cell has {len(train_sizes)} training size(s), own evidence needs >= 3"
+        post = state.disc.posterior(own, why_none=why)
+        dist = distance(n_target, nearest)
+        widened, _ = widen(new, post, dist, seed=seed + 1)
+        extra = {
+            "sigma_d_median": post.median,
+            "sigma_d_source": post.source,
+            "e_in": own.e if own is not None else float("nan"),
+            "s_in": float(np.sqrt(own.s2)) if own is not None else float("nan"),
+            "d_in": own.d if own is not None else float("nan"),
+            "inner_flagged": own.flagged if own is not None else False,
+            "d": dist,
+            "disc_prior": state.disc.label,
+        }
+        return widened, extra
 
 
 def _bayes(**kw: Any) -> BayesMethod:
@@ -314,11 +437,18 @@ def _bayes_flat(**kw: Any) -> BayesMethod:
     return BayesMethod(name=kw.pop("name", "bayes-flat"), **kw)
 
 
+def _bayes_disc(**kw: Any) -> BayesMethod:
+    kw.setdefault("prior", "auto")
+    kw["discrepancy"] = "family"
+    return BayesMethod(name=kw.pop("name", "bayes-disc"), **kw)
+
+
 #: Method name -> factory (keyword options -> Method).
 METHODS: dict[str, Callable[..., Method]] = {
     "paper": PaperMethod,
     "bayes": _bayes,
     "bayes-flat": _bayes_flat,
+    "bayes-disc": _bayes_disc,
 }
 
 

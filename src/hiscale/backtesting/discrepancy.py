@@ -1,0 +1,696 @@
+r"""Per-family extrapolation discrepancy with a population prior (issue 10, section 3).
+
+Interval misses in the backtest are mostly the law's systematic
+extrapolation error, not noise. This module widens a cell's new-run
+predictive by a discrepancy term that grows with the extrapolation distance:
+
+.. math::
+
+    \ln y_{\rm target} = \ln \hat y_{\rm new\,run} + \delta, \qquad
+    \delta \sim N\big(0, (\sigma_d\, d)^2\big), \qquad
+    d = |\ln(N_{\rm target} / N_{\rm nearest\ train})|
+
+(``N_nearest train`` is the largest training size for ``direction="up"``,
+the smallest for ``"down"``).
+
+Evidence on ``sigma_d``:
+
+* **the cell's own** (:func:`inner_error`): when the cell's training rows
+  have ``k >= 3`` sizes, an inner fit on sizes ``1..k-1`` (same engine and
+  prior, the cheaper :data:`INNER_SAMPLER`) predicts the end rows (last 30%
+  of tokens, :func:`hiscale.backtesting.protocol.target_rows`) of the
+  held-out largest training size. ``e_in`` is the mean over those rows of
+  ``ln y - ln median(new-run draws)``, ``s_in^2`` the predictive variance of
+  that mean (of the row-mean of ``ln`` new-run draws), ``d_in = |ln(N_k /
+  N_{k-1})|``; the likelihood is ``N(e_in; 0, s_in^2 + sigma_d^2 d_in^2)``;
+* **the population** (:func:`population_discrepancy`): ``log sigma_d ~ N(m,
+  s^2)``, ``(m, s)`` learned from the other families' leave-largest-size-out
+  errors. With a handful of groups the maximum marginal likelihood
+  (:func:`fit_population`, recorded) often sits on a bound (``s -> 0`` or
+  ``m -> -inf``), so the prior used is the *predictive* of ``log sigma_d``
+  under the posterior of ``(m, s)`` on a grid (:func:`population_density`,
+  hyperpriors :data:`HYPERPRIOR`): one inner fit per family on its own rows (its largest size held
+  out), under the **flat** prior (as the population's step-1 fits, so no
+  family's error depends on a prior learned from it), cached on disk
+  (:func:`family_inner_error`). The held-out family's whole group
+  (:func:`hiscale.data.curves.family_groups`) is excluded; every other group
+  counts once (its families' log-likelihoods are weighted by one over the
+  group's size).
+
+The cell's posterior of ``sigma_d`` is one-dimensional
+(:func:`sigma_posterior`, a grid over ``log sigma_d``); the predictive is
+``new-run draw_i x exp(sigma_d,i d z_i)`` (:func:`widen`), one
+``sigma_d,i`` from that posterior and one ``z_i ~ N(0, 1)`` per draw, shared
+by the draw's target rows (the discrepancy is systematic over a size).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import optimize, stats
+
+from hiscale._util import cache_key, json_default
+from hiscale._version import __version__
+from hiscale.backtesting.protocol import sizes, split_target, target_rows
+from hiscale.data.curves import Curves, family_groups
+from hiscale.data.selection import filter_min_tokens
+from hiscale.infer.fit import FitOptions, fit
+from hiscale.infer.settings import SamplerSettings
+from hiscale.population import cache_dir, engine_revision, family_group
+from hiscale.priors.prior import Prior, flat_prior
+
+__all__ = [
+    "FALLBACK_PRIOR",
+    "INNER_SAMPLER",
+    "DiscrepancyPrior",
+    "InnerError",
+    "SigmaPosterior",
+    "distance",
+    "family_inner_error",
+    "fit_population",
+    "inner_error",
+    "population_density",
+    "population_discrepancy",
+    "sigma_posterior",
+    "widen",
+]
+
+#: NUTS settings of the inner (leave-largest-size-out) fits: 2 chains x (300 warm-up + 500 draws).
+INNER_SAMPLER = SamplerSettings(num_warmup=300, num_samples=500, num_chains=2)
+
+#: ``(m, s)`` of ``log sigma_d`` used when fewer than two other groups give an
+#: error (labelled ``fallback`` in the result): median ``sigma_d`` 0.02 (2% of
+#: loss per e-fold of size), wide (a factor ``e^1.5`` per sd).
+FALLBACK_PRIOR: tuple[float, float] = (float(np.log(0.02)), 1.5)
+
+#: Hyperpriors of :func:`population_density`: ``m ~ N(log 0.02, 2^2)`` (95% of
+#: median ``sigma_d`` between 0.0004 and 1), ``s ~ HalfNormal(1)``.
+HYPERPRIOR: dict[str, float] = {"m_loc": float(np.log(0.02)), "m_sd": 2.0, "s_sd": 1.0}
+
+#: Grid of ``log sigma_d`` the population prior and the cell posterior live on.
+U_GRID: np.ndarray = np.linspace(np.log(1e-6), np.log(10.0), 2001)
+
+#: Bounds of the marginal-likelihood search: ``m`` (log scale) and ``s``.
+M_BOUNDS: tuple[float, float] = (float(np.log(1e-5)), float(np.log(10.0)))
+S_BOUNDS: tuple[float, float] = (0.05, 3.0)
+
+
+def distance(n_target: float, n_nearest: float) -> float:
+    """Return the extrapolation distance ``d = |ln(n_target / n_nearest)|``.
+
+    Parameters
+    ----------
+    n_target : float
+        Target model size.
+    n_nearest : float
+        The training size nearest the target (largest for ``"up"``,
+        smallest for ``"down"``).
+
+    Returns
+    -------
+    float
+        ``d >= 0``.
+    """
+    return float(abs(np.log(float(n_target) / float(n_nearest))))
+
+
+@dataclass(frozen=True)
+class InnerError:
+    """A leave-largest-size-out error: the evidence one fit gives on ``sigma_d``.
+
+    Attributes
+    ----------
+    e : float
+        Mean over the held-out size's end rows of ``ln y - ln median`` of the
+        inner new-run predictive.
+    s2 : float
+        Predictive variance of that mean (variance over draws of the row-mean
+        of ``ln`` new-run draws).
+    d : float
+        ``|ln(N_held / N_nearest fitted)|``.
+    rows : int
+        End rows averaged.
+    n_fit_sizes : int
+        Sizes of the inner fit.
+    flagged : bool
+        The inner fit's convergence flag.
+    """
+
+    e: float
+    s2: float
+    d: float
+    rows: int
+    n_fit_sizes: int
+    flagged: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-able dict."""
+        return asdict(self)
+
+
+def inner_error(
+    train: Curves,
+    family: str,
+    prior: Prior | str,
+    *,
+    law: str = "chinchilla",
+    options: FitOptions | None = None,
+    sampler: SamplerSettings | None = None,
+    seed: int = 0,
+    direction: str = "up",
+) -> InnerError | None:
+    """Fit ``train`` without its largest (``"down"``: smallest) size and score that size's end rows.
+
+    Parameters
+    ----------
+    train : Curves
+        Training rows of one family (a cell's, after its filters).
+    family : str
+        Family name.
+    prior : Prior or str
+        Prior of the inner fit (the cell's own).
+    law : str, default "chinchilla"
+        Law form.
+    options : FitOptions, optional
+        Row selection of the inner fit.
+    sampler : SamplerSettings, optional
+        Inner NUTS settings (default :data:`INNER_SAMPLER`).
+    seed : int, default 0
+        Seed of the inner fit and its predictive draws.
+    direction : {"up", "down"}, default "up"
+        Which end is held out.
+
+    Returns
+    -------
+    InnerError or None
+        None when ``train`` has fewer than 3 sizes (no inner evidence).
+    """
+    s = sizes(train)
+    if len(s) < 3:
+        return None
+    rest, held = split_target(train, direction=direction)
+    end = target_rows(held, "last30").frame
+    nearest = s[-2] if direction == "up" else s[1]
+    f = fit(
+        rest,
+        family=family,
+        prior=prior,
+        law=law,
+        seed=seed,
+        options=options or FitOptions(),
+        sampler=sampler or INNER_SAMPLER,
+    )
+    _, new = f.draws(end["params"].to_numpy(), end["tokens"].to_numpy(), seed=seed)
+    ln_new = np.log(new)
+    ln_y = np.log(end["loss"].to_numpy())
+    e = float(np.mean(ln_y - np.median(ln_new, axis=0)))
+    s2 = float(np.var(ln_new.mean(axis=1), ddof=1))
+    return InnerError(
+        e=e,
+        s2=s2,
+        d=distance(s[-1] if direction == "up" else s[0], nearest),
+        rows=len(end),
+        n_fit_sizes=len(s) - 1,
+        flagged=bool(f.diagnostics["flagged"]),
+    )
+
+
+def family_inner_error(
+    corpus: Curves,
+    family: str,
+    *,
+    law: str = "chinchilla",
+    options: FitOptions | None = None,
+    sampler: SamplerSettings | None = None,
+    seed: int = 0,
+    direction: str = "up",
+    min_tokens: float = 1e10,
+    use_cache: bool = True,
+) -> InnerError | None:
+    """Return a family's leave-largest-size-out error on its own rows (flat prior, cached).
+
+    The family's rows above ``min_tokens`` (the protocol's token cut) are
+    fitted without the largest (``"down"``: smallest) size under the flat
+    prior; see :func:`inner_error`. The result is cached under
+    ``cache_dir()/discrepancy`` keyed by the family's data hash, the
+    settings and :func:`hiscale.population.engine_revision`.
+
+    Parameters
+    ----------
+    corpus : Curves
+        The table.
+    family : str
+        The family.
+    law : str, default "chinchilla"
+        Law form.
+    options : FitOptions, optional
+        Row selection.
+    sampler : SamplerSettings, optional
+        Inner NUTS settings (default :data:`INNER_SAMPLER`).
+    seed : int, default 0
+        Seed.
+    direction : {"up", "down"}, default "up"
+        Which end is held out.
+    min_tokens : float, default 1e10
+        Token cut on the fitted rows.
+    use_cache : bool, default True
+        Read a cached error when one exists (a new one is always written).
+
+    Returns
+    -------
+    InnerError or None
+        None when the family has fewer than 3 sizes after the cut.
+    """
+    options = options or FitOptions()
+    sampler = sampler or INNER_SAMPLER
+    rows = filter_min_tokens(corpus.family(family), min_tokens)
+    key = cache_key(
+        [
+            engine_revision(),
+            rows.data_hash(),
+            family,
+            law,
+            options.to_dict(),
+            sampler.to_dict(),
+            seed,
+            direction,
+            min_tokens,
+            flat_prior(law).to_dict(),
+            __version__,
+            "discrepancy-v1",
+        ],
+        sort_keys=True,
+    )
+    path = cache_dir() / "discrepancy" / f"{family}-{key}.json"
+    if use_cache and path.is_file():
+        d = json.loads(path.read_text())
+        return None if d is None else InnerError(**d)
+    err = inner_error(
+        rows, family, "flat", law=law, options=options, sampler=sampler, seed=seed,
+        direction=direction,
+    )  # fmt: skip
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(None if err is None else err.to_dict(), default=json_default))
+    tmp.replace(path)  # atomic: concurrent backtests may read the cache
+    return err
+
+
+def _log_marginal(m: float, s: float, e, s2, d, n_nodes: int = 64) -> np.ndarray:
+    """Per-family log marginal likelihood of ``(m, s)`` (Gauss-Hermite over ``log sigma_d``)."""
+    x, w = np.polynomial.hermite_e.hermegauss(n_nodes)  # weight exp(-x^2/2)
+    logw = np.log(w / np.sqrt(2 * np.pi))
+    sig = np.exp(m + s * x)  # (nodes,)
+    var = np.asarray(s2)[:, None] + (sig[None, :] * np.asarray(d)[:, None]) ** 2
+    ll = stats.norm.logpdf(np.asarray(e)[:, None], scale=np.sqrt(var))
+    return np.logaddexp.reduce(ll + logw[None, :], axis=1)
+
+
+def fit_population(e, s2, d, weights=None) -> tuple[float, float, dict[str, Any]]:
+    """Maximum marginal likelihood ``(m, s)`` of ``log sigma_d ~ N(m, s^2)`` from inner errors.
+
+    Each error ``e_j ~ N(0, s2_j + sigma_j^2 d_j^2)`` with its own
+    ``sigma_j``; ``sigma_j`` is integrated out (Gauss-Hermite, 64 nodes) and
+    the weighted sum of log marginals maximised over ``m`` in
+    :data:`M_BOUNDS` and ``s`` in :data:`S_BOUNDS` (L-BFGS-B).
+
+    Parameters
+    ----------
+    e, s2, d : array_like
+        Errors, their predictive variances and distances (one per family).
+    weights : array_like, optional
+        Log-likelihood weight per family (default 1).
+
+    Returns
+    -------
+    m, s : float
+        The estimate.
+    info : dict
+        ``loglik``, ``at_bound`` (names of parameters on a bound), ``n``.
+    """
+    e, s2, d = (np.asarray(v, dtype=float) for v in (e, s2, d))
+    w = np.ones_like(e) if weights is None else np.asarray(weights, dtype=float)
+
+    def nll(p: np.ndarray) -> float:
+        return -float(np.sum(w * _log_marginal(p[0], p[1], e, s2, d)))
+
+    # start from a moment estimate of sigma: e^2 ~ s2 + sigma^2 d^2
+    raw = np.maximum(e**2 - s2, 1e-12) / np.maximum(d, 1e-6) ** 2
+    m0 = float(np.clip(np.log(np.sqrt(np.median(raw))), *M_BOUNDS))
+    best = None
+    for start in ((m0, 0.5), (m0, 1.5), (m0 - 1.0, 1.0)):
+        r = optimize.minimize(nll, np.array(start), method="L-BFGS-B", bounds=[M_BOUNDS, S_BOUNDS])
+        if best is None or r.fun < best.fun:
+            best = r
+    m, s = float(best.x[0]), float(best.x[1])
+    at = [
+        n
+        for n, v, (lo, hi) in (("m", m, M_BOUNDS), ("s", s, S_BOUNDS))
+        if np.isclose(v, lo, atol=1e-6) or np.isclose(v, hi, atol=1e-6)
+    ]
+    return m, s, {"loglik": -float(best.fun), "at_bound": at, "n": len(e)}
+
+
+def population_density(
+    e, s2, d, weights=None, *, u: np.ndarray | None = None, n_m: int = 141, n_s: int = 60
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """Predictive density of ``log sigma_d`` for a new family under the posterior of ``(m, s)``.
+
+    The posterior of ``(m, s)`` is the weighted marginal likelihood of
+    :func:`fit_population` times :data:`HYPERPRIOR`, on an ``n_m x n_s`` grid
+    (``m`` over :data:`M_BOUNDS`, ``s`` over :data:`S_BOUNDS`); the
+    predictive is ``sum over the grid of p(m, s | errors) N(u; m, s^2)``.
+
+    Parameters
+    ----------
+    e, s2, d : array_like
+        Errors, their predictive variances and distances (one per family).
+    weights : array_like, optional
+        Log-likelihood weight per family (default 1).
+    u : ndarray, optional
+        Grid of ``log sigma_d`` (default :data:`U_GRID`).
+    n_m, n_s : int
+        Grid sizes of ``m`` and ``s``.
+
+    Returns
+    -------
+    density : ndarray
+        Normalised density on ``u`` (trapezoid rule).
+    info : dict
+        Posterior means and sds of ``m`` and ``s``.
+    """
+    e, s2, d = (np.asarray(v, dtype=float) for v in (e, s2, d))
+    w = np.ones_like(e) if weights is None else np.asarray(weights, dtype=float)
+    u = U_GRID if u is None else np.asarray(u, dtype=float)
+    ms = np.linspace(*M_BOUNDS, n_m)
+    ss = np.linspace(*S_BOUNDS, n_s)
+    x, gw = np.polynomial.hermite_e.hermegauss(64)  # as _log_marginal, vectorised over s
+    logw = np.log(gw / np.sqrt(2 * np.pi))
+    lp = np.empty((n_m, n_s))
+    for i, m in enumerate(ms):
+        sig2 = np.exp(2 * (m + ss[:, None] * x[None, :]))  # (s, nodes)
+        var = s2[:, None, None] + sig2[None] * d[:, None, None] ** 2  # (family, s, nodes)
+        ll = -0.5 * (np.log(2 * np.pi * var) + e[:, None, None] ** 2 / var)
+        lp[i] = w @ np.logaddexp.reduce(ll + logw, axis=2)
+    lp += stats.norm.logpdf(ms, HYPERPRIOR["m_loc"], HYPERPRIOR["m_sd"])[:, None]
+    lp += stats.halfnorm.logpdf(ss, scale=HYPERPRIOR["s_sd"])[None, :]
+    post = np.exp(lp - lp.max())
+    post /= post.sum()
+    dens = np.einsum("ij,kij->k", post, stats.norm.pdf(u[:, None, None], ms[:, None], ss[None, :]))
+    dens /= np.trapezoid(dens, u)
+    pm, ps = post.sum(1), post.sum(0)
+    info = {
+        "m_mean": float(pm @ ms),
+        "m_sd": float(np.sqrt(pm @ (ms - pm @ ms) ** 2)),
+        "s_mean": float(ps @ ss),
+        "s_sd": float(np.sqrt(ps @ (ss - ps @ ss) ** 2)),
+    }
+    return dens, info
+
+
+@dataclass(frozen=True)
+class DiscrepancyPrior:
+    """Population prior ``log sigma_d ~ N(m, s^2)`` for one held-out family.
+
+    Attributes
+    ----------
+    m, s : float
+        Location and scale of ``log sigma_d`` (the fallback's, or the
+        maximum marginal likelihood estimate, recorded for reference).
+    label : str
+        ``"population (G groups, F families)"`` or ``"fallback (...)"``.
+    families : tuple of str
+        Families whose errors were used.
+    errors : dict
+        Their :class:`InnerError` dicts.
+    info : dict
+        :func:`fit_population`'s and :func:`population_density`'s ``info``
+        (or the fallback's reason in ``note``).
+    density : ndarray, optional
+        Prior density of ``log sigma_d`` on :data:`U_GRID`
+        (:func:`population_density`); None: ``N(m, s^2)``.
+    """
+
+    m: float
+    s: float
+    label: str
+    families: tuple[str, ...] = ()
+    errors: dict[str, dict[str, Any]] = field(default_factory=dict)
+    info: dict[str, Any] = field(default_factory=dict)
+    density: np.ndarray | None = None
+
+    def posterior(self, own: InnerError | None, *, why_none: str = "") -> SigmaPosterior:
+        """Return the cell's posterior of ``sigma_d`` (:func:`sigma_posterior`).
+
+        Parameters
+        ----------
+        own : InnerError or None
+            The cell's inner error.
+        why_none : str
+            Why ``own`` is None (recorded in the posterior's ``source``).
+
+        Returns
+        -------
+        SigmaPosterior
+        """
+        grid = None if self.density is None else (U_GRID, self.density)
+        return sigma_posterior(self.m, self.s, own, why_none=why_none, prior_grid=grid)
+
+
+def population_discrepancy(
+    corpus: Curves,
+    family: str,
+    *,
+    law: str = "chinchilla",
+    options: FitOptions | None = None,
+    sampler: SamplerSettings | None = None,
+    seed: int = 0,
+    direction: str = "up",
+    min_tokens: float = 1e10,
+    progress: bool = False,
+) -> DiscrepancyPrior:
+    """Learn ``(m, s)`` from leave-largest-size-out errors of the families outside its group.
+
+    Parameters
+    ----------
+    corpus : Curves
+        The table (the held-out family included; its group is excluded).
+    family : str
+        The held-out family.
+    law : str, default "chinchilla"
+        Law form.
+    options : FitOptions, optional
+        Row selection of the inner fits.
+    sampler : SamplerSettings, optional
+        Inner NUTS settings (default :data:`INNER_SAMPLER`).
+    seed : int, default 0
+        Seed of the inner fits.
+    direction : {"up", "down"}, default "up"
+        Which end is held out.
+    min_tokens : float, default 1e10
+        Token cut.
+    progress : bool, default False
+        Print a line per inner fit that is not cached.
+
+    Returns
+    -------
+    DiscrepancyPrior
+        Its ``label`` says how many groups and families fed it and how many
+        of their inner fits are flagged (unconverged); ``fallback (...)``
+        with :data:`FALLBACK_PRIOR` when fewer than two other groups have
+        an error.
+    """
+    groups = family_groups(corpus)
+    group = groups.get(family) or family_group(family)
+    errs: dict[str, InnerError] = {}
+    for fam in corpus.families:
+        if groups.get(fam, fam) == group:
+            continue
+        if progress:
+            sys.stderr.write(f"discrepancy: inner error of {fam!r} ...\n")
+        err = family_inner_error(
+            corpus, fam, law=law, options=options, sampler=sampler, seed=seed,
+            direction=direction, min_tokens=min_tokens,
+        )  # fmt: skip
+        if err is not None and np.isfinite(err.e) and np.isfinite(err.s2):
+            errs[fam] = err
+    fams = sorted(errs)
+    group_size: dict[str, int] = {}
+    for f in fams:
+        group_size[groups.get(f, f)] = group_size.get(groups.get(f, f), 0) + 1
+    n_groups = len(group_size)
+    if n_groups < 2:
+        m, s = FALLBACK_PRIOR
+        note = f"{n_groups} group(s) outside {group!r} give an error; need >= 2"
+        return DiscrepancyPrior(
+            m, s, f"fallback ({note})", tuple(fams), {f: errs[f].to_dict() for f in fams},
+            {"note": note},
+        )  # fmt: skip
+    e = [errs[f].e for f in fams]
+    s2 = [errs[f].s2 for f in fams]
+    d = [errs[f].d for f in fams]
+    w = [1.0 / group_size[groups.get(f, f)] for f in fams]
+    m, s, info = fit_population(e, s2, d, weights=w)
+    dens, pinfo = population_density(e, s2, d, weights=w)
+    n_flag = sum(errs[f].flagged for f in fams)
+    flags = f", {n_flag} inner fits flagged" if n_flag else ""
+    return DiscrepancyPrior(
+        m,
+        s,
+        f"population ({n_groups} groups, {len(fams)} families{flags})",
+        tuple(fams),
+        {f: errs[f].to_dict() for f in fams},
+        {**info, **pinfo, "groups": n_groups, "excluded_group": group},
+        dens,
+    )
+
+
+@dataclass(frozen=True)
+class SigmaPosterior:
+    """One-dimensional posterior of ``log sigma_d`` on a grid.
+
+    Attributes
+    ----------
+    u : ndarray
+        Grid of ``log sigma_d`` (equally spaced).
+    density : ndarray
+        Normalised density of ``log sigma_d`` on ``u`` (trapezoid rule).
+    source : str
+        ``"prior + own inner error"`` or ``"prior alone (...)"``.
+    """
+
+    u: np.ndarray
+    density: np.ndarray
+    source: str
+
+    @property
+    def cdf(self) -> np.ndarray:
+        """CDF of ``log sigma_d`` on the grid (trapezoid rule)."""
+        du = np.diff(self.u)
+        c = np.concatenate([[0.0], np.cumsum(0.5 * (self.density[1:] + self.density[:-1]) * du)])
+        return c / c[-1]
+
+    def quantile(self, q) -> np.ndarray:
+        """Return quantiles of ``sigma_d`` (not of its log).
+
+        Parameters
+        ----------
+        q : array_like
+            Probabilities in [0, 1].
+
+        Returns
+        -------
+        ndarray
+            ``sigma_d`` quantiles (linear interpolation of the grid CDF).
+        """
+        return np.exp(np.interp(q, self.cdf, self.u))
+
+    @property
+    def median(self) -> float:
+        """Posterior median of ``sigma_d``."""
+        return float(self.quantile(0.5))
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """Draw ``n`` values of ``sigma_d`` (inverse CDF of uniforms from ``rng``).
+
+        Parameters
+        ----------
+        rng : numpy.random.Generator
+            Source of the uniforms.
+        n : int
+            Number of draws.
+
+        Returns
+        -------
+        ndarray
+            ``sigma_d`` draws, shape ``(n,)``.
+        """
+        return self.quantile(rng.uniform(size=n))
+
+
+def sigma_posterior(
+    m: float,
+    s: float,
+    own: InnerError | None = None,
+    *,
+    why_none: str = "cell has < 3 training sizes",
+    n_grid: int = 4001,
+    width: float = 8.0,
+    prior_grid: tuple[np.ndarray, np.ndarray] | None = None,
+) -> SigmaPosterior:
+    """Combine the population prior with the cell's own inner error on a grid of ``log sigma_d``.
+
+    Parameters
+    ----------
+    m, s : float
+        Prior ``log sigma_d ~ N(m, s^2)`` (unused with ``prior_grid``).
+    own : InnerError, optional
+        The cell's inner error (``None``: the prior alone).
+    why_none : str
+        Recorded in ``source`` when ``own`` is None.
+    n_grid : int, default 4001
+        Grid points.
+    width : float, default 8.0
+        Grid half-width in prior standard deviations around ``m``.
+    prior_grid : (ndarray, ndarray), optional
+        ``(u, density)``: a prior density of ``log sigma_d`` on an equally
+        spaced grid ``u`` (e.g. :func:`population_density`), used instead
+        of ``N(m, s^2)``.
+
+    Returns
+    -------
+    SigmaPosterior
+    """
+    if prior_grid is None:
+        u = np.linspace(m - width * s, m + width * s, n_grid)
+        logp = stats.norm.logpdf(u, m, s)
+    else:
+        u = np.asarray(prior_grid[0], dtype=float)
+        with np.errstate(divide="ignore"):
+            logp = np.log(np.asarray(prior_grid[1], dtype=float))
+    if own is not None:
+        var = own.s2 + np.exp(2 * u) * own.d**2
+        logp = logp + stats.norm.logpdf(own.e, scale=np.sqrt(var))
+        source = "prior + own inner error"
+    else:
+        source = f"prior alone ({why_none})"
+    p = np.exp(logp - np.max(logp))
+    p /= np.trapezoid(p, u)
+    return SigmaPosterior(u=u, density=p, source=source)
+
+
+def widen(
+    new: np.ndarray, post: SigmaPosterior, d: float, *, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Multiply new-run draws by ``exp(sigma_d,i d z_i)``.
+
+    Parameters
+    ----------
+    new : ndarray, shape (S, rows)
+        New-run draws of the target rows.
+    post : SigmaPosterior
+        Posterior of ``sigma_d``.
+    d : float
+        Extrapolation distance of the target (:func:`distance`).
+    seed : int
+        ``numpy.random.default_rng(seed)`` draws the ``S`` uniforms of
+        ``sigma_d`` then the ``S`` normals ``z``.
+
+    Returns
+    -------
+    widened : ndarray, shape (S, rows)
+        ``new * exp(sigma * d * z)[:, None]``.
+    sigma : ndarray, shape (S,)
+        The ``sigma_d`` draws.
+    """
+    new = np.asarray(new, dtype=float)
+    rng = np.random.default_rng(seed)
+    sig = post.sample(rng, new.shape[0])
+    z = rng.standard_normal(new.shape[0])
+    return new * np.exp(sig * d * z)[:, None], sig
