@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         action="append",
         default=None,
-        help="paper | bayes | bayes-flat (repeatable; default paper)",
+        help="paper | bayes | bayes-flat | bayes-disc (repeatable; default paper)",
     )
     p.add_argument("--grid", default="paper", choices=["paper", "quick", "sub"])
     p.add_argument("--target", default="last30", choices=["last30", "final"])
