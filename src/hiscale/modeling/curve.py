@@ -66,10 +66,7 @@ import pandas as pd
 from hiscale.laws import D0, N0, Law, get_law
 from hiscale.modeling.design import bucket
 from hiscale.priors.defaults import (
-    CURVE_LAW_PRIORS,
     CURVE_NOISE_PRIORS,
-    DEFAULT_LAW_PRIORS,
-    DEFAULT_PRIORS,
 )
 
 __all__ = [
@@ -284,20 +281,13 @@ def curve_prior_arrays(law: str | Law, *, log_scale_loc: float, prior=None) -> d
     :data:`DEFAULT_PRIORS` (or the prior's settings), ``sigma_ar`` and ``rho``
     from :data:`CURVE_NOISE_PRIORS`.
     """
-    names = get_law(law).params
-    k = len(names)
-    loc, cov = np.zeros(k), np.zeros((k, k))
-    have = {n: i for i, n in enumerate(prior.names)} if prior is not None else {}
-    for i, ni in enumerate(names):
-        if ni in have:
-            loc[i] = prior.loc[have[ni]]
-            for j, nj in enumerate(names):
-                if nj in have:
-                    cov[i, j] = prior.cov[have[ni], have[nj]]
-        else:
-            m, sd = {**DEFAULT_LAW_PRIORS, **CURVE_LAW_PRIORS}[ni]
-            loc[i], cov[i, i] = m, sd**2
-    settings = prior.settings if prior is not None else DEFAULT_PRIORS
+    from hiscale.priors.prior import flat_prior
+
+    name = get_law(law).name
+    on_law = prior.for_law(name) if prior is not None else flat_prior(name)
+    k = len(on_law.names)
+    loc, cov = np.asarray(on_law.loc, float), np.asarray(on_law.cov, float)
+    settings = on_law.settings
     return {
         "loc": loc,
         "chol": np.linalg.cholesky(cov + 1e-10 * np.eye(k)),
