@@ -70,3 +70,15 @@ def test_import_is_lazy():
     assert bare == "[]"
     assert data == "[]"  # the data layer needs numpy and pandas only
     assert "jax" in fit and "numpyro" in fit
+
+
+def test_top_level_fit_takes_every_argument_of_the_engine_fit():
+    """``hiscale.fit`` (the borrowing wrapper) must not hide an argument of ``infer.fit.fit``."""
+    import inspect
+
+    import hiscale
+    from hiscale.infer.fit import fit as engine_fit
+
+    top = inspect.signature(hiscale.fit).parameters
+    missing = [n for n in inspect.signature(engine_fit).parameters if n not in top]
+    assert not missing, f"hiscale.fit lacks {missing}"

@@ -1239,6 +1239,7 @@ def fit_borrowing(
     options: FitOptions | None = None,
     sampler: SamplerSettings | None = None,
     metric: str = "primary",
+    runs_extra: Any = None,
 ):
     """Fit one family, borrowing from a shipped prior or from donor families (``hiscale.fit``).
 
@@ -1258,8 +1259,9 @@ def fit_borrowing(
         not together with ``borrow_from``.
     borrow_from : sequence of str, optional
         Donor families (>= 2 independent groups, never ``family`` itself).
-    law, seed, options, sampler, metric
-        As in :func:`hiscale.infer.fit.fit`.
+    law, seed, options, sampler, metric, runs_extra
+        As in :func:`hiscale.infer.fit.fit` (``runs_extra``: the learning-rate
+        schedules of whole-curve fits).
 
     Returns
     -------
@@ -1286,6 +1288,7 @@ def fit_borrowing(
             options=options,
             sampler=sampler,
             metric=metric,
+            runs_extra=runs_extra,
         )
     if prior is not None:
         raise ValueError("give prior= or borrow_from=, not both")
@@ -1305,4 +1308,5 @@ def fit_borrowing(
         options=options,
         sampler=sampler,
         metric=metric,
+        runs_extra=runs_extra,
     )
