@@ -37,10 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         action="append",
         default=None,
-        help="paper | bayes | bayes-flat | bayes-disc (repeatable; default paper)",
+        help="paper | bayes | bayes-flat | bayes-disc | bayes-curve (continue cells only) "
+        "(repeatable; default paper)",
     )
     p.add_argument("--grid", default="paper", choices=["paper", "quick", "sub"])
-    p.add_argument("--target", default="last30", choices=["last30", "final"])
+    p.add_argument(
+        "--target",
+        default="last30",
+        choices=["last30", "final", "continue"],
+        help="scored rows; 'continue': predict each size's final loss from the first p of "
+        "every run's schedule (k = size rank; --grid quick: p = 0.3, else 0.1, 0.2, 0.3, 0.5)",
+    )
     p.add_argument("--direction", default="up", choices=["up", "down"])
     p.add_argument("--min-tokens", type=nonneg_float, default=1e10, help="10B cut (0 disables)")
     p.add_argument(
