@@ -59,9 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior",
         default=None,
-        help="prior for bayes: a shipped name or path, or 'loo' to always build one without "
+        help="prior for bayes (and bayes-curve, default flat; no 'loo'): a shipped name or "
+        "path, or 'loo' to always build one without "
         "the family's group from DATA (default: the shipped corpus-v1, rebuilt without the "
         "family's group from DATA when it saw that group; the 'prior' column says which)",
+    )
+    p.add_argument(
+        "--runs-extra",
+        default=None,
+        metavar="PATH",
+        help="runs_extra.csv of the corpus (schedules of the extra families) for bayes-curve",
     )
     add_scheduler_arg(p, what="the cells (and the leave-one-group-out priors they need)")
     p.add_argument(
@@ -131,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
     curves = load_curves(args.data, metric=args.metric)
     fams = "all" if "all" in args.family else args.family
     methods = args.method or ["paper"]
-    options = {}
+    options: dict[str, dict] = {}
     if args.prior is not None:
-        options = {m: {"prior": args.prior} for m in methods if m == "bayes"}
+        options = {m: {"prior": args.prior} for m in methods if m in ("bayes", "bayes-curve")}
+    if args.runs_extra is not None and "bayes-curve" in methods:
+        options.setdefault("bayes-curve", {})["runs_extra"] = pd.read_csv(args.runs_extra)
     res = backtest(
         curves,
         families=fams,
