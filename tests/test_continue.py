@@ -136,3 +136,16 @@ def test_cli_backtest_target_continue(frame, tmp_path, capsys):
     assert rows["k"].tolist() == [1, 2, 3] and rows["p"].eq(0.3).all()
     assert rows["status"].eq("ok").all() and rows["target"].eq("continue").all()
     assert "target=continue" in capsys.readouterr().out
+
+
+def test_bayes_curve_reuses_the_fit_of_cells_sharing_their_rows(curves):
+    """Cells of one p share their training rows: the second reuses the fit, same numbers."""
+    cells = make_cells(curves, target="continue", grid=[(1, 0.2), (3, 0.2)], min_tokens=0)
+    m = get_method("bayes-curve", sampler=TEST_SAMPLER)
+    state = m.prepare(curves, "simc")
+    m(cells[0], state, seed=4)
+    reused = m(cells[1], state, seed=4)
+    assert len(m._fits) == 1
+    fresh = get_method("bayes-curve", sampler=TEST_SAMPLER)(cells[1], state, seed=4)
+    np.testing.assert_array_equal(reused.draws, fresh.draws)
+    assert reused.draws.shape == (TEST_SAMPLER.num_chains * TEST_SAMPLER.num_samples, 1)

@@ -456,6 +456,12 @@ class BayesCurveMethod:
     runs_extra : DataFrame or path, optional
         The corpus's ``runs_extra.csv`` (schedules of the extra families),
         passed to :func:`hiscale.infer.fit.fit`.
+
+    Notes
+    -----
+    The cells of one ``p`` share their training rows (only the held size
+    differs), so the fit of the last few (family, rows, prior, seed) is kept
+    in memory and reused: same seed, the same numbers as a fresh fit.
     """
 
     name: str = "bayes-curve"
@@ -464,6 +470,7 @@ class BayesCurveMethod:
     options: FitOptions = field(default_factory=lambda: FitOptions(rows="all", residual="ar1"))
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
     runs_extra: Any = None
+    _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def prepare(self, corpus: Curves, family: str) -> Prior:
         """Return the prior of every cell of ``family`` (its label is the ``prior`` column).
@@ -514,16 +521,30 @@ class BayesCurveMethod:
                 f"{self.name} scores continue-a-run cells only (target='continue'), "
                 f"not {cell.kind!r} cells"
             )
-        f = fit(
-            cell.train,
-            family=cell.family,
-            prior=state,
-            law=self.law,
-            seed=seed,
-            options=self.options,
-            sampler=self.sampler,
-            runs_extra=self.runs_extra,
+        key = (
+            cell.family,
+            cell.train.data_hash(),
+            state.label,
+            np.asarray(state.loc).tobytes(),
+            np.asarray(state.cov).tobytes(),
+            repr(sorted(state.settings.items())),
+            seed,
         )
+        f = self._fits.get(key)
+        if f is None:
+            f = fit(
+                cell.train,
+                family=cell.family,
+                prior=state,
+                law=self.law,
+                seed=seed,
+                options=self.options,
+                sampler=self.sampler,
+                runs_extra=self.runs_extra,
+            )
+            while len(self._fits) >= 8:  # the p values of a grid; bounded memory
+                self._fits.pop(next(iter(self._fits)))
+            self._fits[key] = f
         if not f.is_curve:
             fb = f.provenance.get("fallback")
             reason = fb.get("reason", fb) if isinstance(fb, dict) else fb or "no curve law"
