@@ -263,12 +263,13 @@ def test_several_methods(synth):
 
 
 def test_methods_by_name(monkeypatch):
-    assert sorted(METHODS) == ["bayes", "bayes-disc", "bayes-flat", "paper"]
+    assert sorted(METHODS) == ["bayes", "bayes-curve", "bayes-disc", "bayes-flat", "paper"]
     assert isinstance(get_method("paper"), PaperMethod)
     flat = get_method("bayes-flat")
     assert isinstance(flat, BayesMethod) and flat.prior == "flat" and flat.name == "bayes-flat"
     with pytest.raises(
-        ValueError, match="unknown method 'nope'; known: bayes, bayes-disc, bayes-flat, paper"
+        ValueError,
+        match="unknown method 'nope'; known: bayes, bayes-curve, bayes-disc, bayes-flat, paper",
     ):
         get_method("nope")
     monkeypatch.setitem(METHODS, "const", ConstMethod)

@@ -24,18 +24,25 @@ names accepted by ``backtest(methods=...)`` and ``--method`` to factories:
   (``discrepancy="family"``, :mod:`hiscale.backtesting.discrepancy`): the
   new-run draws are widened by ``exp(sigma_d d z)``, ``sigma_d`` from a
   population prior (other groups' leave-largest-size-out errors) updated by
-  the cell's own leave-largest-size-out error when it has >= 3 sizes.
+  the cell's own leave-largest-size-out error when it has >= 3 sizes;
+* ``bayes-curve``: continue-a-run cells only (``target="continue"``,
+  :func:`hiscale.backtesting.protocol.continue_cells`): a whole-curve fit
+  (``h-term``, every row, AR(1) residuals) of the cell's training rows, each
+  held run continued to its final checkpoint with its own offset and AR state
+  (:meth:`hiscale.infer.result.Fit.predict_run`). On other cells it refuses
+  with a one-line error (the row's ``status``).
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from hiscale.backtesting.discrepancy import (
     INNER_SAMPLER,
@@ -63,6 +70,7 @@ from hiscale.priors.prior import (
 
 __all__ = [
     "METHODS",
+    "BayesCurveMethod",
     "BayesMethod",
     "CellPrediction",
     "DiscState",
@@ -427,6 +435,137 @@ class BayesMethod:
         return widened, extra
 
 
+@dataclass
+class BayesCurveMethod:
+    """Whole-curve NUTS fit of a continue cell; each held run continued to its end.
+
+    Parameters
+    ----------
+    name : str
+        Column value in results.
+    prior : "flat", a saved prior name/path, or Prior
+        Prior of the whole-curve fit (default ``"flat"``: weak defaults, no
+        borrowing). A given prior that saw the family is the caller's
+        responsibility; the ``prior`` column names it.
+    law : str
+        A curve law (:data:`hiscale.laws.CURVE_LAWS`).
+    options : FitOptions
+        Rows and likelihood of the fit (default every row, AR(1) residuals).
+    sampler : SamplerSettings
+        NUTS settings of the cell fits.
+    runs_extra : DataFrame or path, optional
+        The corpus's ``runs_extra.csv`` (schedules of the extra families),
+        passed to :func:`hiscale.infer.fit.fit`.
+
+    Notes
+    -----
+    The cells of one ``p`` share their training rows (only the held size
+    differs), so the fit of the last few (family, rows, prior, seed) is kept
+    in memory and reused: same seed, the same numbers as a fresh fit.
+    """
+
+    name: str = "bayes-curve"
+    prior: Any = "flat"
+    law: str = "h-term"
+    options: FitOptions = field(default_factory=lambda: FitOptions(rows="all", residual="ar1"))
+    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    runs_extra: Any = None
+    _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def prepare(self, corpus: Curves, family: str) -> Prior:
+        """Return the prior of every cell of ``family`` (its label is the ``prior`` column).
+
+        Parameters
+        ----------
+        corpus : Curves
+            Unused (the prior is flat or given).
+        family : str
+            Unused.
+
+        Returns
+        -------
+        Prior
+        """
+        if isinstance(self.prior, Prior):
+            return self.prior.for_law(self.law)
+        if self.prior == "flat":
+            return flat_prior(self.law)
+        name = self.prior
+        return load_prior(Path(name) if Path(str(name)).exists() else name).for_law(self.law)
+
+    def settings(self) -> dict[str, Any]:
+        """Return what the results depend on (the resume check); ``runs_extra`` by its hash.
+
+        Returns
+        -------
+        dict
+            JSON-able settings.
+        """
+        extra = self.runs_extra
+        if isinstance(extra, pd.DataFrame):
+            extra = str(pd.util.hash_pandas_object(extra, index=False).sum())
+        prior = self.prior.label if isinstance(self.prior, Prior) else self.prior
+        return {
+            "class": type(self).__qualname__,
+            "prior": str(prior),
+            "law": self.law,
+            "options": asdict(self.options),
+            "sampler": asdict(self.sampler),
+            "runs_extra": None if extra is None else str(extra),
+        }
+
+    def __call__(self, cell: Cell, state: Prior, *, seed: int) -> CellPrediction:
+        """Fit the cell's whole curves and continue each held run to its final checkpoint."""
+        if cell.kind != "continue":
+            raise ValueError(
+                f"{self.name} scores continue-a-run cells only (target='continue'), "
+                f"not {cell.kind!r} cells"
+            )
+        key = (
+            cell.family,
+            cell.train.data_hash(),
+            state.label,
+            np.asarray(state.loc).tobytes(),
+            np.asarray(state.cov).tobytes(),
+            repr(sorted(state.settings.items())),
+            seed,
+        )
+        f = self._fits.get(key)
+        if f is None:
+            f = fit(
+                cell.train,
+                family=cell.family,
+                prior=state,
+                law=self.law,
+                seed=seed,
+                options=self.options,
+                sampler=self.sampler,
+                runs_extra=self.runs_extra,
+            )
+            while len(self._fits) >= 8:  # the p values of a grid; bounded memory
+                self._fits.pop(next(iter(self._fits)))
+            self._fits[key] = f
+        if not f.is_curve:
+            fb = f.provenance.get("fallback")
+            reason = fb.get("reason", fb) if isinstance(fb, dict) else fb or "no curve law"
+            raise ValueError(f"{self.name}: the fit fell back to the end-of-run model: {reason}")
+        t = cell.target.frame
+        draws = []
+        for j, (run, tokens) in enumerate(zip(t["run"], t["tokens"], strict=True)):
+            _, new = f.predict_run(str(run), [float(tokens)], seed=seed + j, return_draws=True)
+            draws.append(new[:, 0])
+        new = np.stack(draws, axis=1)
+        actual = t["loss"].to_numpy()
+        d = f.diagnostics
+        return CellPrediction(
+            median=np.median(new, axis=0),
+            draws=new,
+            pit=np.mean(new <= actual[None, :], axis=0),
+            diagnostics={k: d[k] for k in ("rhat_max", "ess_min", "divergences", "flagged")},
+            n_fit_rows=len(f.data),
+        )
+
+
 def _bayes(**kw: Any) -> BayesMethod:
     kw.setdefault("prior", "auto")
     return BayesMethod(name=kw.pop("name", "bayes"), **kw)
@@ -449,6 +588,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "bayes": _bayes,
     "bayes-flat": _bayes_flat,
     "bayes-disc": _bayes_disc,
+    "bayes-curve": BayesCurveMethod,
 }
 
 

@@ -15,6 +15,14 @@ Choshen, Zhang & Andreas (2025), one family at a time:
 
 Every filter returns a :class:`~hiscale.data.curves.Curves` whose log records what it
 removed.
+
+Continue-a-run cells (``target="continue"``, :func:`continue_cells`): predict
+where a run in progress ends. Cell ``(k, p)``: ``k`` is a size's rank
+(1 = smallest); the training rows are every run's rows (all sizes) with
+``tokens <= p x`` that run's schedule horizon (``run_tokens``; where unknown,
+its last checkpoint, which the cell's ``note`` says) and ``tokens >
+min_tokens``; the scored target is the final checkpoint of each run of size
+rank ``k`` that still has training rows and ends after ``p x`` its horizon.
 """
 
 from __future__ import annotations
@@ -28,8 +36,10 @@ from hiscale.data.curves import Curves, CurvesError, sole_family
 from hiscale.data.selection import filter_min_tokens
 
 __all__ = [
+    "CONTINUE_P",
     "GRIDS",
     "Cell",
+    "continue_cells",
     "filter_fraction",
     "grid_values",
     "make_cells",
@@ -41,6 +51,9 @@ __all__ = [
 
 P_VALUES_PAPER: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 11))
 P_VALUES_QUICK: tuple[float, ...] = (0.3, 0.5, 1.0)
+#: Fractions of each run's schedule of the continue-a-run cells (named grids;
+#: ``"quick"`` takes 0.3 only).
+CONTINUE_P: tuple[float, ...] = (0.1, 0.2, 0.3, 0.5)
 
 GRIDS = {
     "paper": "k = 2 ... n-1 (n = number of sizes), p = 0.1, 0.2, ..., 1.0",
@@ -222,6 +235,12 @@ class Cell:
         Scored target rows.
     n_sizes_used : int
         Distinct sizes left in ``train`` (heatmap row label).
+    kind : str
+        ``"size"`` (the paper's cells) or ``"continue"`` (:func:`continue_cells`:
+        ``k`` is the held size's rank, ``p`` the fraction of each run's schedule).
+    note : str
+        What the cell substituted or dropped (e.g. a run whose horizon is
+        unknown); empty when nothing.
     """
 
     family: str
@@ -231,6 +250,8 @@ class Cell:
     train: Curves
     target: Curves
     n_sizes_used: int
+    kind: str = "size"
+    note: str = ""
 
 
 def grid_values(
@@ -296,14 +317,16 @@ def make_cells(
         Rows of exactly one family.
     grid : str or sequence of (int, float)
         A grid name (:func:`grid_values`) or explicit ``(k, p)`` pairs.
-    target : {"last30", "final"}, default "last30"
-        Scored target rows (:func:`target_rows`).
+    target : {"last30", "final", "continue"}, default "last30"
+        Scored target rows (:func:`target_rows`); ``"continue"`` builds the
+        continue-a-run cells instead (:func:`continue_cells`, which gets
+        ``grid``, ``min_tokens`` and ``direction``).
     min_tokens : float, default 1e10
         Token cut on training rows (:func:`hiscale.data.selection.filter_min_tokens`).
     direction : {"up", "down"}, default "up"
         Predict the largest size from the smallest ones, or the reverse.
     include_k1 : bool, default False
-        Add ``k = 1`` cells (named grids only).
+        Add ``k = 1`` cells (named grids only; not used by continue cells).
 
     Returns
     -------
@@ -320,6 +343,8 @@ def make_cells(
         If ``grid``, ``target`` or ``direction`` is unknown, or a ``k`` or
         ``p`` is out of range.
     """
+    if target == "continue":
+        return continue_cells(curves, grid=grid, min_tokens=min_tokens, direction=direction)
     fam = sole_family(curves.families, "make_cells needs one family")
     n_sizes = len(sizes(curves))
     if n_sizes < 3:
@@ -347,6 +372,132 @@ def make_cells(
                 train=train,
                 target=scored,
                 n_sizes_used=int(train.frame["params"].nunique()),
+            )
+        )
+    return cells
+
+
+def _horizons(frame) -> tuple[np.ndarray, list[str]]:
+    """Per-row schedule horizon of each row's run, and the runs whose horizon is unknown."""
+    last = frame.groupby("run")["tokens"].transform("max").to_numpy(float)
+    if "run_tokens" in frame:
+        rt = frame.groupby("run")["run_tokens"].transform("first")
+        horizon = np.asarray(rt.to_numpy(dtype=float, na_value=np.nan), dtype=float)
+    else:
+        horizon = np.full(len(frame), np.nan)
+    bad = ~(np.isfinite(horizon) & (horizon > 0))
+    unknown = sorted(frame.loc[bad, "run"].astype(str).unique().tolist())
+    return np.where(bad, last, horizon), unknown
+
+
+def continue_cells(
+    curves: Curves,
+    *,
+    grid: str | Sequence[float] | Sequence[tuple[int, float]] = "paper",
+    min_tokens: float = 1e10,
+    direction: str = "up",
+) -> list[Cell]:
+    """Build the continue-a-run cells of one family: each size's runs from their first ``p``.
+
+    Parameters
+    ----------
+    curves : Curves
+        Rows of exactly one family (``run_tokens`` gives each run's schedule
+        horizon; a run without it uses its last checkpoint, said in ``note``).
+    grid : str, sequence of float or sequence of (int, float)
+        A grid name (``"quick"``: every size at ``p = 0.3``; the others: every
+        size at :data:`CONTINUE_P`), fractions ``p`` (every size) or explicit
+        ``(k, p)`` pairs, ``k`` the size rank (1 = smallest).
+    min_tokens : float, default 1e10
+        Training rows need ``tokens > min_tokens`` (0 disables; most
+        schedule sweeps end below 1e10 tokens).
+    direction : {"up", "down"}, default "up"
+        Recorded in the cells (the result key); continue cells have no
+        direction of extrapolation in size.
+
+    Returns
+    -------
+    list of Cell
+        One :class:`Cell` (``kind="continue"``) per ``(k, p)``, by ``k`` then
+        ``p``. A run of size rank ``k`` is not a target when it has no
+        training row left or ends at or before ``p x`` its horizon (the
+        ``note`` names it); ``target`` may then be empty.
+
+    Raises
+    ------
+    CurvesError
+        If ``curves`` holds several families.
+    ValueError
+        If ``grid`` or ``direction`` is unknown, a ``p`` is not in (0, 1) or
+        a ``k`` is not a size rank.
+    """
+    fam = sole_family(curves.families, "continue_cells needs one family")
+    if direction not in ("up", "down"):
+        raise ValueError(f"direction must be 'up' or 'down', got {direction!r}")
+    s = sizes(curves)
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; known: {', '.join(GRIDS)}")
+        ps = (0.3,) if grid == "quick" else CONTINUE_P
+        pairs = [(k, p) for k in range(1, len(s) + 1) for p in ps]
+    else:
+        items = list(grid)
+        pairs = [
+            (int(g[0]), float(g[1])) if isinstance(g, tuple | list) else (k, float(g))
+            for g in items
+            for k in ([None] if isinstance(g, tuple | list) else range(1, len(s) + 1))
+        ]
+    f = curves.frame
+    horizon, unknown = _horizons(f)
+    base_note = (
+        f"horizon unknown for {len(unknown)} run(s) ({', '.join(unknown[:3])}"
+        f"{', ...' if len(unknown) > 3 else ''}): their last checkpoint is used"
+        if unknown
+        else ""
+    )
+    tokens = f["tokens"].to_numpy(float)
+    last = f.groupby("run")["tokens"].transform("max").to_numpy(float)
+    cells = []
+    for k, p in pairs:
+        if not 0 < p < 1:
+            raise ValueError(f"continue cells: fraction p must be in (0, 1), got {p}")
+        if not 1 <= k <= len(s):
+            raise ValueError(f"continue cells: size rank k must be in 1..{len(s)}, got {k}")
+        cut = p * horizon
+        train = f[(tokens <= cut) & (tokens > min_tokens)]
+        train_c = curves.with_frame(
+            train, step="continue", reason=f"tokens > {p:g} x run horizon or <= {min_tokens:g}"
+        )
+        held = (f["params"] == s[k - 1]).to_numpy()
+        fitted = set(train["run"])
+        final = held & (tokens == last)
+        dropped = []
+        keep = np.zeros(len(f), dtype=bool)
+        for i in np.flatnonzero(final):
+            run = f["run"].iloc[i]
+            if run not in fitted:
+                dropped.append(f"{run} (no training row)")
+            elif tokens[i] <= cut[i]:
+                dropped.append(f"{run} (ends at or before {p:g} x horizon)")
+            else:
+                keep[i] = True
+        target = curves.with_frame(
+            f[keep], step="continue_target", reason="not a held run's final checkpoint"
+        )
+        notes = [base_note] if base_note else []
+        if dropped:
+            notes.append("not scored: " + ", ".join(dropped))
+        cells.append(
+            Cell(
+                family=fam,
+                k=k,
+                p=p,
+                direction=direction,
+                train=train_c,
+                target=target,
+                n_sizes_used=int(train["params"].nunique()),
+                kind="continue",
+                note="; ".join(notes),
             )
         )
     return cells

@@ -226,10 +226,10 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
         "n_train_rows": len(cell.train.frame),
         "n_fit_rows": np.nan,
         "target_run": runs[0] if len(runs) == 1 else f"{len(runs)} runs",
-        "target_params": float(t["params"].iloc[0]),
-        "target_tokens": float(t["tokens"].max()),
+        "target_params": float(t["params"].iloc[0]) if len(t) else np.nan,
+        "target_tokens": float(t["tokens"].max()) if len(t) else np.nan,
         "n_target_rows": len(t),
-        "actual": float(t["loss"].mean()),
+        "actual": float(t["loss"].mean()) if len(t) else np.nan,
         "predicted": np.nan,
         "are_pct": np.nan,
         **{
@@ -272,6 +272,9 @@ def run_cell(task: CellTask) -> dict[str, Any]:
     cell = task.cell
     if len(cell.train.frame) == 0:
         row["status"] = "no training rows after filters"
+        return row
+    if len(cell.target.frame) == 0:
+        row["status"] = f"no target rows: {getattr(cell, 'note', '') or 'none left'}"
         return row
     start = time.perf_counter()
     try:
@@ -769,10 +772,13 @@ def backtest(
         Registered names (``"paper"``, ``"bayes"``, ``"bayes-flat"``) or objects.
     grid : {"paper", "quick", "sub"} or list of (k, p)
         See :data:`hiscale.backtesting.protocol.GRIDS`.
-    target : {"last30", "final"}
+    target : {"last30", "final", "continue"}
         Scored target rows: ``last30`` = rows with ``tokens >= 0.7 x`` the
         target run's largest token count, ``final`` = each target run's last
-        checkpoint.
+        checkpoint; ``continue`` = the continue-a-run cells
+        (:func:`hiscale.backtesting.protocol.continue_cells`: ``k`` = the
+        held size's rank, ``p`` = fraction of each run's schedule; ``grid``
+        may then also be a list of ``p``).
     min_tokens : float
         Training rows need ``tokens > min_tokens`` (0 disables).
     direction : {"up", "down"}

@@ -37,10 +37,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         action="append",
         default=None,
-        help="paper | bayes | bayes-flat | bayes-disc (repeatable; default paper)",
+        help="paper | bayes | bayes-flat | bayes-disc | bayes-curve (continue cells only) "
+        "(repeatable; default paper)",
     )
     p.add_argument("--grid", default="paper", choices=["paper", "quick", "sub"])
-    p.add_argument("--target", default="last30", choices=["last30", "final"])
+    p.add_argument(
+        "--target",
+        default="last30",
+        choices=["last30", "final", "continue"],
+        help="scored rows; 'continue': predict each size's final loss from the first p of "
+        "every run's schedule (k = size rank; --grid quick: p = 0.3, else 0.1, 0.2, 0.3, 0.5)",
+    )
     p.add_argument("--direction", default="up", choices=["up", "down"])
     p.add_argument("--min-tokens", type=nonneg_float, default=1e10, help="10B cut (0 disables)")
     p.add_argument(
@@ -52,9 +59,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior",
         default=None,
-        help="prior for bayes: a shipped name or path, or 'loo' to always build one without "
+        help="prior for bayes (and bayes-curve, default flat; no 'loo'): a shipped name or "
+        "path, or 'loo' to always build one without "
         "the family's group from DATA (default: the shipped corpus-v1, rebuilt without the "
         "family's group from DATA when it saw that group; the 'prior' column says which)",
+    )
+    p.add_argument(
+        "--runs-extra",
+        default=None,
+        metavar="PATH",
+        help="runs_extra.csv of the corpus (schedules of the extra families) for bayes-curve",
     )
     add_scheduler_arg(p, what="the cells (and the leave-one-group-out priors they need)")
     p.add_argument(
@@ -124,9 +138,11 @@ def run(args: argparse.Namespace) -> int:
     curves = load_curves(args.data, metric=args.metric)
     fams = "all" if "all" in args.family else args.family
     methods = args.method or ["paper"]
-    options = {}
+    options: dict[str, dict] = {}
     if args.prior is not None:
-        options = {m: {"prior": args.prior} for m in methods if m == "bayes"}
+        options = {m: {"prior": args.prior} for m in methods if m in ("bayes", "bayes-curve")}
+    if args.runs_extra is not None and "bayes-curve" in methods:
+        options.setdefault("bayes-curve", {})["runs_extra"] = pd.read_csv(args.runs_extra)
     res = backtest(
         curves,
         families=fams,

@@ -477,7 +477,8 @@ class Fit:
         ci_prob: float | Sequence[float] = DEFAULT_CI_PROB,
         seed: int = 0,
         n_points: int = 32,
-    ) -> pd.DataFrame:
+        return_draws: bool = False,
+    ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
         r"""Continue a fitted run to the end of its schedule, with its own offset and AR state.
 
         Per posterior draw, the run's offset ``δ`` is drawn from its Gaussian
@@ -501,6 +502,8 @@ class Fit:
             ``(S,)``, then the AR(1) innovations ``(S, M)``.
         n_points : int
             Grid size when ``tokens`` is not given.
+        return_draws : bool, default False
+            Also return the ``this_run`` draws (the backtest scores them).
 
         Returns
         -------
@@ -510,6 +513,8 @@ class Fit:
             ``this_run`` (the run's continuation). ``frame.attrs``: ``family``,
             ``run``, ``params``, ``last_tokens``, ``last_loss``,
             ``run_tokens`` (horizon), ``schedule_note``, ``seed``, ``flagged``.
+            With ``return_draws``: ``(frame, draws)``, ``draws`` the run's
+            continuation ``(S, M)`` at the sorted ``tokens``.
 
         Raises
         ------
@@ -578,7 +583,7 @@ class Fit:
             seed=int(seed),
             flagged=self.flagged,
         )
-        return frame
+        return (frame, arrays["this_run"]) if return_draws else frame
 
     # ------------------------------------------------------------ prediction
     def draws(self, params, tokens, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
