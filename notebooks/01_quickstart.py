@@ -37,8 +37,8 @@
 # The same steps on the command line:
 #
 # ```bash
-# hiscale predict data/demo_curves.csv --family sim3 --params 7e9 --tokens 1.4e11
-# hiscale predict data/demo_curves.csv --family sim3 --params 7e9 --tokens 1.4e11 --prior flat
+# hiscale predict data/demo_curves.csv --family sim3 --at 7e9 1.4e11
+# hiscale predict data/demo_curves.csv --family sim3 --at 7e9 1.4e11 --prior flat
 # hiscale demo
 # ```
 
