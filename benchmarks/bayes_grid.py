@@ -133,7 +133,7 @@ def summarise(
     common = common_cells(res, methods)
     first = common[common["method"] == methods[0]]
     groups = groups_of(first)
-    pairs = (("bayes", "bayes-flat"), ("bayes-disc", "bayes"))
+    pairs = (("bayes", "bayes-flat"), ("bayes-disc", "bayes"), ("bayes-v2", "bayes"))
     diffs = [(a, b) for a, b in pairs if a in methods and b in methods]
     boot = macro_intervals(
         common, methods, differences=diffs, n_boot=n_boot, seed=seed, level=level
@@ -201,6 +201,27 @@ def main(argv=None) -> int:
         help="sub (default; the paper grid, subsampled k for very large families), "
         "quick (k in {2,3,5,n-1}, p in {0.3,0.5,1.0}: a small subset) or paper",
     )
+    ap.add_argument(
+        "--extra",
+        nargs="*",
+        default=[],
+        help="more curves tables: their families feed the leave-one-group-out populations "
+        "(e.g. ../shared/corpus/curves_extra.csv for the corpus-v2 population); only "
+        "--families are scored",
+    )
+    ap.add_argument(
+        "--min-span",
+        type=float,
+        default=4.0,
+        help="smallest size span of a family in the leave-one-group-out populations "
+        "(4 = corpus-v1's filter; 1 = every family informs what it identifies, as corpus-v2)",
+    )
+    ap.add_argument(
+        "--label",
+        default=None,
+        help="name the (single) re-run method's rows LABEL, so a variant (e.g. bayes-v2 "
+        "with --extra) sits beside the --reuse run's own rows on identical cells",
+    )
     ap.add_argument("--target", default="last30")
     ap.add_argument("--direction", default="up")
     ap.add_argument("--out", default="benchmarks/results/bayes_grid")
@@ -214,7 +235,7 @@ def main(argv=None) -> int:
         "(same grid, target and families), so one method can be re-run alone",
     )
     args = ap.parse_args(argv)
-    curves = load_curves(args.corpus)
+    curves = load_curves([args.corpus, *args.extra])
     t0 = time.perf_counter()
     res = backtest(
         curves,
@@ -227,13 +248,23 @@ def main(argv=None) -> int:
         seed=args.seed,
         progress=True,
         # bayes-disc learns its population's discrepancy for the backtest's direction
-        method_options={"bayes-disc": {"disc_direction": args.direction}},
+        method_options={
+            # with --extra the populations are rebuilt from every table given ("loo"),
+            # not taken from the shipped corpus-v1
+            "bayes": {"min_span": args.min_span, **({"prior": "loo"} if args.extra else {})},
+            "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
+        },
     )
     total = time.perf_counter() - t0
     methods = list(args.methods)
+    if args.label:
+        if len(methods) != 1:
+            ap.error("--label names the rows of exactly one method")
+        res["method"] = res["method"].replace(methods[0], args.label)
+        methods = [args.label]
     if args.reuse:
         old = pd.read_csv(args.reuse)
-        old = old[~old["method"].isin(args.methods) & old["family"].isin(args.families)]
+        old = old[~old["method"].isin(methods) & old["family"].isin(args.families)]
         res = pd.concat([old, res], ignore_index=True)
         methods = list(dict.fromkeys([*old["method"], *methods]))
     out = Path(args.out)
@@ -245,6 +276,8 @@ def main(argv=None) -> int:
             "command": " ".join(["python", *sys.argv]),
             "families": args.families,
             "grid": args.grid,
+            "population_extra": args.extra,
+            "population_min_span": args.min_span,
             "target": args.target,
             "direction": args.direction,
             "total_seconds": total,

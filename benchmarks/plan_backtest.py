@@ -8,6 +8,9 @@ fit on the picked runs predicts the target's final loss. Strategies:
 * ``planner``: sequential, as a user would run it: fit the runs so far,
   ``hiscale.plan`` on the remaining budget, train the runs of its sequence
   (it stops early when its importance weights degenerate), refit, plan again;
+  with ``--discrepancy population`` (default) its target interval includes
+  the law's extrapolation error, and ``planner-law-only`` (the same without
+  it) runs beside it;
 * ``hitchhiker``: about five sizes, the largest affordable, each trained to
   about 30% of the target's tokens (closest existing run);
 * ``cheapest-first``;
@@ -77,7 +80,7 @@ def _fit(curves, family, runs, args):
         return fit(
             sub,
             family=family,
-            prior=args.prior,
+            prior=args.prior_obj,
             seed=args.seed,
             sampler=SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples),
         )
@@ -107,7 +110,7 @@ def _within(order, table, budget):
     return picked
 
 
-def _planner(curves, family, start, pool, budget_left, target, args):
+def _planner(curves, family, start, pool, budget_left, target, args, discrepancy=None):
     from hiscale.planning import plan
     from hiscale.planning.candidates import validate_candidates
 
@@ -126,6 +129,7 @@ def _planner(curves, family, start, pool, budget_left, target, args):
             budget=budget_left,
             seed=args.seed,
             n_outcomes=args.outcomes,
+            discrepancy=discrepancy,
         )
         if not p.runs:
             break
@@ -134,6 +138,21 @@ def _planner(curves, family, start, pool, budget_left, target, args):
         used += new
         budget_left -= sum(r["flops"] for r in p.runs)
     return used, steps
+
+
+def _prior(curves, family, args):
+    """The prior every fit of ``family`` uses, and its label.
+
+    ``loo`` (default): the population rebuilt without the family's group, so
+    no fit borrows from the family it predicts; any other value is a prior
+    name or path (a bundled prior that saw the family leaks its answer).
+    """
+    if args.prior != "loo":
+        return args.prior, str(args.prior)
+    from hiscale.backtesting.loo_prior import leave_one_out_prior
+
+    pr = leave_one_out_prior(curves, family)
+    return pr, pr.label
 
 
 def run_family(curves, family, args) -> dict:
@@ -155,6 +174,15 @@ def run_family(curves, family, args) -> dict:
         "cells": [],
     }
     t0 = time.perf_counter()
+    args.prior_obj, out["prior"] = _prior(curves, family, args)
+    disc = None
+    if args.discrepancy == "population":
+        from hiscale.backtesting.discrepancy import population_discrepancy
+
+        # learned from the other families' leave-largest-size-out errors (the
+        # family's own group left out), as a user's DATA with donor families gives it
+        disc = population_discrepancy(curves, family)
+        out["discrepancy"] = {"label": disc.label, "m": disc.m, "s": disc.s}
     ref = _fit(curves, family, pool["label"].tolist(), args)
     out["all_runs"] = {**_score(ref, target), "flops_frac": pool["flops"].sum() / target["flops"]}
     print(f"{family}: all runs {out['all_runs']}", file=sys.stderr, flush=True)
@@ -174,12 +202,18 @@ def run_family(curves, family, args) -> dict:
         for name, idx in picks.items():
             runs = [start, *rest["label"].iloc[idx].tolist()]
             cells[name] = {"runs": runs, **_score(_fit(curves, family, runs, args), target)}
-        used, steps = _planner(curves, family, start, pool, budget_left, target, args)
-        cells["planner"] = {
-            "runs": used,
-            "rounds": steps,
-            **_score(_fit(curves, family, used, args), target),
-        }
+        variants = {"planner": disc}
+        if disc is not None:
+            variants["planner-law-only"] = None  # the same planner taking the law as exact
+        for name, dv in variants.items():
+            used, steps = _planner(
+                curves, family, start, pool, budget_left, target, args, discrepancy=dv
+            )
+            cells[name] = {
+                "runs": used,
+                "rounds": steps,
+                **_score(_fit(curves, family, used, args), target),
+            }
         rnd = []
         for r in range(args.random):
             order = np.random.default_rng(args.seed + 1000 + r).permutation(len(rest))
@@ -273,7 +307,19 @@ def main(argv=None) -> int:
     p.add_argument("corpus", nargs="?", default=os.environ.get("HISCALE_CORPUS"))
     p.add_argument("--family", nargs="+", default=["overtrain-c4"])
     p.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.3])
-    p.add_argument("--prior", default="corpus-v1")
+    p.add_argument(
+        "--prior",
+        default="loo",
+        help="loo (default: the population without the family's group) or a prior name/path",
+    )
+    p.add_argument(
+        "--discrepancy",
+        choices=["none", "population"],
+        default="population",
+        help="planner's extrapolation discrepancy: population (learned from the other "
+        "families' leave-largest-size-out errors; the law-only planner runs beside it as "
+        "planner-law-only) or none",
+    )
     p.add_argument("--random", type=int, default=5, help="random orders per budget (5)")
     p.add_argument("--outcomes", type=int, default=24)
     p.add_argument("--max-rounds", type=int, default=6, help="plan-fit rounds (6)")
@@ -310,7 +356,7 @@ def main(argv=None) -> int:
         "command": "python benchmarks/plan_backtest.py " + " ".join(argv or sys.argv[1:]),
         "measured_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
-        "settings": {k: v for k, v in vars(args).items() if k != "corpus"},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("corpus", "prior_obj")},
         "families": [run_family(curves, fam, args) for fam in args.family],
     }
     text = json.dumps(result, indent=2, default=float)

@@ -25,10 +25,12 @@ from hiscale.planning.greedy import greedy_sequence
 from hiscale.planning.preposterior import (
     PlanDraws,
     Preposterior,
+    discrepancy_halfwidth,
     effective_sample_size,
     normalised_weights,
     run_loglik_rows,
     weighted_quantile,
+    widen_log_interval,
 )
 
 Z90 = stats.norm.ppf(0.9)
@@ -168,6 +170,80 @@ def test_a_runs_information_is_limited_by_its_run_offset():
     floor = _closed_form_width(tau, sr, so, 1e12, 1)
     assert widths[32] == pytest.approx(widths[4], rel=0.03)
     assert widths[32] == pytest.approx(floor, rel=0.04)
+
+
+# ------------------------------------------------------ extrapolation discrepancy
+def test_discrepancy_halfwidth_of_a_fixed_sigma_is_the_normal_quantile():
+    assert discrepancy_halfwidth(0.02, 0.8) == pytest.approx(Z90 * 0.02, rel=1e-12)
+    assert discrepancy_halfwidth(None) == 0.0
+    with pytest.raises(ValueError, match="sigma_d"):
+        discrepancy_halfwidth(-0.1)
+
+
+def test_discrepancy_halfwidth_of_a_population_matches_a_monte_carlo_mixture():
+    from hiscale.backtesting.discrepancy import DiscrepancyPrior
+
+    prior = DiscrepancyPrior(m=np.log(0.015), s=1.2, label="test population")
+    h = discrepancy_halfwidth(prior, 0.8)
+    rng = np.random.default_rng(0)
+    sig = np.exp(rng.normal(np.log(0.015), 1.2, size=2_000_000))
+    delta = sig * rng.standard_normal(sig.size)
+    assert np.mean(np.abs(delta) <= h) == pytest.approx(0.8, abs=2e-3)
+    # heavier than a normal with the median sigma: the mixture's tails
+    assert h > Z90 * 0.015
+
+
+def test_widening_is_exact_for_gaussian_parts():
+    rng = np.random.default_rng(1)
+    a, b, mu = 0.03, 0.05, np.log(2.0)
+    x = mu + a * rng.standard_normal(1_000_000) + b * rng.standard_normal(1_000_000)
+    lo0, hi0 = np.exp(mu - Z90 * a), np.exp(mu + Z90 * a)
+    lo, hi = widen_log_interval(lo0, np.exp(mu), hi0, Z90 * b)
+    q = np.exp(np.quantile(x, [0.1, 0.9]))
+    np.testing.assert_allclose([lo, hi], q, rtol=2e-3)
+
+
+def test_with_a_discrepancy_only_a_larger_run_narrows_the_extrapolation_part():
+    # scale-only law: the shape is known, so without a discrepancy a run's size does not
+    # matter; with sigma_d the width after a run at N is the closed form with
+    # (sigma_d |ln(N_t / N)|)^2 added to the ln variance
+    tau, sr, so, sd = 0.1, 0.02, 0.02, 0.01
+    draws = _scale_only_draws(20_000, tau, sr, so)
+    cands = grid_candidates([1e8, 1e9], [20])
+    target = (7e9, 1.4e11)
+    kw = dict(n_outcomes=48, seed=1, n_rows=4)
+    law = Preposterior(draws, target, cands, **kw)
+    rel0 = law.widths(law.base(), law.loglik)[0].mean(axis=0)
+    assert rel0[0] == pytest.approx(rel0[1], rel=0.02)
+    h = discrepancy_halfwidth(sd, 0.8)
+    disc = Preposterior(draws, target, cands, discrepancy_h=h, fitted_params=[5e7], **kw)
+    rel = disc.widths(disc.base(), disc.loglik)[0].mean(axis=0)
+    v1 = 1 / (1 / tau**2 + 1 / (sr**2 + so**2 / 4))
+    for i, n in enumerate(cands["params"]):
+        s = np.sqrt(v1 + sr**2 + so**2 + (sd * np.log(target[0] / n)) ** 2)
+        assert rel[i] == pytest.approx(2 * np.sinh(Z90 * s), rel=0.05)
+    assert rel[1] < rel[0] * 0.85
+    # before any new run the distance is the fitted size's
+    r0 = disc.current()[0].mean()
+    s0 = np.sqrt(tau**2 + sr**2 + so**2 + (sd * np.log(target[0] / 5e7)) ** 2)
+    assert r0 == pytest.approx(2 * np.sinh(Z90 * s0), rel=0.04)
+    # at equal cost the greedy sequence buys the larger run first; the law-only one is
+    # indifferent (the two widths agree to sampling noise)
+    steps, _ = greedy_sequence(disc, cands.assign(flops=1e18), budget=1e30)
+    assert steps[0].params == 1e9
+
+
+def test_plan_records_the_discrepancy_in_notes_and_settings():
+    cands = grid_candidates([5e7, 1e8, 2e8, 4e8], [5, 20])
+    kw = dict(at=(7e9, 1.4e11), candidates=cands, budget=2e19, n_draws=2000, n_outcomes=8)
+    p = plan("corpus-v1", seed=4, discrepancy=0.02, **kw)
+    d = json.loads(p.to_json())
+    assert d["settings"]["discrepancy_halfwidth"] == pytest.approx(Z90 * 0.02)
+    assert any("extrapolation discrepancy sigma_d = 0.02" in n for n in d["notes"])
+    base = plan("corpus-v1", seed=4, **kw)
+    assert base.settings["discrepancy_halfwidth"] == 0.0
+    # the widths after the first run include the extrapolation term, so they are wider
+    assert p.widths[1] > base.widths[1]
 
 
 # --------------------------------------------------------------- candidates

@@ -122,7 +122,8 @@ def greedy_sequence(
                 else "no candidate fits in the budget"
             )
             return steps, reason
-        rel, ab, ess = pre.widths(base, pre.loglik[:, :, avail])
+        dist = pre.distance(chosen)[avail]
+        rel, ab, ess = pre.widths(base, pre.loglik[:, :, avail], dist=dist)
         w, wa, ess_med, _ = _summaries(rel, ab, ess)
         gain = (current - w) / flops[avail]
         best = int(np.argmax(gain))
@@ -174,9 +175,11 @@ def evaluate_sequence(pre: Preposterior, order) -> tuple[list[float], list[float
     r0, _, e0 = pre.current()
     widths, ess = [float(r0.mean())], [float(np.median(e0))]
     base = pre.base()
+    chosen: list[int] = []
     for c in order:
         base = base + pre.loglik[:, :, int(c)]
-        rel, _, e = pre.widths(base)
+        chosen.append(int(c))
+        rel, _, e = pre.widths(base, dist=pre.distance_now(chosen))
         widths.append(float(rel.mean()))
         ess.append(float(np.median(e)))
     return widths, ess

@@ -28,6 +28,7 @@ from hiscale.planning.preposterior import (
     N_ROWS,
     PlanDraws,
     Preposterior,
+    discrepancy_halfwidth,
     draws_from_fit,
     draws_from_prior,
 )
@@ -191,6 +192,7 @@ def plan(
     level: float = 0.8,
     law: str = "chinchilla",
     n_rows: int | None = None,
+    discrepancy=None,
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
 
@@ -221,6 +223,15 @@ def plan(
         :data:`~hiscale.planning.preposterior.N_ROWS`, or 1 when the fit's
         runs all have a single row (final-only tables), so hypothetical runs
         look like the real ones.
+    discrepancy : float, DiscrepancyPrior or None
+        The law's extrapolation error at the target, ``sigma_d`` per unit
+        ``|ln(N_target / N_nearest)|`` or its population prior
+        (:func:`hiscale.backtesting.discrepancy.population_discrepancy`,
+        learned from other families' leave-largest-size-out errors). The
+        target interval is widened by it (see
+        :mod:`hiscale.planning.preposterior`), so only runs nearer the
+        target in ``N`` shrink that part. None: the law's draws alone (the
+        law taken as exact).
 
     Returns
     -------
@@ -241,7 +252,27 @@ def plan(
         n_rows = 1 if single else N_ROWS
         if single:
             notes.append("the fitted runs have one row each: hypothetical runs do too")
-    kw = dict(n_outcomes=n_outcomes, seed=seed, level=level, n_rows=n_rows)
+    h = discrepancy_halfwidth(discrepancy, level)
+    data = getattr(fit_or_prior, "data", None)
+    fitted = (
+        data["params"].to_numpy(float)
+        if data is not None and len(data) and "params" in data
+        else None
+    )
+    if discrepancy is not None:
+        label = getattr(discrepancy, "label", None) or f"sigma_d = {float(discrepancy):g}"
+        notes.append(
+            f"extrapolation discrepancy {label}: {level:.0%} half-width {h:.4g} in ln L per unit "
+            "|ln(N_target / N_nearest)|, added to the law's interval"
+        )
+    kw = dict(
+        n_outcomes=n_outcomes,
+        seed=seed,
+        level=level,
+        n_rows=n_rows,
+        discrepancy_h=h,
+        fitted_params=fitted,
+    )
     if draws.scale_known:
         pre = Preposterior(draws, (n_t, d_t), cands, **kw)
         table, now = rank_candidates(pre, cands)
@@ -310,6 +341,7 @@ def plan(
             "rows_per_run": n_rows,
             "ess_min": ESS_MIN,
             "criterion": "expected reduction of the relative width per FLOP, greedy",
+            "discrepancy_halfwidth": h,
             "candidate_order": cands["label"].tolist(),
         },
         preposterior=pre,

@@ -20,7 +20,18 @@ target (law + fresh run offset + checkpoint noise, as
 :meth:`hiscale.infer.result.Fit.draws`), computed by weighted quantiles; its
 *relative width* ``(q_hi - q_lo) / median`` is unit-free, so it is defined
 for a family whose loss scale is unknown. Averaged over ``M`` outcomes it is
-the expected width after adding the run. Every reweighting reports the
+the expected width after adding the run.
+
+The law's own extrapolation error is not in those draws: a posterior that
+believes the law narrows with every cheap small run, while the error of
+extrapolating to the target grows with the distance from the largest run
+(the backtests of issue 10). With ``discrepancy`` (:func:`discrepancy_halfwidth`)
+the interval at the target is widened by an extrapolation term ``h d``,
+``d = min_i |ln(N_target / N_i)|`` over the sizes fitted and chosen so far:
+``ln(q_hi / median)`` becomes ``sqrt(ln(q_hi / median)^2 + (h d)^2)`` (and
+likewise below the median), exact when both parts are Gaussian in ``ln L``
+(:func:`widen_log_interval`). Only a run nearer the target in ``N`` shrinks
+``d``. Every reweighting reports the
 effective sample size of its weights, ``ESS = 1 / sum(w^2)``; when the
 median ESS over outcomes is below :data:`ESS_MIN` the estimate is flagged
 (there is no automatic fallback to a Laplace step or a refit).
@@ -32,6 +43,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import optimize, stats
 from scipy.special import gammaln
 
 from hiscale.laws import D0, N0, get_law
@@ -43,6 +55,7 @@ __all__ = [
     "N_ROWS",
     "PlanDraws",
     "Preposterior",
+    "discrepancy_halfwidth",
     "draws_from_fit",
     "draws_from_prior",
     "effective_sample_size",
@@ -51,6 +64,7 @@ __all__ = [
     "run_loglik_rows",
     "run_tokens",
     "weighted_quantile",
+    "widen_log_interval",
 ]
 
 #: Checkpoints per hypothetical run (the fit tempers a run to about 4 effective rows).
@@ -283,12 +297,95 @@ def weighted_quantile(values, weights, q) -> np.ndarray:
     return out[0] if np.ndim(q) == 0 else out
 
 
-def _interval_widths(sorted_vals: np.ndarray, w_sorted: np.ndarray, level: float):
-    """Relative and absolute widths of the central ``level`` interval, per weight column."""
+def discrepancy_halfwidth(discrepancy, level: float = 0.8) -> float:
+    r"""Half-width per unit ``ln N`` distance of the discrepancy's central ``level`` interval.
+
+    The discrepancy of ``ln L`` at distance ``d`` is ``delta = sigma_d d z``
+    with ``z ~ N(0, 1)``. For a fixed ``sigma_d`` (a float) the half-width is
+    ``Phi^-1((1 + level) / 2) sigma_d``; for a
+    :class:`~hiscale.backtesting.discrepancy.DiscrepancyPrior` (``sigma_d``
+    uncertain, its population predictive on a grid of ``ln sigma_d``) it is
+    the ``h`` with ``P(|sigma_d z| <= h) = level`` under the mixture, solved
+    exactly on the grid (no random numbers).
+
+    Parameters
+    ----------
+    discrepancy : float, DiscrepancyPrior or None
+        ``sigma_d`` or its population prior; None or 0: no discrepancy.
+    level : float, default 0.8
+        Central interval probability.
+
+    Returns
+    -------
+    float
+        ``h >= 0`` (``ln L`` units per unit ``|ln(N_target / N)|``).
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if discrepancy is None:
+        return 0.0
+    if isinstance(discrepancy, (int, float, np.floating)):
+        sd = float(discrepancy)
+        if not np.isfinite(sd) or sd < 0:
+            raise ValueError(f"discrepancy sigma_d must be a finite number >= 0, got {sd!r}")
+        return float(stats.norm.ppf((1 + level) / 2) * sd)
+    from hiscale.backtesting.discrepancy import U_GRID
+
+    dens = getattr(discrepancy, "density", None)
+    if dens is None:
+        p = stats.norm.pdf(U_GRID, discrepancy.m, discrepancy.s)
+    else:
+        p = np.asarray(dens, float)
+    p = p / p.sum()
+    sig = np.exp(U_GRID)
+
+    def covered(h: float) -> float:
+        return float(np.sum(p * (2 * stats.norm.cdf(h / sig) - 1))) - level
+
+    hi = 1.0
+    while covered(hi) < 0:
+        hi *= 10
+    return float(optimize.brentq(covered, 0.0, hi, xtol=1e-12))
+
+
+def widen_log_interval(lower, median, upper, h):
+    """Widen an interval by an independent term of half-width ``h`` in ``ln``.
+
+    ``ln(upper / median)`` becomes ``sqrt(ln(upper / median)^2 + h^2)`` and
+    ``ln(median / lower)`` likewise: half-widths of independent Gaussian
+    parts at one level add in quadrature, so this is exact when the
+    interval's ``ln`` is Gaussian and the planner's approximation otherwise.
+
+    Parameters
+    ----------
+    lower, median, upper : array
+        Interval bounds and median (> 0).
+    h : float or array
+        Half-width of the added term in ``ln`` (broadcast).
+
+    Returns
+    -------
+    lower, upper : ndarray
+        The widened bounds.
+    """
+    lower, median, upper, h = (np.asarray(v, float) for v in (lower, median, upper, h))
+    down = np.sqrt(np.log(median / lower) ** 2 + h**2)
+    up = np.sqrt(np.log(upper / median) ** 2 + h**2)
+    return median * np.exp(-down), median * np.exp(up)
+
+
+def _interval_widths(sorted_vals: np.ndarray, w_sorted: np.ndarray, level: float, h=0.0):
+    """Relative and absolute widths of the central ``level`` interval, per weight column.
+
+    ``h`` (per column or scalar): the discrepancy half-width added in ``ln``
+    (:func:`widen_log_interval`).
+    """
     cw = np.cumsum(w_sorted, axis=0)
     total = cw[-1]
     qs = ((1 - level) / 2, 0.5, (1 + level) / 2)
     lo, med, hi = (sorted_vals[np.argmax(cw >= p * total - 1e-12 * total, axis=0)] for p in qs)
+    if np.any(np.asarray(h) > 0):
+        lo, hi = widen_log_interval(lo, med, hi, h)
     return (hi - lo) / med, hi - lo
 
 
@@ -329,6 +426,13 @@ class Preposterior:
         proposal lines the draws up at (default: the candidates' log centre).
         Aligning at the first run of a sequence keeps the ESS up, because
         that run pins the scale there.
+    discrepancy_h : float, default 0
+        Extrapolation half-width per unit ``ln N`` distance at ``level``
+        (:func:`discrepancy_halfwidth`); 0: the law's draws alone.
+    fitted_params : array, optional
+        Sizes ``N`` already fitted (the distance before any new run); none
+        for a family with no runs, whose current width is its prior
+        predictive.
     """
 
     def __init__(
@@ -342,13 +446,25 @@ class Preposterior:
         level: float = 0.8,
         n_rows: int = N_ROWS,
         align: int | None = None,
+        discrepancy_h: float = 0.0,
+        fitted_params=None,
     ):
         if n_outcomes < 1:
             raise ValueError(f"n_outcomes must be >= 1, got {n_outcomes}")
         if not 0 < level < 1:
             raise ValueError(f"level must be in (0, 1), got {level}")
+        if not np.isfinite(discrepancy_h) or discrepancy_h < 0:
+            raise ValueError(f"discrepancy_h must be a finite number >= 0, got {discrepancy_h!r}")
         self.draws = draws
         self.level = float(level)
+        self.discrepancy_h = float(discrepancy_h)
+        self._cand_dist = np.abs(
+            np.log(candidates["params"].to_numpy(float)) - np.log(float(target[0]))
+        )
+        fp = np.asarray([] if fitted_params is None else fitted_params, float).reshape(-1)
+        self._dist0 = (
+            float(np.min(np.abs(np.log(fp) - np.log(float(target[0]))))) if fp.size else np.inf
+        )
         self.n_rows = int(n_rows)
         rng = np.random.default_rng(seed)
         S = draws.n_draws
@@ -425,14 +541,49 @@ class Preposterior:
         """
         return self._base.copy()
 
-    def current(self):
+    def distance(self, chosen=()) -> np.ndarray:
+        """Extrapolation distance ``min |ln(N_target / N)|`` after adding each candidate.
+
+        Parameters
+        ----------
+        chosen : sequence of int
+            Candidates already in the sequence (with the fitted sizes, the
+            distance before the next run).
+
+        Returns
+        -------
+        ndarray (C,)
+            Per candidate (added to ``chosen``); ``inf`` only for a family
+            with no runs and nothing chosen, which no candidate column has.
+        """
+        d = self._dist0
+        if len(chosen):
+            d = min(d, float(np.min(self._cand_dist[list(chosen)])))
+        return np.minimum(d, self._cand_dist)
+
+    def distance_now(self, chosen=()) -> float:
+        """Extrapolation distance with the fitted sizes and ``chosen`` (``inf``: no size yet)."""
+        d = self._dist0
+        if len(chosen):
+            d = min(d, float(np.min(self._cand_dist[list(chosen)])))
+        return float(d)
+
+    def _h(self, dist) -> np.ndarray | float:
+        """Discrepancy half-width at distance(s) ``dist`` (0 where ``dist`` is ``inf``)."""
+        if self.discrepancy_h == 0:
+            return 0.0
+        d = np.asarray(dist, float)
+        return np.where(np.isfinite(d), self.discrepancy_h * np.where(np.isfinite(d), d, 0), 0.0)
+
+    def current(self, chosen=()):
         """Widths and ESS before any new run, ``(M, 1)`` each (as :meth:`widths`).
 
         For a fit, the reweighting with no new run (truth draws left out); for a
         family with no runs, the prior predictive of the unshifted draws.
+        ``chosen`` only sets the extrapolation distance (see :meth:`distance`).
         """
         if self._prior_width is None:
-            return self.widths(self.base())
+            return self.widths(self.base(), dist=self.distance_now(chosen))
         M = self.n_outcomes
         rel, ab = self._prior_width
         return (
@@ -441,7 +592,7 @@ class Preposterior:
             np.full((M, 1), float(self.draws.n_draws)),
         )
 
-    def widths(self, base: np.ndarray, extra: np.ndarray | None = None):
+    def widths(self, base: np.ndarray, extra: np.ndarray | None = None, dist=None):
         """Widths and ESS at the target under log weights ``base[m, s] (+ extra[m, s, k])``.
 
         Parameters
@@ -450,6 +601,9 @@ class Preposterior:
             Log weights so far (:meth:`base` plus chosen candidates' ``loglik``).
         extra : array (M, S, K), optional
             Further log weights, one column per option (e.g. ``loglik``).
+        dist : float or array (K,), optional
+            Extrapolation distance per column (:meth:`distance`); default: each
+            candidate alone (``extra`` = all of ``loglik``) or the fitted sizes'.
 
         Returns
         -------
@@ -458,6 +612,11 @@ class Preposterior:
         """
         M = base.shape[0]
         K = 1 if extra is None else extra.shape[2]
+        if dist is None:
+            dist = (
+                self.distance() if extra is not None and K == len(self._cand_dist) else self._dist0
+            )
+        h = np.broadcast_to(self._h(dist), (K,))
         rel = np.empty((M, K))
         ab = np.empty((M, K))
         ess = np.empty((M, K))
@@ -465,7 +624,7 @@ class Preposterior:
             logw = base[m][:, None] if extra is None else base[m][:, None] + extra[m]
             w = normalised_weights(logw, axis=0)
             ess[m] = effective_sample_size(w, axis=0)
-            rel[m], ab[m] = _interval_widths(self._sorted[m], w[self._order[m]], self.level)
+            rel[m], ab[m] = _interval_widths(self._sorted[m], w[self._order[m]], self.level, h)
         return rel, ab, ess
 
 
