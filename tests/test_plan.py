@@ -475,3 +475,53 @@ def test_final_only_fits_plan_single_row_runs():
     assert any("one row each" in n for n in p.notes)
     # one row per run: the closed form with n = 1
     assert p.widths[1] == pytest.approx(_closed_form_width(0.1, 0.02, 0.01, 1, 1), rel=0.08)
+
+
+def test_cli_plan_with_the_bundled_discrepancy_population(sim_csv, capsys):
+    from hiscale.backtesting.discrepancy import load_discrepancy
+    from hiscale.cli import main
+    from hiscale.planning.preposterior import discrepancy_halfwidth
+
+    argv = [str(sim_csv), "--family", "new", "--at", "7e9", "1.4e11", "--budget", "1e19"]
+    grid = ["--sizes", "5e7", "1e8", "--token-multiples", "20", "--quiet", "--json"]
+    rc = main(["plan", *argv, *grid, "--discrepancy", "corpus-v1"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0
+    pop = load_discrepancy("corpus-v1")
+    assert pop.label.startswith("corpus-v1 population (")
+    h = d["settings"]["discrepancy_halfwidth"]
+    assert h == pytest.approx(discrepancy_halfwidth(pop, 0.8))
+    assert any(pop.label in n for n in d["notes"])
+    assert main(["plan", *argv, *grid, "--discrepancy", "0.01"]) == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["settings"]["discrepancy_halfwidth"] == pytest.approx(Z90 * 0.01)
+    assert main(["plan", *argv, *grid, "--discrepancy", "no-such-thing"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hiscale: error: no discrepancy population 'no-such-thing'")
+    assert "\n" not in err
+
+
+def test_discrepancy_file_round_trip_recomputes_the_same_population(tmp_path):
+    from hiscale.backtesting.discrepancy import (
+        InnerError,
+        discrepancy_from_errors,
+        load_discrepancy,
+        save_discrepancy,
+    )
+
+    rng = np.random.default_rng(0)
+    errs = {
+        f"f{i}": InnerError(float(0.02 * rng.standard_normal()), 1e-5, 0.5 + i / 4, 4, 5, False)
+        for i in range(6)
+    }
+    groups = {f: ("a" if i < 3 else f) for i, f in enumerate(errs)}
+    pop = discrepancy_from_errors(errs, groups)
+    # group "a" counts once: 4 groups
+    assert pop.label == "population (4 groups, 6 families)"
+    save_discrepancy(pop, groups, tmp_path / "m" / "discrepancy.json", rebuild_command="x")
+    back = load_discrepancy(tmp_path / "m")
+    assert back.label == "m population (4 groups, 6 families)"
+    assert (back.m, back.s) == (pop.m, pop.s)
+    np.testing.assert_array_equal(back.density, pop.density)
+    with pytest.raises(ValueError, match=">= 2 family groups"):
+        discrepancy_from_errors({"f0": errs["f0"]}, {"f0": "a"})

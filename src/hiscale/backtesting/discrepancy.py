@@ -50,11 +50,13 @@ import json
 import os
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy import optimize, stats
 
+from hiscale._paths import bundled
 from hiscale._util import cache_key, json_default
 from hiscale._version import __version__
 from hiscale.backtesting.protocol import sizes, split_target, target_rows
@@ -66,17 +68,21 @@ from hiscale.population import cache_dir, engine_revision, family_group
 from hiscale.priors.prior import Prior, flat_prior
 
 __all__ = [
+    "DISCREPANCY_FILE",
     "FALLBACK_PRIOR",
     "INNER_SAMPLER",
     "DiscrepancyPrior",
     "InnerError",
     "SigmaPosterior",
+    "discrepancy_from_errors",
     "distance",
     "family_inner_error",
     "fit_population",
     "inner_error",
+    "load_discrepancy",
     "population_density",
     "population_discrepancy",
+    "save_discrepancy",
     "sigma_posterior",
     "widen",
 ]
@@ -465,7 +471,7 @@ class DiscrepancyPrior:
 
 def population_discrepancy(
     corpus: Curves,
-    family: str,
+    family: str | None,
     *,
     law: str = "chinchilla",
     options: FitOptions | None = None,
@@ -481,8 +487,9 @@ def population_discrepancy(
     ----------
     corpus : Curves
         The table (the held-out family included; its group is excluded).
-    family : str
-        The held-out family.
+    family : str or None
+        The held-out family; None: every family feeds the population (a
+        shipped population, :func:`save_discrepancy`).
     law : str, default "chinchilla"
         Law form.
     options : FitOptions, optional
@@ -507,10 +514,10 @@ def population_discrepancy(
         an error.
     """
     groups = family_groups(corpus)
-    group = groups.get(family) or family_group(family)
+    group = None if family is None else (groups.get(family) or family_group(family))
     errs: dict[str, InnerError] = {}
     for fam in corpus.families:
-        if groups.get(fam, fam) == group:
+        if group is not None and groups.get(fam, fam) == group:
             continue
         if progress:
             sys.stderr.write(f"discrepancy: inner error of {fam!r} ...\n")
@@ -532,22 +539,139 @@ def population_discrepancy(
             m, s, f"fallback ({note})", tuple(fams), {f: errs[f].to_dict() for f in fams},
             {"note": note},
         )  # fmt: skip
-    e = [errs[f].e for f in fams]
-    s2 = [errs[f].s2 for f in fams]
-    d = [errs[f].d for f in fams]
-    w = [1.0 / group_size[groups.get(f, f)] for f in fams]
-    m, s, info = fit_population(e, s2, d, weights=w)
+    return discrepancy_from_errors(
+        errs, {f: groups.get(f, f) for f in fams}, info={"excluded_group": group}
+    )
+
+
+def discrepancy_from_errors(
+    errors: dict[str, InnerError],
+    groups: dict[str, str],
+    *,
+    info: dict[str, Any] | None = None,
+    prefix: str = "population",
+) -> DiscrepancyPrior:
+    """Learn the population of ``log sigma_d`` from families' leave-largest-size-out errors.
+
+    Every group counts once (its families' log-likelihoods weighted by one
+    over the group's size).
+
+    Parameters
+    ----------
+    errors : dict of str to InnerError
+        Each family's error (finite ``e`` and ``s2``).
+    groups : dict of str to str
+        Each family's group.
+    info : dict, optional
+        Extra entries recorded in the result's ``info``.
+    prefix : str, default "population"
+        Start of the label.
+
+    Returns
+    -------
+    DiscrepancyPrior
+        Labelled ``"PREFIX (G groups, F families[, K inner fits flagged])"``.
+    """
+    fams = sorted(errors)
+    if len({groups[f] for f in fams}) < 2:
+        raise ValueError("a discrepancy population needs errors from >= 2 family groups")
+    group_size: dict[str, int] = {}
+    for f in fams:
+        group_size[groups[f]] = group_size.get(groups[f], 0) + 1
+    e = [errors[f].e for f in fams]
+    s2 = [errors[f].s2 for f in fams]
+    d = [errors[f].d for f in fams]
+    w = [1.0 / group_size[groups[f]] for f in fams]
+    m, s, finfo = fit_population(e, s2, d, weights=w)
     dens, pinfo = population_density(e, s2, d, weights=w)
-    n_flag = sum(errs[f].flagged for f in fams)
+    n_flag = sum(errors[f].flagged for f in fams)
     flags = f", {n_flag} inner fits flagged" if n_flag else ""
     return DiscrepancyPrior(
         m,
         s,
-        f"population ({n_groups} groups, {len(fams)} families{flags})",
+        f"{prefix} ({len(group_size)} groups, {len(fams)} families{flags})",
         tuple(fams),
-        {f: errs[f].to_dict() for f in fams},
-        {**info, **pinfo, "groups": n_groups, "excluded_group": group},
+        {f: errors[f].to_dict() for f in fams},
+        {**finfo, **pinfo, "groups": len(group_size), **(info or {})},
         dens,
+    )
+
+
+DISCREPANCY_FILE = "discrepancy.json"
+
+
+def save_discrepancy(prior: DiscrepancyPrior, groups: dict[str, str], path, **meta) -> Path:
+    """Write a discrepancy population's evidence (its families' errors and groups) as JSON.
+
+    The population itself is recomputed from that evidence on load
+    (:func:`load_discrepancy`), so the file holds data, not a fitted grid.
+
+    Parameters
+    ----------
+    prior : DiscrepancyPrior
+        A population (not a fallback).
+    groups : dict of str to str
+        Group of each of its families.
+    path : str or Path
+        Output file (``models/NAME/discrepancy.json``).
+    **meta
+        Recorded as they are (e.g. the command that built it).
+
+    Returns
+    -------
+    Path
+    """
+    path = Path(path)
+    payload = {
+        "format": "hiscale-discrepancy-1",
+        "label": prior.label,
+        "errors": prior.errors,
+        "groups": {f: groups[f] for f in prior.errors},
+        "hyperprior": HYPERPRIOR,
+        **meta,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, default=json_default) + "\n")
+    return path
+
+
+def load_discrepancy(name_or_path: str | os.PathLike) -> DiscrepancyPrior:
+    """Load a saved discrepancy population: a bundled prior's name or a file/folder path.
+
+    Parameters
+    ----------
+    name_or_path : str or path
+        ``"corpus-v1"`` (``models/corpus-v1/discrepancy.json``), a folder
+        holding ``discrepancy.json``, or the file.
+
+    Returns
+    -------
+    DiscrepancyPrior
+        Labelled ``"NAME population (...)"``.
+
+    Raises
+    ------
+    FileNotFoundError
+        When no such file exists (one line naming where it looked).
+    """
+    p = Path(name_or_path)
+    tried = [p, p / DISCREPANCY_FILE]
+    if not p.exists():
+        tried += [base / str(name_or_path) / DISCREPANCY_FILE for base in bundled("models")]
+    path = next((t for t in tried if t.is_file()), None)
+    if path is None:
+        raise FileNotFoundError(
+            f"no discrepancy population {str(name_or_path)!r} (looked in "
+            + ", ".join(str(t) for t in tried)
+            + ")"
+        )
+    d = json.loads(path.read_text())
+    if d.get("format") != "hiscale-discrepancy-1":
+        raise ValueError(f"{path}: not a hiscale discrepancy file (format {d.get('format')!r})")
+    errs = {f: InnerError(**v) for f, v in d["errors"].items()}
+    name = p.name if p.is_dir() else (p.parent.name if p.is_file() else str(name_or_path))
+    return discrepancy_from_errors(
+        errs, d["groups"], info={"file": str(path)}, prefix=f"{name} population"
     )
 
 

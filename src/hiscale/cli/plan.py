@@ -59,6 +59,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=8000,
         help="prior draws when planning from the prior alone (default: 8000)",
     )
+    p.add_argument(
+        "--discrepancy",
+        default="none",
+        metavar="SOURCE",
+        help="the law's extrapolation error added to the target interval: none (default), "
+        "a bundled population (corpus-v1: learned from the corpus families' "
+        "leave-largest-size-out errors), data (learned from DATA's other families), a "
+        "discrepancy.json path, or a number sigma_d per unit |ln(N_target / N)|",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_model_args(p)
@@ -92,6 +101,42 @@ def _candidates(args, curves):
     return grid_candidates(args.sizes, args.token_multiples), None
 
 
+def discrepancy_source(spec: str, curves, family: str):
+    """Resolve ``--discrepancy``: None, a number, ``data`` or a saved population.
+
+    Parameters
+    ----------
+    spec : str
+        The option's value.
+    curves : Curves
+        DATA (for ``data``).
+    family : str
+        The planned family (its group is left out with ``data``).
+
+    Returns
+    -------
+    None, float or DiscrepancyPrior
+    """
+    if spec == "none":
+        return None
+    try:
+        value = float(spec)
+    except ValueError:
+        value = None
+    if value is not None:
+        if not value >= 0:
+            raise ValueError(f"--discrepancy: sigma_d must be >= 0, got {spec!r}")
+        return value
+    from hiscale.backtesting.discrepancy import load_discrepancy, population_discrepancy
+
+    if spec == "data":
+        pop = population_discrepancy(curves, family)
+        if "note" in pop.info:
+            warn(f"--discrepancy data: {pop.info['note']}; using {pop.label}")
+        return pop
+    return load_discrepancy(spec)
+
+
 def run(args: argparse.Namespace) -> int:
     """Run ``hiscale plan``."""
     import time
@@ -103,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     curves = load_curves(args.data, metric=args.metric)
     cands, used = _candidates(args, curves)
+    disc = discrepancy_source(args.discrepancy, curves, args.family)
     has_family = args.family in curves.families
     if args.from_existing:
         fit_on = curves.with_frame(
@@ -145,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         n_outcomes=args.outcomes,
         n_draws=args.draws,
         law=args.law,
+        discrepancy=disc,
     )
     notes = list(result.notes)
     if start is not None:

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p : argparse.ArgumentParser
         The command's parser (from :func:`hiscale.cli.build_parser`).
     """
-    sub = p.add_subparsers(dest="prior_command", required=True, metavar="{build}")
+    sub = p.add_subparsers(dest="prior_command", required=True, metavar="{build,discrepancy}")
     b = sub.add_parser(
         "build",
         help="build a population prior from many families",
@@ -102,6 +102,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     b.add_argument("--json", action="store_true", help="print the summary as JSON")
     b.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    dsc = sub.add_parser(
+        "discrepancy",
+        help="the law's extrapolation error across families (for hiscale plan)",
+        description="Fit each family of DATA without its largest size (flat prior, cached) "
+        "and write the errors at that size to --out/discrepancy.json: the evidence the "
+        "population of the extrapolation discrepancy sigma_d is learned from.",
+    )
+    add_data_args(dsc)
+    dsc.add_argument(
+        "--out", required=True, metavar="DIR", help="output directory, e.g. models/NAME"
+    )
+    dsc.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    dsc.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
 
 def _families(args: argparse.Namespace) -> list[str] | None:
@@ -221,8 +234,64 @@ def build(args: argparse.Namespace) -> int:
     return 0
 
 
+def discrepancy(args: argparse.Namespace) -> int:
+    """Run ``hiscale prior discrepancy``: write the extrapolation-discrepancy population.
+
+    Each family of DATA (with >= 3 sizes above the token cut) is fitted
+    without its largest size under the flat prior (cached); the errors at
+    that size and their groups go into ``--out/discrepancy.json``, the
+    evidence :func:`hiscale.backtesting.discrepancy.load_discrepancy` learns
+    ``sigma_d``'s population from (``hiscale plan --discrepancy NAME``).
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Parsed arguments.
+
+    Returns
+    -------
+    int
+        Exit code (0: success).
+    """
+    from hiscale.backtesting.discrepancy import (
+        DISCREPANCY_FILE,
+        population_discrepancy,
+        save_discrepancy,
+    )
+    from hiscale.data.curves import family_groups, load_curves
+    from hiscale.population import family_group
+
+    curves = load_curves(args.data, metric=args.metric)
+    progress(args, f"leave-largest-size-out fits of {len(curves.families)} families ...")
+    t0 = time.perf_counter()
+    pop = population_discrepancy(curves, None, seed=args.seed, progress=not args.quiet)
+    if "note" in pop.info:
+        raise ValueError(f"no discrepancy population: {pop.info['note']}")
+    groups = family_groups(curves)
+    cmd = shlex.join(
+        ["hiscale", "prior", "discrepancy", *map(str, args.data), "--out", str(args.out)]
+        + (["--seed", str(args.seed)] if args.seed else [])
+    )
+    path = save_discrepancy(
+        pop,
+        {f: groups.get(f) or family_group(f) for f in pop.families},
+        Path(args.out) / DISCREPANCY_FILE,
+        rebuild_command=cmd,
+        data_paths=[str(p) for p in args.data],
+    )
+    med = float(np.exp(pop.m))
+    print(
+        f"{pop.label}: median sigma_d {med:.4f} per unit |ln(N_target / N)| "
+        f"(log-sd {pop.s:.2f}); wrote {path} in {time.perf_counter() - t0:.0f} s"
+    )
+    return 0
+
+
 #: ``hiscale prior SUBCOMMAND`` -> handler.
-SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"build": build}
+SUBCOMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "build": build,
+    "discrepancy": discrepancy,
+}
 
 
 def run(args: argparse.Namespace) -> int:
