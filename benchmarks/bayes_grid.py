@@ -74,6 +74,7 @@ DEFINITIONS = {
     "then over groups (every family group counts once)",
     "low_budget": LOW_BUDGET,
     "k1": "one model size used (n_sizes_used = 1; the paper method's single-model regime)",
+    "k2": "at most two model sizes used (n_sizes_used <= 2)",
     "coverage": "share of scored target rows inside the new-run interval, averaged like ARE",
     "interval": "percentile interval of a family-group bootstrap (groups resampled with "
     "replacement)",

@@ -77,6 +77,7 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "are_pct": ("are_pct", "all"),
     "are_pct_low_budget": ("are_pct", "low_budget"),
     "are_pct_k1": ("are_pct", "k1"),
+    "are_pct_k2": ("are_pct", "k2"),
     "covered80": ("covered80", "all"),
     "covered50": ("covered50", "all"),
 }
@@ -115,13 +116,16 @@ def quantity_rows(results: pd.DataFrame, quantity: str) -> pd.DataFrame:
     Returns
     -------
     DataFrame
-        All rows, the low-budget rows, or the rows that used one model size.
+        All rows, the low-budget rows, or the rows that used one model size
+        (``k1``) or at most two (``k2``).
     """
     _, subset = QUANTITIES[quantity]
     if subset == "low_budget":
         return results[low_budget(results)]
     if subset == "k1":  # one model size used: the paper's single-model regime
         return results[results["n_sizes_used"] == 1]
+    if subset == "k2":  # at most two sizes: where borrowing has to help (issue 10)
+        return results[results["n_sizes_used"] <= 2]
     return results
 
 
