@@ -130,6 +130,7 @@ def _planner(curves, family, start, pool, budget_left, target, args, discrepancy
             seed=args.seed,
             n_outcomes=args.outcomes,
             discrepancy=discrepancy,
+            distance=args.discrepancy_distance,
         )
         if not p.runs:
             break
@@ -181,7 +182,7 @@ def run_family(curves, family, args) -> dict:
 
         # learned from the other families' leave-largest-size-out errors (the
         # family's own group left out), as a user's DATA with donor families gives it
-        disc = population_discrepancy(curves, family)
+        disc = population_discrepancy(curves, family, distance=args.discrepancy_distance)
         out["discrepancy"] = {"label": disc.label, "m": disc.m, "s": disc.s}
     ref = _fit(curves, family, pool["label"].tolist(), args)
     out["all_runs"] = {**_score(ref, target), "flops_frac": pool["flops"].sum() / target["flops"]}
@@ -321,6 +322,12 @@ def main(argv=None) -> int:
         "planner-law-only) or none",
     )
     p.add_argument("--random", type=int, default=5, help="random orders per budget (5)")
+    p.add_argument(
+        "--discrepancy-distance",
+        choices=["compute", "params"],
+        default="compute",
+        help="what the planner's discrepancy grows with (default: training compute)",
+    )
     p.add_argument("--outcomes", type=int, default=24)
     p.add_argument("--max-rounds", type=int, default=6, help="plan-fit rounds (6)")
     p.add_argument("--num-warmup", type=int, default=300)

@@ -216,7 +216,9 @@ def test_with_a_discrepancy_only_a_larger_run_narrows_the_extrapolation_part():
     rel0 = law.widths(law.base(), law.loglik)[0].mean(axis=0)
     assert rel0[0] == pytest.approx(rel0[1], rel=0.02)
     h = discrepancy_halfwidth(sd, 0.8)
-    disc = Preposterior(draws, target, cands, discrepancy_h=h, fitted_params=[5e7], **kw)
+    disc = Preposterior(
+        draws, target, cands, discrepancy_h=h, fitted=[[5e7, 1e9]], distance="params", **kw
+    )
     rel = disc.widths(disc.base(), disc.loglik)[0].mean(axis=0)
     v1 = 1 / (1 / tau**2 + 1 / (sr**2 + so**2 / 4))
     for i, n in enumerate(cands["params"]):
@@ -231,6 +233,17 @@ def test_with_a_discrepancy_only_a_larger_run_narrows_the_extrapolation_part():
     # indifferent (the two widths agree to sampling noise)
     steps, _ = greedy_sequence(disc, cands.assign(flops=1e18), budget=1e30)
     assert steps[0].params == 1e9
+    # in compute, a big model on few tokens is far from the target: the same two sizes,
+    # the larger one trained on 1/1000 of its tokens, is now the farther run
+    few = cands.assign(tokens=[2e9, 2e7])
+    comp = Preposterior(draws, target, few, discrepancy_h=h, fitted=[[5e7, 1e9]], **kw)
+    d = comp.distance()
+    c_t = 6 * target[0] * target[1]
+    now = np.log(c_t / (6 * 5e7 * 1e9))
+    assert comp.distance_now() == pytest.approx(now)
+    alone = np.abs(np.log(c_t / (6 * few["params"] * few["tokens"])))
+    np.testing.assert_allclose(d, np.minimum(now, alone))
+    assert alone[1] > now > alone[0] and d[1] > d[0]
 
 
 def test_plan_records_the_discrepancy_in_notes_and_settings():
@@ -487,8 +500,8 @@ def test_cli_plan_with_the_bundled_discrepancy_population(sim_csv, capsys):
     rc = main(["plan", *argv, *grid, "--discrepancy", "corpus-v1"])
     d = json.loads(capsys.readouterr().out)
     assert rc == 0
-    pop = load_discrepancy("corpus-v1")
-    assert pop.label.startswith("corpus-v1 population (")
+    pop = load_discrepancy("corpus-v1", distance="compute")  # the CLI's default distance
+    assert pop.label.startswith("corpus-v1 population (") and "per ln compute" in pop.label
     h = d["settings"]["discrepancy_halfwidth"]
     assert h == pytest.approx(discrepancy_halfwidth(pop, 0.8))
     assert any(pop.label in n for n in d["notes"])

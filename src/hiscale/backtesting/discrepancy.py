@@ -49,7 +49,7 @@ from __future__ import annotations
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +74,7 @@ __all__ = [
     "DiscrepancyPrior",
     "InnerError",
     "SigmaPosterior",
+    "compute_distance",
     "discrepancy_from_errors",
     "distance",
     "family_inner_error",
@@ -82,6 +83,7 @@ __all__ = [
     "load_discrepancy",
     "population_density",
     "population_discrepancy",
+    "run_compute",
     "save_discrepancy",
     "sigma_posterior",
     "widen",
@@ -126,6 +128,50 @@ def distance(n_target: float, n_nearest: float) -> float:
     return float(abs(np.log(float(n_target) / float(n_nearest))))
 
 
+def run_compute(frame) -> np.ndarray:
+    """Training compute ``6 N D`` of each run at its last checkpoint.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        Rows with ``run``, ``params`` and ``tokens``.
+
+    Returns
+    -------
+    ndarray
+        One value per run.
+    """
+    g = frame.groupby("run", sort=False).agg(params=("params", "first"), tokens=("tokens", "max"))
+    return 6.0 * g["params"].to_numpy(float) * g["tokens"].to_numpy(float)
+
+
+def compute_distance(c_target: float, c_runs) -> float:
+    """Return ``min_i |ln(c_target / c_i)|``: the target's distance in training compute.
+
+    Parameters
+    ----------
+    c_target : float
+        Compute of the target (``6 N D``).
+    c_runs : array
+        Compute of the fitted runs.
+
+    Returns
+    -------
+    float
+        ``>= 0``; ``inf`` with no runs.
+    """
+    c = np.asarray(c_runs, float).reshape(-1)
+    if c.size == 0:
+        return float("inf")
+    return float(np.min(np.abs(np.log(float(c_target)) - np.log(c))))
+
+
+def _held_compute_distance(train: Curves, direction: str) -> float:
+    """Compute distance of the held-out size (its largest run) from the other sizes' runs."""
+    rest, held = split_target(train, direction=direction)
+    return compute_distance(float(np.max(run_compute(held.frame))), run_compute(rest.frame))
+
+
 @dataclass(frozen=True)
 class InnerError:
     """A leave-largest-size-out error: the evidence one fit gives on ``sigma_d``.
@@ -146,6 +192,10 @@ class InnerError:
         Sizes of the inner fit.
     flagged : bool
         The inner fit's convergence flag.
+    d_compute : float
+        ``min_i |ln(C_held / C_i)|`` over the fitted runs, ``C = 6 N D`` at
+        each run's last checkpoint (:func:`compute_distance`): the distance
+        in training compute (NaN in errors written before it existed).
     """
 
     e: float
@@ -154,6 +204,7 @@ class InnerError:
     rows: int
     n_fit_sizes: int
     flagged: bool
+    d_compute: float = float("nan")
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-able dict."""
@@ -224,6 +275,7 @@ def inner_error(
         rows=len(end),
         n_fit_sizes=len(s) - 1,
         flagged=bool(f.diagnostics["flagged"]),
+        d_compute=_held_compute_distance(train, direction),
     )
 
 
@@ -296,7 +348,11 @@ def family_inner_error(
     path = cache_dir() / "discrepancy" / f"{family}-{key}.json"
     if use_cache and path.is_file():
         d = json.loads(path.read_text())
-        return None if d is None else InnerError(**d)
+        if d is None:
+            return None
+        if "d_compute" not in d:  # written before the field existed: no refit needed
+            d["d_compute"] = _held_compute_distance(rows, direction)
+        return InnerError(**d)
     err = inner_error(
         rows, family, "flat", law=law, options=options, sampler=sampler, seed=seed,
         direction=direction,
@@ -441,6 +497,8 @@ class DiscrepancyPrior:
     density : ndarray, optional
         Prior density of ``log sigma_d`` on :data:`U_GRID`
         (:func:`population_density`); None: ``N(m, s^2)``.
+    distance : {"params", "compute"}
+        What ``sigma_d`` is per unit of (see :func:`discrepancy_from_errors`).
     """
 
     m: float
@@ -450,6 +508,7 @@ class DiscrepancyPrior:
     errors: dict[str, dict[str, Any]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
     density: np.ndarray | None = None
+    distance: str = "params"
 
     def posterior(self, own: InnerError | None, *, why_none: str = "") -> SigmaPosterior:
         """Return the cell's posterior of ``sigma_d`` (:func:`sigma_posterior`).
@@ -480,6 +539,7 @@ def population_discrepancy(
     direction: str = "up",
     min_tokens: float = 1e10,
     progress: bool = False,
+    distance: str = "params",
 ) -> DiscrepancyPrior:
     """Learn ``(m, s)`` from leave-largest-size-out errors of the families outside its group.
 
@@ -504,6 +564,8 @@ def population_discrepancy(
         Token cut.
     progress : bool, default False
         Print a line per inner fit that is not cached.
+    distance : {"params", "compute"}, default "params"
+        See :func:`discrepancy_from_errors`.
 
     Returns
     -------
@@ -537,10 +599,13 @@ def population_discrepancy(
         note = f"{n_groups} group(s) outside {group!r} give an error; need >= 2"
         return DiscrepancyPrior(
             m, s, f"fallback ({note})", tuple(fams), {f: errs[f].to_dict() for f in fams},
-            {"note": note},
+            {"note": note}, None, distance,
         )  # fmt: skip
     return discrepancy_from_errors(
-        errs, {f: groups.get(f, f) for f in fams}, info={"excluded_group": group}
+        errs,
+        {f: groups.get(f, f) for f in fams},
+        info={"excluded_group": group},
+        distance=distance,
     )
 
 
@@ -550,6 +615,7 @@ def discrepancy_from_errors(
     *,
     info: dict[str, Any] | None = None,
     prefix: str = "population",
+    distance: str = "params",
 ) -> DiscrepancyPrior:
     """Learn the population of ``log sigma_d`` from families' leave-largest-size-out errors.
 
@@ -566,12 +632,23 @@ def discrepancy_from_errors(
         Extra entries recorded in the result's ``info``.
     prefix : str, default "population"
         Start of the label.
+    distance : {"params", "compute"}, default "params"
+        The distance ``sigma_d`` is per unit of: ``|ln(N_target / N)|``
+        (``InnerError.d``) or ``|ln(C_target / C)|`` in training compute
+        (``InnerError.d_compute``; errors without it are left out).
 
     Returns
     -------
     DiscrepancyPrior
-        Labelled ``"PREFIX (G groups, F families[, K inner fits flagged])"``.
+        Labelled ``"PREFIX (G groups, F families[, K inner fits flagged])"``
+        (plus ``", per ln compute"`` for ``distance="compute"``).
     """
+    if distance not in ("params", "compute"):
+        raise ValueError(f"distance must be 'params' or 'compute', got {distance!r}")
+    if distance == "compute":
+        errors = {
+            f: replace(v, d=v.d_compute) for f, v in errors.items() if np.isfinite(v.d_compute)
+        }
     fams = sorted(errors)
     if len({groups[f] for f in fams}) < 2:
         raise ValueError("a discrepancy population needs errors from >= 2 family groups")
@@ -586,14 +663,16 @@ def discrepancy_from_errors(
     dens, pinfo = population_density(e, s2, d, weights=w)
     n_flag = sum(errors[f].flagged for f in fams)
     flags = f", {n_flag} inner fits flagged" if n_flag else ""
+    per = ", per ln compute" if distance == "compute" else ""
     return DiscrepancyPrior(
         m,
         s,
-        f"{prefix} ({len(group_size)} groups, {len(fams)} families{flags})",
+        f"{prefix} ({len(group_size)} groups, {len(fams)} families{flags}{per})",
         tuple(fams),
         {f: errors[f].to_dict() for f in fams},
-        {**finfo, **pinfo, "groups": len(group_size), **(info or {})},
+        {**finfo, **pinfo, "groups": len(group_size), "distance": distance, **(info or {})},
         dens,
+        distance,
     )
 
 
@@ -635,7 +714,7 @@ def save_discrepancy(prior: DiscrepancyPrior, groups: dict[str, str], path, **me
     return path
 
 
-def load_discrepancy(name_or_path: str | os.PathLike) -> DiscrepancyPrior:
+def load_discrepancy(name_or_path: str | os.PathLike, distance: str = "params") -> DiscrepancyPrior:
     """Load a saved discrepancy population: a bundled prior's name or a file/folder path.
 
     Parameters
@@ -643,6 +722,8 @@ def load_discrepancy(name_or_path: str | os.PathLike) -> DiscrepancyPrior:
     name_or_path : str or path
         ``"corpus-v1"`` (``models/corpus-v1/discrepancy.json``), a folder
         holding ``discrepancy.json``, or the file.
+    distance : {"params", "compute"}, default "params"
+        See :func:`discrepancy_from_errors`.
 
     Returns
     -------
@@ -671,7 +752,7 @@ def load_discrepancy(name_or_path: str | os.PathLike) -> DiscrepancyPrior:
     errs = {f: InnerError(**v) for f, v in d["errors"].items()}
     name = p.name if p.is_dir() else (p.parent.name if p.is_file() else str(name_or_path))
     return discrepancy_from_errors(
-        errs, d["groups"], info={"file": str(path)}, prefix=f"{name} population"
+        errs, d["groups"], info={"file": str(path)}, prefix=f"{name} population", distance=distance
     )
 
 

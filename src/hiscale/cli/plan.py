@@ -68,6 +68,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "leave-largest-size-out errors), data (learned from DATA's other families), a "
         "discrepancy.json path, or a number sigma_d per unit |ln(N_target / N)|",
     )
+    p.add_argument(
+        "--discrepancy-distance",
+        choices=["compute", "params"],
+        default="compute",
+        help="what the discrepancy grows with: |ln(C_target / C)| in training compute "
+        "(default; a big model trained on few tokens is not near the target) or |ln(N_target / N)|",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_model_args(p)
@@ -101,7 +108,7 @@ def _candidates(args, curves):
     return grid_candidates(args.sizes, args.token_multiples), None
 
 
-def discrepancy_source(spec: str, curves, family: str):
+def discrepancy_source(spec: str, curves, family: str, distance: str = "compute"):
     """Resolve ``--discrepancy``: None, a number, ``data`` or a saved population.
 
     Parameters
@@ -112,6 +119,8 @@ def discrepancy_source(spec: str, curves, family: str):
         DATA (for ``data``).
     family : str
         The planned family (its group is left out with ``data``).
+    distance : {"compute", "params"}
+        What a population's ``sigma_d`` is learned per unit of.
 
     Returns
     -------
@@ -130,11 +139,11 @@ def discrepancy_source(spec: str, curves, family: str):
     from hiscale.backtesting.discrepancy import load_discrepancy, population_discrepancy
 
     if spec == "data":
-        pop = population_discrepancy(curves, family)
+        pop = population_discrepancy(curves, family, distance=distance)
         if "note" in pop.info:
             warn(f"--discrepancy data: {pop.info['note']}; using {pop.label}")
         return pop
-    return load_discrepancy(spec)
+    return load_discrepancy(spec, distance=distance)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -148,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     curves = load_curves(args.data, metric=args.metric)
     cands, used = _candidates(args, curves)
-    disc = discrepancy_source(args.discrepancy, curves, args.family)
+    disc = discrepancy_source(args.discrepancy, curves, args.family, args.discrepancy_distance)
     has_family = args.family in curves.families
     if args.from_existing:
         fit_on = curves.with_frame(
@@ -192,6 +201,7 @@ def run(args: argparse.Namespace) -> int:
         n_draws=args.draws,
         law=args.law,
         discrepancy=disc,
+        distance=args.discrepancy_distance,
     )
     notes = list(result.notes)
     if start is not None:

@@ -193,6 +193,7 @@ def plan(
     law: str = "chinchilla",
     n_rows: int | None = None,
     discrepancy=None,
+    distance: str = "compute",
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
 
@@ -230,8 +231,13 @@ def plan(
         learned from other families' leave-largest-size-out errors). The
         target interval is widened by it (see
         :mod:`hiscale.planning.preposterior`), so only runs nearer the
-        target in ``N`` shrink that part. None: the law's draws alone (the
-        law taken as exact).
+        target shrink that part. None: the law's draws alone (the law taken
+        as exact).
+    distance : {"compute", "params"}, default "compute"
+        What the discrepancy grows with: the distance in training compute
+        ``|ln(C_target / C)|`` (``C = 6 N D``) or in size ``|ln(N_target / N)|``;
+        a population must have been learned per unit of the same (its
+        ``distance``).
 
     Returns
     -------
@@ -253,17 +259,26 @@ def plan(
         if single:
             notes.append("the fitted runs have one row each: hypothetical runs do too")
     h = discrepancy_halfwidth(discrepancy, level)
+    kind = getattr(discrepancy, "distance", None) or distance
+    if kind != distance:
+        raise ValueError(
+            f"the discrepancy population is per unit {kind} distance, the plan's is {distance}"
+        )
     data = getattr(fit_or_prior, "data", None)
-    fitted = (
-        data["params"].to_numpy(float)
-        if data is not None and len(data) and "params" in data
-        else None
-    )
+    fitted = None
+    if data is not None and len(data) and {"params", "tokens", "run"} <= set(data):
+        g = data.groupby("run", sort=False).agg(n=("params", "first"), d=("tokens", "max"))
+        fitted = g[["n", "d"]].to_numpy(float)
     if discrepancy is not None:
         label = getattr(discrepancy, "label", None) or f"sigma_d = {float(discrepancy):g}"
+        unit = (
+            "|ln(C_target / C_nearest)|, C = 6ND"
+            if kind == "compute"
+            else ("|ln(N_target / N_nearest)|")
+        )
         notes.append(
             f"extrapolation discrepancy {label}: {level:.0%} half-width {h:.4g} in ln L per unit "
-            "|ln(N_target / N_nearest)|, added to the law's interval"
+            f"{unit}, added to the law's interval"
         )
     kw = dict(
         n_outcomes=n_outcomes,
@@ -271,7 +286,8 @@ def plan(
         level=level,
         n_rows=n_rows,
         discrepancy_h=h,
-        fitted_params=fitted,
+        fitted=fitted,
+        distance=distance,
     )
     if draws.scale_known:
         pre = Preposterior(draws, (n_t, d_t), cands, **kw)
@@ -342,6 +358,7 @@ def plan(
             "ess_min": ESS_MIN,
             "criterion": "expected reduction of the relative width per FLOP, greedy",
             "discrepancy_halfwidth": h,
+            "discrepancy_distance": distance,
             "candidate_order": cands["label"].tolist(),
         },
         preposterior=pre,

@@ -27,7 +27,9 @@ believes the law narrows with every cheap small run, while the error of
 extrapolating to the target grows with the distance from the largest run
 (the backtests of issue 10). With ``discrepancy`` (:func:`discrepancy_halfwidth`)
 the interval at the target is widened by an extrapolation term ``h d``,
-``d = min_i |ln(N_target / N_i)|`` over the sizes fitted and chosen so far:
+``d = min_i |ln(C_target / C_i)|`` over the runs fitted and chosen so far,
+``C = 6 N D`` (or ``|ln(N_target / N_i)|``), so a big model trained on few
+tokens is not "near" the target:
 ``ln(q_hi / median)`` becomes ``sqrt(ln(q_hi / median)^2 + (h d)^2)`` (and
 likewise below the median), exact when both parts are Gaussian in ``ln L``
 (:func:`widen_log_interval`). Only a run nearer the target in ``N`` shrinks
@@ -427,12 +429,17 @@ class Preposterior:
         Aligning at the first run of a sequence keeps the ESS up, because
         that run pins the scale there.
     discrepancy_h : float, default 0
-        Extrapolation half-width per unit ``ln N`` distance at ``level``
+        Extrapolation half-width per unit distance at ``level``
         (:func:`discrepancy_halfwidth`); 0: the law's draws alone.
-    fitted_params : array, optional
-        Sizes ``N`` already fitted (the distance before any new run); none
-        for a family with no runs, whose current width is its prior
-        predictive.
+    fitted : array (R, 2), optional
+        ``(N, D)`` of the runs already fitted, ``D`` at each run's last
+        checkpoint (the distance before any new run); none for a family
+        with no runs, whose current width is its prior predictive.
+    distance : {"compute", "params"}, default "compute"
+        The distance of the target from a run: ``|ln(6 N_t D_t / 6 N D)|``
+        (training compute, so a big model trained on few tokens is not
+        "near") or ``|ln(N_t / N)|``. It must match what ``discrepancy_h``
+        is per unit of.
     """
 
     def __init__(
@@ -447,7 +454,8 @@ class Preposterior:
         n_rows: int = N_ROWS,
         align: int | None = None,
         discrepancy_h: float = 0.0,
-        fitted_params=None,
+        fitted=None,
+        distance: str = "compute",
     ):
         if n_outcomes < 1:
             raise ValueError(f"n_outcomes must be >= 1, got {n_outcomes}")
@@ -457,14 +465,21 @@ class Preposterior:
             raise ValueError(f"discrepancy_h must be a finite number >= 0, got {discrepancy_h!r}")
         self.draws = draws
         self.level = float(level)
+        if distance not in ("compute", "params"):
+            raise ValueError(f"distance must be 'compute' or 'params', got {distance!r}")
         self.discrepancy_h = float(discrepancy_h)
+        self.distance_kind = distance
+
+        def where(n, d):
+            n = np.asarray(n, float)
+            return np.log(n) if distance == "params" else np.log(6.0 * n * np.asarray(d, float))
+
+        at = float(where(target[0], target[1]))
         self._cand_dist = np.abs(
-            np.log(candidates["params"].to_numpy(float)) - np.log(float(target[0]))
+            where(candidates["params"].to_numpy(float), candidates["tokens"].to_numpy(float)) - at
         )
-        fp = np.asarray([] if fitted_params is None else fitted_params, float).reshape(-1)
-        self._dist0 = (
-            float(np.min(np.abs(np.log(fp) - np.log(float(target[0]))))) if fp.size else np.inf
-        )
+        fr = np.asarray([] if fitted is None else fitted, float).reshape(-1, 2)
+        self._dist0 = float(np.min(np.abs(where(fr[:, 0], fr[:, 1]) - at))) if len(fr) else np.inf
         self.n_rows = int(n_rows)
         rng = np.random.default_rng(seed)
         S = draws.n_draws
@@ -542,7 +557,7 @@ class Preposterior:
         return self._base.copy()
 
     def distance(self, chosen=()) -> np.ndarray:
-        """Extrapolation distance ``min |ln(N_target / N)|`` after adding each candidate.
+        """Extrapolation distance (``distance`` of the constructor) after adding each candidate.
 
         Parameters
         ----------
