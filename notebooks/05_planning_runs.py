@@ -114,6 +114,30 @@ fig = plot_plan(second)
 plt.show()
 
 # %% [markdown]
+# ## The law's own extrapolation error
+#
+# The widths above take the law as exact: every cheap small run narrows them.
+# On real families the law's error grows with the distance to the target, so
+# `discrepancy=` adds that error to the target interval, learned from the
+# corpus families' leave-largest-size-out errors (`models/corpus-v1/discrepancy.json`,
+# rebuilt by `hiscale prior discrepancy DATA --out models/corpus-v1`). The distance
+# is in training compute (C = 6ND): only a run nearer the target in compute
+# shrinks that part, which moves the plan toward larger runs.
+
+# %%
+from hiscale.backtesting.discrepancy import load_discrepancy
+
+disc = load_discrepancy("corpus-v1", distance="compute")
+with_disc = plan(
+    fit2, at=TARGET, candidates=cands, budget=budget, seed=0, n_outcomes=OUTCOMES,
+    discrepancy=disc,
+)  # fmt: skip
+print(disc.label)
+print("law only:       ", [r["label"] for r in second.runs])
+print("with its error: ", [r["label"] for r in with_disc.runs])
+print("widths:", round(second.widths[-1], 4), "vs", round(with_disc.widths[-1], 4))
+
+# %% [markdown]
 # ## Train the planned runs, refit, compare
 #
 # The campaign continues as a user would run it: train the planned runs
@@ -153,6 +177,8 @@ assert second.runs and second.runs[-1]["cumulative_flops"] <= budget
 assert np.all(np.diff(second.widths) < 0)
 # the refit after the planned runs is narrower than the fit of two runs
 assert rows[1][4] < rows[0][4]
+# the law's extrapolation error only widens the expected interval
+assert with_disc.widths[0] > second.widths[0] and with_disc.settings["discrepancy_halfwidth"] > 0
 # same seed, same plan
 again = plan(fit2, at=TARGET, candidates=cands, budget=budget, seed=0, n_outcomes=OUTCOMES)
 assert again.to_json() == second.to_json()
