@@ -300,6 +300,105 @@ def refit_check(seeds, args) -> list[dict]:
     return rows_out
 
 
+STRATEGIES = ("planner", "planner-law-only", "hitchhiker", "cheapest-first", "random")
+
+
+def summarise(result: dict, groups: dict[str, str], n_boot: int = 2000, seed: int = 0) -> dict:
+    """Macro ARE, 80% coverage and width per (budget, strategy), family groups counted once.
+
+    Mean over a group's families, then over groups; 90% percentile intervals of a
+    family-group bootstrap (``hiscale.backtesting.scores.group_bootstrap``). ``random``
+    enters as its mean over orders. Also: per budget, whether the planner's macro ARE
+    is at most every rule's, and its ratio to the fit on all runs.
+    """
+    import pandas as pd
+
+    from hiscale.backtesting.scores import group_bootstrap
+
+    rows = []
+    for fam in result["families"]:
+        for cell in fam["cells"]:
+            for name, c in cell["strategies"].items():
+                rows.append(
+                    {
+                        "group": groups.get(fam["family"], fam["family"]),
+                        "family": fam["family"],
+                        "budget": cell["budget_frac"],
+                        "strategy": name,
+                        "are": float(c["are"]),
+                        "covered80": float(c["covered80"]),
+                        "width80": float(c["width80"]),
+                    }
+                )
+        rows.append(
+            {
+                "group": groups.get(fam["family"], fam["family"]),
+                "family": fam["family"],
+                "budget": "all",
+                "strategy": "all-runs",
+                "are": float(fam["all_runs"]["are"]),
+                "covered80": float(fam["all_runs"]["covered80"]),
+                "width80": float(fam["all_runs"]["width80"]),
+            }
+        )
+    t = pd.DataFrame(rows)
+    fam = t.groupby(["budget", "strategy", "group", "family"])[["are", "covered80", "width80"]]
+    per_group = fam.mean().groupby(["budget", "strategy", "group"]).mean()
+    out = {"groups": sorted(set(t["group"])), "families": sorted(set(t["family"])), "cells": []}
+    for (budget, strategy), g in per_group.groupby(level=["budget", "strategy"]):
+        gv = g.droplevel(["budget", "strategy"])
+        stats = {
+            ("macro", q, strategy): (lambda df, q=q: df[q].to_numpy())
+            for q in ("are", "covered80", "width80")
+        }
+        b = group_bootstrap(gv, stats, n_boot=n_boot, seed=seed, level=0.9)
+        for r in b.table.to_dict(orient="records"):
+            out["cells"].append({"budget": budget, **r})
+    macro = {(c["budget"], c["method"], c["quantity"]): c["estimate"] for c in out["cells"]}
+    out["planner_at_most_every_rule"] = {
+        str(b): all(
+            macro[(b, "planner", "are")] <= macro[(b, r, "are")]
+            for r in ("hitchhiker", "cheapest-first", "random")
+            if (b, r, "are") in macro
+        )
+        for b in sorted({c["budget"] for c in out["cells"] if c["budget"] != "all"})
+    }
+    all_are = macro.get(("all", "all-runs", "are"))
+    out["planner_over_all_runs"] = {
+        str(b): macro[(b, "planner", "are")] / all_are
+        for b in sorted({c["budget"] for c in out["cells"] if c["budget"] != "all"})
+        if all_are
+    }
+    return out
+
+
+def summary_table(summ: dict) -> str:
+    """Markdown: macro ARE [90% interval] / coverage / width per budget and strategy."""
+    cell = {(c["budget"], c["method"], c["quantity"]): c for c in summ["cells"]}
+    budgets = sorted({c["budget"] for c in summ["cells"] if c["budget"] != "all"})
+    lines = [
+        "| budget | strategy | macro ARE % [90%] | 80% coverage | 80% width |",
+        "|---|---|---|---|---|",
+    ]
+    for b in budgets:
+        for s in STRATEGIES:
+            if (b, s, "are") not in cell:
+                continue
+            a, c, w = (cell[(b, s, q)] for q in ("are", "covered80", "width80"))
+            lines.append(
+                f"| {b:.0%} | {s} | {a['estimate']:.2f} [{a['lower']:.2f}, {a['upper']:.2f}] | "
+                f"{c['estimate']:.2f} | {w['estimate']:.3f} |"
+            )
+    if ("all", "all-runs", "are") in cell:
+        a = cell[("all", "all-runs", "are")]
+        lines.append(
+            f"| all runs | (no budget) | {a['estimate']:.2f} [{a['lower']:.2f}, {a['upper']:.2f}] "
+            f"| {cell[('all', 'all-runs', 'covered80')]['estimate']:.2f} | "
+            f"{cell[('all', 'all-runs', 'width80')]['estimate']:.3f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv=None) -> int:
     """Command line: see the module docstring."""
     import os
@@ -335,6 +434,12 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="also write the JSON here")
     p.add_argument(
+        "--summarise",
+        metavar="JSON",
+        help="instead: macro table (family groups counted once, bootstrap intervals) of a "
+        "finished run's JSON; with --out, the JSON with its summary",
+    )
+    p.add_argument(
         "--refit-check",
         nargs="+",
         type=int,
@@ -342,6 +447,19 @@ def main(argv=None) -> int:
         help="instead: compare the reweighted width with NUTS refits on simulated families",
     )
     args = p.parse_args(argv)
+    if args.summarise:
+        from hiscale.data.curves import family_groups, load_curves
+
+        result = json.loads(open(args.summarise).read())
+        groups = family_groups(load_curves(args.corpus))
+        summ = summarise(result, groups)
+        result["summary"] = summ
+        if args.out:
+            with open(args.out, "w") as fh:
+                fh.write(json.dumps(result, indent=2, default=float) + "\n")
+        print(summary_table(summ))
+        print(json.dumps({k: v for k, v in summ.items() if k != "cells"}, indent=1))
+        return 0
     if args.refit_check:
         import hiscale
 
