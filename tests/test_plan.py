@@ -253,8 +253,12 @@ def test_plan_records_the_discrepancy_in_notes_and_settings():
     d = json.loads(p.to_json())
     assert d["settings"]["discrepancy_halfwidth"] == pytest.approx(Z90 * 0.02)
     assert any("extrapolation discrepancy sigma_d = 0.02" in n for n in d["notes"])
-    base = plan("corpus-v1", seed=4, **kw)
+    base = plan("corpus-v1", seed=4, discrepancy=None, **kw)
     assert base.settings["discrepancy_halfwidth"] == 0.0
+    # the default is the bundled corpus-v1 population, in compute distance
+    default = plan("corpus-v1", seed=4, **kw)
+    assert any("corpus-v1 population" in n and "per ln compute" in n for n in default.notes)
+    assert default.settings["discrepancy_distance"] == "compute"
     # the widths after the first run include the extrapolation term, so they are wider
     assert p.widths[1] > base.widths[1]
 
@@ -483,7 +487,10 @@ def test_final_only_fits_plan_single_row_runs():
         law="chinchilla",
         data=final_only,
     )
-    p = plan(fake_fit, at=(7e9, 1.4e11), candidates=[(4e8, 8e9)], budget=1e30, n_outcomes=8)
+    p = plan(
+        fake_fit, at=(7e9, 1.4e11), candidates=[(4e8, 8e9)], budget=1e30, n_outcomes=8,
+        discrepancy=None,
+    )  # fmt: skip
     assert p.settings["rows_per_run"] == 1
     assert any("one row each" in n for n in p.notes)
     # one row per run: the closed form with n = 1

@@ -61,12 +61,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--discrepancy",
-        default="none",
+        default="corpus-v1",
         metavar="SOURCE",
-        help="the law's extrapolation error added to the target interval: none (default), "
-        "a bundled population (corpus-v1: learned from the corpus families' "
+        help="the law's extrapolation error added to the target interval: a bundled "
+        "population (default corpus-v1: learned from the corpus families' "
         "leave-largest-size-out errors), data (learned from DATA's other families), a "
-        "discrepancy.json path, or a number sigma_d per unit |ln(N_target / N)|",
+        "discrepancy.json path, a number sigma_d per unit distance, or none (the law "
+        "taken as exact)",
     )
     p.add_argument(
         "--discrepancy-distance",

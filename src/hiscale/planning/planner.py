@@ -192,7 +192,7 @@ def plan(
     level: float = 0.8,
     law: str = "chinchilla",
     n_rows: int | None = None,
-    discrepancy=None,
+    discrepancy="corpus-v1",
     distance: str = "compute",
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
@@ -224,11 +224,14 @@ def plan(
         :data:`~hiscale.planning.preposterior.N_ROWS`, or 1 when the fit's
         runs all have a single row (final-only tables), so hypothetical runs
         look like the real ones.
-    discrepancy : float, DiscrepancyPrior or None
-        The law's extrapolation error at the target, ``sigma_d`` per unit
-        ``|ln(N_target / N_nearest)|`` or its population prior
-        (:func:`hiscale.backtesting.discrepancy.population_discrepancy`,
-        learned from other families' leave-largest-size-out errors). The
+    discrepancy : str, float, DiscrepancyPrior or None, default "corpus-v1"
+        The law's extrapolation error at the target: a saved population (a
+        bundled name such as ``"corpus-v1"``, or a ``discrepancy.json`` path;
+        :func:`hiscale.backtesting.discrepancy.load_discrepancy`), a population
+        (:func:`hiscale.backtesting.discrepancy.population_discrepancy`, learned
+        from other families' leave-largest-size-out errors) or ``sigma_d`` per
+        unit of ``distance``. The default measured better than none on the
+        retrospective campaigns (README, "Plan the next runs"). The
         target interval is widened by it (see
         :mod:`hiscale.planning.preposterior`), so only runs nearer the
         target shrink that part. None: the law's draws alone (the law taken
@@ -258,6 +261,10 @@ def plan(
         n_rows = 1 if single else N_ROWS
         if single:
             notes.append("the fitted runs have one row each: hypothetical runs do too")
+    if isinstance(discrepancy, (str, Path)):
+        from hiscale.backtesting.discrepancy import load_discrepancy
+
+        discrepancy = load_discrepancy(discrepancy, distance=distance)
     h = discrepancy_halfwidth(discrepancy, level)
     kind = getattr(discrepancy, "distance", None) or distance
     if kind != distance:
