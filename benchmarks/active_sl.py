@@ -254,7 +254,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.05, 0.1])
     ap.add_argument("--random", type=int, default=3)
     ap.add_argument("--outcomes", type=int, default=16)
-    ap.add_argument("--max-rounds", type=int, default=8)
+    ap.add_argument("--max-rounds", type=int, default=40)
     ap.add_argument("--per-round", type=int, default=4, help="runs trained per plan round")
     ap.add_argument("--num-warmup", type=int, default=300)
     ap.add_argument("--num-samples", type=int, default=500)

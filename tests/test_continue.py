@@ -116,13 +116,38 @@ def test_paper_and_bayes_curve_through_the_backtest(curves, frame, tmp_path):
     assert (bc["are_pct"] < 5).all()
 
 
-def test_bayes_curve_refuses_ordinary_cells(curves):
-    m = get_method("bayes-curve")
-    cell = make_cells(curves, target="final", grid=[(2, 1.0)], min_tokens=0)[0]
-    with pytest.raises(ValueError, match="continue-a-run cells only"):
-        m(cell, m.prepare(curves, "simc"), seed=0)
-    res = backtest(curves, methods=["bayes-curve"], grid=[(2, 1.0)], target="final", min_tokens=0)
-    assert res["status"].str.contains("continue-a-run cells only").all()
+def test_bayes_curve_predicts_the_target_sizes_runs_on_size_cells(frame):
+    # the size cell: fit sizes 1e8 and 3e8 (every row), predict the 1e9 run's last 30%
+    # under its schedule; checked row by row against the simulation's true mean
+    fr, mu = simulate_curves(seed=2)
+    curves = load_curves(fr)
+    m = get_method("bayes-curve", sampler=TEST_SAMPLER)
+    cell = make_cells(curves, target="last30", grid=[(2, 1.0)], min_tokens=0)[0]
+    assert cell.kind == "size"
+    pred = m(cell, m.prepare(curves, "simc"), seed=0)
+    t = cell.target.frame
+    truth = fr.assign(mu=mu).merge(t[["run", "tokens"]], on=["run", "tokens"], how="right")
+    want = np.exp(truth["mu"].to_numpy())
+    assert pred.draws.shape[1] == len(t) >= 5
+    np.testing.assert_allclose(pred.median, want, rtol=0.03)
+    # the draws follow the rows: the annealing drop along the run is in the medians
+    assert np.corrcoef(pred.median, want)[0, 1] > 0.95
+    lo, hi = np.quantile(pred.draws, [0.1, 0.9], axis=0)
+    assert np.mean((t["loss"].to_numpy() >= lo) & (t["loss"].to_numpy() <= hi)) > 0.5
+
+
+def test_bayes_curve_without_a_schedule_fails_the_cell_with_the_reason(frame):
+    no_sched = frame.drop(columns=["schedule", "run_tokens"])
+    with pytest.warns(UserWarning, match="needs each run's learning-rate schedule"):
+        res = backtest(
+            load_curves(no_sched),
+            methods=["bayes-curve"],
+            grid=[(2, 1.0)],
+            target="final",
+            min_tokens=0,
+            method_options={"bayes-curve": {"sampler": TEST_SAMPLER}},
+        )
+    assert res["status"].str.contains("fell back to the end-of-run model").all()
 
 
 def test_cli_backtest_target_continue(frame, tmp_path, capsys):

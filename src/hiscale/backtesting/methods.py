@@ -25,12 +25,18 @@ names accepted by ``backtest(methods=...)`` and ``--method`` to factories:
   new-run draws are widened by ``exp(sigma_d d z)``, ``sigma_d`` from a
   population prior (other groups' leave-largest-size-out errors) updated by
   the cell's own leave-largest-size-out error when it has >= 3 sizes;
-* ``bayes-curve``: continue-a-run cells only (``target="continue"``,
-  :func:`hiscale.backtesting.protocol.continue_cells`): a whole-curve fit
-  (``h-term``, every row, AR(1) residuals) of the cell's training rows, each
-  held run continued to its final checkpoint with its own offset and AR state
-  (:meth:`hiscale.infer.result.Fit.predict_run`). On other cells it refuses
-  with a one-line error (the row's ``status``).
+* ``bayes-curve``: a whole-curve fit (``h-term``, every row, AR(1)
+  residuals) of the cell's training rows. On continue-a-run cells
+  (``target="continue"``, :func:`hiscale.backtesting.protocol.continue_cells`)
+  each held run is continued to its final checkpoint with its own offset and
+  AR state (:meth:`hiscale.infer.result.Fit.predict_run`); on the paper's size
+  cells each target run is a *new* run of the target size over its own
+  horizon (``run_tokens``, else its last checkpoint) under the family's
+  usual schedule, scored at its target rows
+  (:meth:`hiscale.infer.result.Fit.predict_curve`). A family whose schedule
+  is unknown falls back to the end-of-run model in the fit; the cell then
+  fails with that reason (its ``status``), so it never silently scores the
+  end-of-run model under this name.
 """
 
 from __future__ import annotations
@@ -493,6 +499,30 @@ class BayesCurveMethod:
         name = self.prior
         return load_prior(Path(name) if Path(str(name)).exists() else name).for_law(self.law)
 
+    @staticmethod
+    def _new_runs(f, target: pd.DataFrame, seed: int) -> np.ndarray:
+        """New-run draws ``(S, rows)`` at the target rows, one new run per target run.
+
+        Each run is predicted over its own horizon (``run_tokens`` when given,
+        else its last checkpoint) under the family's usual schedule
+        (:meth:`~hiscale.infer.result.Fit.predict_curve`, seed ``seed + j`` for
+        the ``j``-th run), in the rows' order.
+        """
+        out = np.empty((len(f.theta()["sigma_run"]), len(target)))
+        runs = target["run"].astype(str).to_numpy()
+        for j, (run, rows) in enumerate(target.groupby("run", sort=False)):
+            tok = rows["tokens"].to_numpy(float)
+            horizon = float(tok.max())
+            if "run_tokens" in rows and np.isfinite(pd.to_numeric(rows["run_tokens"]).max()):
+                horizon = max(horizon, float(pd.to_numeric(rows["run_tokens"]).max()))
+            uniq, inv = np.unique(tok, return_inverse=True)
+            _, draws = f.predict_curve(
+                float(rows["params"].iloc[0]), horizon, tokens=uniq, seed=seed + j,
+                return_draws=True,
+            )  # fmt: skip
+            out[:, np.flatnonzero(runs == str(run))] = draws[:, inv]
+        return out
+
     def settings(self) -> dict[str, Any]:
         """Return what the results depend on (the resume check); ``runs_extra`` by its hash.
 
@@ -515,12 +545,9 @@ class BayesCurveMethod:
         }
 
     def __call__(self, cell: Cell, state: Prior, *, seed: int) -> CellPrediction:
-        """Fit the cell's whole curves and continue each held run to its final checkpoint."""
-        if cell.kind != "continue":
-            raise ValueError(
-                f"{self.name} scores continue-a-run cells only (target='continue'), "
-                f"not {cell.kind!r} cells"
-            )
+        """Fit the cell's whole curves; continue its held runs or predict the target size's."""
+        if cell.kind not in ("continue", "size"):
+            raise ValueError(f"{self.name} scores continue-a-run and size cells, not {cell.kind!r}")
         key = (
             cell.family,
             cell.train.data_hash(),
@@ -550,11 +577,14 @@ class BayesCurveMethod:
             reason = fb.get("reason", fb) if isinstance(fb, dict) else fb or "no curve law"
             raise ValueError(f"{self.name}: the fit fell back to the end-of-run model: {reason}")
         t = cell.target.frame
-        draws = []
-        for j, (run, tokens) in enumerate(zip(t["run"], t["tokens"], strict=True)):
-            _, new = f.predict_run(str(run), [float(tokens)], seed=seed + j, return_draws=True)
-            draws.append(new[:, 0])
-        new = np.stack(draws, axis=1)
+        if cell.kind == "size":
+            new = self._new_runs(f, t, seed)
+        else:
+            draws = []
+            for j, (run, tokens) in enumerate(zip(t["run"], t["tokens"], strict=True)):
+                _, new = f.predict_run(str(run), [float(tokens)], seed=seed + j, return_draws=True)
+                draws.append(new[:, 0])
+            new = np.stack(draws, axis=1)
         actual = t["loss"].to_numpy()
         d = f.diagnostics
         return CellPrediction(

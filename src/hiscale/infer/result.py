@@ -396,7 +396,8 @@ class Fit:
         ci_prob: float | Sequence[float] = DEFAULT_CI_PROB,
         seed: int = 0,
         n_points: int = 64,
-    ) -> pd.DataFrame:
+        return_draws: bool = False,
+    ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
         """Predict the whole curve of a run of size ``params`` under a schedule, with bands.
 
         Two kinds, as :meth:`predict`: ``expected`` (the law along the run,
@@ -422,6 +423,8 @@ class Fit:
             the offsets ``(S,)``, then the AR(1) innovations ``(S, M)``.
         n_points : int
             Grid size when ``tokens`` is not given.
+        return_draws : bool, default False
+            Also return the new-run draws ``(S, M)`` along the (sorted) grid.
 
         Returns
         -------
@@ -429,7 +432,8 @@ class Fit:
             One row per (token, kind, ci_prob): ``tokens, kind, ci_prob, lower,
             upper, median, mean``. ``frame.attrs`` holds ``family``,
             ``params``, ``run_tokens``, ``schedule`` (in words),
-            ``schedule_fields``, ``seed`` and ``flagged``.
+            ``schedule_fields``, ``seed`` and ``flagged``. With
+            ``return_draws``: ``(frame, draws)``.
 
         Raises
         ------
@@ -467,7 +471,7 @@ class Fit:
             seed=int(seed),
             flagged=self.flagged,
         )
-        return frame
+        return (frame, arrays["new_run"]) if return_draws else frame
 
     def predict_run(
         self,
