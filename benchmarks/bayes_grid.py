@@ -75,6 +75,7 @@ DEFINITIONS = {
     "low_budget": LOW_BUDGET,
     "k1": "one model size used (n_sizes_used = 1; the paper method's single-model regime)",
     "k2": "at most two model sizes used (n_sizes_used <= 2)",
+    "early_many": "p <= 0.3 and at least 4 model sizes used",
     "coverage": "share of scored target rows inside the new-run interval, averaged like ARE",
     "interval": "percentile interval of a family-group bootstrap (groups resampled with "
     "replacement)",
@@ -134,7 +135,13 @@ def summarise(
     common = common_cells(res, methods)
     first = common[common["method"] == methods[0]]
     groups = groups_of(first)
-    pairs = (("bayes", "bayes-flat"), ("bayes-disc", "bayes"), ("bayes-v2", "bayes"))
+    pairs = (
+        ("bayes", "bayes-flat"),
+        ("bayes-disc", "bayes"),
+        ("bayes-v2", "bayes"),
+        ("bayes-curve", "bayes-flat"),
+        ("bayes-curve", "bayes"),
+    )
     diffs = [(a, b) for a, b in pairs if a in methods and b in methods]
     boot = macro_intervals(
         common, methods, differences=diffs, n_boot=n_boot, seed=seed, level=level
@@ -235,7 +242,39 @@ def main(argv=None) -> int:
         help="cells CSV of an earlier run: rows of methods not in --methods are taken from it "
         "(same grid, target and families), so one method can be re-run alone",
     )
+    ap.add_argument(
+        "--methods-only",
+        nargs="+",
+        default=None,
+        help="with --summarise: the methods to compare (default: all in the CSV)",
+    )
+    ap.add_argument(
+        "--summarise",
+        metavar="CELLS_CSV",
+        default=None,
+        help="no backtest: summarise a cells CSV written by an earlier run (e.g. after new "
+        "comparisons were added) into --out.json",
+    )
     args = ap.parse_args(argv)
+    if args.summarise:
+        res = pd.read_csv(args.summarise)
+        methods = args.methods_only or list(dict.fromkeys(res["method"]))
+        summ = summarise(res, methods=methods, n_boot=args.n_boot, seed=args.boot_seed)
+        summ.update(
+            {
+                "command": " ".join(["python", *sys.argv]),
+                "summarised_from": args.summarise,
+                "families": sorted(set(res["family"])),
+                "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                "machine": f"{machine()['platform']} / {os.cpu_count()} CPUs / "
+                f"{machine()['python']}",
+            }
+        )
+        Path(f"{args.out}.json").write_text(json.dumps(summ, indent=2, default=float) + "\n")
+        from readme_tables import grid_tables
+
+        print(grid_tables(summ))
+        return 0
     curves = load_curves([args.corpus, *args.extra])
     t0 = time.perf_counter()
     res = backtest(
