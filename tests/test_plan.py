@@ -545,3 +545,26 @@ def test_discrepancy_file_round_trip_recomputes_the_same_population(tmp_path):
     np.testing.assert_array_equal(back.density, pop.density)
     with pytest.raises(ValueError, match=">= 2 family groups"):
         discrepancy_from_errors({"f0": errs["f0"]}, {"f0": "a"})
+
+
+def test_model_card_describes_a_saved_discrepancy(tmp_path):
+    from hiscale.priors.card import write_model_card
+    from hiscale.priors.discrepancy import InnerError, discrepancy_from_errors, save_discrepancy
+    from hiscale.priors.prior import load_prior
+
+    prior = load_prior("corpus-v1")
+    folder = tmp_path / "p"
+    prior.save(folder)
+    assert "Extrapolation discrepancy" not in write_model_card(prior, folder).read_text()
+    errs = {
+        f"f{i}": InnerError(0.01 * (i - 2), 1e-5, 0.7, 4, 5, i == 0, d_compute=1.4)
+        for i in range(5)
+    }
+    groups = {f: f for f in errs}
+    pop = discrepancy_from_errors(errs, groups)
+    save_discrepancy(pop, groups, folder / "discrepancy.json", rebuild_command="hiscale x")
+    card = write_model_card(prior, folder).read_text()
+    assert "## Extrapolation discrepancy (`discrepancy.json`)" in card
+    assert "| params (per unit ln N) | 5 | 5 |" in card
+    assert "| compute (per unit ln 6ND) | 5 | 5 |" in card
+    assert "Inner fits flagged (unconverged): f0." in card and "hiscale x" in card

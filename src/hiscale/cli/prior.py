@@ -279,6 +279,11 @@ def discrepancy(args: argparse.Namespace) -> int:
         rebuild_command=cmd,
         data_paths=[str(p) for p in args.data],
     )
+    if (Path(args.out) / "prior.json").is_file():  # the card describes both files
+        from hiscale.priors.card import write_model_card
+        from hiscale.priors.prior import load_prior
+
+        write_model_card(load_prior(Path(args.out)), args.out)
     med = float(np.exp(pop.m))
     print(
         f"{pop.label}: median sigma_d {med:.4f} per unit |ln(N_target / N)| "

@@ -227,7 +227,7 @@ def plan(
     discrepancy : str, float, DiscrepancyPrior or None, default "corpus-v1"
         The law's extrapolation error at the target: a saved population (a
         bundled name such as ``"corpus-v1"``, or a ``discrepancy.json`` path;
-        :func:`hiscale.backtesting.discrepancy.load_discrepancy`), a population
+        :func:`hiscale.priors.discrepancy.load_discrepancy`), a population
         (:func:`hiscale.backtesting.discrepancy.population_discrepancy`, learned
         from other families' leave-largest-size-out errors) or ``sigma_d`` per
         unit of ``distance``. The default measured better than none on the
@@ -262,7 +262,7 @@ def plan(
         if single:
             notes.append("the fitted runs have one row each: hypothetical runs do too")
     if isinstance(discrepancy, (str, Path)):
-        from hiscale.backtesting.discrepancy import load_discrepancy
+        from hiscale.priors.discrepancy import load_discrepancy
 
         discrepancy = load_discrepancy(discrepancy, distance=distance)
     h = discrepancy_halfwidth(discrepancy, level)

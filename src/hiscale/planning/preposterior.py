@@ -305,7 +305,7 @@ def discrepancy_halfwidth(discrepancy, level: float = 0.8) -> float:
     The discrepancy of ``ln L`` at distance ``d`` is ``delta = sigma_d d z``
     with ``z ~ N(0, 1)``. For a fixed ``sigma_d`` (a float) the half-width is
     ``Phi^-1((1 + level) / 2) sigma_d``; for a
-    :class:`~hiscale.backtesting.discrepancy.DiscrepancyPrior` (``sigma_d``
+    :class:`~hiscale.priors.discrepancy.DiscrepancyPrior` (``sigma_d``
     uncertain, its population predictive on a grid of ``ln sigma_d``) it is
     the ``h`` with ``P(|sigma_d z| <= h) = level`` under the mixture, solved
     exactly on the grid (no random numbers).
@@ -331,7 +331,7 @@ def discrepancy_halfwidth(discrepancy, level: float = 0.8) -> float:
         if not np.isfinite(sd) or sd < 0:
             raise ValueError(f"discrepancy sigma_d must be a finite number >= 0, got {sd!r}")
         return float(stats.norm.ppf((1 + level) / 2) * sd)
-    from hiscale.backtesting.discrepancy import U_GRID
+    from hiscale.priors.discrepancy import U_GRID
 
     dens = getattr(discrepancy, "density", None)
     if dens is None:

@@ -16,7 +16,7 @@ import numpy as np
 
 from hiscale.priors.prior import Prior
 
-__all__ = ["model_card", "write_model_card"]
+__all__ = ["discrepancy_section", "model_card", "write_model_card"]
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
@@ -137,7 +137,7 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
         f"`{prior.law}` law, learned from {len(used)} families of training curves "
         f"(hiscale {meta.get('hiscale_version', '?')}, built {meta.get('built', '?')}).",
         "",
-        "Use it with `hiscale predict DATA --family F --params N --tokens D "
+        "Use it with `hiscale predict DATA --family F --at N D "
         f"--prior {prior.name}` or `hiscale.fit(..., prior={prior.name!r})`: a family "
         "observed at a few small sizes borrows the shape of the law (size and data "
         "exponents, loss shares) from the families below, while its loss scale "
@@ -290,5 +290,55 @@ def write_model_card(prior: Prior, directory: str | Path, *, command: str | None
     """
     path = Path(directory) / "MODEL_CARD.md"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(model_card(prior, command=command))
+    text = model_card(prior, command=command)
+    extra = discrepancy_section(Path(directory))
+    path.write_text(text.rstrip("\n") + "\n\n" + extra if extra else text)
     return path
+
+
+def discrepancy_section(directory: str | Path) -> str:
+    """Markdown section on the folder's ``discrepancy.json``, or ``""`` when there is none.
+
+    Parameters
+    ----------
+    directory : str or pathlib.Path
+        A prior's folder.
+
+    Returns
+    -------
+    str
+        What the file holds (families, groups, the population of ``sigma_d`` in
+        both distances) and the command that rebuilds it.
+    """
+    import json
+
+    from hiscale.priors.discrepancy import DISCREPANCY_FILE, load_discrepancy
+
+    path = Path(directory) / DISCREPANCY_FILE
+    if not path.is_file():
+        return ""
+    raw = json.loads(path.read_text())
+    lines = [
+        "## Extrapolation discrepancy (`discrepancy.json`)",
+        "",
+        "Each family's leave-largest-size-out error (fit without its largest size, flat "
+        "prior; the error of the held size's end rows in ln L) and its group: the evidence "
+        "the population of the law's extrapolation error sigma_d is learned from "
+        "(`hiscale.priors.discrepancy.load_discrepancy`; `hiscale plan` adds it to "
+        "the target interval by default).",
+        "",
+        "| distance | families | groups | median sigma_d | log-sd |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, unit in (("params", "per unit ln N"), ("compute", "per unit ln 6ND")):
+        pop = load_discrepancy(path, distance=kind)
+        lines.append(
+            f"| {kind} ({unit}) | {len(pop.families)} | {pop.info.get('groups')} | "
+            f"{np.exp(pop.m):.4f} | {pop.s:.2f} |"
+        )
+    flagged = sorted(f for f, e in raw["errors"].items() if e.get("flagged"))
+    if flagged:
+        lines += ["", f"Inner fits flagged (unconverged): {', '.join(flagged)}."]
+    if raw.get("rebuild_command"):
+        lines += ["", "```bash", raw["rebuild_command"], "```"]
+    return "\n".join(lines) + "\n"
