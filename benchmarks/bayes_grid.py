@@ -230,6 +230,12 @@ def main(argv=None) -> int:
         help="name the (single) re-run method's rows LABEL, so a variant (e.g. bayes-v2 "
         "with --extra) sits beside the --reuse run's own rows on identical cells",
     )
+    ap.add_argument(
+        "--curve-prior",
+        default="flat",
+        help="prior of bayes-curve: flat (default) or loo (the curve law's own population, "
+        "rebuilt without the tested family's group from whole-curve fits)",
+    )
     ap.add_argument("--target", default="last30")
     ap.add_argument("--direction", default="up")
     ap.add_argument("--out", default="benchmarks/results/bayes_grid")
@@ -293,6 +299,7 @@ def main(argv=None) -> int:
             # not taken from the shipped corpus-v1
             "bayes": {"min_span": args.min_span, **({"prior": "loo"} if args.extra else {})},
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
+            "bayes-curve": {"prior": args.curve_prior, "progress": True},
         },
     )
     total = time.perf_counter() - t0

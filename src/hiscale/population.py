@@ -108,6 +108,7 @@ __all__ = [
     "borrow_prior",
     "build_prior",
     "cache_dir",
+    "curve_law_families",
     "divide_prior",
     "engine_revision",
     "family_group",
@@ -251,6 +252,45 @@ def population_families(
         else:
             keep.append(fam)
     return keep, why
+
+
+def curve_law_families(curves: Curves, families: Sequence[str], law: str) -> dict[str, str]:
+    """Families a whole-curve law cannot fit (a run's schedule unknown), with the reason.
+
+    A curve law (:data:`hiscale.laws.CURVE_LAWS`) needs every run's
+    learning-rate schedule; a family missing one would be fitted with the
+    end-of-run model instead (:func:`hiscale.infer.fit.fit`), whose
+    parameters are not the curve law's, so it cannot feed that law's
+    population. Empty for an end-of-run law.
+
+    Parameters
+    ----------
+    curves : Curves
+        The table.
+    families : sequence of str
+        Candidate families.
+    law : str
+        The population's law.
+
+    Returns
+    -------
+    dict of str to str
+        ``{family: reason}`` of the families to leave out.
+    """
+    if not get_law(law).covariates:
+        return {}
+    from hiscale.data.schedule import run_schedules
+
+    out = {}
+    for fam in families:
+        info = run_schedules(curves.frame[curves.frame["family"] == fam])
+        unknown = [r for r, si in info.items() if not si.known]
+        if unknown:
+            out[fam] = (
+                f"law {law!r} needs every run's learning-rate schedule: unknown for "
+                f"{len(unknown)} of {len(info)} runs (first: {unknown[0]!r})"
+            )
+    return out
 
 
 def majority_unit(curves: Curves) -> str:
@@ -801,7 +841,10 @@ def build_prior(
     families : sequence of str, optional
         Override the automatic choice of :func:`population_families`.
     options, sampler, seed
-        Step-1 fit settings (``seed`` also seeds step 2).
+        Step-1 fit settings (``seed`` also seeds step 2). A curve law
+        (:data:`hiscale.laws.CURVE_LAWS`) defaults to whole curves
+        (``FitOptions(rows="all", residual="ar1")``) and leaves out families
+        with a run whose schedule is unknown (:func:`curve_law_families`).
     population_sampler : SamplerSettings
         Step-2 NUTS settings (NumPyro's ``MCMC``, started at
         ``init_to_uniform``).
@@ -857,7 +900,9 @@ def build_prior(
 
     require_x64("hiscale.build_prior")
     t_start = time.perf_counter()
-    options = options or FitOptions()
+    if options is None:  # a curve law fits whole curves; an end-of-run law the end rows
+        curve = bool(get_law(law).covariates)
+        options = FitOptions(rows="all", residual="ar1") if curve else FitOptions()
     sampler = sampler or SamplerSettings()
     if loss_unit == "auto":
         loss_unit = majority_unit(curves)
@@ -873,6 +918,9 @@ def build_prior(
         if group_of.get(f, name_group(f)) in held_out:
             fams.remove(f)
             why[f] = f"excluded (group {group_of.get(f, name_group(f))!r} held out)"
+    no_schedule = curve_law_families(curves, fams, law)
+    fams = [f for f in fams if f not in no_schedule]
+    why.update(no_schedule)
     if len(fams) < 2:
         raise ValueError(f"need >= 2 families for a population prior, got {fams}")
     step1 = dict(law=law, options=options, sampler=sampler, seed=seed, use_cache=use_cache)

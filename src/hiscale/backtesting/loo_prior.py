@@ -19,9 +19,11 @@ from hiscale._version import __version__
 from hiscale.data.curves import Curves, family_groups
 from hiscale.infer.fit import FitOptions
 from hiscale.infer.settings import POPULATION_SAMPLER, SamplerSettings
+from hiscale.laws import get_law
 from hiscale.population import (
     build_prior,
     cache_dir,
+    curve_law_families,
     engine_revision,
     family_group,
     family_unit,
@@ -64,7 +66,9 @@ def leave_one_out_prior(
     law : str, default "chinchilla"
         Law form whose parameter vector is pooled.
     options : FitOptions, optional
-        Step-1 row selection and likelihood options (default ``FitOptions()``).
+        Step-1 row selection and likelihood options (default ``FitOptions()``;
+        for a curve law every row with AR(1) residuals, and only families whose
+        runs all have a known schedule feed it).
     sampler : SamplerSettings, optional
         Step-1 sampler settings (default ``SamplerSettings()``).
     seed : int, default 0
@@ -88,13 +92,16 @@ def leave_one_out_prior(
         cache key covers the data, the settings and the engine's revision, so
         a change to any of them rebuilds the prior.
     """
-    options = options or FitOptions()
+    if options is None:
+        curve = bool(get_law(law).covariates)
+        options = FitOptions(rows="all", residual="ar1") if curve else FitOptions()
     sampler = sampler or SamplerSettings()
     unit = family_unit(corpus, family) if match_unit else None
     groups = family_groups(corpus)
     group = groups.get(family) or family_group(family)
     candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
     others = [f for f in candidates if groups[f] != group]
+    others = [f for f in others if f not in curve_law_families(corpus, others, law)]
     n_units = len({groups[f] for f in others}) if pool_groups else len(others)
     if n_units < 2:
         return _no_population(law, family, group, unit, others)

@@ -472,6 +472,7 @@ class BayesCurveMethod:
 
     name: str = "bayes-curve"
     prior: Any = "flat"
+    progress: bool = False
     law: str = "h-term"
     options: FitOptions = field(default_factory=lambda: FitOptions(rows="all", residual="ar1"))
     sampler: SamplerSettings = field(default_factory=SamplerSettings)
@@ -481,12 +482,16 @@ class BayesCurveMethod:
     def prepare(self, corpus: Curves, family: str) -> Prior:
         """Return the prior of every cell of ``family`` (its label is the ``prior`` column).
 
+        ``prior="loo"``: the curve law's population rebuilt without the
+        family's group (:func:`leave_one_out_prior`; families whose schedules
+        are unknown cannot feed it), labelled ``lofo-GROUP``.
+
         Parameters
         ----------
         corpus : Curves
-            Unused (the prior is flat or given).
+            The table (for ``prior="loo"``).
         family : str
-            Unused.
+            The held-out family (for ``prior="loo"``).
 
         Returns
         -------
@@ -496,6 +501,19 @@ class BayesCurveMethod:
             return self.prior.for_law(self.law)
         if self.prior == "flat":
             return flat_prior(self.law)
+        if self.prior == "loo":
+            # the curve law's own population, learned from whole-curve fits of the
+            # families outside the held-out family's group whose schedules are known
+            prior = leave_one_out_prior(
+                corpus, family, law=self.law, options=self.options, progress=self.progress
+            )
+            if prior.name == "flat" and "note" in prior.meta:
+                warnings.warn(
+                    f"{self.name} on {family!r} runs with the flat prior: {prior.meta['note']}",
+                    PriorWarning,
+                    stacklevel=2,
+                )
+            return prior
         name = self.prior
         return load_prior(Path(name) if Path(str(name)).exists() else name).for_law(self.law)
 

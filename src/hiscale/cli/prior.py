@@ -81,9 +81,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="K",
         help="leave out families with fewer than K sizes (default: 3 when --min-span > 1, else 1)",
     )
-    from hiscale.laws import LAWS
+    from hiscale.laws import CURVE_LAWS, LAWS
 
-    b.add_argument("--law", default="chinchilla", choices=sorted(LAWS), help="law form")
+    b.add_argument(
+        "--law",
+        default="chinchilla",
+        choices=sorted([*LAWS, *CURVE_LAWS]),
+        help="law form; a curve law (h-term, momentum) pools whole-curve fits of the "
+        "families whose schedules are known",
+    )
     b.add_argument(
         "--loss-unit",
         default="auto",
