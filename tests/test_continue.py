@@ -174,3 +174,17 @@ def test_bayes_curve_reuses_the_fit_of_cells_sharing_their_rows(curves):
     fresh = get_method("bayes-curve", sampler=TEST_SAMPLER)(cells[1], state, seed=4)
     np.testing.assert_array_equal(reused.draws, fresh.draws)
     assert reused.draws.shape == (TEST_SAMPLER.num_chains * TEST_SAMPLER.num_samples, 1)
+
+
+def test_curve_law_populations_leave_out_families_without_schedules(frame):
+    from hiscale.population import curve_law_families
+
+    other = frame.assign(family="nosched", run=frame["run"] + "-x").drop(
+        columns=["schedule", "run_tokens"]
+    )
+    both = load_curves(pd.concat([frame, other], ignore_index=True))
+    why = curve_law_families(both, ["simc", "nosched"], "h-term")
+    assert list(why) == ["nosched"]
+    assert "needs every run's learning-rate schedule: unknown for 3 of 3 runs" in why["nosched"]
+    # an end-of-run law needs no schedule
+    assert curve_law_families(both, ["simc", "nosched"], "chinchilla") == {}
