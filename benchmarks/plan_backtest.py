@@ -131,6 +131,7 @@ def _planner(curves, family, start, pool, budget_left, target, args, discrepancy
             n_outcomes=args.outcomes,
             discrepancy=discrepancy,
             distance=args.discrepancy_distance,
+            aggregate=args.aggregate,
         )
         if not p.runs:
             break
@@ -426,6 +427,12 @@ def main(argv=None) -> int:
         choices=["compute", "params"],
         default="compute",
         help="what the planner's discrepancy grows with (default: training compute)",
+    )
+    p.add_argument(
+        "--aggregate",
+        choices=["nearest", "mean"],
+        default="nearest",
+        help="the planner's extrapolation distance of a set of runs (default: nearest)",
     )
     p.add_argument("--outcomes", type=int, default=24)
     p.add_argument("--max-rounds", type=int, default=6, help="plan-fit rounds (6)")

@@ -568,3 +568,23 @@ def test_model_card_describes_a_saved_discrepancy(tmp_path):
     assert "| params (per unit ln N) | 5 | 5 |" in card
     assert "| compute (per unit ln 6ND) | 5 | 5 |" in card
     assert "Inner fits flagged (unconverged): f0." in card and "hiscale x" in card
+
+
+def test_mean_aggregate_distance_grows_when_a_far_run_is_added():
+    draws = _scale_only_draws(2000, 0.1, 0.02, 0.02)
+    target = (7e9, 1.4e11)
+    cands = grid_candidates([1e8, 2e9], [20])
+    fitted = [[5e8, 1e10], [1e9, 2e10]]
+    c_t = np.log(6 * target[0] * target[1])
+    d_fit = np.abs(c_t - np.log([6 * 5e8 * 1e10, 6 * 1e9 * 2e10]))
+    d_c = np.abs(c_t - np.log(6 * cands["params"] * cands["tokens"]))
+    kw = dict(n_outcomes=4, seed=0, discrepancy_h=0.02, fitted=fitted)
+    mean = Preposterior(draws, target, cands, aggregate="mean", **kw)
+    assert mean.distance_now() == pytest.approx(d_fit.mean())
+    np.testing.assert_allclose(mean.distance(), (d_fit.sum() + d_c) / 3)
+    # the small run is farther than the fitted ones on average: it pulls the fit away
+    assert mean.distance()[0] > mean.distance_now() > mean.distance()[1]
+    near = Preposterior(draws, target, cands, **kw)
+    np.testing.assert_allclose(near.distance(), np.minimum(d_fit.min(), d_c))
+    with pytest.raises(ValueError, match="aggregate must be"):
+        Preposterior(draws, target, cands, aggregate="max", **kw)

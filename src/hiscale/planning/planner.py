@@ -194,6 +194,7 @@ def plan(
     n_rows: int | None = None,
     discrepancy="corpus-v1",
     distance: str = "compute",
+    aggregate: str = "nearest",
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
 
@@ -241,6 +242,9 @@ def plan(
         ``|ln(C_target / C)|`` (``C = 6 N D``) or in size ``|ln(N_target / N)|``;
         a population must have been learned per unit of the same (its
         ``distance``).
+    aggregate : {"nearest", "mean"}, default "nearest"
+        The extrapolation distance of a set of runs: the nearest run's, or
+        the mean over runs (see :class:`~hiscale.planning.preposterior.Preposterior`).
 
     Returns
     -------
@@ -295,6 +299,7 @@ def plan(
         discrepancy_h=h,
         fitted=fitted,
         distance=distance,
+        aggregate=aggregate,
     )
     if draws.scale_known:
         pre = Preposterior(draws, (n_t, d_t), cands, **kw)
@@ -366,6 +371,7 @@ def plan(
             "criterion": "expected reduction of the relative width per FLOP, greedy",
             "discrepancy_halfwidth": h,
             "discrepancy_distance": distance,
+            "discrepancy_aggregate": aggregate,
             "candidate_order": cands["label"].tolist(),
         },
         preposterior=pre,

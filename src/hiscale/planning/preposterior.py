@@ -440,6 +440,11 @@ class Preposterior:
         (training compute, so a big model trained on few tokens is not
         "near") or ``|ln(N_t / N)|``. It must match what ``discrepancy_h``
         is per unit of.
+    aggregate : {"nearest", "mean"}, default "nearest"
+        How the runs' distances make the extrapolation distance: the nearest
+        run's (the law anchored there), or the mean over runs (every run
+        weighs the same in the fit, so far runs pull it away from the target
+        and adding one *increases* the distance).
     """
 
     def __init__(
@@ -456,6 +461,7 @@ class Preposterior:
         discrepancy_h: float = 0.0,
         fitted=None,
         distance: str = "compute",
+        aggregate: str = "nearest",
     ):
         if n_outcomes < 1:
             raise ValueError(f"n_outcomes must be >= 1, got {n_outcomes}")
@@ -478,8 +484,12 @@ class Preposterior:
         self._cand_dist = np.abs(
             where(candidates["params"].to_numpy(float), candidates["tokens"].to_numpy(float)) - at
         )
+        if aggregate not in ("nearest", "mean"):
+            raise ValueError(f"aggregate must be 'nearest' or 'mean', got {aggregate!r}")
+        self.aggregate = aggregate
         fr = np.asarray([] if fitted is None else fitted, float).reshape(-1, 2)
-        self._dist0 = float(np.min(np.abs(where(fr[:, 0], fr[:, 1]) - at))) if len(fr) else np.inf
+        self._fitted_dist = np.abs(where(fr[:, 0], fr[:, 1]) - at) if len(fr) else np.zeros(0)
+        self._dist0 = self._combine(self._fitted_dist)
         self.n_rows = int(n_rows)
         rng = np.random.default_rng(seed)
         S = draws.n_draws
@@ -571,17 +581,21 @@ class Preposterior:
             Per candidate (added to ``chosen``); ``inf`` only for a family
             with no runs and nothing chosen, which no candidate column has.
         """
-        d = self._dist0
-        if len(chosen):
-            d = min(d, float(np.min(self._cand_dist[list(chosen)])))
-        return np.minimum(d, self._cand_dist)
+        have = np.concatenate([self._fitted_dist, self._cand_dist[list(chosen)]])
+        if self.aggregate == "nearest":
+            d = float(np.min(have)) if len(have) else np.inf
+            return np.minimum(d, self._cand_dist)
+        return (have.sum() + self._cand_dist) / (len(have) + 1)
 
     def distance_now(self, chosen=()) -> float:
         """Extrapolation distance with the fitted sizes and ``chosen`` (``inf``: no size yet)."""
-        d = self._dist0
-        if len(chosen):
-            d = min(d, float(np.min(self._cand_dist[list(chosen)])))
-        return float(d)
+        return self._combine(np.concatenate([self._fitted_dist, self._cand_dist[list(chosen)]]))
+
+    def _combine(self, d: np.ndarray) -> float:
+        """Combine the runs' distances: the nearest, or their mean (``inf`` with none)."""
+        if not len(d):
+            return float("inf")
+        return float(np.min(d) if self.aggregate == "nearest" else np.mean(d))
 
     def _h(self, dist) -> np.ndarray | float:
         """Discrepancy half-width at distance(s) ``dist`` (0 where ``dist`` is ``inf``)."""
