@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -463,13 +464,19 @@ def load_discrepancy(name_or_path: str | os.PathLike, distance: str = "params") 
             + ", ".join(str(t) for t in tried)
             + ")"
         )
-    d = json.loads(path.read_text())
+    name = p.name if p.is_dir() else (p.parent.name if p.is_file() else str(name_or_path))
+    return _load(str(path.resolve()), path.stat().st_mtime_ns, name, distance)
+
+
+@lru_cache(maxsize=16)
+def _load(path: str, mtime_ns: int, name: str, distance: str) -> DiscrepancyPrior:
+    """Read and learn a saved population (cached per file version: a plan loads it each call)."""
+    d = json.loads(Path(path).read_text())
     if d.get("format") != "hiscale-discrepancy-1":
         raise ValueError(f"{path}: not a hiscale discrepancy file (format {d.get('format')!r})")
     errs = {f: InnerError(**v) for f, v in d["errors"].items()}
-    name = p.name if p.is_dir() else (p.parent.name if p.is_file() else str(name_or_path))
     return discrepancy_from_errors(
-        errs, d["groups"], info={"file": str(path)}, prefix=f"{name} population", distance=distance
+        errs, d["groups"], info={"file": path}, prefix=f"{name} population", distance=distance
     )
 
 
