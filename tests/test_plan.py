@@ -588,3 +588,27 @@ def test_mean_aggregate_distance_grows_when_a_far_run_is_added():
     np.testing.assert_allclose(near.distance(), np.minimum(d_fit.min(), d_c))
     with pytest.raises(ValueError, match="aggregate must be"):
         Preposterior(draws, target, cands, aggregate="max", **kw)
+
+
+def test_cli_prior_discrepancy_writes_the_evidence_and_plan_reads_it(tmp_path, monkeypatch, capsys):
+    from pathlib import Path
+
+    from hiscale.cli import main
+    from hiscale.priors.discrepancy import load_discrepancy
+
+    monkeypatch.setenv("HISCALE_CACHE", str(tmp_path / "cache"))
+    demo = Path(__file__).resolve().parents[1] / "data" / "demo_curves.csv"
+    out = tmp_path / "m"
+    # sim0..sim2 have >= 3 sizes (an inner fit each, three groups); sim3 has two
+    assert main(["prior", "discrepancy", str(demo), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "population (3 groups, 3 families" in printed and "wrote" in printed
+    pop = load_discrepancy(out)
+    assert pop.families == ("sim0", "sim1", "sim2") and pop.label.startswith("m population (")
+    assert all(np.isfinite(e["d_compute"]) for e in pop.errors.values())
+    argv = [str(demo), "--family", "sim3", "--at", "7e9", "1.4e11", "--budget", "1e19"]
+    rc = main(["plan", *argv, "--sizes", "2e8", "--token-multiples", "20", "--json", "--quiet",
+               "--discrepancy", str(out), "--discrepancy-distance", "params", *SMALL])  # fmt: skip
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and any("m population" in n for n in d["notes"])
+    assert d["settings"]["discrepancy_distance"] == "params"
