@@ -158,13 +158,10 @@ def _planner(pool, start, budget, target, args, discrepancy):
 
 
 def _within(order, pool, budget):
-    picked, spent = [], 0.0
-    for i in order:
-        c = float(pool["flops"].iloc[i])
-        if spent + c <= budget:
-            picked.append(pool["label"].iloc[i])
-            spent += c
-    return picked
+    """Labels of the runs taken in ``order`` while they fit the budget (plan_backtest's rule)."""
+    from plan_backtest import _within as within_indices
+
+    return pool["label"].iloc[within_indices(order, pool, budget)].tolist()
 
 
 def run_task(root: Path, task: str, args) -> dict:
