@@ -157,7 +157,7 @@ def fit_design(
     else:
         model = make_family_model(law_obj.name)
         kwargs = {
-            **{k: jnp.asarray(v) for k, v in design.model_args().items()},
+            **jax.tree.map(jnp.asarray, design.model_args()),
             "run_mask": jnp.arange(design.n_runs_padded) < design.n_runs,
             "prior": {
                 k: jnp.asarray(v)
@@ -343,7 +343,7 @@ def fit(
     if options.curve:
         design = make_curve_design(selected.frame, law)
     else:
-        design = make_design(selected, n_eff_per_run=options.n_eff_per_run)
+        design = make_design(selected, **options.design_kwargs())
     if not options.curve and design.n_rows == design.n_runs:
         # one row per run (final-only families): run offsets and checkpoint noise
         # are not separately identified; the run offset carries all the noise.

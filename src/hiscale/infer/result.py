@@ -924,7 +924,7 @@ class Fit:
             )  # fmt: skip
         # per-run log-likelihood, run offset integrated out (leave-one-run-out PSIS-LOO),
         # on the design's padded (bucketed) arrays so one compiled kernel serves many fits
-        design = make_design(data, n_eff_per_run=options.n_eff_per_run)
+        design = make_design(data, **options.design_kwargs())
         if design.run_names != tuple(runs) or design.n_rows != n_rows:
             raise ValueError("Fit.from_samples: data must be sorted by params, run, tokens")
         resid = np.zeros((c * d, len(design.mask)))
@@ -940,6 +940,7 @@ class Fit:
                 jnp.asarray(post["sigma_obs"].reshape(-1)),
                 float(s["df_run"]),
                 float(s["df_obs"]),
+                None if design.run_local is None else jax.tree.map(jnp.asarray, design.run_local),
             )
         )[:, :n_runs].reshape(c, d, n_runs)
         rng = np.random.default_rng(seed)
@@ -951,6 +952,11 @@ class Fit:
         n_r = np.bincount(run_idx, minlength=n_runs).astype(float)
         rbar = _run_means(resid, run_idx, n_runs)
         vr = sig_run**2
+        if design.run_local is not None:
+            # a local fit: each run's offset variance includes the law's error there
+            loc = design.run_local
+            var_d = loc["sd"] ** 2 * (np.sum(loc["U"] ** 2, axis=1) + loc["bridge"])
+            vr = vr + var_d[:n_runs]
         vo = sig_obs**2 / n_r
         shrink = vr / (vr + vo)
         delta = shrink * rbar + np.sqrt(shrink * vo) * rng.standard_normal(rbar.shape)
@@ -1040,10 +1046,14 @@ class Fit:
 
 
 @partial(jax.jit, static_argnums=4)
-def _run_loglik_draws(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs):
+def _run_loglik_draws(
+    resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs, local=None
+):
     """:func:`~hiscale.modeling.family.run_loglik` of every draw: ``(S, n_runs)``."""
     return jax.vmap(
-        lambda r, sr, so: run_loglik(r, run, weight, mask, n_runs, sr, so, df_run, df_obs)
+        lambda r, sr, so: run_loglik(
+            r, run, weight, mask, n_runs, sr, so, df_run, df_obs, local=local
+        )
     )(resid, sigma_run, sigma_obs)
 
 

@@ -200,13 +200,24 @@ class FitOptions:
         With ``rows="all"``: keep rows with ``tokens >= curve_start x`` the
         run's last checkpoint (warmup and the first transient are not
         described by any law); 0 keeps every row.
+    local_to : (float, float) or None
+        A fit *local to* a target ``(N, D)`` (:mod:`hiscale.modeling.local`):
+        the law is an approximation whose error ``δ`` is a Brownian motion in
+        the ``ln N`` and ``ln D`` distances from the target, pinned at 0
+        there, so runs far from the target inform the law's level at the
+        target less than near ones, and many cheap far runs no longer outvote
+        a few near ones. None: every run counts alike.
+    local_sd : float
+        Scale of that Brownian motion in ``ln L`` per square-root unit of
+        distance; 0 turns the local fit off. End-of-run model only.
 
     Raises
     ------
     ValueError
         If ``rows`` or ``residual`` is not one of its values, or ``rows="all"``
         is asked with ``residual="iid"`` (tempering is what whole curves
-        replace).
+        replace); if ``local_sd`` is negative or not finite, is positive
+        without ``local_to``, or is asked with the whole-curve likelihood.
     """
 
     min_tokens: float = 0.0
@@ -216,15 +227,27 @@ class FitOptions:
     rows: str = "end"
     residual: str = "iid"
     curve_start: float = 0.1
+    local_to: tuple[float, float] | None = None
+    local_sd: float = 0.0
 
     def __post_init__(self):
-        """Check ``rows`` and ``residual``."""
+        """Check ``rows``, ``residual`` and the local-fit fields."""
         if self.rows not in ("end", "all"):
             raise ValueError(f"FitOptions.rows must be 'end' or 'all', got {self.rows!r}")
         if self.residual not in ("iid", "ar1"):
             raise ValueError(f"FitOptions.residual must be 'iid' or 'ar1', got {self.residual!r}")
         if self.rows == "all" and self.residual != "ar1":
             raise ValueError("FitOptions(rows='all') needs residual='ar1' (whole-curve likelihood)")
+        import math
+
+        if not (math.isfinite(self.local_sd) and self.local_sd >= 0):
+            raise ValueError(f"FitOptions.local_sd must be finite and >= 0, got {self.local_sd!r}")
+        if self.local_sd > 0:
+            if self.local_to is None:
+                raise ValueError("FitOptions(local_sd > 0) needs local_to=(N, D), the target")
+            if self.residual == "ar1":
+                raise ValueError("FitOptions: a local fit (local_sd > 0) is end-of-run only")
+            object.__setattr__(self, "local_to", tuple(float(v) for v in self.local_to))
 
     @property
     def curve(self) -> bool:
@@ -234,10 +257,10 @@ class FitOptions:
     def to_dict(self) -> dict[str, Any]:
         """Return the options as a plain dict (for provenance).
 
-        The whole-curve fields (``rows``, ``residual``, ``curve_start``) are
-        left out while they are at their defaults, so the cache keys of
-        end-of-run fits (population step 1, LOO priors) did not change when
-        they were added.
+        The whole-curve fields (``rows``, ``residual``, ``curve_start``) and
+        the local-fit fields are left out while they are at their defaults,
+        so the cache keys of end-of-run fits (population step 1, LOO priors)
+        did not change when they were added.
 
         Returns
         -------
@@ -247,7 +270,25 @@ class FitOptions:
         if self.rows == "end" and self.residual == "iid":
             for k in ("rows", "residual", "curve_start"):
                 d.pop(k)
+        if self.local_sd == 0 and self.local_to is None:
+            for k in ("local_to", "local_sd"):
+                d.pop(k)
+        elif d["local_to"] is not None:
+            d["local_to"] = list(d["local_to"])
         return d
+
+    def design_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`hiscale.modeling.design.make_design` for these options.
+
+        Returns
+        -------
+        dict
+        """
+        return {
+            "n_eff_per_run": self.n_eff_per_run,
+            "local_to": self.local_to,
+            "local_sd": self.local_sd,
+        }
 
     def select(self, curves):
         """Select this fit's rows of ``curves`` (:func:`hiscale.data.selection.select_rows`).

@@ -18,6 +18,7 @@ import pandas as pd
 
 from hiscale.data.curves import Curves
 from hiscale.laws import D0, N0
+from hiscale.modeling.local import brownian_basis, signed_distances
 
 __all__ = ["Design", "bucket", "make_design"]
 
@@ -65,6 +66,10 @@ class Design:
         rows and are masked out of the likelihood.
     log_scale_loc : float
         ``ln median(loss)`` of the real rows (centre of the scale prior).
+    run_local : dict, optional
+        A fit local to a target (:mod:`hiscale.modeling.local`): ``U``
+        ``(n_runs_padded, G)``, ``bridge`` ``(n_runs_padded,)`` and ``sd``;
+        None for the ordinary fit.
     """
 
     x: np.ndarray
@@ -78,6 +83,7 @@ class Design:
     n_runs: int
     n_runs_padded: int
     log_scale_loc: float
+    run_local: dict | None = None
 
     def model_args(self) -> dict[str, np.ndarray]:
         """Return the keyword arrays of :func:`hiscale.modeling.family.family_model`.
@@ -86,18 +92,27 @@ class Design:
         -------
         dict
             ``x, y, run, weight, mask`` (the priors and the observed ``log_loss``
-            are passed separately).
+            are passed separately), and ``run_local`` for a local fit.
         """
-        return {
+        args = {
             "x": self.x,
             "y": self.y,
             "run": self.run,
             "weight": self.weight,
             "mask": self.mask,
         }
+        if self.run_local is not None:
+            args["run_local"] = self.run_local
+        return args
 
 
-def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) -> Design:
+def make_design(
+    curves: Curves | pd.DataFrame,
+    *,
+    n_eff_per_run: float = 4.0,
+    local_to: tuple[float, float] | None = None,
+    local_sd: float = 0.0,
+) -> Design:
     """Build padded arrays from (already selected) training rows of one family.
 
     Parameters
@@ -108,6 +123,13 @@ def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) ->
         Effective number of independent points per run: each row's tempering
         weight is ``min(1, n_eff_per_run / rows in its run)``; 0 or less gives
         every row weight 1.
+    local_to : (float, float), optional
+        Target ``(N, D)`` of a local fit (:mod:`hiscale.modeling.local`):
+        with ``local_sd > 0`` the law's error is a Brownian motion pinned at
+        the target, so runs far from it inform the law's level there less.
+    local_sd : float, default 0
+        The Brownian motion's scale per square-root unit of ``ln N`` or
+        ``ln D`` distance (0: the ordinary fit).
 
     Returns
     -------
@@ -140,6 +162,24 @@ def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) ->
         out[:n] = a
         return out
 
+    local = None
+    if local_sd > 0:
+        if local_to is None:
+            raise ValueError("local fit: local_sd > 0 needs local_to=(N, D)")
+        last = frame.groupby("run", sort=False).agg(
+            params=("params", "max"), tokens=("tokens", "max")
+        )
+        last = last.loc[runs]
+        sd = signed_distances(last["params"], last["tokens"], local_to)
+        U, bridge = brownian_basis(sd)
+        local = {
+            "U": np.zeros((kp, U.shape[1])),
+            "bridge": np.zeros(kp),
+            "sd": np.asarray(float(local_sd)),
+        }
+        local["U"][: len(runs)] = U
+        local["bridge"][: len(runs)] = bridge
+
     return Design(
         x=pad(x, x[0]),
         y=pad(y, y[0]),
@@ -152,4 +192,5 @@ def make_design(curves: Curves | pd.DataFrame, *, n_eff_per_run: float = 4.0) ->
         n_runs=len(runs),
         n_runs_padded=kp,
         log_scale_loc=float(np.log(np.median(frame["loss"].to_numpy(float)))),
+        run_local=local,
     )

@@ -79,9 +79,10 @@ import numpyro
 import numpyro.distributions as dist
 
 from hiscale.laws import Law, get_law
+from hiscale.modeling.local import local_between, local_loo
 from hiscale.priors.prior import Prior
 
-__all__ = ["make_family_model", "prior_arrays", "run_loglik"]
+__all__ = ["local_joint", "make_family_model", "prior_arrays", "run_loglik"]
 
 
 def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]:
@@ -118,7 +119,19 @@ def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]
     }
 
 
-def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs):
+def run_loglik(
+    resid,
+    run,
+    weight,
+    mask,
+    n_runs,
+    sigma_run,
+    sigma_obs,
+    df_run,
+    df_obs,
+    local=None,
+    between_term=True,
+):
     r"""Per-run log-likelihood with the run offset integrated out.
 
     For a run with ``n`` rows, mean residual ``ē`` and deviations
@@ -150,6 +163,16 @@ def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, d
         Run-offset and checkpoint noise scales.
     df_run, df_obs : float
         Student-t degrees of freedom of the between- and within-run terms.
+    local : dict, optional
+        A fit local to a target (:mod:`hiscale.modeling.local`): ``U``,
+        ``bridge`` (per run slot) and ``sd``. The between-run term of each
+        run is then its Gaussian leave-one-run-out conditional given the
+        other runs (for PSIS-LOO; the per-run values do not sum to the joint
+        density, which :func:`local_joint` gives). None: the independent
+        Student-t term above (and the very same program as before).
+    between_term : bool, default True
+        False: the within-run terms only (the between term and its ``½ log n``
+        left out).
 
     Returns
     -------
@@ -160,10 +183,18 @@ def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, d
     n_r = jax.ops.segment_sum(m, run, n_runs)
     n_safe = jnp.maximum(n_r, 1.0)
     rbar = jax.ops.segment_sum(resid * m, run, n_runs) / n_safe
-    between_scale = jnp.sqrt(sigma_run**2 + sigma_obs**2 / n_safe)
-    between = dist.StudentT(df_run, 0.0, between_scale).log_prob(rbar)
+    if local is None:
+        between_scale = jnp.sqrt(sigma_run**2 + sigma_obs**2 / n_safe)
+        between = dist.StudentT(df_run, 0.0, between_scale).log_prob(rbar)
+    else:
+        # a local fit: run means are jointly Gaussian; per run, the leave-one-run-out
+        # conditional (the model itself adds the joint density, local_joint)
+        v = sigma_run**2 + sigma_obs**2 / n_safe
+        between = local_loo(rbar, n_r > 0, v, local["U"], local["bridge"], local["sd"])
     # -½ log n: Jacobian from (e_1..e_n) to (ē, deviations) in orthonormal coordinates
     between = (between - 0.5 * jnp.log(n_safe)) * (n_r > 0)
+    if not between_term:
+        between = jnp.zeros_like(between)
     dev = resid - rbar[run]
     # each deviation has variance σ_obs²(n-1)/n; the n of them carry n-1 degrees
     # of freedom, so each row counts (n-1)/n (the ½ log term turns the density
@@ -175,6 +206,33 @@ def run_loglik(resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, d
     within_rows = jnp.where((n_safe[run] > 1) & mask, frac * within_rows * weight, 0.0)
     within = jax.ops.segment_sum(within_rows, run, n_runs)
     return between + within
+
+
+def local_joint(resid, run, mask, n_runs, sigma_run, sigma_obs, local):
+    """Joint between-run log density of a local fit, minus ``½ log n`` per run.
+
+    The model's between-run part when ``local`` is given: the within-run
+    terms of :func:`run_loglik` plus this value make the log-likelihood.
+
+    Parameters
+    ----------
+    resid, run, mask, n_runs, sigma_run, sigma_obs
+        As :func:`run_loglik`.
+    local : dict
+        ``U``, ``bridge``, ``sd`` (:func:`hiscale.modeling.local.brownian_basis`).
+
+    Returns
+    -------
+    float
+    """
+    m = mask.astype(resid.dtype)
+    n_r = jax.ops.segment_sum(m, run, n_runs)
+    n_safe = jnp.maximum(n_r, 1.0)
+    rbar = jax.ops.segment_sum(resid * m, run, n_runs) / n_safe
+    real = n_r > 0
+    v = sigma_run**2 + sigma_obs**2 / n_safe
+    joint = local_between(rbar, real, v, local["U"], local["bridge"], local["sd"])
+    return joint - 0.5 * jnp.sum(jnp.where(real, jnp.log(n_safe), 0.0))
 
 
 @cache
@@ -189,14 +247,16 @@ def make_family_model(law: str | Law) -> Callable:
     Returns
     -------
     callable
-        ``family_model(x, y, run, weight, mask, run_mask, prior, log_loss=None)``,
-        a NumPyro model (see the module docstring for the math); with
-        ``log_loss=None`` it samples data instead of conditioning on them.
+        ``family_model(x, y, run, weight, mask, run_mask, prior, log_loss=None,
+        run_local=None)``, a NumPyro model (see the module docstring for
+        the math); with ``log_loss=None`` it samples data instead of
+        conditioning on them; ``run_local`` (:mod:`hiscale.modeling.local`)
+        makes the fit local to a target.
     """
     law = get_law(law)
     names = law.params
 
-    def family_model(x, y, run, weight, mask, run_mask, prior, log_loss=None):
+    def family_model(x, y, run, weight, mask, run_mask, prior, log_loss=None, run_local=None):
         """Family model; see the module docstring for the math."""
         k = len(names)
         xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
@@ -230,25 +290,36 @@ def make_family_model(law: str | Law) -> Callable:
         n_runs = run_mask.shape[0]
         if log_loss is None:
             # generative branch: draw run offsets and checkpoint noise
-            with numpyro.plate("run", n_runs):
-                delta = numpyro.sample("delta", dist.StudentT(prior["df_run"], 0.0, sigma_run))
+            if run_local is None:
+                with numpyro.plate("run", n_runs):
+                    delta = numpyro.sample("delta", dist.StudentT(prior["df_run"], 0.0, sigma_run))
+            else:
+                U = run_local["U"] * run_mask[:, None]
+                cov = (
+                    jnp.diag(sigma_run**2 + run_local["sd"] ** 2 * run_local["bridge"])
+                    + run_local["sd"] ** 2 * U @ U.T
+                )
+                delta = numpyro.sample("delta", dist.MultivariateNormal(jnp.zeros(n_runs), cov))
             with numpyro.plate("row", x.shape[0]):
                 numpyro.sample(
                     "log_loss", dist.StudentT(prior["df_obs"], mu + delta[run], sigma_obs)
                 )
             return
-        ll = run_loglik(
-            log_loss - mu,
-            run,
-            weight,
-            mask,
-            n_runs,
-            sigma_run,
-            sigma_obs,
-            prior["df_run"],
-            prior["df_obs"],
-        )
-        numpyro.factor("run_loglik", jnp.sum(jnp.where(run_mask, ll, 0.0)))
+        if run_local is None:
+            ll = run_loglik(
+                log_loss - mu, run, weight, mask, n_runs, sigma_run, sigma_obs,
+                prior["df_run"], prior["df_obs"],
+            )  # fmt: skip
+            numpyro.factor("run_loglik", jnp.sum(jnp.where(run_mask, ll, 0.0)))
+        else:
+            # a local fit: the within-run terms and the joint between-run density
+            within = run_loglik(
+                log_loss - mu, run, weight, mask, n_runs, sigma_run, sigma_obs,
+                prior["df_run"], prior["df_obs"], between_term=False,
+            )  # fmt: skip
+            joint = local_joint(log_loss - mu, run, mask, n_runs, sigma_run, sigma_obs, run_local)
+            within = jnp.sum(jnp.where(run_mask, within, 0.0))
+            numpyro.factor("run_loglik", within + joint)
 
     family_model.__name__ = f"family_model_{law.name.replace('-', '_')}"
     return family_model

@@ -257,6 +257,13 @@ def plan(
     if not np.isfinite(budget) or budget <= 0:
         raise ValueError(f"budget must be a finite number of FLOPs > 0, got {budget!r}")
     cands = _as_candidates(candidates)
+    opts = getattr(fit_or_prior, "options", None)
+    if opts is not None and getattr(opts, "local_sd", 0) > 0:
+        # its runs' likelihood has a joint discrepancy term the cheap update does not model
+        raise ValueError(
+            "plan needs an ordinary fit: this fit is local to a target "
+            f"(FitOptions local_sd={opts.local_sd:g}); refit without local_to/local_sd"
+        )
     draws = _as_draws(fit_or_prior, law=law, n_draws=n_draws, seed=seed)
     notes = list(draws.notes)
     if n_rows is None:

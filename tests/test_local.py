@@ -1,0 +1,220 @@
+"""The local fit (hiscale.modeling.local): covariance, Woodbury density, LOO terms, a fit."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from engine_sim import simulate_family
+from numpyro.infer.util import log_density
+from scipy import stats
+
+from hiscale import fit
+from hiscale.infer.settings import FitOptions
+from hiscale.modeling.design import make_design
+from hiscale.modeling.family import make_family_model, prior_arrays
+from hiscale.modeling.local import (
+    brownian_basis,
+    exact_cov,
+    local_between,
+    local_loo,
+    signed_distances,
+)
+from hiscale.priors.prior import flat_prior
+from hiscale.testing import TEST_SAMPLER as SMALL
+
+
+def _brownian_cov_by_simulation(s, n_paths=20000, n_grid=400, seed=0):
+    """Monte Carlo covariance of pinned Brownian motions (one per axis and side)."""
+    rng = np.random.default_rng(seed)
+    R, A = s.shape
+    vals = np.zeros((n_paths, R))
+    for a in range(A):
+        for sign in (1.0, -1.0):
+            on = np.sign(s[:, a]) == sign
+            if not on.any():
+                continue
+            top = np.abs(s[on, a]).max()
+            grid = np.linspace(0, top, n_grid + 1)
+            steps = rng.standard_normal((n_paths, n_grid)) * np.sqrt(np.diff(grid))
+            path = np.concatenate([np.zeros((n_paths, 1)), np.cumsum(steps, axis=1)], axis=1)
+            for r in np.flatnonzero(on):
+                vals[:, r] += np.array([np.interp(abs(s[r, a]), grid, p) for p in path])
+    return np.cov(vals, rowvar=False)
+
+
+def test_exact_cov_is_the_brownian_covariance():
+    s = np.array([[1.0, 2.0], [2.0, -1.0], [0.5, 0.5], [3.0, 2.5]])
+    mc = _brownian_cov_by_simulation(s, n_paths=4000, n_grid=200)
+    np.testing.assert_allclose(exact_cov(s), mc, atol=0.25)
+    # opposite sides of an axis are independent; the target itself has no error
+    assert exact_cov(np.array([[1.0, 0.0], [-1.0, 0.0]]))[0, 1] == 0.0
+    assert exact_cov(np.zeros((1, 2)))[0, 0] == 0.0
+
+
+def test_low_rank_basis_has_exact_variances_and_close_covariances():
+    rng = np.random.default_rng(1)
+    s = np.column_stack([rng.uniform(-1, 6, 60), rng.uniform(-3, 4, 60)])
+    U, bridge = brownian_basis(s)
+    approx = U @ U.T + np.diag(bridge)
+    exact = exact_cov(s)
+    np.testing.assert_allclose(np.diag(approx), np.diag(exact), rtol=1e-9)
+    assert np.abs(approx - exact).max() < 0.05 * exact.max()
+    # runs at knots are represented exactly
+    s_knots = np.array([[6.0, 4.0], [3.0, 2.0]])
+    U, bridge = brownian_basis(s_knots, knots_per_side=2)
+    np.testing.assert_allclose(U @ U.T + np.diag(bridge), exact_cov(s_knots), atol=1e-9)
+
+
+def _random_case(seed=2, R=30, pad=4):
+    rng = np.random.default_rng(seed)
+    s = np.column_stack([rng.uniform(0.1, 5, R), rng.uniform(-1, 3, R)])
+    U, b = brownian_basis(s)
+    U = np.vstack([U, np.zeros((pad, U.shape[1]))])
+    b = np.concatenate([b, np.zeros(pad)])
+    v = rng.uniform(1e-4, 5e-4, R + pad)
+    e = rng.normal(0, 0.03, R + pad)
+    real = np.arange(R + pad) < R
+    return e, real, v, U, b, 0.02
+
+
+def test_woodbury_density_matches_scipy():
+    e, real, v, U, b, sd = _random_case()
+    R = int(real.sum())
+    cov = np.diag(v[:R] + sd**2 * b[:R]) + sd**2 * U[:R] @ U[:R].T
+    ref = stats.multivariate_normal(np.zeros(R), cov).logpdf(e[:R])
+    got = float(local_between(*map(jnp.asarray, (e, real, v, U, b)), sd))
+    assert got == pytest.approx(ref, rel=1e-10)
+
+
+def test_loo_terms_are_the_gaussian_conditionals():
+    e, real, v, U, b, sd = _random_case(seed=3)
+    R = int(real.sum())
+    cov = np.diag(v[:R] + sd**2 * b[:R]) + sd**2 * U[:R] @ U[:R].T
+    got = np.asarray(local_loo(*map(jnp.asarray, (e, real, v, U, b)), sd))
+    for r in (0, 7, R - 1):
+        o = [i for i in range(R) if i != r]
+        k = cov[r, o]
+        m = k @ np.linalg.solve(cov[np.ix_(o, o)], e[o])
+        var = cov[r, r] - k @ np.linalg.solve(cov[np.ix_(o, o)], k)
+        assert got[r] == pytest.approx(stats.norm(m, np.sqrt(var)).logpdf(e[r]), rel=1e-9)
+    assert np.all(got[R:] == 0.0)
+
+
+def test_signed_distances_and_bad_input():
+    s = signed_distances([1e8, 4e9], [2e9, 2e11], at=(1e9, 1e11))
+    np.testing.assert_allclose(s, [[np.log(10), np.log(50)], [np.log(0.25), np.log(0.5)]])
+    with pytest.raises(ValueError, match="target"):
+        signed_distances([1e8], [1e9], at=(0.0, 1e9))
+    with pytest.raises(ValueError, match="run 0 has params"):
+        signed_distances([-1.0], [1e9], at=(1e9, 1e9))
+
+
+def test_fit_options_check_the_local_fields():
+    with pytest.raises(ValueError, match="local_to"):
+        FitOptions(local_sd=0.01)
+    with pytest.raises(ValueError, match="local_sd"):
+        FitOptions(local_to=(1e9, 1e10), local_sd=-1.0)
+    with pytest.raises(ValueError, match="end-of-run only"):
+        FitOptions(rows="all", residual="ar1", local_to=(1e9, 1e10), local_sd=0.01)
+    # defaults leave the provenance (and cache keys) as they were
+    assert "local_sd" not in FitOptions().to_dict()
+    assert FitOptions(local_to=[1e9, 2e10], local_sd=0.01).to_dict()["local_to"] == [1e9, 2e10]
+
+
+def test_model_log_density_is_within_plus_joint_gaussian():
+    """The family model's likelihood with local=... against a dense Gaussian by hand."""
+    frame = simulate_family(seed=4, n_ckpt=3)
+    at = (3.2e9, 1.28e11)
+    design = make_design(frame, n_eff_per_run=0.0, local_to=at, local_sd=0.03)
+    plain = make_design(frame, n_eff_per_run=0.0)
+    prior = flat_prior()
+    arrays = prior_arrays(prior, log_scale_loc=design.log_scale_loc)
+    arrays = {**arrays, "df_run": np.asarray(1e7), "df_obs": np.asarray(1e7)}
+    model = make_family_model("chinchilla")
+    params = {
+        "xi": jnp.zeros(len(prior.names)),
+        "log_loss_ref": jnp.asarray(design.log_scale_loc),
+        "log_sigma_run": jnp.asarray(np.log(0.02)),
+        "log_sigma_obs": jnp.asarray(np.log(0.004)),
+    }
+
+    def lp(d):
+        kw = {
+            **{
+                k: (jnp.asarray(v) if not isinstance(v, dict) else v)
+                for k, v in d.model_args().items()
+            },
+            "run_mask": jnp.arange(d.n_runs_padded) < d.n_runs,
+            "prior": {k: jnp.asarray(v) for k, v in arrays.items()},
+            "log_loss": jnp.asarray(d.log_loss),
+        }
+        ld, tr = log_density(model, (), kw, params)
+        return float(ld), np.asarray(tr["mu"]["value"])
+
+    ld_local, mu = lp(design)
+    ld_plain, _ = lp(plain)
+    # the prior terms are shared: the difference is the likelihoods' difference
+    n = design.n_rows
+    e = design.log_loss[:n] - mu[:n]
+    run = design.run[:n]
+    R = design.n_runs
+    srun, sobs = 0.02, 0.004
+    loc = design.run_local
+    big = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            big[i, j] = (
+                srun**2 * (run[i] == run[j])
+                + 0.03**2
+                * (loc["U"][run[i]] @ loc["U"][run[j]] + (run[i] == run[j]) * loc["bridge"][run[i]])
+                + sobs**2 * (i == j)
+            )
+    ll_local = stats.multivariate_normal(np.zeros(n), big).logpdf(e)
+    blocks = np.zeros((n, n))
+    for i in range(n):
+        for j in range(n):
+            blocks[i, j] = srun**2 * (run[i] == run[j]) + sobs**2 * (i == j)
+    ll_plain = stats.multivariate_normal(np.zeros(n), blocks).logpdf(e)
+    assert R == 5
+    # (df = 1e7 Student-t terms are Gaussian to O(z^4 / df): about 1e-5 nats here)
+    assert ld_local - ld_plain == pytest.approx(ll_local - ll_plain, abs=1e-4)
+    assert abs(ll_local - ll_plain) > 0.01  # the local term changes the likelihood
+
+
+@pytest.fixture(scope="module")
+def local_pair():
+    frame = simulate_family(seed=5)
+    at = (3.2e9, 1.28e11)
+    opts = FitOptions(local_to=at, local_sd=0.01)
+    return (
+        at,
+        fit(frame, prior="flat", seed=0, sampler=SMALL),
+        fit(frame, prior="flat", seed=0, sampler=SMALL, options=opts),
+    )
+
+
+def test_local_fit_runs_records_and_widens(local_pair):
+    at, plain, local = local_pair
+    assert local.options.local_sd == 0.01 and local.options.local_to == at
+    # (the small test sampler: r̂ is checked loosely, divergences strictly)
+    assert local.diagnostics["rhat_max"] < 1.05 and local.diagnostics["divergences"] == 0
+    p0 = plain.predict(at, ci_prob=0.8).query("kind == 'new_run'").iloc[0]
+    p1 = local.predict(at, ci_prob=0.8).query("kind == 'new_run'").iloc[0]
+    # the law's error between the runs and the target widens the target's interval
+    assert (p1["upper"] - p1["lower"]) > (p0["upper"] - p0["lower"])
+    # per-run log-likelihoods (the LOO conditionals) feed PSIS-LOO over runs
+    import warnings
+
+    import arviz as az
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # Pareto k with five runs
+        elpd = az.loo(local.to_datatree(), var_name="run_log_loss")
+    assert np.isfinite(elpd.elpd) and elpd.elpd_i.shape == (5,)
+
+
+def test_plan_refuses_a_local_fit(local_pair):
+    from hiscale import plan
+
+    at, _, local = local_pair
+    with pytest.raises(ValueError, match="plan needs an ordinary fit"):
+        plan(local, at=at, candidates=[(1e9, 2e10)], budget=1e21)
