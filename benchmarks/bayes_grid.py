@@ -3,7 +3,7 @@
 Usage::
 
     python benchmarks/bayes_grid.py [CORPUS] [--grid sub] [--target last30]
-        [--families gpt3 pythia ...] [--methods paper bayes bayes-flat bayes-disc]
+        [--families gpt3 pythia ...] [--methods paper bayes bayes-flat bayes-disc bayes-local]
         [--out benchmarks/results/bayes_grid] [--n-boot 2000] [--boot-seed 0]
 
     # smoke test: one cheap method, two families, the quick grid
@@ -139,6 +139,7 @@ def summarise(
         ("bayes", "bayes-flat"),
         ("bayes-disc", "bayes"),
         ("bayes-v2", "bayes"),
+        ("bayes-local", "bayes"),
         ("bayes-curve", "bayes-flat"),
         ("bayes-curve", "bayes"),
     )
@@ -299,6 +300,7 @@ def main(argv=None) -> int:
             # not taken from the shipped corpus-v1
             "bayes": {"min_span": args.min_span, **({"prior": "loo"} if args.extra else {})},
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
+            "bayes-local": {"min_span": args.min_span},
             "bayes-curve": {"prior": args.curve_prior, "progress": True},
         },
     )

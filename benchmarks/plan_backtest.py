@@ -10,7 +10,8 @@ fit on the picked runs predicts the target's final loss. Strategies:
   (it stops early when its importance weights degenerate), refit, plan again;
   with ``--discrepancy population`` (default) its target interval includes
   the law's extrapolation error, and ``planner-law-only`` (the same without
-  it) runs beside it;
+  it) runs beside it (not with ``--local-sd``, where the fit carries the
+  law's error and the discrepancy is not used);
 * ``hitchhiker``: about five sizes, the largest affordable, each trained to
   about 30% of the target's tokens (closest existing run);
 * ``cheapest-first``;
@@ -66,9 +67,16 @@ def _runs_table(frame):
     return pd.DataFrame(rows)
 
 
-def _fit(curves, family, runs, args):
+def _fit(curves, family, runs, args, target=None):
     from hiscale import SamplerSettings, fit
+    from hiscale.infer.settings import FitOptions
     from hiscale.priors.prior import PriorWarning
+
+    options = FitOptions()
+    if getattr(args, "local_sd", 0) > 0:
+        if target is None:
+            raise ValueError("--local-sd: the fit needs its target")
+        options = FitOptions(local_to=(target["params"], target["tokens"]), local_sd=args.local_sd)
 
     sub = curves.with_frame(
         curves.frame[(curves.frame["family"] == family) & curves.frame["run"].isin(runs)],
@@ -82,6 +90,7 @@ def _fit(curves, family, runs, args):
             family=family,
             prior=args.prior_obj,
             seed=args.seed,
+            options=options,
             sampler=SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples),
         )
 
@@ -120,7 +129,7 @@ def _planner(curves, family, start, pool, budget_left, target, args, discrepancy
         left = pool[~pool["label"].isin(used)]
         if not len(left) or budget_left < left["flops"].min():
             break
-        f = _fit(curves, family, used, args)
+        f = _fit(curves, family, used, args, target)
         cands = validate_candidates(left[["label", "params", "tokens", "flops"]])
         p = plan(
             f,
@@ -185,7 +194,7 @@ def run_family(curves, family, args) -> dict:
         # family's own group left out), as a user's DATA with donor families gives it
         disc = population_discrepancy(curves, family, distance=args.discrepancy_distance)
         out["discrepancy"] = {"label": disc.label, "m": disc.m, "s": disc.s}
-    ref = _fit(curves, family, pool["label"].tolist(), args)
+    ref = _fit(curves, family, pool["label"].tolist(), args, target)
     out["all_runs"] = {**_score(ref, target), "flops_frac": pool["flops"].sum() / target["flops"]}
     print(f"{family}: all runs {out['all_runs']}", file=sys.stderr, flush=True)
     for frac in args.budgets:
@@ -203,9 +212,12 @@ def run_family(curves, family, args) -> dict:
         cells = {}
         for name, idx in picks.items():
             runs = [start, *rest["label"].iloc[idx].tolist()]
-            cells[name] = {"runs": runs, **_score(_fit(curves, family, runs, args), target)}
+            cells[name] = {
+                "runs": runs,
+                **_score(_fit(curves, family, runs, args, target), target),
+            }
         variants = {"planner": disc}
-        if disc is not None:
+        if disc is not None and not args.local_sd > 0:
             variants["planner-law-only"] = None  # the same planner taking the law as exact
         for name, dv in variants.items():
             used, steps = _planner(
@@ -214,13 +226,13 @@ def run_family(curves, family, args) -> dict:
             cells[name] = {
                 "runs": used,
                 "rounds": steps,
-                **_score(_fit(curves, family, used, args), target),
+                **_score(_fit(curves, family, used, args, target), target),
             }
         rnd = []
         for r in range(args.random):
             order = np.random.default_rng(args.seed + 1000 + r).permutation(len(rest))
             runs = [start, *rest["label"].iloc[_within(order, rest, budget_left)].tolist()]
-            rnd.append(_score(_fit(curves, family, runs, args), target))
+            rnd.append(_score(_fit(curves, family, runs, args, target), target))
         if rnd:
             cells["random"] = {
                 "are": float(np.mean([x["are"] for x in rnd])),
@@ -433,6 +445,14 @@ def main(argv=None) -> int:
         choices=["nearest", "mean"],
         default="nearest",
         help="the planner's extrapolation distance of a set of runs (default: nearest)",
+    )
+    p.add_argument(
+        "--local-sd",
+        type=float,
+        default=0.0,
+        help="every fit (all strategies) local to the target with this local_sd "
+        "(FitOptions, hiscale.modeling.local); the planner then takes the law's error "
+        "from the fit, not from --discrepancy (default 0: ordinary fits)",
     )
     p.add_argument("--outcomes", type=int, default=24)
     p.add_argument("--max-rounds", type=int, default=6, help="plan-fit rounds (6)")

@@ -212,9 +212,66 @@ def test_local_fit_runs_records_and_widens(local_pair):
     assert np.isfinite(elpd.elpd) and elpd.elpd_i.shape == (5,)
 
 
-def test_plan_refuses_a_local_fit(local_pair):
+def test_plan_with_a_local_fit(local_pair):
     from hiscale import plan
 
     at, _, local = local_pair
-    with pytest.raises(ValueError, match="plan needs an ordinary fit"):
-        plan(local, at=at, candidates=[(1e9, 2e10)], budget=1e21)
+    with pytest.raises(ValueError, match="refit local to the plan's target"):
+        plan(local, at=(at[0] * 2, at[1]), candidates=[(1e9, 2e10)], budget=1e21)
+    p = plan(local, at=at, candidates=[(1e9, 2e10), (1.6e9, 6.4e10)], budget=1e21, n_outcomes=8)
+    text = " ".join(p.notes)
+    assert "not used: the fit is local" in text and "local fit (local_sd = 0.01)" in text
+    assert len(p.runs) >= 1
+
+
+def test_local_variance_removes_a_candidates_information(local_pair):
+    """An unbounded law error at a one-row candidate leaves the target's width where it was."""
+    import pandas as pd
+
+    from hiscale.planning.preposterior import Preposterior, draws_from_fit
+
+    at, plain, _ = local_pair
+    draws = draws_from_fit(plain)
+    cands = pd.DataFrame({"params": [1.6e9], "tokens": [6.4e10], "flops": [6 * 1.6e9 * 6.4e10]})
+    widths = {}
+    for n_rows in (1, 8):
+        for lv in (0.0, 1e-3, 1e3):
+            pre = Preposterior(
+                draws, at, cands, n_outcomes=16, seed=0, n_rows=n_rows, local_var=[lv]
+            )
+            now = pre.current()[0].mean()
+            after = pre.widths(pre.base(), pre.loglik)[0].mean()
+            widths[n_rows, lv] = (now, after)
+        assert widths[n_rows, 0.0][1] < widths[n_rows, 1e-3][1] < widths[n_rows, 1e3][1]
+    # a one-row run says nothing then; a longer run keeps its within-run shape
+    assert widths[1, 1e3][1] == pytest.approx(widths[1, 1e3][0], rel=1e-3)
+    assert widths[8, 1e3][1] < widths[8, 1e3][0]
+    with pytest.raises(ValueError, match="local_var"):
+        Preposterior(draws, at, cands, local_var=[-1.0])
+
+
+def test_cli_predict_local_sd(capsys):
+    """``hiscale predict --local-sd``: a local fit, its interval wider than the ordinary one."""
+    import json
+    from pathlib import Path
+
+    from hiscale.cli import main
+
+    demo = str(Path(__file__).resolve().parents[1] / "data" / "demo_curves.csv")
+    small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}"]
+    common = ["predict", demo, "--family", "sim1", "--at", "7e9", "1.4e11", "--prior", "flat"]
+    out = {}
+    for extra in ([], ["--local-sd", "0.02"]):
+        assert main([*common, *small, *extra, "--json", "--quiet"]) == 0
+        out[bool(extra)] = json.loads(capsys.readouterr().out)
+    assert "local" not in out[False]
+    assert out[True]["local"] == {"local_to": [7e9, 1.4e11], "local_sd": 0.02}
+    # a different likelihood, so a different posterior (on data simulated from the law
+    # itself the local term may take over some run-to-run spread: no width ordering)
+    m = [out[k]["prediction"]["new_run"]["median"] for k in (False, True)]
+    assert np.isfinite(m).all() and m[0] != m[1]
+    assert main([*common, *small, "--local-sd", "0.02", "--quiet"]) == 0
+    assert "local fit (experimental)" in capsys.readouterr().out
+    assert main(["predict", "--fit", "x.nc", "--at", "7e9", "1.4e11", "--local-sd", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--local-sd fits DATA local to --at" in err

@@ -41,6 +41,7 @@ names accepted by ``backtest(methods=...)`` and ``--method`` to factories:
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -243,6 +244,10 @@ class BayesMethod:
     disc_direction : {"up", "down"}
         Direction the population's inner errors are computed for; a cell of
         the other direction is refused.
+    local_sd : float
+        > 0: each cell's fit is local to its target (the largest target
+        size at its last tokens; ``FitOptions(local_to, local_sd)``,
+        :mod:`hiscale.modeling.local`).
     """
 
     name: str = "bayes"
@@ -259,6 +264,7 @@ class BayesMethod:
     discrepancy: str = "none"
     disc_sampler: SamplerSettings = field(default_factory=lambda: INNER_SAMPLER)
     disc_direction: str = "up"
+    local_sd: float = 0.0
 
     def __post_init__(self) -> None:
         """Check ``discrepancy`` and ``disc_direction``."""
@@ -368,16 +374,20 @@ class BayesMethod:
     def __call__(self, cell: Cell, state: Prior | DiscState, *, seed: int) -> CellPrediction:
         """Fit and predict the cell's scored target rows."""
         prior = state.prior if isinstance(state, DiscState) else state
+        t = cell.target.frame
+        options = self.options
+        if self.local_sd > 0:
+            at = (float(t["params"].max()), float(t["tokens"].max()))
+            options = dataclasses.replace(options, local_to=at, local_sd=self.local_sd)
         f = fit(
             cell.train,
             family=cell.family,
             prior=prior,
             law=self.law,
             seed=seed,
-            options=self.options,
+            options=options,
             sampler=self.sampler,
         )
-        t = cell.target.frame
         _, new = f.draws(t["params"].to_numpy(), t["tokens"].to_numpy(), seed=seed)
         actual = t["loss"].to_numpy()
         d = f.diagnostics
@@ -630,12 +640,19 @@ def _bayes_disc(**kw: Any) -> BayesMethod:
     return BayesMethod(name=kw.pop("name", "bayes-disc"), **kw)
 
 
+def _bayes_local(**kw: Any) -> BayesMethod:
+    kw.setdefault("prior", "auto")
+    kw.setdefault("local_sd", 0.01)
+    return BayesMethod(name=kw.pop("name", "bayes-local"), **kw)
+
+
 #: Method name -> factory (keyword options -> Method).
 METHODS: dict[str, Callable[..., Method]] = {
     "paper": PaperMethod,
     "bayes": _bayes,
     "bayes-flat": _bayes_flat,
     "bayes-disc": _bayes_disc,
+    "bayes-local": _bayes_local,
     "bayes-curve": BayesCurveMethod,
 }
 

@@ -330,10 +330,35 @@ def fit_options(args: argparse.Namespace):
     residual = getattr(args, "residual", None)
     if residual is None:
         residual = "ar1" if rows == "all" or getattr(args, "law", None) in CURVE_LAWS else "iid"
+    local_sd = getattr(args, "local_sd", 0.0) or 0.0
+    if local_sd > 0:
+        if rows != "end" or residual != "iid":
+            raise ValueError(
+                "--local-sd applies to the end-of-run model (--rows end), not whole curves"
+            )
+        return FitOptions(
+            min_tokens=args.min_tokens,
+            end_of_run=args.end_of_run,
+            local_to=tuple(args.local_to),
+            local_sd=local_sd,
+        )
     if rows == "end" and residual == "iid":
         return FitOptions(min_tokens=args.min_tokens, end_of_run=args.end_of_run)
     return FitOptions(
         min_tokens=args.min_tokens, end_of_run=args.end_of_run, rows=rows, residual=residual
+    )
+
+
+def add_local_arg(p: argparse.ArgumentParser) -> None:
+    """Add ``--local-sd`` (a fit local to the ``--at`` target)."""
+    p.add_argument(
+        "--local-sd",
+        type=nonneg_float,
+        default=0.0,
+        metavar="SD",
+        help="experimental: fit local to the --at target, the law's error a Brownian motion "
+        "in ln N and ln D distance from it with this scale (e.g. 0.01), so far runs inform "
+        "the target less (default: 0 = ordinary fit)",
     )
 
 

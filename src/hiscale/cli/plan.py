@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from hiscale.cli.args import add_data_args, add_model_args, positive_float, positive_int
+from hiscale.cli.args import (
+    add_data_args,
+    add_local_arg,
+    add_model_args,
+    positive_float,
+    positive_int,
+)
 from hiscale.cli.report import json_default, progress, warn
 from hiscale.plots import fmt_count
 
@@ -30,6 +36,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="target model size N and tokens D, e.g. 7e9 1.4e11",
     )
     p.add_argument("--budget", type=positive_float, required=True, help="FLOPs to spend")
+    add_local_arg(p)
     p.add_argument("--candidates", metavar="CSV", help="candidate runs: params, tokens[, flops]")
     p.add_argument("--sizes", nargs="+", type=positive_float, metavar="N", help="candidate sizes")
     p.add_argument(
@@ -158,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     curves = load_curves(args.data, metric=args.metric)
     cands, used = _candidates(args, curves)
+    if args.local_sd > 0:
+        args.local_to = tuple(args.at)
     disc = discrepancy_source(args.discrepancy, curves, args.family, args.discrepancy_distance)
     has_family = args.family in curves.families
     if args.from_existing:

@@ -7,7 +7,13 @@ import json
 
 import numpy as np
 
-from hiscale.cli.args import add_data_args, add_model_args, positive_float, probability
+from hiscale.cli.args import (
+    add_data_args,
+    add_local_arg,
+    add_model_args,
+    positive_float,
+    probability,
+)
 from hiscale.cli.fit import run_fit
 from hiscale.cli.report import (
     data_line,
@@ -91,6 +97,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="whole-curve fits: write the whole predicted curve (tidy: tokens, kind, ci_prob, "
         "lower, upper, median, mean) to this file",
     )
+    add_local_arg(p)
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
 
@@ -123,6 +130,10 @@ def run(args: argparse.Namespace) -> int:
     curves = load_curves(args.data, metric=args.metric) if args.data else None
     if args.fit_path and args.borrow_from:
         raise ValueError("--borrow-from applies when fitting DATA, not to a saved --fit")
+    if args.local_sd > 0:
+        if args.fit_path or args.run:
+            raise ValueError("--local-sd fits DATA local to --at: not with --fit or --run")
+        args.local_to = at
     if args.fit_path:
         f = load_fit(args.fit_path)
         if args.family is not None and args.family != f.family:
@@ -189,6 +200,11 @@ def run(args: argparse.Namespace) -> int:
             "fit_seconds": f.timings.get("total_seconds"),
             "plot": args.plot,
         }
+        if f.options.local_sd > 0:
+            payload["local"] = {
+                "local_to": list(f.options.local_to),
+                "local_sd": f.options.local_sd,
+            }
         if curve is not None:
             payload["schedule"] = curve.attrs["schedule"]
             payload["run_tokens"] = curve.attrs["run_tokens"]
@@ -203,6 +219,11 @@ def run(args: argparse.Namespace) -> int:
     print(prediction_table(pred, levels))
     print("  expected loss = the law at (N, D), parameter uncertainty only;")
     print("  new run = one training run at (N, D), adds seed-to-seed and checkpoint noise.")
+    if f.options.local_sd > 0:
+        print(
+            f"  local fit (experimental): the law's error is a Brownian motion in ln N and "
+            f"ln D distance from (N, D), scale {f.options.local_sd:g}"
+        )
     print(data_line(summary))
     print(prior_line(f))
     print(verdict_line(f))

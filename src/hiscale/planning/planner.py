@@ -258,14 +258,23 @@ def plan(
         raise ValueError(f"budget must be a finite number of FLOPs > 0, got {budget!r}")
     cands = _as_candidates(candidates)
     opts = getattr(fit_or_prior, "options", None)
-    if opts is not None and getattr(opts, "local_sd", 0) > 0:
-        # its runs' likelihood has a joint discrepancy term the cheap update does not model
-        raise ValueError(
-            "plan needs an ordinary fit: this fit is local to a target "
-            f"(FitOptions local_sd={opts.local_sd:g}); refit without local_to/local_sd"
-        )
+    local_sd = float(getattr(opts, "local_sd", 0.0) or 0.0)
+    local_notes = []
+    if local_sd > 0:
+        if not np.allclose(opts.local_to, (n_t, d_t), rtol=1e-9):
+            raise ValueError(
+                f"the fit is local to (N, D) = {tuple(opts.local_to)}, the plan's target is "
+                f"{(n_t, d_t)}: refit local to the plan's target"
+            )
+        if discrepancy is not None:
+            # the fit already carries the law's error: widening again counts it twice
+            local_notes.append(
+                f"discrepancy {getattr(discrepancy, 'label', discrepancy)!s} not used: the fit "
+                f"is local to the target (local_sd = {local_sd:g}) and carries the law's error"
+            )
+            discrepancy = None
     draws = _as_draws(fit_or_prior, law=law, n_draws=n_draws, seed=seed)
-    notes = list(draws.notes)
+    notes = list(draws.notes) + local_notes
     if n_rows is None:
         data = getattr(fit_or_prior, "data", None)
         single = data is not None and len(data) > 0 and data.groupby("run").size().max() == 1
@@ -308,6 +317,15 @@ def plan(
         distance=distance,
         aggregate=aggregate,
     )
+    if local_sd > 0:
+        from hiscale.modeling.local import signed_distances
+
+        s_c = signed_distances(cands["params"], cands["tokens"], (n_t, d_t))
+        kw["local_var"] = local_sd**2 * np.abs(s_c).sum(axis=1)
+        notes.append(
+            f"local fit (local_sd = {local_sd:g}): a candidate's information shrinks with its "
+            "distance from the target (its error taken as independent of the fitted runs')"
+        )
     if draws.scale_known:
         pre = Preposterior(draws, (n_t, d_t), cands, **kw)
         table, now = rank_candidates(pre, cands)

@@ -445,6 +445,13 @@ class Preposterior:
         run's (the law anchored there), or the mean over runs (every run
         weighs the same in the fit, so far runs pull it away from the target
         and adding one *increases* the distance).
+    local_var : array (C,), optional
+        For a fit local to the target (:mod:`hiscale.modeling.local`): the
+        law's error variance at each candidate (``local_sd²`` times its
+        Brownian variance, ``|ln(N_t/N)| + |ln(D_t/D)|`` on its sides), added
+        to the candidate's run-offset variance, in its hypothetical outcomes
+        and in its likelihood. Approximation: the candidate's error is taken
+        as independent of the fitted runs'.
     """
 
     def __init__(
@@ -462,6 +469,7 @@ class Preposterior:
         fitted=None,
         distance: str = "compute",
         aggregate: str = "nearest",
+        local_var=None,
     ):
         if n_outcomes < 1:
             raise ValueError(f"n_outcomes must be >= 1, got {n_outcomes}")
@@ -498,6 +506,13 @@ class Preposterior:
         tok = run_tokens(candidates["tokens"].to_numpy(float), self.n_rows)  # (C, n)
         par = np.broadcast_to(candidates["params"].to_numpy(float)[:, None], tok.shape)
         sr, so = draws.theta["sigma_run"], draws.theta["sigma_obs"]
+        # a candidate's run-level scale: its offset, and for a local fit the law's
+        # error at its distance from the target (independent of the fitted runs')
+        lv = np.zeros(C) if local_var is None else np.asarray(local_var, float).reshape(C)
+        if np.any(~np.isfinite(lv)) or np.any(lv < 0):
+            raise ValueError("local_var must be finite and >= 0 per candidate")
+        sr_a = np.asarray(sr, float)[:, None]
+        sr_c = np.broadcast_to(sr_a, (S, C)) if local_var is None else np.sqrt(sr_a**2 + lv)
         ls = np.asarray(draws.theta["log_scale"], float)
         # shapes with the scale taken out: ln L = log_scale + shape
         shape_c = draws.log_loss(par, tok) - ls[:, None, None]  # (S, C, n)
@@ -512,7 +527,7 @@ class Preposterior:
         self.outcomes = (
             ls[ts][:, None, None]
             + shape_c[ts]
-            + sr[ts][:, None, None] * t_run[..., None]
+            + sr_c[ts][:, :, None] * t_run[..., None]
             + so[ts][:, None, None] * t_obs
         )  # (M, C, n) hypothetical ln L rows
         # the loss scale per outcome and draw: the draws' own (a fit), or (a family with
@@ -547,7 +562,7 @@ class Preposterior:
         for m in range(M):
             self.loglik[m] = run_loglik_rows(
                 self.outcomes[m][None] - shape_c - ls_m[m][:, None, None],
-                sr[:, None],
+                sr_c,
                 so[:, None],
                 draws.df_run,
                 draws.df_obs,
