@@ -141,6 +141,7 @@ def _planner(curves, family, start, pool, budget_left, target, args, discrepancy
             discrepancy=discrepancy,
             distance=args.discrepancy_distance,
             aggregate=args.aggregate,
+            min_gain=args.min_gain,
         )
         if not p.runs:
             break
@@ -194,13 +195,37 @@ def run_family(curves, family, args) -> dict:
         # family's own group left out), as a user's DATA with donor families gives it
         disc = population_discrepancy(curves, family, distance=args.discrepancy_distance)
         out["discrepancy"] = {"label": disc.label, "m": disc.m, "s": disc.s}
-    ref = _fit(curves, family, pool["label"].tolist(), args, target)
-    out["all_runs"] = {**_score(ref, target), "flops_frac": pool["flops"].sum() / target["flops"]}
+    old = None
+    if args.rules_from:
+        # the rules do not depend on the planner's settings: reuse an earlier run's cells
+        prev = json.loads(open(args.rules_from).read())
+        if prev["settings"]["prior"] != args.prior or args.local_sd > 0:
+            raise SystemExit(
+                "--rules-from: the earlier run must use the same --prior, no --local-sd"
+            )
+        old = next((f for f in prev["families"] if f["family"] == family), None)
+        if old is None or old["target"]["label"] != target["label"]:
+            raise SystemExit(f"--rules-from: no matching cells of {family!r}")
+        out["rules_from"] = args.rules_from
+        out["all_runs"] = old["all_runs"]
+    else:
+        ref = _fit(curves, family, pool["label"].tolist(), args, target)
+        out["all_runs"] = {
+            **_score(ref, target),
+            "flops_frac": pool["flops"].sum() / target["flops"],
+        }
     print(f"{family}: all runs {out['all_runs']}", file=sys.stderr, flush=True)
     for frac in args.budgets:
         budget_left = frac * target["flops"] - float(pool["flops"].iloc[si])
-        picks = {}
-        if budget_left > 0:
+        picks, cells = {}, {}
+        if old is not None:
+            prev_cell = next(c for c in old["cells"] if c["budget_frac"] == frac)
+            cells = {
+                k: v
+                for k, v in prev_cell["strategies"].items()
+                if k in ("hitchhiker", "cheapest-first", "random")
+            }
+        elif budget_left > 0:
             picks["hitchhiker"] = rule_of_thumb(
                 rest, (target["params"], target["tokens"]), budget_left, "hitchhiker"
             )
@@ -209,7 +234,6 @@ def run_family(curves, family, args) -> dict:
             )
         else:
             picks = {"hitchhiker": [], "cheapest-first": []}
-        cells = {}
         for name, idx in picks.items():
             runs = [start, *rest["label"].iloc[idx].tolist()]
             cells[name] = {
@@ -217,7 +241,7 @@ def run_family(curves, family, args) -> dict:
                 **_score(_fit(curves, family, runs, args, target), target),
             }
         variants = {"planner": disc}
-        if disc is not None and not args.local_sd > 0:
+        if disc is not None and not args.local_sd > 0 and old is None:
             variants["planner-law-only"] = None  # the same planner taking the law as exact
         for name, dv in variants.items():
             used, steps = _planner(
@@ -229,7 +253,7 @@ def run_family(curves, family, args) -> dict:
                 **_score(_fit(curves, family, used, args, target), target),
             }
         rnd = []
-        for r in range(args.random):
+        for r in range(args.random if old is None else 0):
             order = np.random.default_rng(args.seed + 1000 + r).permutation(len(rest))
             runs = [start, *rest["label"].iloc[_within(order, rest, budget_left)].tolist()]
             rnd.append(_score(_fit(curves, family, runs, args, target), target))
@@ -453,6 +477,21 @@ def main(argv=None) -> int:
         help="every fit (all strategies) local to the target with this local_sd "
         "(FitOptions, hiscale.modeling.local); the planner then takes the law's error "
         "from the fit, not from --discrepancy (default 0: ordinary fits)",
+    )
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.0,
+        help="the planner trains a run only if it is expected to narrow the target's "
+        "interval by at least this fraction (default 0: any narrowing)",
+    )
+    p.add_argument(
+        "--rules-from",
+        metavar="JSON",
+        default=None,
+        help="take the rules' cells (hitchhiker, cheapest-first, random) and the all-runs fit "
+        "from an earlier run with the same families, budgets and prior, and run the planner "
+        "only",
     )
     p.add_argument("--outcomes", type=int, default=24)
     p.add_argument("--max-rounds", type=int, default=6, help="plan-fit rounds (6)")

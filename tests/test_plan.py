@@ -612,3 +612,31 @@ def test_cli_prior_discrepancy_writes_the_evidence_and_plan_reads_it(tmp_path, m
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and any("m population" in n for n in d["notes"])
     assert d["settings"]["discrepancy_distance"] == "params"
+
+
+def test_min_gain_stops_when_a_run_narrows_too_little():
+    """Scale-only draws: the gains of a first and a second run are known in closed form."""
+    tau, sr, so = 0.1, 0.02, 0.02
+    draws = _scale_only_draws(20_000, tau, sr, so)
+    cands = grid_candidates([1e8, 2e8], [20])
+    pre = Preposterior(draws, (7e9, 1.4e11), cands, n_outcomes=48, seed=1, n_rows=4)
+    w0, w1, w2 = (_closed_form_width(tau, sr, so, 4, n) for n in (0, 1, 2))
+    g1, g2 = (w0 - w1) / w0, (w1 - w2) / w1
+    assert g1 > 2 * g2  # the first run pins the scale, the second adds less
+    steps, reason = greedy_sequence(pre, cands, budget=1e30, min_gain=(g1 + g2) / 2)
+    assert len(steps) == 1 and "by " in reason and "of its width or more" in reason
+    steps, _ = greedy_sequence(pre, cands, budget=1e30, min_gain=0.0)
+    assert len(steps) == 2
+    with pytest.raises(ValueError, match="min_gain"):
+        greedy_sequence(pre, cands, budget=1e30, min_gain=1.5)
+
+
+def test_local_variance_matches_the_closed_form():
+    """A candidate with law-error variance v_l counts as a run offset of sr² + v_l."""
+    tau, sr, so, lv = 0.1, 0.02, 0.02, 0.03**2
+    draws = _scale_only_draws(20_000, tau, sr, so)
+    cands = grid_candidates([1e8], [20])
+    pre = Preposterior(draws, (7e9, 1.4e11), cands, n_outcomes=48, seed=1, n_rows=4, local_var=[lv])
+    v = 1 / (1 / tau**2 + 1 / (sr**2 + lv + so**2 / 4))
+    expected = 2 * np.sinh(Z90 * np.sqrt(v + sr**2 + so**2))
+    assert pre.widths(pre.base(), pre.loglik)[0].mean() == pytest.approx(expected, rel=0.05)

@@ -37,6 +37,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--budget", type=positive_float, required=True, help="FLOPs to spend")
     add_local_arg(p)
+    p.add_argument(
+        "--min-gain",
+        type=float,
+        default=0.0,
+        metavar="FRACTION",
+        help="train a run only if it is expected to narrow the target's interval by at least "
+        "this fraction of its width (e.g. 0.02); the budget is then a cap (default: 0)",
+    )
     p.add_argument("--candidates", metavar="CSV", help="candidate runs: params, tokens[, flops]")
     p.add_argument("--sizes", nargs="+", type=positive_float, metavar="N", help="candidate sizes")
     p.add_argument(
@@ -207,6 +215,7 @@ def run(args: argparse.Namespace) -> int:
         candidates=cands,
         budget=args.budget,
         seed=args.seed,
+        min_gain=args.min_gain,
         n_outcomes=args.outcomes,
         n_draws=args.draws,
         law=args.law,

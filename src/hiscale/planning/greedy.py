@@ -94,6 +94,7 @@ def greedy_sequence(
     *,
     first: int | None = None,
     min_ess: float = ESS_MIN,
+    min_gain: float = 0.0,
 ) -> tuple[list[Step], str]:
     """Spend ``budget`` FLOPs greedily; returns the steps and why the sequence stopped.
 
@@ -101,7 +102,12 @@ def greedy_sequence(
     runs, where ``pre`` aligns its loss-scale proposal on that run). The
     sequence also stops when the next pick's median ESS falls below
     ``min_ess`` (its width would be noise): the first pick is always made.
+    ``min_gain``: a run is only worth training if it is expected to narrow
+    the target's width by at least this fraction of the current width
+    (0: any narrowing); the best per FLOP among those is picked.
     """
+    if not (np.isfinite(min_gain) and 0 <= min_gain < 1):
+        raise ValueError(f"min_gain must be in [0, 1), got {min_gain!r}")
     flops = candidates["flops"].to_numpy(float)
     base = pre.base()
     r0, _, _ = pre.current()
@@ -126,8 +132,15 @@ def greedy_sequence(
         rel, ab, ess = pre.widths(base, pre.loglik[:, :, avail], dist=dist)
         w, wa, ess_med, _ = _summaries(rel, ab, ess)
         gain = (current - w) / flops[avail]
+        worth = (current - w) >= min_gain * current if min_gain > 0 else gain > 0
+        gain = np.where(worth, gain, -np.inf)
         best = int(np.argmax(gain))
         if not gain[best] > 0:
+            if min_gain > 0:
+                return steps, (
+                    f"no affordable candidate is expected to narrow the interval by "
+                    f"{min_gain:.0%} of its width or more"
+                )
             return steps, "no affordable candidate is expected to narrow the interval"
         if steps and ess_med[best] < min_ess:
             return steps, (

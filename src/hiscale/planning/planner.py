@@ -195,6 +195,7 @@ def plan(
     discrepancy="corpus-v1",
     distance: str = "compute",
     aggregate: str = "nearest",
+    min_gain: float = 0.0,
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
 
@@ -245,6 +246,11 @@ def plan(
     aggregate : {"nearest", "mean"}, default "nearest"
         The extrapolation distance of a set of runs: the nearest run's, or
         the mean over runs (see :class:`~hiscale.planning.preposterior.Preposterior`).
+    min_gain : float, default 0
+        Train a run only if it is expected to narrow the target's interval by
+        at least this fraction of its current width (e.g. 0.02); the budget
+        is a cap, and the sequence stops early when no run is worth it. 0:
+        any expected narrowing counts.
 
     Returns
     -------
@@ -329,7 +335,7 @@ def plan(
     if draws.scale_known:
         pre = Preposterior(draws, (n_t, d_t), cands, **kw)
         table, now = rank_candidates(pre, cands)
-        steps, reason = greedy_sequence(pre, cands, budget)
+        steps, reason = greedy_sequence(pre, cands, budget, min_gain=min_gain)
     else:
         # no runs: each candidate's loss-scale proposal is lined up at its own location
         # (same seed, so the same truth draws and noise for every candidate), and the
@@ -344,7 +350,7 @@ def plan(
         ok = table[(table["flops"] <= budget) & (table["reduction"] > 0)]
         first = int(ok["index"].iloc[0]) if len(ok) else None
         pre = Preposterior(draws, (n_t, d_t), cands, align=first, **kw)
-        steps, reason = greedy_sequence(pre, cands, budget, first=first)
+        steps, reason = greedy_sequence(pre, cands, budget, first=first, min_gain=min_gain)
     table = table.drop(columns=["index"])
     low = table[table["low_ess"]]
     if len(low):
@@ -397,6 +403,7 @@ def plan(
             "discrepancy_halfwidth": h,
             "discrepancy_distance": distance,
             "discrepancy_aggregate": aggregate,
+            "min_gain": min_gain,
             "candidate_order": cands["label"].tolist(),
         },
         preposterior=pre,
