@@ -140,6 +140,7 @@ def summarise(
         ("bayes-disc", "bayes"),
         ("bayes-v2", "bayes"),
         ("bayes-local", "bayes"),
+        ("bayes-local-learn", "bayes"),
         ("bayes-curve", "bayes-flat"),
         ("bayes-curve", "bayes"),
     )
@@ -301,6 +302,7 @@ def main(argv=None) -> int:
             "bayes": {"min_span": args.min_span, **({"prior": "loo"} if args.extra else {})},
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
+            "bayes-local-learn": {"min_span": args.min_span},
             "bayes-curve": {"prior": args.curve_prior, "progress": True},
         },
     )

@@ -265,13 +265,79 @@ def test_cli_predict_local_sd(capsys):
         assert main([*common, *small, *extra, "--json", "--quiet"]) == 0
         out[bool(extra)] = json.loads(capsys.readouterr().out)
     assert "local" not in out[False]
-    assert out[True]["local"] == {"local_to": [7e9, 1.4e11], "local_sd": 0.02}
+    assert out[True]["local"] == {"local_to": [7e9, 1.4e11], "local_sd": 0.02, "local_learn": False}
     # a different likelihood, so a different posterior (on data simulated from the law
     # itself the local term may take over some run-to-run spread: no width ordering)
     m = [out[k]["prediction"]["new_run"]["median"] for k in (False, True)]
     assert np.isfinite(m).all() and m[0] != m[1]
     assert main([*common, *small, "--local-sd", "0.02", "--quiet"]) == 0
     assert "local fit (experimental)" in capsys.readouterr().out
+    assert main([*common, *small, "--local-sd", "0.02", "--local-learn", "--json", "--quiet"]) == 0
+    loc = json.loads(capsys.readouterr().out)["local"]
+    assert loc["local_learn"] and loc["local_sd_posterior_median"] > 0
+    assert main([*common, "--local-learn"]) == 2
+    assert "--local-learn needs --local-sd" in capsys.readouterr().err
     assert main(["predict", "--fit", "x.nc", "--at", "7e9", "1.4e11", "--local-sd", "0.01"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--local-sd fits DATA local to --at" in err
+
+
+def test_learned_scale_adds_its_prior_and_nothing_else():
+    """log p(learned, ln sd = v) - log p(fixed sd = e^v) is the N(ln 0.01, 1) prior at v."""
+    from hiscale.modeling.local import LOCAL_SD_PRIOR_SD
+
+    frame = simulate_family(seed=6, n_ckpt=3)
+    at = (3.2e9, 1.28e11)
+    v = np.log(0.02)
+    fixed = make_design(frame, local_to=at, local_sd=float(np.exp(v)))
+    learned = make_design(frame, local_to=at, local_sd=0.01, local_learn=True)
+    prior = flat_prior()
+    arrays = prior_arrays(prior, log_scale_loc=fixed.log_scale_loc)
+    model = make_family_model("chinchilla")
+    params = {
+        "xi": jnp.zeros(len(prior.names)),
+        "log_loss_ref": jnp.asarray(fixed.log_scale_loc),
+        "log_sigma_run": jnp.asarray(np.log(0.02)),
+        "log_sigma_obs": jnp.asarray(np.log(0.004)),
+    }
+
+    def lp(d, extra):
+        kw = {
+            **{
+                k: (v if isinstance(v, dict) else jnp.asarray(v)) for k, v in d.model_args().items()
+            },
+            "run_mask": jnp.arange(d.n_runs_padded) < d.n_runs,
+            "prior": {k: jnp.asarray(a) for k, a in arrays.items()},
+            "log_loss": jnp.asarray(d.log_loss),
+        }
+        return float(log_density(model, (), kw, {**params, **extra})[0])
+
+    diff = lp(learned, {"log_local_sd": jnp.asarray(v)}) - lp(fixed, {})
+    assert diff == pytest.approx(stats.norm(np.log(0.01), LOCAL_SD_PRIOR_SD).logpdf(v), abs=1e-8)
+    with pytest.raises(ValueError, match="local_learn"):
+        FitOptions(local_learn=True)
+
+
+def test_learned_scale_fit_keeps_its_draws_and_loo():
+    import warnings
+
+    import arviz as az
+
+    frame = simulate_family(seed=5)
+    at = (3.2e9, 1.28e11)
+    f = fit(
+        frame,
+        prior="flat",
+        seed=0,
+        sampler=SMALL,
+        options=FitOptions(local_to=at, local_sd=0.01, local_learn=True),
+    )
+    sd = np.asarray(f.to_datatree()["posterior"]["local_sd"])
+    assert sd.shape == (SMALL.num_chains, SMALL.num_samples) and np.all(sd > 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        assert np.isfinite(az.loo(f.to_datatree(), var_name="run_log_loss").elpd)
+    from hiscale import plan
+
+    p = plan(f, at=at, candidates=[(1e9, 2e10)], budget=1e21, n_outcomes=8)
+    assert any("learned local_sd: posterior median" in n for n in p.notes)

@@ -248,6 +248,9 @@ class BayesMethod:
         > 0: each cell's fit is local to its target (the largest target
         size at its last tokens; ``FitOptions(local_to, local_sd)``,
         :mod:`hiscale.modeling.local`).
+    local_learn : bool
+        With ``local_sd > 0``: learn the scale per family (``local_sd`` is
+        its prior median).
     """
 
     name: str = "bayes"
@@ -265,6 +268,7 @@ class BayesMethod:
     disc_sampler: SamplerSettings = field(default_factory=lambda: INNER_SAMPLER)
     disc_direction: str = "up"
     local_sd: float = 0.0
+    local_learn: bool = False
 
     def __post_init__(self) -> None:
         """Check ``discrepancy`` and ``disc_direction``."""
@@ -378,7 +382,9 @@ class BayesMethod:
         options = self.options
         if self.local_sd > 0:
             at = (float(t["params"].max()), float(t["tokens"].max()))
-            options = dataclasses.replace(options, local_to=at, local_sd=self.local_sd)
+            options = dataclasses.replace(
+                options, local_to=at, local_sd=self.local_sd, local_learn=self.local_learn
+            )
         f = fit(
             cell.train,
             family=cell.family,
@@ -646,6 +652,13 @@ def _bayes_local(**kw: Any) -> BayesMethod:
     return BayesMethod(name=kw.pop("name", "bayes-local"), **kw)
 
 
+def _bayes_local_learn(**kw: Any) -> BayesMethod:
+    kw.setdefault("prior", "auto")
+    kw.setdefault("local_sd", 0.01)
+    kw["local_learn"] = True
+    return BayesMethod(name=kw.pop("name", "bayes-local-learn"), **kw)
+
+
 #: Method name -> factory (keyword options -> Method).
 METHODS: dict[str, Callable[..., Method]] = {
     "paper": PaperMethod,
@@ -653,6 +666,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "bayes-flat": _bayes_flat,
     "bayes-disc": _bayes_disc,
     "bayes-local": _bayes_local,
+    "bayes-local-learn": _bayes_local_learn,
     "bayes-curve": BayesCurveMethod,
 }
 

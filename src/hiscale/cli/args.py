@@ -331,6 +331,8 @@ def fit_options(args: argparse.Namespace):
     if residual is None:
         residual = "ar1" if rows == "all" or getattr(args, "law", None) in CURVE_LAWS else "iid"
     local_sd = getattr(args, "local_sd", 0.0) or 0.0
+    if getattr(args, "local_learn", False) and not local_sd > 0:
+        raise ValueError("--local-learn needs --local-sd SD (the scale's prior median)")
     if local_sd > 0:
         if rows != "end" or residual != "iid":
             raise ValueError(
@@ -341,6 +343,7 @@ def fit_options(args: argparse.Namespace):
             end_of_run=args.end_of_run,
             local_to=tuple(args.local_to),
             local_sd=local_sd,
+            local_learn=bool(getattr(args, "local_learn", False)),
         )
     if rows == "end" and residual == "iid":
         return FitOptions(min_tokens=args.min_tokens, end_of_run=args.end_of_run)
@@ -359,6 +362,12 @@ def add_local_arg(p: argparse.ArgumentParser) -> None:
         help="experimental: fit local to the --at target, the law's error a Brownian motion "
         "in ln N and ln D distance from it with this scale (e.g. 0.01), so far runs inform "
         "the target less (default: 0 = ordinary fit)",
+    )
+    p.add_argument(
+        "--local-learn",
+        action="store_true",
+        help="with --local-sd: learn the scale from the family's runs (--local-sd is then its "
+        "prior median)",
     )
 
 

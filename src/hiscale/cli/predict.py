@@ -204,7 +204,11 @@ def run(args: argparse.Namespace) -> int:
             payload["local"] = {
                 "local_to": list(f.options.local_to),
                 "local_sd": f.options.local_sd,
+                "local_learn": f.options.local_learn,
             }
+            if f.options.local_learn:
+                post = f.to_datatree()["posterior"]["local_sd"]
+                payload["local"]["local_sd_posterior_median"] = float(np.median(np.asarray(post)))
         if curve is not None:
             payload["schedule"] = curve.attrs["schedule"]
             payload["run_tokens"] = curve.attrs["run_tokens"]

@@ -169,6 +169,8 @@ def fit_design(
     start = init_params(len(law_obj.params), design.log_scale_loc)
     if isinstance(design, CurveDesign):
         start["logit_rho"] = jnp.asarray(kwargs["prior"]["rho"][0])
+    elif design.run_local is not None and "sd_prior" in design.run_local:
+        start["log_local_sd"] = jnp.asarray(design.run_local["sd_prior"][0])
     map_params, map_u, _ = map_estimate(model, kwargs, start)
     optima = [(map_params, map_u, "MAP from the prior centre")]
     info: dict[str, Any] = {"method": sampler.init}

@@ -259,6 +259,8 @@ MAP_BOUNDS: dict[str, tuple[float, float]] = {
     "log_sigma_obs": (-15.0, 2.0),
     # whole-curve model: rho between 4.5e-5 and 1 - 4.5e-5 per e-fold of tokens
     "logit_rho": (-10.0, 10.0),
+    # local fit with a learned scale (hiscale.modeling.local): 2e-9 to e in ln L
+    "log_local_sd": (-20.0, 1.0),
 }
 
 

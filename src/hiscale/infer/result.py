@@ -903,6 +903,8 @@ class Fit:
         names = (*law_obj.params, "log_scale", "sigma_run", "sigma_obs")
         if options.curve:
             names = (*names, "rho")
+        if getattr(options, "local_learn", False):
+            names = (*names, "local_sd")
         post = {n: np.asarray(samples[n], dtype=float) for n in names}
         for name in ("alpha", "beta"):
             if f"log_{name}" in post:
@@ -940,7 +942,8 @@ class Fit:
                 jnp.asarray(post["sigma_obs"].reshape(-1)),
                 float(s["df_run"]),
                 float(s["df_obs"]),
-                None if design.run_local is None else jax.tree.map(jnp.asarray, design.run_local),
+                None if design.run_local is None else _local_arrays(design.run_local),
+                None if "local_sd" not in post else jnp.asarray(post["local_sd"].reshape(-1)),
             )
         )[:, :n_runs].reshape(c, d, n_runs)
         rng = np.random.default_rng(seed)
@@ -955,8 +958,9 @@ class Fit:
         if design.run_local is not None:
             # a local fit: each run's offset variance includes the law's error there
             loc = design.run_local
-            var_d = loc["sd"] ** 2 * (np.sum(loc["U"] ** 2, axis=1) + loc["bridge"])
-            vr = vr + var_d[:n_runs]
+            var_unit = (np.sum(loc["U"] ** 2, axis=1) + loc["bridge"])[:n_runs]
+            sd = post["local_sd"][..., None] if "local_sd" in post else loc["sd"]
+            vr = vr + sd**2 * var_unit
         vo = sig_obs**2 / n_r
         shrink = vr / (vr + vo)
         delta = shrink * rbar + np.sqrt(shrink * vo) * rng.standard_normal(rbar.shape)
@@ -1047,14 +1051,29 @@ class Fit:
 
 @partial(jax.jit, static_argnums=4)
 def _run_loglik_draws(
-    resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs, local=None
-):
-    """:func:`~hiscale.modeling.family.run_loglik` of every draw: ``(S, n_runs)``."""
+    resid, run, weight, mask, n_runs, sigma_run, sigma_obs, df_run, df_obs, local=None,
+    local_sd=None,
+):  # fmt: skip
+    """:func:`~hiscale.modeling.family.run_loglik` of every draw: ``(S, n_runs)``.
+
+    ``local_sd`` (per draw) replaces ``local["sd"]`` when the scale was learned.
+    """
+    if local_sd is None:
+        return jax.vmap(
+            lambda r, sr, so: run_loglik(
+                r, run, weight, mask, n_runs, sr, so, df_run, df_obs, local=local
+            )
+        )(resid, sigma_run, sigma_obs)
     return jax.vmap(
-        lambda r, sr, so: run_loglik(
-            r, run, weight, mask, n_runs, sr, so, df_run, df_obs, local=local
+        lambda r, sr, so, ls: run_loglik(
+            r, run, weight, mask, n_runs, sr, so, df_run, df_obs, local={**local, "sd": ls}
         )
-    )(resid, sigma_run, sigma_obs)
+    )(resid, sigma_run, sigma_obs, local_sd)
+
+
+def _local_arrays(local: dict) -> dict:
+    """Return the local fit's arrays for the per-run likelihood (no prior entry)."""
+    return {k: jnp.asarray(local[k]) for k in ("U", "bridge", "sd")}
 
 
 @partial(jax.jit, static_argnums=4)

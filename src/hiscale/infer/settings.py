@@ -210,6 +210,9 @@ class FitOptions:
     local_sd : float
         Scale of that Brownian motion in ``ln L`` per square-root unit of
         distance; 0 turns the local fit off. End-of-run model only.
+    local_learn : bool
+        Learn the scale per family: ``ln local_sd ~ N(ln local_sd, 1)`` with
+        ``local_sd`` the prior median (:data:`hiscale.modeling.local.LOCAL_SD_PRIOR_SD`).
 
     Raises
     ------
@@ -229,6 +232,7 @@ class FitOptions:
     curve_start: float = 0.1
     local_to: tuple[float, float] | None = None
     local_sd: float = 0.0
+    local_learn: bool = False
 
     def __post_init__(self):
         """Check ``rows``, ``residual`` and the local-fit fields."""
@@ -248,6 +252,8 @@ class FitOptions:
             if self.residual == "ar1":
                 raise ValueError("FitOptions: a local fit (local_sd > 0) is end-of-run only")
             object.__setattr__(self, "local_to", tuple(float(v) for v in self.local_to))
+        elif self.local_learn:
+            raise ValueError("FitOptions(local_learn=True) needs local_sd > 0 (the prior median)")
 
     @property
     def curve(self) -> bool:
@@ -270,8 +276,8 @@ class FitOptions:
         if self.rows == "end" and self.residual == "iid":
             for k in ("rows", "residual", "curve_start"):
                 d.pop(k)
-        if self.local_sd == 0 and self.local_to is None:
-            for k in ("local_to", "local_sd"):
+        if self.local_sd == 0 and self.local_to is None and not self.local_learn:
+            for k in ("local_to", "local_sd", "local_learn"):
                 d.pop(k)
         elif d["local_to"] is not None:
             d["local_to"] = list(d["local_to"])
@@ -288,6 +294,7 @@ class FitOptions:
             "n_eff_per_run": self.n_eff_per_run,
             "local_to": self.local_to,
             "local_sd": self.local_sd,
+            "local_learn": self.local_learn,
         }
 
     def select(self, curves):

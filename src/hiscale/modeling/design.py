@@ -18,7 +18,7 @@ import pandas as pd
 
 from hiscale.data.curves import Curves
 from hiscale.laws import D0, N0
-from hiscale.modeling.local import brownian_basis, signed_distances
+from hiscale.modeling.local import LOCAL_SD_PRIOR_SD, brownian_basis, signed_distances
 
 __all__ = ["Design", "bucket", "make_design"]
 
@@ -112,6 +112,7 @@ def make_design(
     n_eff_per_run: float = 4.0,
     local_to: tuple[float, float] | None = None,
     local_sd: float = 0.0,
+    local_learn: bool = False,
 ) -> Design:
     """Build padded arrays from (already selected) training rows of one family.
 
@@ -130,6 +131,9 @@ def make_design(
     local_sd : float, default 0
         The Brownian motion's scale per square-root unit of ``ln N`` or
         ``ln D`` distance (0: the ordinary fit).
+    local_learn : bool, default False
+        Learn the scale from the family's runs: ``ln local_sd ~ N(ln
+        local_sd, LOCAL_SD_PRIOR_SD)`` (the given value is the prior median).
 
     Returns
     -------
@@ -179,6 +183,8 @@ def make_design(
         }
         local["U"][: len(runs)] = U
         local["bridge"][: len(runs)] = bridge
+        if local_learn:
+            local["sd_prior"] = np.array([np.log(float(local_sd)), LOCAL_SD_PRIOR_SD])
 
     return Design(
         x=pad(x, x[0]),

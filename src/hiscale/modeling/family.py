@@ -251,7 +251,9 @@ def make_family_model(law: str | Law) -> Callable:
         run_local=None)``, a NumPyro model (see the module docstring for
         the math); with ``log_loss=None`` it samples data instead of
         conditioning on them; ``run_local`` (:mod:`hiscale.modeling.local`)
-        makes the fit local to a target.
+        makes the fit local to a target (with an ``sd_prior`` entry
+        ``(loc, scale)`` its scale is a parameter: ``ln local_sd ~ N(loc,
+        scale)``).
     """
     law = get_law(law)
     names = law.params
@@ -288,6 +290,15 @@ def make_family_model(law: str | Law) -> Callable:
         sigma_obs = numpyro.deterministic("sigma_obs", jnp.exp(jnp.clip(log_sigma_obs, -20.0, 3.0)))
         mu = numpyro.deterministic("mu", law.log_loss(x, y, theta))
         n_runs = run_mask.shape[0]
+        if run_local is not None and "sd_prior" in run_local:
+            # the family's own law-error scale, learned from its runs
+            log_local_sd = numpyro.sample(
+                "log_local_sd", dist.Normal(run_local["sd_prior"][0], run_local["sd_prior"][1])
+            )
+            local_sd = numpyro.deterministic(
+                "local_sd", jnp.exp(jnp.clip(log_local_sd, -20.0, 1.0))
+            )
+            run_local = {"U": run_local["U"], "bridge": run_local["bridge"], "sd": local_sd}
         if log_loss is None:
             # generative branch: draw run offsets and checkpoint noise
             if run_local is None:

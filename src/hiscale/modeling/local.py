@@ -55,6 +55,7 @@ import numpy as np
 
 __all__ = [
     "KNOTS_PER_SIDE",
+    "LOCAL_SD_PRIOR_SD",
     "brownian_basis",
     "exact_cov",
     "local_between",
@@ -64,6 +65,10 @@ __all__ = [
 
 #: Knots per axis and side of the low-rank Brownian motion.
 KNOTS_PER_SIDE = 8
+
+#: Prior sd of ``ln local_sd`` when the scale is learned (``FitOptions(local_learn=True)``):
+#: a factor e either way at one sd, so the family's runs can move it from the given median.
+LOCAL_SD_PRIOR_SD = 1.0
 
 
 def signed_distances(params, tokens, at) -> np.ndarray:

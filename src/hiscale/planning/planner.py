@@ -266,6 +266,10 @@ def plan(
     opts = getattr(fit_or_prior, "options", None)
     local_sd = float(getattr(opts, "local_sd", 0.0) or 0.0)
     local_notes = []
+    if local_sd > 0 and getattr(opts, "local_learn", False):
+        # a learned scale: the candidates' law error at its posterior median
+        local_sd = float(np.median(np.asarray(fit_or_prior.to_datatree()["posterior"]["local_sd"])))
+        local_notes.append(f"the fit learned local_sd: posterior median {local_sd:.4g} used")
     if local_sd > 0:
         if not np.allclose(opts.local_to, (n_t, d_t), rtol=1e-9):
             raise ValueError(
