@@ -263,13 +263,18 @@ def test_several_methods(synth):
 
 
 def test_methods_by_name(monkeypatch):
-    assert sorted(METHODS) == ["bayes", "bayes-curve", "bayes-disc", "bayes-flat", "paper"]
+    known = ["bayes", "bayes-curve", "bayes-disc", "bayes-flat", "bayes-local", "bayes-local-learn"]
+    assert sorted(METHODS) == [*known, "paper"]
     assert isinstance(get_method("paper"), PaperMethod)
     flat = get_method("bayes-flat")
     assert isinstance(flat, BayesMethod) and flat.prior == "flat" and flat.name == "bayes-flat"
+    local = get_method("bayes-local-learn")
+    assert local.local_sd == 0.01 and local.local_learn and local.name == "bayes-local-learn"
+    assert get_method("bayes-local").local_sd == 0.01 and not get_method("bayes-local").local_learn
     with pytest.raises(
         ValueError,
-        match="unknown method 'nope'; known: bayes, bayes-curve, bayes-disc, bayes-flat, paper",
+        match="unknown method 'nope'; known: bayes, bayes-curve, bayes-disc, bayes-flat, "
+        "bayes-local, bayes-local-learn, paper",
     ):
         get_method("nope")
     monkeypatch.setitem(METHODS, "const", ConstMethod)
