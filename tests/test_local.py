@@ -283,7 +283,7 @@ def test_cli_predict_local_sd(capsys):
 
 
 def test_learned_scale_adds_its_prior_and_nothing_else():
-    """log p(learned, ln sd = v) - log p(fixed sd = e^v) is the N(ln 0.01, 1) prior at v."""
+    """log p(learned, ln sd = v) - log p(fixed sd = e^v) is the N(ln 0.01, 0.5) prior at v."""
     from hiscale.modeling.local import LOCAL_SD_PRIOR_SD
 
     frame = simulate_family(seed=6, n_ckpt=3)

@@ -211,7 +211,7 @@ class FitOptions:
         Scale of that Brownian motion in ``ln L`` per square-root unit of
         distance; 0 turns the local fit off. End-of-run model only.
     local_learn : bool
-        Learn the scale per family: ``ln local_sd ~ N(ln local_sd, 1)`` with
+        Learn the scale per family: ``ln local_sd ~ N(ln local_sd, 0.5)`` with
         ``local_sd`` the prior median (:data:`hiscale.modeling.local.LOCAL_SD_PRIOR_SD`).
 
     Raises
