@@ -21,50 +21,18 @@ import argparse
 import json
 import sys
 import time
-import warnings
 
 import numpy as np
 
 
 def _fit_score(curves, family, runs, target, prior, sd, args):
-    from hiscale import SamplerSettings, fit
-    from hiscale.infer.settings import FitOptions
-    from hiscale.priors.prior import PriorWarning
+    """Fit ``runs`` (local to ``target`` when ``sd > 0``) and score the target (plan_backtest's)."""
+    from plan_backtest import _fit, _score
 
-    sub = curves.with_frame(
-        curves.frame[(curves.frame["family"] == family) & curves.frame["run"].isin(runs)],
-        step="runs",
-        reason="not selected",
-    )
-    opts = (
-        FitOptions(local_to=(target["params"], target["tokens"]), local_sd=sd)
-        if sd > 0
-        else FitOptions()
-    )
+    args.prior_obj, args.local_sd = prior, sd
     t0 = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", PriorWarning)
-        f = fit(
-            sub,
-            family=family,
-            prior=prior,
-            seed=args.seed,
-            options=opts,
-            sampler=SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples),
-        )
-    p = (
-        f.predict((target["params"], target["tokens"]), ci_prob=0.8, seed=0)
-        .query("kind == 'new_run'")
-        .iloc[0]
-    )
-    loss = target["loss"]
-    return {
-        "are": 100 * abs(p["median"] - loss) / loss,
-        "covered80": float(p["lower"] <= loss <= p["upper"]),
-        "width80": float((p["upper"] - p["lower"]) / p["median"]),
-        "flagged": bool(f.flagged),
-        "seconds": time.perf_counter() - t0,
-    }
+    s = _score(_fit(curves, family, runs, args, target), target)
+    return {**s, "covered80": float(s["covered80"]), "seconds": time.perf_counter() - t0}
 
 
 def run_family(curves, family, args) -> list[dict]:
