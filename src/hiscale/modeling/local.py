@@ -45,6 +45,11 @@ two runs between the same two knots is approximated:
 
 and the Gaussian log density uses the Woodbury identity (``O(R G²)``, ``G``
 knots in all).
+
+In a local fit the run means are jointly *Gaussian*: the Student-t between-run
+term of the ordinary fit (which lets one outlying run move its own mean) has no
+closed-form multivariate counterpart here, so a bad run weighs as in a
+Gaussian fit. The within-run terms are the ordinary fit's.
 """
 
 from __future__ import annotations
