@@ -22,3 +22,14 @@ def machine() -> dict[str, object]:
         "scipy": scipy.__version__,
         "hiscale": hiscale.__version__,
     }
+
+
+def emit(result: dict, out: str | None) -> None:
+    """Print a benchmark's JSON document and, with ``out``, write it there too."""
+    import json
+
+    text = json.dumps(result, indent=2, default=float)
+    if out:
+        with open(out, "w") as fh:
+            fh.write(text + "\n")
+    print(text)

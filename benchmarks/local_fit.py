@@ -129,7 +129,7 @@ def main(argv=None) -> int:
     import hiscale
 
     hiscale.configure()
-    from _machine import machine
+    from _machine import emit, machine
 
     from hiscale.data.curves import family_groups
 
@@ -144,11 +144,7 @@ def main(argv=None) -> int:
         "rows": rows,
         "summary": summarise(rows, family_groups(curves)),
     }
-    text = json.dumps(result, indent=2, default=float)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
-    print(text)
+    emit(result, args.out)
     return 0
 
 

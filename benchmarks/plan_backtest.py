@@ -539,7 +539,7 @@ def main(argv=None) -> int:
     import hiscale
 
     hiscale.configure()
-    from _machine import machine
+    from _machine import emit, machine
 
     curves = hiscale.load_curves(args.corpus)
     result = {
@@ -550,11 +550,7 @@ def main(argv=None) -> int:
         "settings": {k: v for k, v in vars(args).items() if k not in ("corpus", "prior_obj")},
         "families": [run_family(curves, fam, args) for fam in args.family],
     }
-    text = json.dumps(result, indent=2, default=float)
-    if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
-    print(text)
+    emit(result, args.out)
     return 0
 
 

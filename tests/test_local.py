@@ -120,6 +120,29 @@ def test_fit_options_check_the_local_fields():
     assert FitOptions(local_to=[1e9, 2e10], local_sd=0.01).to_dict()["local_to"] == [1e9, 2e10]
 
 
+def _log_density(design, arrays, extra=None):
+    """Family-model log density and ``mu`` at fixed parameters (flat prior, chinchilla)."""
+    prior = flat_prior()
+    params = {
+        "xi": jnp.zeros(len(prior.names)),
+        "log_loss_ref": jnp.asarray(design.log_scale_loc),
+        "log_sigma_run": jnp.asarray(np.log(0.02)),
+        "log_sigma_obs": jnp.asarray(np.log(0.004)),
+        **(extra or {}),
+    }
+    kw = {
+        **{
+            k: (v if isinstance(v, dict) else jnp.asarray(v))
+            for k, v in design.model_args().items()
+        },
+        "run_mask": jnp.arange(design.n_runs_padded) < design.n_runs,
+        "prior": {k: jnp.asarray(a) for k, a in arrays.items()},
+        "log_loss": jnp.asarray(design.log_loss),
+    }
+    ld, tr = log_density(make_family_model("chinchilla"), (), kw, params)
+    return float(ld), np.asarray(tr["mu"]["value"])
+
+
 def test_model_log_density_is_within_plus_joint_gaussian():
     """The family model's likelihood with local=... against a dense Gaussian by hand."""
     frame = simulate_family(seed=4, n_ckpt=3)
@@ -129,29 +152,8 @@ def test_model_log_density_is_within_plus_joint_gaussian():
     prior = flat_prior()
     arrays = prior_arrays(prior, log_scale_loc=design.log_scale_loc)
     arrays = {**arrays, "df_run": np.asarray(1e7), "df_obs": np.asarray(1e7)}
-    model = make_family_model("chinchilla")
-    params = {
-        "xi": jnp.zeros(len(prior.names)),
-        "log_loss_ref": jnp.asarray(design.log_scale_loc),
-        "log_sigma_run": jnp.asarray(np.log(0.02)),
-        "log_sigma_obs": jnp.asarray(np.log(0.004)),
-    }
-
-    def lp(d):
-        kw = {
-            **{
-                k: (jnp.asarray(v) if not isinstance(v, dict) else v)
-                for k, v in d.model_args().items()
-            },
-            "run_mask": jnp.arange(d.n_runs_padded) < d.n_runs,
-            "prior": {k: jnp.asarray(v) for k, v in arrays.items()},
-            "log_loss": jnp.asarray(d.log_loss),
-        }
-        ld, tr = log_density(model, (), kw, params)
-        return float(ld), np.asarray(tr["mu"]["value"])
-
-    ld_local, mu = lp(design)
-    ld_plain, _ = lp(plain)
+    ld_local, mu = _log_density(design, arrays)
+    ld_plain, _ = _log_density(plain, arrays)
     # the prior terms are shared: the difference is the likelihoods' difference
     n = design.n_rows
     e = design.log_loss[:n] - mu[:n]
@@ -293,26 +295,10 @@ def test_learned_scale_adds_its_prior_and_nothing_else():
     learned = make_design(frame, local_to=at, local_sd=0.01, local_learn=True)
     prior = flat_prior()
     arrays = prior_arrays(prior, log_scale_loc=fixed.log_scale_loc)
-    model = make_family_model("chinchilla")
-    params = {
-        "xi": jnp.zeros(len(prior.names)),
-        "log_loss_ref": jnp.asarray(fixed.log_scale_loc),
-        "log_sigma_run": jnp.asarray(np.log(0.02)),
-        "log_sigma_obs": jnp.asarray(np.log(0.004)),
-    }
-
-    def lp(d, extra):
-        kw = {
-            **{
-                k: (v if isinstance(v, dict) else jnp.asarray(v)) for k, v in d.model_args().items()
-            },
-            "run_mask": jnp.arange(d.n_runs_padded) < d.n_runs,
-            "prior": {k: jnp.asarray(a) for k, a in arrays.items()},
-            "log_loss": jnp.asarray(d.log_loss),
-        }
-        return float(log_density(model, (), kw, {**params, **extra})[0])
-
-    diff = lp(learned, {"log_local_sd": jnp.asarray(v)}) - lp(fixed, {})
+    diff = (
+        _log_density(learned, arrays, {"log_local_sd": jnp.asarray(v)})[0]
+        - _log_density(fixed, arrays)[0]
+    )
     assert diff == pytest.approx(stats.norm(np.log(0.01), LOCAL_SD_PRIOR_SD).logpdf(v), abs=1e-8)
     with pytest.raises(ValueError, match="local_learn"):
         FitOptions(local_learn=True)
