@@ -136,14 +136,39 @@ def test_bayes_curve_predicts_the_target_sizes_runs_on_size_cells(frame):
     assert np.mean((t["loss"].to_numpy() >= lo) & (t["loss"].to_numpy() <= hi)) > 0.5
 
 
-def test_bayes_curve_without_a_schedule_fails_the_cell_with_the_reason(frame):
+def test_bayes_curve_without_a_schedule_scores_size_cells_with_the_end_of_run_model(frame):
+    """What `hiscale predict --rows all` would give: the end-of-run fit, and the row says so."""
+    no_sched = frame.drop(columns=["schedule", "run_tokens"])
+    kw = dict(grid=[(2, 1.0)], target="final", min_tokens=0)
+    with pytest.warns(UserWarning, match="needs each run's learning-rate schedule"):
+        res = backtest(
+            load_curves(no_sched),
+            methods=["bayes-curve"],
+            method_options={"bayes-curve": {"sampler": TEST_SAMPLER}},
+            **kw,
+        )
+    flat = backtest(
+        load_curves(no_sched),
+        methods=["bayes-flat"],
+        method_options={"bayes-flat": {"sampler": TEST_SAMPLER}},
+        **kw,
+    )
+    assert res["status"].eq("ok").all()
+    assert res["note"].str.startswith("end-of-run model: ").all()
+    assert res["note"].str.contains("needs each run's learning-rate schedule").all()
+    # the same fit as the end-of-run method with the same flat prior, seed and sampler
+    np.testing.assert_array_equal(res["predicted"], flat["predicted"])
+    assert flat["note"].eq("").all()
+
+
+def test_bayes_curve_without_a_schedule_fails_continue_cells_with_the_reason(frame):
     no_sched = frame.drop(columns=["schedule", "run_tokens"])
     with pytest.warns(UserWarning, match="needs each run's learning-rate schedule"):
         res = backtest(
             load_curves(no_sched),
             methods=["bayes-curve"],
-            grid=[(2, 1.0)],
-            target="final",
+            grid=[(2, 0.3)],
+            target="continue",
             min_tokens=0,
             method_options={"bayes-curve": {"sampler": TEST_SAMPLER}},
         )

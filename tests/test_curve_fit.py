@@ -21,6 +21,7 @@ from hiscale.cli import main
 from hiscale.data.schedule import reconstruct
 from hiscale.infer.fit import FitOptions, fit
 from hiscale.infer.result import load_fit
+from hiscale.infer.settings import CURVE_SAMPLER
 from hiscale.laws import D0
 from hiscale.modeling.curve import (
     ar1_paths,
@@ -326,6 +327,36 @@ def test_unknown_schedule_falls_back_and_says_so(sim):
     assert fb["reason"] in f.provenance["notes"]
 
 
+def test_one_checkpoint_per_run_falls_back_and_says_so(sim):
+    """Final-only rows: the offset/AR(1) split has no data; the end-of-run model is used."""
+    frame, _ = sim
+    last = frame.sort_values("tokens").groupby("run").tail(1)
+    with pytest.warns(UserWarning, match="has one checkpoint: no curve to fit"):
+        f = fit(last, family="simc", law="h-term", prior="flat", options=CURVE,
+                sampler=TEST_SAMPLER, seed=0)  # fmt: skip
+    assert f.law == "chinchilla" and not f.is_curve and f.options.residual == "iid"
+    fb = f.provenance["fallback"]
+    assert fb["requested"]["law"] == "h-term" and fb["requested"]["options"]["rows"] == "all"
+    assert fb["reason"] in f.provenance["notes"] and len(f.data) == 3
+    # the sampler a whole-curve fit would have defaulted to is not imposed on the fallback
+    assert f.sampler == TEST_SAMPLER
+
+
+def test_cli_sampler_defaults_follow_the_likelihood():
+    import argparse
+
+    from hiscale.cli.args import sampler_settings
+    from hiscale.infer.settings import SamplerSettings
+
+    unset = argparse.Namespace(num_warmup=None, num_samples=None, num_chains=None)
+    assert sampler_settings(unset, CURVE) == CURVE_SAMPLER
+    assert sampler_settings(unset, FitOptions()) == SamplerSettings()
+    assert sampler_settings(unset) == SamplerSettings()
+    given = argparse.Namespace(num_warmup=7, num_samples=None, num_chains=None)
+    assert sampler_settings(given, CURVE).num_warmup == 7
+    assert sampler_settings(given, CURVE).target_accept_prob == CURVE_SAMPLER.target_accept_prob
+
+
 def test_curve_law_needs_the_ar1_likelihood(sim):
     frame, _ = sim
     with pytest.raises(ValueError, match="residual='ar1'"):
@@ -416,3 +447,7 @@ def test_cli_fit_whole_curves(sim, tmp_path, capsys):
     assert {"u_f", "r_f", "rho"} <= set(payload["parameters"])
     back = load_fit(tmp_path / "f.nc")
     assert back.is_curve and back.options.rows == "all" and back.options.residual == "ar1"
+    # flags not given come from the whole-curve sampler preset, the given ones override it
+    assert back.sampler.target_accept_prob == CURVE_SAMPLER.target_accept_prob
+    assert back.sampler.max_tree_depth == CURVE_SAMPLER.max_tree_depth
+    assert back.sampler.num_warmup == TEST_SAMPLER.num_warmup

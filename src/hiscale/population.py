@@ -88,7 +88,7 @@ from hiscale.data.curves import (
     normalise_unit,
 )
 from hiscale.infer.fit import FitOptions, fit
-from hiscale.infer.settings import POPULATION_SAMPLER, SamplerSettings
+from hiscale.infer.settings import CURVE_SAMPLER, POPULATION_SAMPLER, SamplerSettings
 from hiscale.laws import get_law
 from hiscale.priors.defaults import (
     DEFAULT_PRIORS,
@@ -448,7 +448,7 @@ def summarise_family(
         log noise scales, and the fit's diagnostics.
     """
     options = options or FitOptions()
-    sampler = sampler or SamplerSettings()
+    sampler = sampler or (CURVE_SAMPLER if options.curve else SamplerSettings())
     key = _summary_key(curves, family, law, options, sampler, seed)
     path = cache_dir() / "summaries" / f"{family}-{key}.json"
     if use_cache and path.is_file():
@@ -903,7 +903,7 @@ def build_prior(
     if options is None:  # a curve law fits whole curves; an end-of-run law the end rows
         curve = bool(get_law(law).covariates)
         options = FitOptions(rows="all", residual="ar1") if curve else FitOptions()
-    sampler = sampler or SamplerSettings()
+    sampler = sampler or (CURVE_SAMPLER if options.curve else SamplerSettings())
     if loss_unit == "auto":
         loss_unit = majority_unit(curves)
     if min_sizes is None:
@@ -1224,7 +1224,7 @@ def borrow_prior(
             "estimate its spread: add a donor from another group or use prior='flat'"
         )
     options = options or FitOptions()
-    sampler = sampler or SamplerSettings()
+    sampler = sampler or (CURVE_SAMPLER if options.curve else SamplerSettings())
     key = _borrow_key(
         {d: parts[d].data_hash() for d in donors},
         groups,

@@ -64,7 +64,7 @@ from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
 from hiscale.data.curves import Curves, normalise_unit
 from hiscale.infer.fit import FitOptions, fit
-from hiscale.infer.settings import SamplerSettings
+from hiscale.infer.settings import CURVE_SAMPLER, SamplerSettings
 from hiscale.population import family_unit
 from hiscale.priors.prior import (
     DEFAULT_PRIOR,
@@ -110,6 +110,9 @@ class CellPrediction:
         Rows the method actually fitted on (e.g. after end-of-run selection).
     status : str
         ``"ok"`` or the failure reason.
+    note : str
+        What the method substituted for this cell (e.g. the end-of-run
+        model for a whole-curve fit that fell back), empty if nothing.
     """
 
     median: np.ndarray
@@ -119,6 +122,7 @@ class CellPrediction:
     diagnostics: dict[str, Any] = field(default_factory=dict)
     n_fit_rows: int | None = None
     status: str = "ok"
+    note: str = ""
 
 
 class Method(Protocol):
@@ -474,13 +478,21 @@ class BayesCurveMethod:
     options : FitOptions
         Rows and likelihood of the fit (default every row, AR(1) residuals).
     sampler : SamplerSettings
-        NUTS settings of the cell fits.
+        NUTS settings of the cell fits (default
+        :data:`~hiscale.infer.settings.CURVE_SAMPLER`, as :func:`~hiscale.infer.fit.fit`
+        uses for whole curves).
     runs_extra : DataFrame or path, optional
         The corpus's ``runs_extra.csv`` (schedules of the extra families),
         passed to :func:`hiscale.infer.fit.fit`.
 
     Notes
     -----
+    A size cell whose fit falls back to the end-of-run model (a run's
+    schedule unknown, or one checkpoint per run: see
+    :func:`~hiscale.infer.fit.fit`) is scored with that model's new-run
+    prediction, as ``hiscale predict`` would give it, and the row's ``note``
+    says so; a continue cell then fails (there is no curve to continue).
+
     The cells of one ``p`` share their training rows (only the held size
     differs), so the fit of the last few (family, rows, prior, seed) is kept
     in memory and reused: same seed, the same numbers as a fresh fit.
@@ -491,7 +503,7 @@ class BayesCurveMethod:
     progress: bool = False
     law: str = "h-term"
     options: FitOptions = field(default_factory=lambda: FitOptions(rows="all", residual="ar1"))
-    sampler: SamplerSettings = field(default_factory=SamplerSettings)
+    sampler: SamplerSettings = field(default_factory=lambda: CURVE_SAMPLER)
     runs_extra: Any = None
     _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -606,12 +618,20 @@ class BayesCurveMethod:
             while len(self._fits) >= 8:  # the p values of a grid; bounded memory
                 self._fits.pop(next(iter(self._fits)))
             self._fits[key] = f
+        t = cell.target.frame
+        note = ""
         if not f.is_curve:
             fb = f.provenance.get("fallback")
             reason = fb.get("reason", fb) if isinstance(fb, dict) else fb or "no curve law"
-            raise ValueError(f"{self.name}: the fit fell back to the end-of-run model: {reason}")
-        t = cell.target.frame
-        if cell.kind == "size":
+            if cell.kind != "size":
+                raise ValueError(
+                    f"{self.name}: the fit fell back to the end-of-run model: {reason}"
+                )
+            # what `hiscale predict --rows all` gives for this family: the end-of-run
+            # model's new-run prediction at the target rows, the substitution in `note`
+            note = f"end-of-run model: {reason}"
+            _, new = f.draws(t["params"].to_numpy(), t["tokens"].to_numpy(), seed=seed)
+        elif cell.kind == "size":
             new = self._new_runs(f, t, seed)
         else:
             draws = []
@@ -627,6 +647,7 @@ class BayesCurveMethod:
             pit=np.mean(new <= actual[None, :], axis=0),
             diagnostics={k: d[k] for k in ("rhat_max", "ess_min", "divergences", "flagged")},
             n_fit_rows=len(f.data),
+            note=note,
         )
 
 

@@ -95,6 +95,7 @@ _AFTER_INTERVALS: tuple[str, ...] = (
     "flagged",
     "seconds",
     "status",
+    "note",
 )
 
 
@@ -166,10 +167,16 @@ KEY: tuple[str, ...] = ("family", "method", "direction", "target", "k", "p", "se
 _STR = frozenset({"family", "group", "method", "prior", "direction", "target", "target_run"})
 _INT = frozenset({"k", "seed", "n_sizes_used", "n_train_rows", "n_target_rows"})
 _BOOL = frozenset({"flagged"})
-#: Column -> type of its values (float for the others; ``status`` is a str).
+#: Column -> type of its values (float for the others; ``status`` and ``note`` are str).
 #: Interval columns (any level) are floats too: look types up with ``TYPES.get(c, float)``.
 TYPES: dict[str, type] = {
-    c: str if c in _STR or c == "status" else int if c in _INT else bool if c in _BOOL else float
+    c: str
+    if c in _STR or c in ("status", "note")
+    else int
+    if c in _INT
+    else bool
+    if c in _BOOL
+    else float
     for c in COLUMNS
 }
 
@@ -244,6 +251,7 @@ def _nan_row(task: CellTask) -> dict[str, Any]:
         "flagged": False,
         "seconds": 0.0,
         "status": "ok",
+        "note": "",
     }
 
 
@@ -285,6 +293,7 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         return row
     row["seconds"] = time.perf_counter() - start
     row["status"] = pred.status
+    row["note"] = pred.note
     row["n_fit_rows"] = pred.n_fit_rows if pred.n_fit_rows is not None else np.nan
     actual = cell.target.frame["loss"].to_numpy()
     med = np.asarray(pred.median, dtype=float)
@@ -413,6 +422,10 @@ def read_rows(
     header = tuple(lines[0])
     columns = result_columns(ci_prob)
     if header != columns:
+        if header == columns[:-1]:
+            raise ValueError(
+                f"{path}: written by an older hiscale (no 'note' column): resume into a new file"
+            )
         renamed = [f"{o!r} (now {n!r})" for o, n in RENAMED.items() if o in header]
         if renamed and tuple(RENAMED.get(c, c) for c in header) == columns:
             raise ValueError(

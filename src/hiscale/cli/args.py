@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 import numpy as np
 
-from hiscale.infer.settings import SamplerSettings
+from hiscale.infer.settings import CURVE_SAMPLER, FitOptions, SamplerSettings
 
 __all__ = [
     "add_data_args",
@@ -268,7 +269,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
-    """Add ``--num-warmup``, ``--num-samples``, ``--num-chains`` (defaults: SamplerSettings).
+    """Add ``--num-warmup``, ``--num-samples``, ``--num-chains`` (default: the fit's settings).
+
+    Left unset, they are None and :func:`sampler_settings` takes them from
+    ``SamplerSettings()`` or, for whole curves, from ``CURVE_SAMPLER``.
 
     Parameters
     ----------
@@ -277,25 +281,20 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
     what : str, default "NUTS"
         The sampler's name in the help text.
     """
-    d = SamplerSettings()
-    p.add_argument(
-        "--num-warmup",
-        type=positive_int,
-        default=d.num_warmup,
-        help=f"{what} warm-up steps ({d.num_warmup})",
-    )
-    p.add_argument(
-        "--num-samples",
-        type=positive_int,
-        default=d.num_samples,
-        help=f"{what} draws per chain ({d.num_samples})",
-    )
-    p.add_argument(
-        "--num-chains",
-        type=positive_int,
-        default=d.num_chains,
-        help=f"{what} chains ({d.num_chains})",
-    )
+    d, c = SamplerSettings(), CURVE_SAMPLER
+    for name, unit in (
+        ("num_warmup", "warm-up steps"),
+        ("num_samples", "draws per chain"),
+        ("num_chains", "chains"),
+    ):
+        dv, cv = getattr(d, name), getattr(c, name)
+        default = f"{dv}" if dv == cv else f"{dv}; {cv} for whole curves"
+        p.add_argument(
+            "--" + name.replace("_", "-"),
+            type=positive_int,
+            default=None,
+            help=f"{what} {unit} ({default})",
+        )
 
 
 def fit_options(args: argparse.Namespace):
@@ -371,19 +370,29 @@ def add_local_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def sampler_settings(args: argparse.Namespace) -> SamplerSettings:
+def sampler_settings(
+    args: argparse.Namespace, options: FitOptions | None = None
+) -> SamplerSettings:
     """Build the SamplerSettings of ``--num-warmup``, ``--num-samples`` and ``--num-chains``.
 
     Parameters
     ----------
     args : argparse.Namespace
         Parsed arguments of :func:`add_sampler_args`.
+    options : FitOptions, optional
+        The fit's options: a whole-curve fit (``options.curve``) starts from
+        :data:`~hiscale.infer.settings.CURVE_SAMPLER`, any other from
+        ``SamplerSettings()``, as :func:`hiscale.infer.fit.fit` does.
 
     Returns
     -------
     SamplerSettings
-        The sampler settings (the others at their defaults).
+        The base settings with the flags that were given.
     """
-    return SamplerSettings(
-        num_warmup=args.num_warmup, num_samples=args.num_samples, num_chains=args.num_chains
-    )
+    base = CURVE_SAMPLER if options is not None and options.curve else SamplerSettings()
+    given = {
+        name: getattr(args, name)
+        for name in ("num_warmup", "num_samples", "num_chains")
+        if getattr(args, name, None) is not None
+    }
+    return replace(base, **given)

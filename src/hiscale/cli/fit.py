@@ -47,7 +47,8 @@ def run_fit(args: argparse.Namespace, curves, family: str):
 
     # fail fast (before the progress line) on an unknown family or prior
     curves.family(family)
-    sampler = sampler_settings(args)
+    options = fit_options(args)
+    sampler = sampler_settings(args, options)
     prior = args.prior
     if getattr(args, "borrow_from", None):
         prior = borrowed_prior(args, curves, family, sampler)
@@ -70,7 +71,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
             prior=prior,
             law=args.law,
             seed=args.seed,
-            options=fit_options(args),
+            options=options,
             sampler=sampler,
             runs_extra=getattr(args, "runs_extra", None),
         )

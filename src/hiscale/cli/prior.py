@@ -152,7 +152,7 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
         parts += ["--seed", str(args.seed)]
     defaults = SamplerSettings()
     for flag in ("num_warmup", "num_samples", "num_chains"):
-        if getattr(args, flag) != getattr(defaults, flag):
+        if getattr(args, flag) not in (None, getattr(defaults, flag)):
             parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
     return shlex.join(parts)
 
@@ -191,7 +191,7 @@ def build(args: argparse.Namespace) -> int:
             families=_families(args),
             min_span=args.min_span,
             min_sizes=args.min_sizes,
-            sampler=sampler_settings(args),
+            sampler=sampler_settings(args, _options_of(args.law)),
             seed=args.seed,
             use_cache=not args.no_cache,
             progress=not args.quiet,
@@ -319,3 +319,11 @@ def run(args: argparse.Namespace) -> int:
         Exit code (0: success).
     """
     return SUBCOMMANDS[args.prior_command](args)
+
+
+def _options_of(law: str):
+    """Return the row options :func:`hiscale.build_prior` fits ``law`` with (curve law: all)."""
+    from hiscale.infer.settings import FitOptions
+    from hiscale.laws import get_law
+
+    return FitOptions(rows="all", residual="ar1") if get_law(law).covariates else FitOptions()

@@ -60,7 +60,7 @@ from hiscale.infer.nuts import (
     run_nuts,
 )
 from hiscale.infer.result import Fit
-from hiscale.infer.settings import FitOptions, SamplerSettings
+from hiscale.infer.settings import CURVE_SAMPLER, FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
 from hiscale.modeling.curve import (
     CurveDesign,
@@ -281,7 +281,8 @@ def fit(
         Row selection and likelihood (end-of-run rows with tempering by
         default; ``rows="all", residual="ar1"`` for whole curves).
     sampler : SamplerSettings, optional
-        NUTS settings.
+        NUTS settings (default: :data:`~hiscale.infer.settings.CURVE_SAMPLER`
+        for a whole-curve fit, ``SamplerSettings()`` otherwise).
     metric : str
         Metric selection when ``curves`` is not yet a Curves.
     runs_extra : DataFrame or path, optional
@@ -313,7 +314,6 @@ def fit(
     """
     require_x64("hiscale.fit")
     options = options or FitOptions()
-    sampler = sampler or SamplerSettings()
     c = curves if isinstance(curves, Curves) else load_curves(curves, metric=metric)
     if family is None:
         family = sole_family(c.families, "column 'family'", hint="pick one with family=")
@@ -324,6 +324,13 @@ def fit(
     selected = options.select(c)
     if len(selected) == 0:
         raise CurvesError(f"column 'tokens': no rows of family {family!r} left after filters")
+    if options.curve and selected.frame.groupby("run").size().max() < 2:
+        # final-only families: no curve to fit, and the offset/AR(1) split and the
+        # schedule terms are left to their priors (a ridge NUTS diverges on)
+        c, law, options, curve_info, fallback = _single_row_fallback(c, family, law, options)
+        selected = options.select(c)
+    if sampler is None:
+        sampler = CURVE_SAMPLER if options.curve else SamplerSettings()
     pr = resolve_prior(prior, law=law)
     # the unit matters when borrowing: a population is learned within one unit
     notes = [f"loss unit: {why}" for why in unit_assumptions(c)] if pr.name != "flat" else []
@@ -378,6 +385,31 @@ def fit(
         sample_stats=stats_,
         curve=curve_info,
     )
+
+
+def _single_row_fallback(c: Curves, family: str, law: str, options: FitOptions):
+    """Return the end-of-run model for a whole-curve fit whose runs have one row each.
+
+    Returns :func:`_prepare_curves`'s tuple, with the reason in ``fallback``
+    (and a warning): the run offset and the AR(1) residual are then separated
+    only by their priors, and a curve law's schedule terms are seen at one
+    point per run, so the whole-curve model has nothing to fit that the
+    end-of-run model does not.
+    """
+    import warnings as _warnings
+    from dataclasses import replace
+
+    reason = (
+        f"every selected run of {family!r} has one checkpoint: no curve to fit (the run "
+        "offset and the AR(1) residual are not identified): fitted with the end-of-run "
+        "model (law 'chinchilla', rows='end', residual='iid') instead"
+    )
+    _warnings.warn(reason, UserWarning, stacklevel=3)
+    fallback = {
+        "requested": {"law": get_law(law).name, "options": options.to_dict()},
+        "reason": reason,
+    }
+    return c, "chinchilla", replace(options, rows="end", residual="iid"), None, fallback
 
 
 def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_extra):
