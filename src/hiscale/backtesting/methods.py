@@ -480,7 +480,8 @@ class BayesCurveMethod:
     sampler : SamplerSettings
         NUTS settings of the cell fits (default
         :data:`~hiscale.infer.settings.CURVE_SAMPLER`, as :func:`~hiscale.infer.fit.fit`
-        uses for whole curves).
+        uses for whole curves; None: :func:`~hiscale.infer.fit.fit`'s default
+        for each model, as ``bayes-auto`` does).
     runs_extra : DataFrame or path, optional
         The corpus's ``runs_extra.csv`` (schedules of the extra families),
         passed to :func:`hiscale.infer.fit.fit`.
@@ -503,7 +504,7 @@ class BayesCurveMethod:
     progress: bool = False
     law: str = "h-term"
     options: FitOptions = field(default_factory=lambda: FitOptions(rows="all", residual="ar1"))
-    sampler: SamplerSettings = field(default_factory=lambda: CURVE_SAMPLER)
+    sampler: SamplerSettings | None = field(default_factory=lambda: CURVE_SAMPLER)
     runs_extra: Any = None
     _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -526,9 +527,12 @@ class BayesCurveMethod:
         Prior
         """
         if isinstance(self.prior, Prior):
-            return self.prior.for_law(self.law)
+            return self.prior if self.law == "auto" else self.prior.for_law(self.law)
         if self.prior == "flat":
-            return flat_prior(self.law)
+            # law "auto": the h-term prior's shared parameters serve the end-of-run law too
+            return flat_prior("h-term" if self.law == "auto" else self.law)
+        if self.prior == "loo" and self.law == "auto":
+            raise ValueError(f"{self.name}: prior 'loo' needs one law, not law 'auto'")
         if self.prior == "loo":
             # the curve law's own population, learned from whole-curve fits of the
             # families outside the held-out family's group whose schedules are known
@@ -543,31 +547,8 @@ class BayesCurveMethod:
                 )
             return prior
         name = self.prior
-        return load_prior(Path(name) if Path(str(name)).exists() else name).for_law(self.law)
-
-    @staticmethod
-    def _new_runs(f, target: pd.DataFrame, seed: int) -> np.ndarray:
-        """New-run draws ``(S, rows)`` at the target rows, one new run per target run.
-
-        Each run is predicted over its own horizon (``run_tokens`` when given,
-        else its last checkpoint) under the family's usual schedule
-        (:meth:`~hiscale.infer.result.Fit.predict_curve`, seed ``seed + j`` for
-        the ``j``-th run), in the rows' order.
-        """
-        out = np.empty((len(f.theta()["sigma_run"]), len(target)))
-        runs = target["run"].astype(str).to_numpy()
-        for j, (run, rows) in enumerate(target.groupby("run", sort=False)):
-            tok = rows["tokens"].to_numpy(float)
-            horizon = float(tok.max())
-            if "run_tokens" in rows and np.isfinite(pd.to_numeric(rows["run_tokens"]).max()):
-                horizon = max(horizon, float(pd.to_numeric(rows["run_tokens"]).max()))
-            uniq, inv = np.unique(tok, return_inverse=True)
-            _, draws = f.predict_curve(
-                float(rows["params"].iloc[0]), horizon, tokens=uniq, seed=seed + j,
-                return_draws=True,
-            )  # fmt: skip
-            out[:, np.flatnonzero(runs == str(run))] = draws[:, inv]
-        return out
+        prior = load_prior(Path(name) if Path(str(name)).exists() else name)
+        return prior if self.law == "auto" else prior.for_law(self.law)
 
     def settings(self) -> dict[str, Any]:
         """Return what the results depend on (the resume check); ``runs_extra`` by its hash.
@@ -586,7 +567,11 @@ class BayesCurveMethod:
             "prior": str(prior),
             "law": self.law,
             "options": asdict(self.options),
-            "sampler": asdict(self.sampler),
+            "sampler": (
+                asdict(self.sampler)
+                if self.sampler is not None
+                else {"default": asdict(SamplerSettings()), "whole-curve": asdict(CURVE_SAMPLER)}
+            ),
             "runs_extra": None if extra is None else str(extra),
         }
 
@@ -619,20 +604,23 @@ class BayesCurveMethod:
                 self._fits.pop(next(iter(self._fits)))
             self._fits[key] = f
         t = cell.target.frame
-        note = ""
+        choice = f.provenance.get("choice")
+        note = "" if choice is None else f"{choice['chosen']} model chosen: {choice['reason']}"
         if not f.is_curve:
             fb = f.provenance.get("fallback")
             reason = fb.get("reason", fb) if isinstance(fb, dict) else fb or "no curve law"
+            if choice is not None:
+                reason = f"chosen: {choice['reason']}"
             if cell.kind != "size":
                 raise ValueError(
                     f"{self.name}: the fit fell back to the end-of-run model: {reason}"
                 )
             # what `hiscale predict --rows all` gives for this family: the end-of-run
             # model's new-run prediction at the target rows, the substitution in `note`
-            note = f"end-of-run model: {reason}"
+            note = note or f"end-of-run model: {reason}"
             _, new = f.draws(t["params"].to_numpy(), t["tokens"].to_numpy(), seed=seed)
         elif cell.kind == "size":
-            new = self._new_runs(f, t, seed)
+            new = f.new_run_draws(t, seed=seed)
         else:
             draws = []
             for j, (run, tokens) in enumerate(zip(t["run"], t["tokens"], strict=True)):
@@ -680,6 +668,13 @@ def _bayes_local_learn(**kw: Any) -> BayesMethod:
     return BayesMethod(name=kw.pop("name", "bayes-local-learn"), **kw)
 
 
+def _bayes_auto(**kw: Any) -> BayesCurveMethod:
+    kw["law"] = "auto"
+    kw.setdefault("options", FitOptions())  # the choice sets rows and residual
+    kw.setdefault("sampler", None)  # each candidate's default (CURVE_SAMPLER for whole curves)
+    return BayesCurveMethod(name=kw.pop("name", "bayes-auto"), **kw)
+
+
 #: Method name -> factory (keyword options -> Method).
 METHODS: dict[str, Callable[..., Method]] = {
     "paper": PaperMethod,
@@ -689,6 +684,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "bayes-local": _bayes_local,
     "bayes-local-learn": _bayes_local_learn,
     "bayes-curve": BayesCurveMethod,
+    "bayes-auto": _bayes_auto,
 }
 
 

@@ -195,13 +195,16 @@ def add_data_args(p: argparse.ArgumentParser, *, nargs: str = "+") -> None:
     )
 
 
-def add_model_args(p: argparse.ArgumentParser) -> None:
+def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
     """Add the fit's arguments: prior, law, seed, row selection and sampler.
 
     Parameters
     ----------
     p : argparse.ArgumentParser
         The command's parser.
+    auto : bool
+        Offer ``--law auto`` (the end-of-run or whole-curve model, chosen by
+        leave-future-out: :mod:`hiscale.infer.choice`).
     """
     from hiscale.laws import CURVE_LAWS, LAWS
 
@@ -225,10 +228,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--law",
         default="chinchilla",
-        choices=[*sorted(LAWS), *sorted(CURVE_LAWS)],
+        choices=[*sorted(LAWS), *sorted(CURVE_LAWS), *(["auto"] if auto else [])],
         help="law form: chinchilla = L = s(e + a (N/N0)^-alpha + b (D/D0)^-beta); "
         "chinchilla-nd adds an N-dependent data term; h-term and momentum describe whole "
-        "curves under the learning-rate schedule (with --rows all) (default: chinchilla)",
+        "curves under the learning-rate schedule (with --rows all)"
+        + (
+            "; auto chooses chinchilla on end rows or h-term on whole curves by "
+            "leave-future-out on the family's largest size, and says why"
+            if auto
+            else ""
+        )
+        + " (default: chinchilla)",
     )
     p.add_argument(
         "--rows",
@@ -327,6 +337,8 @@ def fit_options(args: argparse.Namespace):
 
     rows = getattr(args, "rows", "end")
     residual = getattr(args, "residual", None)
+    if getattr(args, "law", None) == "auto" and (rows != "end" or residual not in (None, "iid")):
+        raise ValueError("--law auto chooses the rows and the likelihood: drop --rows/--residual")
     if residual is None:
         residual = "ar1" if rows == "all" or getattr(args, "law", None) in CURVE_LAWS else "iid"
     local_sd = getattr(args, "local_sd", 0.0) or 0.0

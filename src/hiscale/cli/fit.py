@@ -52,7 +52,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
     prior = args.prior
     if getattr(args, "borrow_from", None):
         prior = borrowed_prior(args, curves, family, sampler)
-    resolve_prior(prior, law=args.law)
+    resolve_prior(prior, law="chinchilla" if args.law == "auto" else args.law)
     name = prior.label if not isinstance(prior, str) else repr(prior)
     progress(
         args,
@@ -103,6 +103,9 @@ def borrowed_prior(args: argparse.Namespace, curves, family: str, sampler):
     """
     from hiscale.population import borrow_prior, cache_dir
 
+    if args.law == "auto":
+        raise ValueError("--borrow-from builds a prior for one law: give --law, not auto")
+
     progress(args, f"population prior from donors {', '.join(args.borrow_from)} ...")
     t0 = time.perf_counter()
     prior = borrow_prior(
@@ -130,7 +133,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """
     add_data_args(p)
     p.add_argument("--family", help="family to fit (required when DATA holds several)")
-    add_model_args(p)
+    add_model_args(p, auto=True)
     p.add_argument(
         "--out",
         required=True,
@@ -188,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
             "diagnostics": f.diagnostics,
             "flagged": f.flagged,
             "timings": f.timings,
+            **({"choice": f.provenance["choice"]} if "choice" in f.provenance else {}),
         }
         print(json.dumps(payload, indent=2, default=json_default))
         return 0

@@ -62,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="central interval probability (repeatable; default 0.5, 0.8 and 0.95)",
     )
-    add_model_args(p)
+    add_model_args(p, auto=True)
     p.add_argument(
         "--fit",
         dest="fit_path",
@@ -198,6 +198,7 @@ def run(args: argparse.Namespace) -> int:
             "flagged": f.flagged,
             "warnings": warnings_,
             "fit_seconds": f.timings.get("total_seconds"),
+            **({"choice": f.provenance["choice"]} if "choice" in f.provenance else {}),
             "plot": args.plot,
         }
         if f.options.local_sd > 0:

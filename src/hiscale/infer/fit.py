@@ -271,7 +271,10 @@ def fit(
     prior : "corpus-v1", "flat", path or Prior
         Population prior to borrow from (``"flat"`` = weak defaults only).
     law : str
-        Law form (see :data:`hiscale.laws.LAWS`), or a curve law of
+        Law form (see :data:`hiscale.laws.LAWS`); ``"auto"``: the end-of-run
+        or the whole-curve model, chosen by leave-future-out on the family's
+        own sizes and recorded in ``provenance["choice"]``
+        (:mod:`hiscale.infer.choice`); or a curve law of
         :data:`hiscale.laws.CURVE_LAWS` (``"h-term"``, ``"momentum"``), which
         needs ``options=FitOptions(rows="all", residual="ar1")`` (or
         ``rows="end"``) and each run's learning-rate schedule.
@@ -319,6 +322,18 @@ def fit(
         family = sole_family(c.families, "column 'family'", hint="pick one with family=")
     whole = c
     c = c.family(family)
+    if law == "auto":
+        from hiscale.infer.choice import choose_and_fit
+
+        if options.rows != "end" or options.residual != "iid" or options.local_sd > 0:
+            raise ValueError(
+                "law='auto' chooses the rows and the likelihood itself: leave "
+                "FitOptions.rows, residual and local_sd at their defaults"
+            )
+        return choose_and_fit(
+            c, family=family, prior=prior, seed=seed, options=options, sampler=sampler,
+            runs_extra=runs_extra,
+        )  # fmt: skip
     data_hash = c.data_hash()
     c, law, options, curve_info, fallback = _prepare_curves(c, family, law, options, runs_extra)
     selected = options.select(c)

@@ -197,6 +197,14 @@ class Fit:
         """Data hash, hiscale version, notes (prior warnings) and chain starts."""
         return self._json("provenance")
 
+    def _record(self, key: str, value: Any, note: str | None = None) -> None:
+        """Add ``provenance[key] = value`` (and a line to its notes) to this fit, in place."""
+        prov = self.provenance
+        prov[key] = value
+        if note is not None:
+            prov.setdefault("notes", []).append(note)
+        self._dt.attrs["provenance_json"] = json.dumps(prov, default=json_default)
+
     @property
     def log(self) -> tuple[FilterRecord, ...]:
         """What each selection step removed before the model saw the rows."""
@@ -652,6 +660,46 @@ class Fit:
         t_obs = stats.t.rvs(s["df_obs"], size=mu.shape, random_state=rng)
         new = mu + th["sigma_run"][:, None] * t_run + th["sigma_obs"][:, None] * t_obs
         return np.exp(mu), np.exp(new)
+
+    def new_run_draws(self, rows: pd.DataFrame, *, seed: int = 0) -> np.ndarray:
+        """New-run draws at the checkpoints ``rows``, as each kind of fit predicts a fresh run.
+
+        End-of-run fits: :meth:`draws` at each row's ``(params, tokens)``.
+        Whole-curve fits: each run of ``rows`` is a new run of its size over
+        its own horizon (``run_tokens`` where given, else its last row's
+        tokens) under the family's usual schedule (:meth:`predict_curve`,
+        seed ``seed + j`` for the ``j``-th run in the rows' order), drawn
+        jointly along that run.
+
+        Parameters
+        ----------
+        rows : pandas.DataFrame
+            Columns ``params``, ``tokens`` (and ``run`` for whole-curve fits;
+            ``run_tokens`` optional).
+        seed : int
+            Seed of the new-run noise.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(S, len(rows))`` losses in nats, in the rows' order.
+        """
+        if not self.is_curve:
+            return self.draws(rows["params"].to_numpy(), rows["tokens"].to_numpy(), seed=seed)[1]
+        out = np.empty((len(self.theta()["sigma_run"]), len(rows)))
+        runs = rows["run"].astype(str).to_numpy()
+        for j, (run, part) in enumerate(rows.groupby("run", sort=False)):
+            tok = part["tokens"].to_numpy(float)
+            horizon = float(tok.max())
+            if "run_tokens" in part and np.isfinite(pd.to_numeric(part["run_tokens"]).max()):
+                horizon = max(horizon, float(pd.to_numeric(part["run_tokens"]).max()))
+            uniq, inv = np.unique(tok, return_inverse=True)
+            _, draws = self.predict_curve(
+                float(part["params"].iloc[0]), horizon, tokens=uniq, seed=seed + j,
+                return_draws=True,
+            )  # fmt: skip
+            out[:, np.flatnonzero(runs == str(run))] = draws[:, inv]
+        return out
 
     def predictions(self, at, *, seed: int = 0) -> xr.DataTree:
         """Return the predictive draws at target point(s) as an ArviZ ``predictions`` group.

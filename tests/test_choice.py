@@ -1,0 +1,143 @@
+"""Choosing the end-of-run or the whole-curve model by leave-future-out (law="auto").
+
+The scores are checked against an independent route: each candidate fitted by
+hand to the smaller sizes through the public API, and its ARE computed here;
+the log score against SciPy's log-normal density.
+"""
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from scipy.stats import lognorm
+from test_curve_fit import simulate_curves
+
+from hiscale.backtesting.runner import backtest
+from hiscale.cli import main
+from hiscale.data.curves import load_curves
+from hiscale.infer.choice import CANDIDATES, _log_score
+from hiscale.infer.fit import FitOptions, fit
+from hiscale.infer.result import load_fit
+from hiscale.testing import TEST_SAMPLER
+
+
+@pytest.fixture(scope="module")
+def sim4():
+    """Four sizes, one run each, drawn from the h-term curve model."""
+    frame, _ = simulate_curves(seed=3, sizes=(1e8, 2e8, 4e8, 8e8), n_rows=24)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def auto_fit(sim4):
+    return fit(sim4, family="simc", law="auto", prior="flat", sampler=TEST_SAMPLER, seed=2)
+
+
+def test_log_score_is_the_lognormal_density():
+    rng = np.random.default_rng(0)
+    draws = np.exp(rng.normal([1.0, 0.5], [0.1, 0.3], size=(4000, 2)))
+    actual = np.array([2.9, 1.4])
+    logd = np.log(draws)
+    ref = [
+        lognorm.logpdf(actual[j], s=logd[:, j].std(ddof=1), scale=np.exp(logd[:, j].mean()))
+        for j in range(2)
+    ]
+    assert _log_score(draws, actual) == pytest.approx(np.mean(ref), rel=1e-12)
+
+
+def test_auto_records_lfo_scores_that_match_fits_by_hand(auto_fit, sim4):
+    choice = auto_fit.provenance["choice"]
+    assert choice["held"] == {"params": 8e8, "runs": 1, "rows": 1}
+    small = sim4[sim4["params"] < 8e8]
+    held = sim4[sim4["params"] == 8e8].sort_values("tokens").tail(1)
+    actual = float(held["loss"].iloc[0])
+    for name, (law, rows, residual) in CANDIDATES.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            f = fit(small, family="simc", law=law, prior="flat", sampler=TEST_SAMPLER, seed=2,
+                    options=FitOptions(rows=rows, residual=residual))  # fmt: skip
+        if f.is_curve:  # a new run of 8e8 over the schedule's horizon, as the backtest does
+            _, draws = f.predict_curve(8e8, float(held["run_tokens"].iloc[0]),
+                                       tokens=held["tokens"].to_numpy(), seed=2,
+                                       return_draws=True)  # fmt: skip
+        else:
+            _, draws = f.draws(8e8, float(held["tokens"].iloc[0]), seed=2)
+        are = abs(np.median(draws[:, 0]) - actual) / actual * 100
+        assert choice["scores"][name]["are_pct"] == pytest.approx(are, rel=1e-12)
+        assert choice["scores"][name]["law"] == law
+    a = {k: v["are_pct"] for k, v in choice["scores"].items()}
+    better = "whole-curve" if a["whole-curve"] < a["end-of-run"] else "end-of-run"
+    assert choice["chosen"] == better
+    law, rows, _ = CANDIDATES[choice["chosen"]]
+    assert auto_fit.law == law and auto_fit.options.rows == rows
+    notes = auto_fit.provenance["notes"]
+    assert any(n.startswith(f"model chosen: {choice['chosen']}") for n in notes)
+
+
+def test_auto_choice_survives_save_and_load(auto_fit, tmp_path):
+    back = load_fit(auto_fit.save(tmp_path / "auto.nc"))
+    assert back.provenance["choice"] == auto_fit.provenance["choice"]
+
+
+def test_auto_is_deterministic(auto_fit, sim4):
+    again = fit(sim4, family="simc", law="auto", prior="flat", sampler=TEST_SAMPLER, seed=2)
+    assert again.provenance["choice"] == auto_fit.provenance["choice"]
+    np.testing.assert_array_equal(again.theta()["log_scale"], auto_fit.theta()["log_scale"])
+
+
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("two sizes", "2 size(s), leave-future-out needs >= 3"),
+        ("one row per run", "every run has one checkpoint"),
+        ("no schedule", "schedule of 4 run(s) is unknown"),
+    ],
+)
+def test_auto_without_a_measurement_keeps_the_end_of_run_model_and_says_why(sim4, case, reason):
+    frame = sim4
+    if case == "two sizes":
+        frame = sim4[sim4["params"] <= 2e8]
+    elif case == "one row per run":
+        frame = sim4.sort_values("tokens").groupby("run").tail(1)
+    else:
+        frame = sim4.drop(columns=["schedule", "run_tokens"])
+    f = fit(frame, family="simc", law="auto", prior="flat", sampler=TEST_SAMPLER, seed=0)
+    choice = f.provenance["choice"]
+    assert choice["chosen"] == "end-of-run" and choice["scores"] == {}
+    assert reason in choice["reason"] and f.law == "chinchilla" and not f.is_curve
+
+
+def test_auto_refuses_row_options(sim4):
+    with pytest.raises(ValueError, match="law='auto' chooses the rows"):
+        fit(sim4, family="simc", law="auto", options=FitOptions(rows="all", residual="ar1"))
+
+
+def test_cli_fit_law_auto_reports_the_choice(sim4, tmp_path, capsys):
+    csv = tmp_path / "sim4.csv"
+    sim4.to_csv(csv, index=False)
+    small = [f"--num-warmup={TEST_SAMPLER.num_warmup}", f"--num-samples={TEST_SAMPLER.num_samples}"]
+    code = main(["fit", str(csv), "--law", "auto", "--prior", "flat", *small, "--seed", "2",
+                 "--out", str(tmp_path / "f.nc"), "--json", "--quiet"])  # fmt: skip
+    out = capsys.readouterr()
+    payload = json.loads(out.out)
+    assert code == 0 and payload["choice"]["chosen"] in CANDIDATES
+    assert "model chosen:" in out.err
+    code = main(["fit", str(csv), "--law", "auto", "--rows", "all", "--out", str(tmp_path / "g.nc"),
+                 "--quiet"])  # fmt: skip
+    assert code != 0 and "--law auto chooses the rows" in capsys.readouterr().err
+
+
+def test_bayes_auto_cells_say_which_model_predicted(sim4):
+    res = backtest(
+        load_curves(sim4),
+        methods=["bayes-auto"],
+        grid=[(3, 1.0), (2, 1.0)],
+        target="final",
+        min_tokens=0,
+        method_options={"bayes-auto": {"sampler": TEST_SAMPLER}},
+    )
+    assert res["status"].eq("ok").all()
+    by_k = res.set_index("k")["note"]
+    assert "leave-future-out on N = 4e+08" in by_k[3]
+    assert by_k[2].startswith("end-of-run model chosen: no choice measured: 2 size(s)")
