@@ -143,6 +143,9 @@ def summarise(
         ("bayes-local-learn", "bayes"),
         ("bayes-curve", "bayes-flat"),
         ("bayes-curve", "bayes"),
+        ("bayes-auto", "bayes-flat"),
+        ("bayes-auto", "bayes-curve"),
+        ("bayes-auto", "bayes"),
     )
     diffs = [(a, b) for a, b in pairs if a in methods and b in methods]
     boot = macro_intervals(

@@ -263,7 +263,8 @@ def test_several_methods(synth):
 
 
 def test_methods_by_name(monkeypatch):
-    known = ["bayes", "bayes-curve", "bayes-disc", "bayes-flat", "bayes-local", "bayes-local-learn"]
+    known = ["bayes", "bayes-auto", "bayes-curve", "bayes-disc", "bayes-flat", "bayes-local",
+             "bayes-local-learn"]  # fmt: skip
     assert sorted(METHODS) == [*known, "paper"]
     assert isinstance(get_method("paper"), PaperMethod)
     flat = get_method("bayes-flat")
@@ -273,8 +274,8 @@ def test_methods_by_name(monkeypatch):
     assert get_method("bayes-local").local_sd == 0.01 and not get_method("bayes-local").local_learn
     with pytest.raises(
         ValueError,
-        match="unknown method 'nope'; known: bayes, bayes-curve, bayes-disc, bayes-flat, "
-        "bayes-local, bayes-local-learn, paper",
+        match="unknown method 'nope'; known: bayes, bayes-auto, bayes-curve, bayes-disc, "
+        "bayes-flat, bayes-local, bayes-local-learn, paper",
     ):
         get_method("nope")
     monkeypatch.setitem(METHODS, "const", ConstMethod)

@@ -37,7 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--method",
         action="append",
         default=None,
-        help="paper | bayes | bayes-flat | bayes-disc | bayes-curve (continue cells only) "
+        help="paper | bayes | bayes-flat | bayes-disc | bayes-local | bayes-local-learn | "
+        "bayes-curve (whole curves; size and continue cells) | bayes-auto (end-of-run or "
+        "whole-curve model chosen per cell by leave-future-out; the 'note' column says which) "
         "(repeatable; default paper)",
     )
     p.add_argument("--grid", default="paper", choices=["paper", "quick", "sub"])
@@ -59,7 +61,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--prior",
         default=None,
-        help="prior for bayes (and bayes-curve, default flat; no 'loo'): a shipped name or "
+        help="prior for bayes (and bayes-curve/bayes-auto, default flat): a shipped name or "
         "path, or 'loo' to always build one without "
         "the family's group from DATA (default: the shipped corpus-v1, rebuilt without the "
         "family's group from DATA when it saw that group; the 'prior' column says which)",

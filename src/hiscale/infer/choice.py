@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -59,6 +60,7 @@ def _log_score(draws: np.ndarray, actual: np.ndarray) -> float:
 
 def lfo_scores(
     curves,
+    fit: Callable,
     *,
     family: str,
     prior: Any,
@@ -74,6 +76,8 @@ def lfo_scores(
     curves : Curves
         One family's rows (after the caller's token cut is *not* applied:
         the fits apply ``options``).
+    fit : callable
+        :func:`hiscale.infer.fit.fit` (passed in: that module calls this one).
     family : str
         The family.
     prior, seed, sampler, runs_extra
@@ -93,8 +97,6 @@ def lfo_scores(
         ``{"params", "runs", "rows"}``: the held size and how many runs/rows
         were scored.
     """
-    from hiscale.infer.fit import fit
-
     frame = curves.frame
     if options.min_tokens > 0:
         frame = frame[frame["tokens"] > options.min_tokens]
@@ -132,6 +134,7 @@ def lfo_scores(
 
 def choose_and_fit(
     curves,
+    fit: Callable,
     *,
     family: str,
     prior: Any,
@@ -149,6 +152,8 @@ def choose_and_fit(
     ----------
     curves : Curves
         One family's rows.
+    fit : callable
+        :func:`hiscale.infer.fit.fit` (passed in: that module calls this one).
     family : str
         The family.
     prior, seed, sampler, runs_extra
@@ -164,7 +169,6 @@ def choose_and_fit(
         ``provenance["notes"]``.
     """
     from hiscale.data.schedule import run_schedules
-    from hiscale.infer.fit import fit
 
     frame = curves.frame
     if options.min_tokens > 0:
@@ -200,7 +204,7 @@ def choose_and_fit(
         )
     else:
         scores, held = lfo_scores(
-            curves, family=family, prior=prior, seed=seed, options=options,
+            curves, fit, family=family, prior=prior, seed=seed, options=options,
             sampler=sampler, runs_extra=runs_extra,
         )  # fmt: skip
         a, b = scores["end-of-run"]["are_pct"], scores["whole-curve"]["are_pct"]

@@ -331,7 +331,7 @@ def fit(
                 "FitOptions.rows, residual and local_sd at their defaults"
             )
         return choose_and_fit(
-            c, family=family, prior=prior, seed=seed, options=options, sampler=sampler,
+            c, fit, family=family, prior=prior, seed=seed, options=options, sampler=sampler,
             runs_extra=runs_extra,
         )  # fmt: skip
     data_hash = c.data_hash()

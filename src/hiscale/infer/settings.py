@@ -164,9 +164,9 @@ JOINT_SAMPLER = SamplerSettings(
 #: offset/AR(1) noise leave narrow curved ridges where the default step size
 #: diverges a few times per fit (1-13 divergences in 4000 draws; 32 of 70 quick
 #: grid cells flagged). Smaller steps (target acceptance 0.99, 1000 warm-up
-#: steps to adapt them, depth 10 for the longer trees) cleared them on the
-#: flagged cells measured (gpt3, gemstones, pythia, misfitting) at about twice
-#: the time per fit; the README's whole-curve section has the grid.
+#: steps to adapt them, depth 10 for the longer trees) at about twice the time
+#: per fit: 1 of 76 quick-grid cells flagged (with the one-row-per-run fallback
+#: of :func:`hiscale.infer.fit.fit`); the README's whole-curve section has the grid.
 CURVE_SAMPLER = SamplerSettings(num_warmup=1000, target_accept_prob=0.99, max_tree_depth=10)
 
 #: ``hiscale demo``: two fits in seconds, not minutes, on two cores: half the
