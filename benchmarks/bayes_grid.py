@@ -51,6 +51,7 @@ from hiscale.backtesting.scores import (
     per_family,
 )
 from hiscale.data.curves import load_curves
+from hiscale.infer.settings import FitOptions
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _machine import machine
@@ -241,6 +242,17 @@ def main(argv=None) -> int:
         help="prior of bayes-curve: flat (default) or loo (the curve law's own population, "
         "rebuilt without the tested family's group from whole-curve fits)",
     )
+    ap.add_argument(
+        "--curve-law",
+        default="h-term",
+        help="law of bayes-curve (ablations: chinchilla, chinchilla-nd, h-term, momentum)",
+    )
+    ap.add_argument(
+        "--curve-rows",
+        default="all",
+        choices=["all", "end"],
+        help="rows of bayes-curve (ablations; its residual is always the AR(1) one)",
+    )
     ap.add_argument("--target", default="last30")
     ap.add_argument("--direction", default="up")
     ap.add_argument("--out", default="benchmarks/results/bayes_grid")
@@ -306,7 +318,12 @@ def main(argv=None) -> int:
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
-            "bayes-curve": {"prior": args.curve_prior, "progress": True},
+            "bayes-curve": {
+                "prior": args.curve_prior,
+                "progress": True,
+                "law": args.curve_law,
+                "options": FitOptions(rows=args.curve_rows, residual="ar1"),
+            },
         },
     )
     total = time.perf_counter() - t0

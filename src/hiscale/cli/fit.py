@@ -54,12 +54,22 @@ def run_fit(args: argparse.Namespace, curves, family: str):
         prior = borrowed_prior(args, curves, family, sampler)
     resolve_prior(prior, law="chinchilla" if args.law == "auto" else args.law)
     name = prior.label if not isinstance(prior, str) else repr(prior)
-    progress(
-        args,
-        f"fitting {family!r} with prior {name} ({args.law} law): NUTS "
-        f"{sampler.num_chains} chains x ({sampler.num_warmup} warm-up + "
-        f"{sampler.num_samples} draws) ...",
+    flags = ("num_warmup", "num_samples", "num_chains")
+    if args.law == "auto" and all(getattr(args, k, None) is None for k in flags):
+        # each candidate model samples with its own default (CURVE_SAMPLER for whole curves)
+        sampler = None
+        how = "each model's default NUTS settings"
+    else:
+        how = (
+            f"NUTS {sampler.num_chains} chains x ({sampler.num_warmup} warm-up + "
+            f"{sampler.num_samples} draws)"
+        )
+    what = (
+        "end-of-run or whole-curve model, chosen by leave-future-out"
+        if args.law == "auto"
+        else f"{args.law} law"
     )
+    progress(args, f"fitting {family!r} with prior {name} ({what}): {how} ...")
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         # fit() also records its PriorWarnings in provenance["notes"], which the
