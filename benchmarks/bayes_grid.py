@@ -243,6 +243,12 @@ def main(argv=None) -> int:
         "rebuilt without the tested family's group from whole-curve fits)",
     )
     ap.add_argument(
+        "--auto-prior",
+        default="flat",
+        help="prior of bayes-auto: flat (default) or auto (the end-of-run population as "
+        "bayes chooses it, extended for the whole-curve candidate)",
+    )
+    ap.add_argument(
         "--curve-law",
         default="h-term",
         help="law of bayes-curve (ablations: chinchilla, chinchilla-nd, h-term, momentum)",
@@ -318,6 +324,7 @@ def main(argv=None) -> int:
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
+            "bayes-auto": {"prior": args.auto_prior},
             "bayes-curve": {
                 "prior": args.curve_prior,
                 "progress": True,

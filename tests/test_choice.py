@@ -141,3 +141,20 @@ def test_bayes_auto_cells_say_which_model_predicted(sim4):
     by_k = res.set_index("k")["note"]
     assert "leave-future-out on N = 4e+08" in by_k[3]
     assert by_k[2].startswith("end-of-run model chosen: no choice measured: 2 size(s)")
+
+
+def test_bayes_auto_borrows_the_end_of_run_population_as_bayes_does(sim4):
+    from dataclasses import replace
+
+    from hiscale.backtesting.methods import BayesMethod, get_method
+    from hiscale.priors.prior import flat_prior
+
+    given = flat_prior("chinchilla")
+    given = replace(given, name="given", loc=given.loc + 0.1)
+    curves = load_curves(sim4)
+    state = get_method("bayes-auto", prior=given).prepare(curves, "simc")
+    ref = BayesMethod(prior=given).prepare(curves, "simc")
+    assert state.label == ref.label and state.law == "chinchilla"
+    np.testing.assert_array_equal(state.loc, ref.loc)
+    # the flat default stays the h-term prior, so both candidates get weak defaults
+    assert get_method("bayes-auto").prepare(curves, "simc").law == "h-term"

@@ -472,9 +472,15 @@ class BayesCurveMethod:
     prior : "flat", a saved prior name/path, or Prior
         Prior of the whole-curve fit (default ``"flat"``: weak defaults, no
         borrowing). A given prior that saw the family is the caller's
-        responsibility; the ``prior`` column names it.
+        responsibility; the ``prior`` column names it. With ``law="auto"``
+        any other value is resolved as :class:`BayesMethod` resolves it
+        (``"auto"``, ``"loo"``, a name or a Prior, replaced when it saw the
+        family's group): the end-of-run population, which the whole-curve
+        candidate extends with the weak defaults of its extra parameters.
     law : str
-        A curve law (:data:`hiscale.laws.CURVE_LAWS`).
+        A curve law (:data:`hiscale.laws.CURVE_LAWS`), or ``"auto"``: the
+        end-of-run or the whole-curve model, chosen per cell by
+        leave-future-out (:mod:`hiscale.infer.choice`).
     options : FitOptions
         Rows and likelihood of the fit (default every row, AR(1) residuals).
     sampler : SamplerSettings
@@ -526,13 +532,18 @@ class BayesCurveMethod:
         -------
         Prior
         """
+        if self.law == "auto" and not (isinstance(self.prior, str) and self.prior == "flat"):
+            # the end-of-run population, chosen as `bayes` chooses it (corpus-v1 unless it
+            # saw the family's group, else rebuilt without it); the whole-curve candidate
+            # extends it with the weak defaults of its extra parameters (Prior.for_law)
+            return BayesMethod(name=self.name, prior=self.prior, progress=self.progress).prepare(
+                corpus, family
+            )
         if isinstance(self.prior, Prior):
-            return self.prior if self.law == "auto" else self.prior.for_law(self.law)
+            return self.prior.for_law(self.law)
         if self.prior == "flat":
             # law "auto": the h-term prior's shared parameters serve the end-of-run law too
             return flat_prior("h-term" if self.law == "auto" else self.law)
-        if self.prior == "loo" and self.law == "auto":
-            raise ValueError(f"{self.name}: prior 'loo' needs one law, not law 'auto'")
         if self.prior == "loo":
             # the curve law's own population, learned from whole-curve fits of the
             # families outside the held-out family's group whose schedules are known
@@ -547,8 +558,7 @@ class BayesCurveMethod:
                 )
             return prior
         name = self.prior
-        prior = load_prior(Path(name) if Path(str(name)).exists() else name)
-        return prior if self.law == "auto" else prior.for_law(self.law)
+        return load_prior(Path(name) if Path(str(name)).exists() else name).for_law(self.law)
 
     def settings(self) -> dict[str, Any]:
         """Return what the results depend on (the resume check); ``runs_extra`` by its hash.
