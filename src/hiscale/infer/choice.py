@@ -58,6 +58,12 @@ def _log_score(draws: np.ndarray, actual: np.ndarray) -> float:
     return float(np.mean(-0.5 * z**2 - np.log(s) - 0.5 * math.log(2 * math.pi) - np.log(actual)))
 
 
+def _after_token_cut(curves, options) -> pd.DataFrame:
+    """Return the family's rows that pass the fit's token cut (``options.min_tokens``)."""
+    frame = curves.frame
+    return frame[frame["tokens"] > options.min_tokens] if options.min_tokens > 0 else frame
+
+
 def lfo_scores(
     curves,
     fit: Callable,
@@ -97,9 +103,7 @@ def lfo_scores(
         ``{"params", "runs", "rows"}``: the held size and how many runs/rows
         were scored.
     """
-    frame = curves.frame
-    if options.min_tokens > 0:
-        frame = frame[frame["tokens"] > options.min_tokens]
+    frame = _after_token_cut(curves, options)
     sizes = np.sort(frame["params"].unique())
     held_n = float(sizes[-1])
     train = curves.with_frame(
@@ -170,9 +174,7 @@ def choose_and_fit(
     """
     from hiscale.data.schedule import run_schedules
 
-    frame = curves.frame
-    if options.min_tokens > 0:
-        frame = frame[frame["tokens"] > options.min_tokens]
+    frame = _after_token_cut(curves, options)
     n_sizes = int(frame["params"].nunique())
     rows_per_run = frame.groupby("run").size()
     extra = runs_extra
