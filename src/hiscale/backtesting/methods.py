@@ -628,8 +628,7 @@ class BayesCurveMethod:
             # what `hiscale predict --rows all` gives for this family: the end-of-run
             # model's new-run prediction at the target rows, the substitution in `note`
             note = note or f"end-of-run model: {reason}"
-            _, new = f.draws(t["params"].to_numpy(), t["tokens"].to_numpy(), seed=seed)
-        elif cell.kind == "size":
+        if cell.kind == "size":
             new = f.new_run_draws(t, seed=seed)
         else:
             draws = []
