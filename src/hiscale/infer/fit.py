@@ -402,29 +402,34 @@ def fit(
     )
 
 
-def _single_row_fallback(c: Curves, family: str, law: str, options: FitOptions):
-    """Return the end-of-run model for a whole-curve fit whose runs have one row each.
+def _end_of_run_instead(c: Curves, law: str, options: FitOptions, reason: str):
+    """Return :func:`_prepare_curves`'s tuple for the end-of-run model, warning ``reason``.
 
-    Returns :func:`_prepare_curves`'s tuple, with the reason in ``fallback``
-    (and a warning): the run offset and the AR(1) residual are then separated
-    only by their priors, and a curve law's schedule terms are seen at one
-    point per run, so the whole-curve model has nothing to fit that the
-    end-of-run model does not.
+    ``fallback`` records the requested law and options and the reason (the
+    fit's ``provenance["fallback"]`` and a note).
     """
     import warnings as _warnings
     from dataclasses import replace
 
+    _warnings.warn(reason, UserWarning, stacklevel=4)
+    fallback = {"requested": {"law": law, "options": options.to_dict()}, "reason": reason}
+    return c, "chinchilla", replace(options, rows="end", residual="iid"), None, fallback
+
+
+def _single_row_fallback(c: Curves, family: str, law: str, options: FitOptions):
+    """Return the end-of-run model for a whole-curve fit whose runs have one row each.
+
+    The run offset and the AR(1) residual are then separated only by their
+    priors, and a curve law's schedule terms are seen at one point per run,
+    so the whole-curve model has nothing to fit that the end-of-run model
+    does not.
+    """
     reason = (
         f"every selected run of {family!r} has one checkpoint: no curve to fit (the run "
         "offset and the AR(1) residual are not identified): fitted with the end-of-run "
         "model (law 'chinchilla', rows='end', residual='iid') instead"
     )
-    _warnings.warn(reason, UserWarning, stacklevel=3)
-    fallback = {
-        "requested": {"law": get_law(law).name, "options": options.to_dict()},
-        "reason": reason,
-    }
-    return c, "chinchilla", replace(options, rows="end", residual="iid"), None, fallback
+    return _end_of_run_instead(c, get_law(law).name, options, reason)
 
 
 def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_extra):
@@ -436,8 +441,7 @@ def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_
     and ``curve_info`` the schedules (:meth:`Fit.from_samples`); otherwise
     the end-of-run chinchilla model and ``fallback`` saying why.
     """
-    import warnings as _warnings
-    from dataclasses import asdict, replace
+    from dataclasses import asdict
 
     from hiscale.data.schedule import DEFAULT_DECAY, reconstruct, run_schedules
 
@@ -463,12 +467,7 @@ def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_
             f"{'; '.join(info[first].notes)}): fitted with the end-of-run model "
             "(law 'chinchilla', rows='end', residual='iid') instead"
         )
-        _warnings.warn(reason, UserWarning, stacklevel=3)
-        fallback = {
-            "requested": {"law": law_obj.name, "options": options.to_dict()},
-            "reason": reason,
-        }
-        return c, "chinchilla", replace(options, rows="end", residual="iid"), None, fallback
+        return _end_of_run_instead(c, law_obj.name, options, reason)
     curve_info = {"ell": 1.0, "decay": DEFAULT_DECAY, "schedules": {}, "schedule_notes": {}}
     if law_obj.covariates:
         rec = reconstruct(c.frame, runs_extra)
