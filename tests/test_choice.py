@@ -9,6 +9,7 @@ import json
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy.stats import lognorm
 from test_curve_fit import simulate_curves
@@ -106,6 +107,18 @@ def test_auto_without_a_measurement_keeps_the_end_of_run_model_and_says_why(sim4
     choice = f.provenance["choice"]
     assert choice["chosen"] == "end-of-run" and choice["scores"] == {}
     assert reason in choice["reason"] and f.law == "chinchilla" and not f.is_curve
+
+
+def test_auto_says_when_the_whole_curve_candidate_fell_back(sim4):
+    """Smaller sizes with one checkpoint each: the LFO whole-curve fit is an end-of-run one."""
+    last = sim4.sort_values("tokens").groupby("run").tail(1)
+    frame = pd.concat([last[last["params"] < 8e8], sim4[sim4["params"] == 8e8]])
+    f = fit(frame, family="simc", law="auto", prior="flat", sampler=TEST_SAMPLER, seed=0)
+    choice = f.provenance["choice"]
+    assert choice["scores"]["whole-curve"]["law"] == "chinchilla"
+    assert "has one checkpoint" in choice["scores"]["whole-curve"]["fallback"]
+    assert choice["chosen"] == "end-of-run"
+    assert "but that fit used the end-of-run" in choice["reason"]
 
 
 def test_auto_refuses_row_options(sim4):

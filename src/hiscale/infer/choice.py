@@ -218,6 +218,9 @@ def choose_and_fit(
             f"leave-future-out on N = {held['params']:.4g} ({held['runs']} run(s)): ARE "
             f"{a:.2f}% end-of-run vs {b:.2f}% whole-curve"
         )
+        if scores["whole-curve"]["fallback"]:
+            why = scores["whole-curve"]["fallback"]
+            reason += f" (but that fit used the end-of-run model: {why})"
     law, rows, residual = CANDIDATES[chosen]
     f = fit(
         curves, family=family, prior=prior, law=law, seed=seed,
