@@ -17,13 +17,28 @@ sizes and predicts the last checkpoint of every held run as a new run
   (:math:`\log p(y) = \log\mathcal N(\ln y; m, s) - \ln y`);
 * the LFO fit's sampler flag.
 
-The candidate with the lower ``are_pct`` is chosen (the ARE is what the
+**Leave one run out (PSIS-LOO).** On the same two fits (the sizes below the
+held one), each run's last checkpoint is predicted as a new run by the
+posterior *without that run*, approximated by Pareto-smoothed importance
+weights ``∝ 1 / p(run's rows | θ)`` (the exact per-run likelihood in the
+fit's ``log_likelihood`` group, ArviZ's :func:`arviz.loo`):
+``loo_are_pct`` and ``loo_log_score`` as above, and ``loo_bad_k``, the runs
+whose Pareto k exceeds 0.7 (the approximation is unreliable for them). The
+two candidates use different rows of a run, but the predicted quantity, a
+new run's last checkpoint, is the same, so the scores compare.
+
+The candidate with the lower LFO ``are_pct`` is chosen (the ARE is what the
 prediction is judged by; a tie keeps the end-of-run model, the established
 default) and refitted to every training size. No measurement is possible
 with fewer than :data:`MIN_SIZES_LFO` sizes, or when the whole-curve model
 does not apply (a run's schedule unknown, one checkpoint per run): the
 end-of-run model is then used, and the record says why. The record is
 ``provenance["choice"]`` of the returned fit, plus a line in its notes.
+
+The LOO scores are recorded, not used by the rule: they measure how well a
+candidate predicts runs *within* the sizes it was fitted to, while the
+prediction asked of it is an extrapolation beyond them, which LFO measures.
+When the two measurements disagree the reason says so.
 """
 
 from __future__ import annotations
@@ -37,11 +52,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["CANDIDATES", "MIN_SIZES_LFO", "choose_and_fit", "lfo_scores"]
+__all__ = [
+    "CANDIDATES",
+    "LOO_K_MAX",
+    "MIN_SIZES_LFO",
+    "choose_and_fit",
+    "lfo_scores",
+    "loo_run_scores",
+]
 
 #: Sizes a family needs for a leave-future-out choice: the largest is held
 #: out, and the fits of the rest need at least two sizes to see a size trend.
 MIN_SIZES_LFO: int = 3
+
+#: Pareto k above which a run's PSIS-LOO weights are unreliable (Vehtari et al. 2024).
+LOO_K_MAX: float = 0.7
 
 #: The candidates: name -> (law, rows, residual).
 CANDIDATES: dict[str, tuple[str, str, str]] = {
@@ -50,12 +75,87 @@ CANDIDATES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _log_score(draws: np.ndarray, actual: np.ndarray) -> float:
-    """Mean log density of ``actual`` under a log-normal fitted to each column of ``draws``."""
+def _log_score(draws: np.ndarray, actual: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Mean log density of ``actual`` under a log-normal fitted to each column of ``draws``.
+
+    ``weights`` (same shape, columns summing to 1): importance weights of
+    the draws; the log-normal's mean and sd are then the weighted ones.
+    """
     logd = np.log(draws)
-    m, s = logd.mean(axis=0), np.maximum(logd.std(axis=0, ddof=1), 1e-12)
+    if weights is None:
+        m, s = logd.mean(axis=0), logd.std(axis=0, ddof=1)
+    else:
+        m = np.sum(weights * logd, axis=0)
+        s = np.sqrt(np.sum(weights * (logd - m) ** 2, axis=0))
+    s = np.maximum(s, 1e-12)
     z = (np.log(actual) - m) / s
     return float(np.mean(-0.5 * z**2 - np.log(s) - 0.5 * math.log(2 * math.pi) - np.log(actual)))
+
+
+def _weighted_median(draws: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Per column: the smallest draw whose cumulative weight reaches one half."""
+    order = np.argsort(draws, axis=0)
+    d = np.take_along_axis(draws, order, axis=0)
+    c = np.cumsum(np.take_along_axis(weights, order, axis=0), axis=0)
+    i = np.argmax(c >= 0.5 * c[-1], axis=0)
+    return d[i, np.arange(d.shape[1])]
+
+
+def loo_run_scores(f, *, seed: int, pointwise: bool = False) -> dict[str, Any]:
+    """PSIS leave-one-run-out scores of a fit: each run's last checkpoint as a new run.
+
+    Parameters
+    ----------
+    f : Fit
+        A fit with a per-run ``log_likelihood`` group (end-of-run or whole
+        curve).
+    seed : int
+        Seed of the new-run draws (:meth:`~hiscale.infer.result.Fit.new_run_draws`).
+    pointwise : bool
+        Also return ``loo_median`` and ``pareto_k``: run -> value.
+
+    Returns
+    -------
+    dict
+        ``loo_are_pct`` (mean ARE of the weighted new-run medians, %),
+        ``loo_log_score`` (mean log density of the runs' last losses under a
+        log-normal with the weighted moments), ``loo_bad_k`` (runs with
+        Pareto k > :data:`LOO_K_MAX`), ``loo_runs`` (runs scored) and
+        ``loo_pareto_k_max``.
+    """
+    import arviz as az
+    from scipy.special import logsumexp
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # high Pareto k: counted in loo_bad_k
+        elpd = az.loo(f.to_datatree(), pointwise=True)
+    lw = elpd.log_weights.transpose("chain", "draw", "run")
+    runs = [str(r) for r in lw["run"].values]
+    lw = lw.values.reshape(-1, len(runs))
+    w = np.exp(lw - logsumexp(lw, axis=0, keepdims=True))
+    data = f.data.assign(run=f.data["run"].astype(str))
+    last = data.sort_values("tokens").groupby("run").tail(1).set_index("run").loc[runs]
+    last = last.reset_index()
+    new = f.new_run_draws(last, seed=seed)
+    actual = last["loss"].to_numpy(float)
+    med = _weighted_median(new, w)
+    k = np.asarray(elpd.pareto_k).reshape(-1)
+    extra = (
+        {
+            "loo_median": dict(zip(runs, med.tolist(), strict=True)),
+            "pareto_k": dict(zip(runs, k.tolist(), strict=True)),
+        }
+        if pointwise
+        else {}
+    )
+    return {
+        **extra,
+        "loo_are_pct": float(np.mean(np.abs(med - actual) / actual) * 100),
+        "loo_log_score": _log_score(new, actual, w),
+        "loo_bad_k": int(np.sum(k > LOO_K_MAX)),
+        "loo_pareto_k_max": float(np.max(k)),
+        "loo_runs": len(runs),
+    }
 
 
 def _after_token_cut(curves, options) -> pd.DataFrame:
@@ -98,7 +198,8 @@ def lfo_scores(
     scores : dict
         Candidate -> ``{"are_pct", "log_score", "flagged", "law", "fallback"}``
         (``fallback``: the reason a candidate's fit used another model, or
-        None).
+        None) and the PSIS-LOO scores of :func:`loo_run_scores` on the same
+        fit.
     held : dict
         ``{"params", "runs", "rows"}``: the held size and how many runs/rows
         were scored.
@@ -132,6 +233,7 @@ def lfo_scores(
             "flagged": bool(f.flagged),
             "law": f.law,
             "fallback": fb.get("reason") if isinstance(fb, dict) else None,
+            **loo_run_scores(f, seed=seed),
         }
     return scores, {"params": held_n, "runs": int(held["run"].nunique()), "rows": len(held)}
 
@@ -221,6 +323,10 @@ def choose_and_fit(
         if scores["whole-curve"]["fallback"]:
             why = scores["whole-curve"]["fallback"]
             reason += f" (but that fit used the end-of-run model: {why})"
+        la, lb = scores["end-of-run"]["loo_are_pct"], scores["whole-curve"]["loo_are_pct"]
+        reason += f"; leave-one-run-out (PSIS) ARE {la:.2f}% vs {lb:.2f}%"
+        if (la < lb) != (a < b) and la != lb and a != b:
+            reason += " (the two measurements disagree; the rule follows leave-future-out)"
     law, rows, residual = CANDIDATES[chosen]
     f = fit(
         curves, family=family, prior=prior, law=law, seed=seed,
@@ -229,7 +335,7 @@ def choose_and_fit(
     )  # fmt: skip
     record = {
         "chosen": chosen,
-        "rule": "lower leave-future-out ARE (tie: end-of-run)",
+        "rule": "lower leave-future-out ARE (tie: end-of-run); PSIS-LOO recorded",
         "reason": reason,
         "scores": scores,
         "held": held,
