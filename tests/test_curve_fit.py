@@ -225,6 +225,34 @@ def test_curve_selection_is_logged(sim):
     assert "end_of_run" not in steps
 
 
+def test_row_budget_is_shared_by_the_runs_and_logged():
+    from hiscale.data.curves import load_curves
+    from hiscale.modeling.curve import MIN_CURVE_ROWS_PER_RUN
+
+    def family(n_runs):
+        d = np.geomspace(1e9, 1e11, 50)
+        return pd.DataFrame(
+            [{"family": "b", "run": f"r{i}", "params": 1e8 * (1 + i), "tokens": t, "loss": 3.0}
+             for i in range(n_runs) for t in d]
+        )  # fmt: skip
+
+    for n_runs, each, shared in ((10, 32, False), (20, 25, True), (300, 32, False)):
+        c = select_curve_rows(load_curves(family(n_runs)), min_tokens=0, start_fraction=0,
+                              max_rows_per_run=32, max_rows=512)  # fmt: skip
+        sizes = c.frame.groupby("run").size()
+        assert sizes.max() <= each and sizes.min() >= each - 1  # nearest rows may merge
+        assert len(c.frame) <= 512 or not shared
+        first_last = c.frame.groupby("run")["tokens"].agg(["min", "max"])
+        assert (first_last["min"] == 1e9).all() and np.allclose(first_last["max"], 1e11)
+        assert ("share a budget of 512 rows" in c.log[-1].reason) == shared
+    # 300 runs cannot share 512 rows with >= 16 each: the budget is not applied, and said so
+    assert f"fewer than {MIN_CURVE_ROWS_PER_RUN} rows each" in c.log[-1].reason
+    # no budget: the per-run cap alone
+    c = select_curve_rows(load_curves(family(40)), min_tokens=0, start_fraction=0,
+                          max_rows_per_run=32, max_rows=0)  # fmt: skip
+    assert c.frame.groupby("run").size().max() == 32
+
+
 # --- the fit ---------------------------------------------------------------------------
 
 
