@@ -247,6 +247,9 @@ def test_row_budget_is_shared_by_the_runs_and_logged():
         assert ("share a budget of 512 rows" in c.log[-1].reason) == shared
     # 300 runs cannot share 512 rows with >= 16 each: the budget is not applied, and said so
     assert f"fewer than {MIN_CURVE_ROWS_PER_RUN} rows each" in c.log[-1].reason
+    # the budget is a whole-curve field: end-of-run provenance and cache keys are unchanged
+    assert "max_curve_rows" not in FitOptions().to_dict()
+    assert FitOptions(rows="all", residual="ar1").to_dict()["max_curve_rows"] == 512
     # no budget: the per-run cap alone
     c = select_curve_rows(load_curves(family(40)), min_tokens=0, start_fraction=0,
                           max_rows_per_run=32, max_rows=0)  # fmt: skip
@@ -469,12 +472,16 @@ def test_cli_fit_whole_curves(sim, tmp_path, capsys):
     frame.to_csv(csv, index=False)
     small = [f"--num-warmup={TEST_SAMPLER.num_warmup}", f"--num-samples={TEST_SAMPLER.num_samples}"]
     code = main(["fit", str(csv), "--law", "h-term", "--rows", "all", "--prior", "flat", *small,
-                 "--seed", "1", "--out", str(tmp_path / "f.nc"), "--json", "--quiet"])  # fmt: skip
+                 "--seed", "1", "--out", str(tmp_path / "f.nc"), "--json", "--quiet",
+                 "--max-curve-rows", "64"])  # fmt: skip
     payload = json.loads(capsys.readouterr().out)
     assert code == 0 and payload["law"] == "h-term"
     assert {"u_f", "r_f", "rho"} <= set(payload["parameters"])
     back = load_fit(tmp_path / "f.nc")
     assert back.is_curve and back.options.rows == "all" and back.options.residual == "ar1"
+    # --max-curve-rows: the 3 runs share 64 rows (21 each, evenly in ln D)
+    assert back.options.max_curve_rows == 64
+    assert back.data.groupby("run").size().max() <= 21 and len(back.data) <= 64
     # flags not given come from the whole-curve sampler preset, the given ones override it
     assert back.sampler.target_accept_prob == CURVE_SAMPLER.target_accept_prob
     assert back.sampler.max_tree_depth == CURVE_SAMPLER.max_tree_depth

@@ -131,6 +131,33 @@ def positive_int(text: str) -> int:
     return value
 
 
+def nonneg_int(text: str) -> int:
+    """Parse an argparse value that must be an integer >= 0.
+
+    Parameters
+    ----------
+    text : str
+        The command-line value.
+
+    Returns
+    -------
+    int
+        The integer.
+
+    Raises
+    ------
+    argparse.ArgumentTypeError
+        If ``text`` is not an integer or < 0.
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
 def scheduler(text: str) -> str:
     """Check an argparse value: ``local``, ``local:N`` or a Dask scheduler address.
 
@@ -255,6 +282,14 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
         "default: ar1 for --rows all or a curve law, else iid",
     )
     p.add_argument(
+        "--max-curve-rows",
+        type=nonneg_int,
+        default=512,
+        metavar="ROWS",
+        help="whole curves: the runs share this many rows (each keeps 16 to 32, evenly in "
+        "ln D; not applied to more runs than that allows; 0 = 32 per run; default: 512)",
+    )
+    p.add_argument(
         "--runs-extra",
         metavar="CSV",
         help="runs_extra.csv of the corpus: the learning-rate schedules of the extra families "
@@ -308,7 +343,10 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
 
 
 def fit_options(args: argparse.Namespace):
-    """Build the FitOptions of ``--min-tokens``, ``--end-of-run``, ``--rows`` and ``--residual``.
+    """Build the FitOptions of ``--min-tokens``, ``--end-of-run``, ``--rows``, ``--residual``.
+
+    ``--max-curve-rows`` sets the whole-curve row budget
+    (:attr:`FitOptions.max_curve_rows`).
 
     ``--residual`` defaults to ``ar1`` with ``--rows all`` or a curve law
     (:data:`hiscale.laws.CURVE_LAWS`), else ``iid``.
@@ -356,10 +394,17 @@ def fit_options(args: argparse.Namespace):
             local_sd=local_sd,
             local_learn=bool(getattr(args, "local_learn", False)),
         )
-    if rows == "end" and residual == "iid":
-        return FitOptions(min_tokens=args.min_tokens, end_of_run=args.end_of_run)
+    budget = getattr(args, "max_curve_rows", 512)
+    if rows == "end" and residual == "iid":  # the budget serves law auto's whole-curve candidate
+        return FitOptions(
+            min_tokens=args.min_tokens, end_of_run=args.end_of_run, max_curve_rows=budget
+        )
     return FitOptions(
-        min_tokens=args.min_tokens, end_of_run=args.end_of_run, rows=rows, residual=residual
+        min_tokens=args.min_tokens,
+        end_of_run=args.end_of_run,
+        rows=rows,
+        residual=residual,
+        max_curve_rows=budget,
     )
 
 
