@@ -196,13 +196,15 @@ def test_get_law():
     with pytest.raises(ValueError, match="unknown law 'kaplan'; known: chinchilla, chinchilla-nd"):
         get_law("kaplan")
     assert get_law("momentum") is CURVE_LAWS["momentum"]
-    with pytest.raises(ValueError, match=r"curve laws .*: momentum, h-term"):
+    with pytest.raises(ValueError, match=r"curve laws .*: momentum, h-term, h-rel"):
         get_law("kaplan")
 
 
 # --- curve laws (schedule covariates) ----------------------------------------------------
 
-CURVE_THETA = {**THETA, "log_scale": np.log(2.5), "u_f": np.log(0.08), "r_f": 0.13}
+CURVE_THETA = {
+    **THETA, "log_scale": np.log(2.5), "u_f": np.log(0.08), "r_f": 0.13, "v_f": -1.2
+}  # fmt: skip
 S1 = np.array([1.5e9, 6e9, 7e10, 8e11])
 ANNEAL = np.array([0.0, 0.3, 0.9, 0.55])
 H = np.array([1.0, 0.6, 0.1, 0.35])
@@ -230,6 +232,23 @@ def test_h_term_known_values():
     law = CURVE_LAWS["h-term"]
     out = law.loss(N, D, CURVE_THETA, {"lr_mult": H})
     np.testing.assert_allclose(out, curve_loss_numpy(N, D, 1 - H, CURVE_THETA), rtol=RTOL)
+
+
+def test_h_rel_known_values_and_bound():
+    """h-rel against numpy: s (e + R (1 - (1 - h) q)), q = 1 / (1 + exp(-(v_f + r_f x)))."""
+    w = np.exp([0.0, CURVE_THETA["u_a"], CURVE_THETA["u_b"]])
+    e, a, b = w / w.sum()
+    alpha, beta = np.exp(CURVE_THETA["log_alpha"]), np.exp(CURVE_THETA["log_beta"])
+    x = np.log(N / N0)
+    q = 1.0 / (1.0 + np.exp(-(CURVE_THETA["v_f"] + CURVE_THETA["r_f"] * x)))
+    r = a * (N / N0) ** -alpha + b * (D / D0) ** -beta
+    ref = 2.5 * (e + r * (1 - (1 - H) * q))
+    out = CURVE_LAWS["h-rel"].loss(N, D, CURVE_THETA, {"lr_mult": H})
+    np.testing.assert_allclose(out, ref, rtol=RTOL)
+    # the bonus cannot take the loss below s e, at any size and size exponent
+    theta = {**CURVE_THETA, "v_f": 5.0, "r_f": 2.0}
+    big = CURVE_LAWS["h-rel"].loss(np.full(4, 1e15), D, theta, {"lr_mult": np.zeros(4)})
+    assert np.all(np.asarray(big) > 2.5 * e)
 
 
 def test_curve_laws_reduce_to_chinchilla_at_constant_lr():

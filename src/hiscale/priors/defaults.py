@@ -113,6 +113,9 @@ POPULATION_SIGMA_OBS_SD_MIN: float = 0.75
 CURVE_LAW_PRIORS: dict[str, tuple[float, float]] = {
     "u_f": (math.log(0.05), 1.0),
     "r_f": (0.1, 0.2),
+    # h-rel: logit of the share of the reducible loss that full annealing removes,
+    # centred on 20% (80% of draws between 4% and 62%)
+    "v_f": (math.log(0.2 / 0.8), 1.0),
 }
 
 #: Noise priors of the whole-curve likelihood (:mod:`hiscale.modeling.curve`):
