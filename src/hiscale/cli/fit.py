@@ -182,7 +182,9 @@ def run(args: argparse.Namespace) -> int:
     for name in ("log_alpha", "log_beta"):
         v = np.exp(th[name])
         params[name[4:]] = [float(np.median(v)), *map(float, np.quantile(v, [0.025, 0.975]))]
-    for name in ("log_scale", "sigma_run", "sigma_obs", "u_a", "u_b", "gamma", "u_f", "r_f", "rho"):
+    names = ("log_scale", "sigma_run", "sigma_obs", "u_a", "u_b", "gamma")
+    names += ("u_f", "v_f", "r_f", "rho")
+    for name in names:
         if name in th:
             v = th[name]
             params[name] = [float(np.median(v)), *map(float, np.quantile(v, [0.025, 0.975]))]
