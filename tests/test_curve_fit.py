@@ -486,3 +486,19 @@ def test_cli_fit_whole_curves(sim, tmp_path, capsys):
     assert back.sampler.target_accept_prob == CURVE_SAMPLER.target_accept_prob
     assert back.sampler.max_tree_depth == CURVE_SAMPLER.max_tree_depth
     assert back.sampler.num_warmup == TEST_SAMPLER.num_warmup
+
+
+def test_h_rel_fits_whole_curves_and_stays_above_the_floor(sim):
+    """The bounded-bonus law through the same engine: its own parameter, a finite bounded curve."""
+    frame, _ = sim
+    f = fit(frame, family="simc", law="h-rel", prior="flat", options=CURVE,
+            sampler=TEST_SAMPLER, seed=1)  # fmt: skip
+    th = f.theta()
+    assert f.law == "h-rel" and "v_f" in th and "u_f" not in th
+    # a new run far beyond the data: finite, and above s·e in every draw
+    _, draws = f.predict_curve(1e13, 2e13, tokens=np.array([2e13]), seed=0, return_draws=True)
+    w = np.exp(np.stack([np.zeros_like(th["u_a"]), th["u_a"], th["u_b"]]))
+    floor = np.exp(th["log_scale"]) * w[0] / w.sum(axis=0)
+    assert np.all(np.isfinite(draws))
+    expected = np.median(f.expected_along_run(f.data["run"].iloc[0], np.array([2e13])), axis=0)
+    assert np.isfinite(expected).all() and np.median(draws[:, 0]) > np.median(floor) * 0.9
