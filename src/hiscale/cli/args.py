@@ -104,6 +104,17 @@ def probability(text: str) -> float:
     return value
 
 
+def _int_at_least(text: str, minimum: int) -> int:
+    """Parse an argparse integer ``>= minimum`` (the shared body of the int parsers)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < minimum:
+        raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {text!r}")
+    return value
+
+
 def positive_int(text: str) -> int:
     """Parse an argparse value that must be an integer >= 1.
 
@@ -122,13 +133,7 @@ def positive_int(text: str) -> int:
     argparse.ArgumentTypeError
         If ``text`` is not an integer or < 1.
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
-    return value
+    return _int_at_least(text, 1)
 
 
 def nonneg_int(text: str) -> int:
@@ -149,13 +154,7 @@ def nonneg_int(text: str) -> int:
     argparse.ArgumentTypeError
         If ``text`` is not an integer or < 0.
     """
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
-    return value
+    return _int_at_least(text, 0)
 
 
 def scheduler(text: str) -> str:
