@@ -261,7 +261,12 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--target", default="last30")
     ap.add_argument("--direction", default="up")
-    ap.add_argument("--out", default="benchmarks/results/bayes_grid")
+    ap.add_argument(
+        "--out",
+        default=None,
+        help="output stem (default: benchmarks/results/bayes_grid for a run; with "
+        "--summarise nothing is written unless --out is given)",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of every cell's sampler")
     ap.add_argument("--n-boot", type=int, default=2000, help="family-group bootstrap replicates")
     ap.add_argument("--boot-seed", type=int, default=0, help="seed of the bootstrap")
@@ -285,6 +290,8 @@ def main(argv=None) -> int:
         "comparisons were added) into --out.json",
     )
     args = ap.parse_args(argv)
+    if args.out is None and not args.summarise:
+        args.out = "benchmarks/results/bayes_grid"
     if args.summarise:
         res = pd.read_csv(args.summarise)
         methods = args.methods_only or list(dict.fromkeys(res["method"]))
@@ -299,7 +306,8 @@ def main(argv=None) -> int:
                 f"{machine()['python']}",
             }
         )
-        Path(f"{args.out}.json").write_text(json.dumps(summ, indent=2, default=float) + "\n")
+        if args.out is not None:  # a summary to look at must not overwrite a recorded one
+            Path(f"{args.out}.json").write_text(json.dumps(summ, indent=2, default=float) + "\n")
         from readme_tables import grid_tables
 
         print(grid_tables(summ))
