@@ -140,6 +140,9 @@ def summarise(
         ("bayes", "bayes-flat"),
         ("bayes-disc", "bayes"),
         ("bayes-v2", "bayes"),
+        ("bayes-cov", "bayes"),
+        ("bayes-dataset", "bayes"),
+        ("bayes-v2-cov", "bayes-v2"),
         ("bayes-local", "bayes"),
         ("bayes-local-learn", "bayes"),
         ("bayes-curve", "bayes-flat"),
@@ -229,6 +232,13 @@ def main(argv=None) -> int:
         default=4.0,
         help="smallest size span of a family in the leave-one-group-out populations "
         "(4 = corpus-v1's filter; 1 = every family informs what it identifies, as corpus-v2)",
+    )
+    ap.add_argument(
+        "--covariate",
+        default=None,
+        help="family covariate of bayes's leave-one-group-out populations (e.g. metric_kind, "
+        "dataset): the population mean depends on its level, each family gets the prior "
+        "at its own level (hiscale.population.family_covariate)",
     )
     ap.add_argument(
         "--label",
@@ -328,7 +338,11 @@ def main(argv=None) -> int:
         method_options={
             # with --extra the populations are rebuilt from every table given ("loo"),
             # not taken from the shipped corpus-v1
-            "bayes": {"min_span": args.min_span, **({"prior": "loo"} if args.extra else {})},
+            "bayes": {
+                "min_span": args.min_span,
+                "covariate": args.covariate,
+                **({"prior": "loo"} if args.extra else {}),
+            },
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
@@ -364,6 +378,7 @@ def main(argv=None) -> int:
             "grid": args.grid,
             "population_extra": args.extra,
             "population_min_span": args.min_span,
+            "population_covariate": args.covariate,
             "target": args.target,
             "direction": args.direction,
             "total_seconds": total,

@@ -206,6 +206,25 @@ def test_cli_prior_build_takes_families(donor_prior, cache, capsys, tmp_path):
     assert _families(args) == ["sim0", "sim1"]
 
 
+def test_cli_prior_build_with_a_family_covariate(donor_prior, cache, capsys, tmp_path):
+    """``--covariate metric_kind --covariate-level train``: no donor is a training loss, so
+    the prior is widened by the between-level spread, and the summary and card say so."""
+    out = tmp_path / "cov"
+    code = main(["prior", "build", DEMO, "--families", "sim0", "sim1", "--out", str(out), *SMALL,
+                 "--covariate", "metric_kind", "--covariate-level", "train"])  # fmt: skip
+    cap = capsys.readouterr()
+    assert code == 0, cap.err
+    assert "covariate 'metric_kind': prior for level 'train'" in cap.out
+    assert "note: level 'train' of 'metric_kind' is not in the population" in cap.out
+    assert _cached(cache)[1] == 2  # no new step-1 fit
+    meta = json.loads((out / "prior.json").read_text())["meta"]
+    assert meta["covariate"]["unit_levels"] == {"sim0": "eval", "sim1": "eval"}
+    assert "--covariate metric_kind --covariate-level train" in meta["rebuild_command"]
+    assert "Family covariate `metric_kind`" in (out / "MODEL_CARD.md").read_text()
+    with pytest.raises(SystemExit, match="go together"):
+        main(["prior", "build", DEMO, "--out", str(out), "--covariate", "dataset"])
+
+
 def test_cli_plan_from_a_borrowed_prior_alone(donor_prior, cache, capsys):
     """``plan --borrow-from`` with no runs plans from the donors' prior (not corpus-v1)."""
     code = main(["plan", DEMO, "--family", "newfam", "--at", "7e9", "1.4e11", "--budget", "1e20",

@@ -355,6 +355,26 @@ def test_leave_one_out_prior_leaves_out_the_whole_group(small_prior):
     assert "excluded (group 'fam2' held out)" == p.meta["families_left_out"]["twin"]
     assert p.name == p.label == "lofo-fam2"
     assert prior_overlap(p, c, "fam2") is None and prior_overlap(p, c, "twin") is None
+    assert p.meta["covariate"] is None
+    # with a family covariate: the held-out family's level, named and recorded; a level
+    # no donor has widens the prior (a fresh draw of the between-level spread)
+    kinds = {"fam0": "val_loss", "fam1": "train_loss", "fam2": "train_loss", "twin": "val_loss"}
+    c2 = load_curves(pd.concat([*frames, twin]).assign(metric=lambda d: d["family"].map(kinds)))
+    q = leave_one_out_prior(
+        c2, "fam2", sampler=SMALL, options=FitOptions(), covariate="metric_kind"
+    )
+    cov = q.meta["covariate"]
+    assert q.label == "lofo-fam2 (metric_kind=train)"
+    assert cov["unit_levels"] == {"fam0": "eval", "fam1": "train"}
+    assert cov["target_level"] == "train" and cov["target_seen"] and cov["note"] is None
+    odd = load_curves(pd.concat([*frames, twin]).assign(metric="val_loss"))
+    r = build_prior(
+        odd, exclude=["fam2"], sampler=SMALL, options=FitOptions(),
+        covariate="metric_kind", covariate_level="train",
+    )  # fmt: skip
+    assert not r.meta["covariate"]["target_seen"]
+    assert "not in the population" in r.meta["covariate"]["note"]
+    assert np.all(r.sd > p.sd)
 
 
 # ---------------------------------------------- narrow families inform what they see
@@ -428,3 +448,103 @@ def test_a_one_size_family_informs_the_data_exponent_only(one_size_family, tmp_p
     e_alpha = np.eye(len(base.names))[i_alpha] * base.sd[i_alpha]
     e_beta = np.eye(len(base.names))[i_beta] * base.sd[i_beta]
     assert np.linalg.norm(a.T @ e_alpha) < 0.25 * np.linalg.norm(a.T @ e_beta)
+
+
+# --- family covariates: the population mean depends on a family-level column ---
+
+
+def test_family_covariate_reads_derives_and_refuses_a_varying_column():
+    from hiscale.population import MISSING_LEVEL, family_covariate
+
+    a = simulate_family("a", seed=1).assign(metric="train_loss", dataset="web")
+    b = simulate_family("b", seed=2).assign(metric="val_loss", dataset="")
+    c = load_curves(pd.concat([a, b]))
+    assert family_covariate(c, "metric_kind") == {"a": "train", "b": "eval"}
+    assert family_covariate(c, "dataset") == {"a": "web", "b": MISSING_LEVEL}
+    with pytest.raises(ValueError, match="no column 'tokenizer'"):
+        family_covariate(c, "tokenizer")
+    mixed = a.copy()
+    mixed.loc[mixed.index[-1], "dataset"] = "books"
+    with pytest.raises(ValueError, match=r"'dataset': family 'a' has 'web' in row \d+ and 'books'"):
+        family_covariate(load_curves(mixed), "dataset")
+
+
+def _level_units(rng, shifts, per_level=4, precision=400.0):
+    """Units whose likelihoods pin z_f = m0 + shift_level + small noise (observation form)."""
+    base = flat_prior("chinchilla")
+    k = len(base.loc)
+    a_list, y_list, idx, z_list = [], [], [], []
+    for i, shift in enumerate(shifts):
+        for _ in range(per_level):
+            z = base.loc + shift + rng.normal(0, 0.05, k)
+            a = np.sqrt(precision) * np.eye(k)
+            a_list.append(a)
+            y_list.append(a.T @ (z - base.loc))
+            idx.append(i)
+            z_list.append(z)
+    return base, np.stack(a_list), np.stack(y_list), np.array(idx), np.stack(z_list)
+
+
+def test_level_effects_recover_the_means_of_their_levels():
+    """Known truth: two levels 1.6 apart in u_a; the predictive sits at each level's mean."""
+    from hiscale.population import sample_population
+
+    rng = np.random.default_rng(0)
+    shift = np.array([0.8, 0.0, 0.0, 0.0])
+    base, a, y, idx, z = _level_units(rng, [shift, -shift])
+    small = SamplerSettings(num_warmup=500, num_samples=500, target_accept_prob=0.95)
+    out = {}
+    for level in ("hi", "lo", "new"):
+        _post, rhat, _div, z_new, eff = sample_population(
+            y, a, base.loc, base.sd, sampler=small, seed=1, level_index=idx,
+            levels=["hi", "lo"], level=level,
+        )  # fmt: skip
+        assert rhat < 1.05 and eff.shape == (z_new.shape[0], 2, 4)
+        out[level] = z_new
+    for level, i in (("hi", 0), ("lo", 1)):
+        own = z[idx == i, 0].mean()
+        assert abs(out[level][:, 0].mean() - own) < 0.25, (level, own)
+    # an unseen level: between the two, and wider than either seen level
+    assert abs(out["new"][:, 0].mean() - z[:, 0].mean()) < 0.4
+    assert out["new"][:, 0].std() > 1.5 * max(out["hi"][:, 0].std(), out["lo"][:, 0].std())
+    # without the covariate one population spans both levels: wider still than a level
+    _, _, _, z_pool, eff = sample_population(y, a, base.loc, base.sd, sampler=small, seed=1)
+    assert eff is None
+    assert z_pool[:, 0].std() > 1.5 * out["hi"][:, 0].std()
+
+
+def test_population_model_likelihood_with_levels_matches_scipy():
+    """The y-site log density equals a sum of SciPy MVN densities with shifted means."""
+    import jax.numpy as jnp
+    from numpyro import handlers
+    from scipy.stats import multivariate_normal
+
+    from hiscale.population import _population_model
+
+    rng = np.random.default_rng(7)
+    base = flat_prior("chinchilla")
+    k = len(base.loc)
+    a = rng.normal(0, 1, (5, k, k))
+    y = rng.normal(0, 1, (5, k))
+    idx = np.array([0, 1, 1, 2, 0])
+    mu = base.loc + rng.normal(0, 0.3, k)
+    tau = rng.uniform(0.2, 0.8, k)
+    l_omega = np.linalg.cholesky(_random_spd(rng, k, np.ones(k)) + np.eye(k) * 0.5)
+    l_omega = l_omega / np.linalg.norm(l_omega, axis=1, keepdims=True)  # unit-diagonal Omega
+    tau_c = rng.uniform(0.1, 0.5, k)
+    u = rng.normal(0, 1, (3, k))
+    values = {"mu": mu, "tau": tau, "L_omega": l_omega, "tau_cov": tau_c, "u_cov": u}
+    model = handlers.substitute(_population_model, {n: jnp.asarray(v) for n, v in values.items()})
+    tr = handlers.trace(model).get_trace(
+        jnp.asarray(y), jnp.asarray(a), jnp.asarray(base.loc), jnp.asarray(base.sd),
+        jnp.asarray(idx), 3,
+    )  # fmt: skip
+    ours = float(tr["y"]["fn"].log_prob(tr["y"]["value"]).sum())
+    sigma = (tau[:, None] * l_omega) @ (tau[:, None] * l_omega).T
+    ref = sum(
+        multivariate_normal(
+            a[f].T @ (mu + tau_c * u[idx[f]] - base.loc), a[f].T @ sigma @ a[f] + np.eye(k)
+        ).logpdf(y[f])
+        for f in range(5)
+    )
+    np.testing.assert_allclose(ours, ref, rtol=1e-10)

@@ -111,6 +111,7 @@ __all__ = [
     "curve_law_families",
     "divide_prior",
     "engine_revision",
+    "family_covariate",
     "family_group",
     "family_unit",
     "fit_borrowing",
@@ -290,6 +291,77 @@ def curve_law_families(curves: Curves, families: Sequence[str], law: str) -> dic
                 f"law {law!r} needs every run's learning-rate schedule: unknown for "
                 f"{len(unknown)} of {len(info)} runs (first: {unknown[0]!r})"
             )
+    return out
+
+
+def _metric_kind(metric: str) -> str:
+    """``"train"`` for a training-loss metric (name starting ``train``), else ``"eval"``."""
+    return "train" if metric.strip().lower().startswith("train") else "eval"
+
+
+#: Family covariates computed from a column rather than read from it:
+#: ``name -> (column, function of the column's value)``. ``metric_kind``
+#: separates training losses (``train_loss``: the model's own training
+#: stream) from held-out evaluation losses (``val_loss``, ``val_loss_c4``, ...).
+DERIVED_FAMILY_COVARIATES: dict[str, tuple[str, Any]] = {
+    "metric_kind": ("metric", _metric_kind),
+}
+
+#: The level of a family whose covariate cell is empty (reported in the prior's meta).
+MISSING_LEVEL = "(missing)"
+
+
+def family_covariate(curves: Curves, column: str, families: Sequence[str] | None = None) -> dict:
+    """Each family's level of a family covariate (a column constant within a family).
+
+    Parameters
+    ----------
+    curves : Curves
+        The table.
+    column : str
+        A column of the table (``dataset``, ``arch``, ``source``, ...) or a
+        derived covariate of :data:`DERIVED_FAMILY_COVARIATES`
+        (``metric_kind``: ``train`` / ``eval`` from ``metric``).
+    families : sequence of str, optional
+        Families to look up (default: all).
+
+    Returns
+    -------
+    dict of str to str
+        ``{family: level}``; an empty or missing cell is the level
+        :data:`MISSING_LEVEL` (the population treats it as a level of its own
+        and its meta lists such families).
+
+    Raises
+    ------
+    ValueError
+        One line naming the column, the family, two of its values and their
+        rows when the column is not constant within a family, or when the
+        column does not exist.
+    """
+    source, fn = DERIVED_FAMILY_COVARIATES.get(column, (column, None))
+    frame = curves.frame
+    if source not in frame.columns:
+        known = sorted(DERIVED_FAMILY_COVARIATES)
+        raise ValueError(
+            f"family covariate {column!r}: the table has no column {source!r} "
+            f"(derived covariates: {known})"
+        )
+    out = {}
+    for fam in families if families is not None else curves.families:
+        rows = frame.loc[frame["family"] == fam, source]
+        vals = rows.fillna("").astype(str).str.strip()
+        if fn is not None:
+            vals = vals.map(lambda v: fn(v) if v else "")
+        distinct = vals.unique()
+        if len(distinct) > 1:
+            first = vals.index[vals == distinct[0]][0]
+            other = vals.index[vals == distinct[1]][0]
+            raise ValueError(
+                f"family covariate {column!r}: family {fam!r} has {distinct[0]!r} in row "
+                f"{first} and {distinct[1]!r} in row {other}; it must be constant within a family"
+            )
+        out[fam] = distinct[0] if len(distinct) and distinct[0] else MISSING_LEVEL
     return out
 
 
@@ -796,12 +868,27 @@ def population_hyperpriors(m0, s0):
     return mu, tau, l_omega
 
 
-def _population_model(y, a, m0, s0):
+def _population_model(y, a, m0, s0, level=None, n_levels=0):
+    """Step 2; with ``n_levels`` > 0 each unit's mean is shifted by its covariate level's effect.
+
+    The level effects are a random effect, ``mu_l = mu + tau_cov * u_l``,
+    ``u_l ~ N(0, I)``, ``tau_cov ~ HalfNormal(POPULATION_TAU_SD)`` per
+    component: with few groups per level the effects shrink towards the
+    common mean, and a level the population never saw gets a draw of the
+    between-level spread (a wider prior, not a guess).
+    """
     k = m0.shape[0]
     mu, tau, l_omega = population_hyperpriors(m0, s0)
     l_sigma = tau[:, None] * l_omega
     sigma = l_sigma @ l_sigma.T
-    loc = jnp.einsum("fkr,k->fr", a, mu - m0)
+    centre = jnp.broadcast_to(mu, (y.shape[0], k))
+    if n_levels:
+        tau_c = numpyro.sample(
+            "tau_cov", dist.HalfNormal(POPULATION_TAU_SD).expand([k]).to_event(1)
+        )
+        u = numpyro.sample("u_cov", dist.Normal(0.0, 1.0).expand([n_levels, k]).to_event(2))
+        centre = centre + (tau_c * u)[level]
+    loc = jnp.einsum("fkr,fk->fr", a, centre - m0)
     cov = jnp.einsum("fkr,kl,fls->frs", a, sigma, a) + jnp.eye(k)
     with numpyro.plate("family", y.shape[0]):
         numpyro.sample("y", dist.MultivariateNormal(loc, covariance_matrix=cov), obs=y)
@@ -825,6 +912,8 @@ def build_prior(
     loss_unit: str | None = "auto",
     pool_groups: bool = True,
     client: Any = None,
+    covariate: str | None = None,
+    covariate_level: str | None = None,
 ) -> Prior:
     """Build the two-step population prior from the families in ``curves``.
 
@@ -878,6 +967,17 @@ def build_prior(
         cached summary's key, so priors built at the same time on one
         cluster (the leave-one-group-out priors of a backtest) share the
         fits they have in common.
+    covariate : str, optional
+        A *family covariate* (:func:`family_covariate`: a column constant
+        within a family, e.g. ``dataset``, or ``metric_kind``): the
+        population mean depends on its level (a random effect per level, see
+        :func:`_population_model`). A pooled group takes its members'
+        most common level (``meta["covariate"]`` lists groups with mixed
+        levels).
+    covariate_level : str, optional
+        The new family's level: the prior is the predictive at that level.
+        A level no unit has (or ``None``) gets a fresh draw of the level
+        effect, which widens the prior; ``meta["covariate"]["note"]`` says so.
 
     Returns
     -------
@@ -957,54 +1057,24 @@ def build_prior(
     obs = [observation_form(u[0]) for u in units.values()]
     a_mat = np.stack([o[0] for o in obs])
     y_vec = np.stack([o[1] for o in obs])
+    cov_meta, level_idx, levels = _unit_levels(curves, covariate, covariate_level, units)
     t1 = time.perf_counter()
-    ps = population_sampler
-    kernel = NUTS(
-        _population_model,
-        target_accept_prob=ps.target_accept_prob,
-        max_tree_depth=ps.max_tree_depth,
-        dense_mass=ps.dense_mass,
+    post, rhat, div, z_new, effects = sample_population(
+        y_vec,
+        a_mat,
+        base.loc,
+        base.sd,
+        sampler=population_sampler,
+        seed=seed,
+        level_index=level_idx,
+        levels=levels,
+        level=covariate_level,
     )
-    parallel = ps.chain_method == "parallel" and jax.local_device_count() >= ps.num_chains
-    mcmc = MCMC(
-        kernel,
-        num_warmup=ps.num_warmup,
-        num_samples=ps.num_samples,
-        num_chains=ps.num_chains,
-        chain_method="parallel" if parallel else "sequential",
-        progress_bar=False,
-    )
-    mcmc.run(
-        jax.random.PRNGKey(seed),
-        jnp.asarray(y_vec),
-        jnp.asarray(a_mat),
-        jnp.asarray(base.loc),
-        jnp.asarray(base.sd),
-        extra_fields=("diverging",),
-    )
-    post = mcmc.get_samples()
-    from numpyro.diagnostics import split_gelman_rubin
-
-    grouped = mcmc.get_samples(group_by_chain=True)
-    rhat = max(
-        float(
-            np.nanmax(
-                np.asarray(
-                    split_gelman_rubin(
-                        np.asarray(grouped[v]).reshape(ps.num_chains, -1, *np.shape(grouped[v])[2:])
-                    )
-                )
-            )
-        )
-        for v in ("mu", "tau")
-    )
-    div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
-    # predictive for a new family, moment-matched
-    mu = np.asarray(post["mu"])
-    l_sigma = np.asarray(post["tau"])[:, :, None] * np.asarray(post["L_omega"])
-    rng = np.random.default_rng(seed)
-    eps = rng.standard_normal(mu.shape)
-    z_new = mu + np.einsum("sij,sj->si", l_sigma, eps)
+    if cov_meta is not None:
+        cov_meta["tau_cov_mean"] = np.asarray(post["tau_cov"]).mean(0).tolist()
+        cov_meta["level_effect_mean"] = {
+            lv: effects[:, i].mean(0).tolist() for i, lv in enumerate(levels)
+        }
     loc = z_new.mean(0)
     cov = np.cov(z_new, rowvar=False)
     t2 = time.perf_counter()
@@ -1040,6 +1110,7 @@ def build_prior(
         "loss_unit": loss_unit,
         "pool_groups": pool_groups,
         "population_units": {g: u[1] for g, u in units.items()},
+        "covariate": cov_meta,
         "groups": {s.family: group_of.get(s.family, name_group(s.family)) for s in summaries},
         "data_hash": curves.data_hash(),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
@@ -1049,14 +1120,14 @@ def build_prior(
             "units": {g: u[0].summary(base.names) for g, u in units.items()},
         },
         "population": {
-            "mu_mean": mu.mean(0).tolist(),
+            "mu_mean": np.asarray(post["mu"]).mean(0).tolist(),
             "tau_mean": np.asarray(post["tau"]).mean(0).tolist(),
             "rhat_max": rhat,
             "divergences": div,
-            "num_warmup": ps.num_warmup,
-            "num_samples": ps.num_samples,
-            "num_chains": ps.num_chains,
-            "sampler": ps.numpyro_dict("init_to_uniform"),
+            "num_warmup": population_sampler.num_warmup,
+            "num_samples": population_sampler.num_samples,
+            "num_chains": population_sampler.num_chains,
+            "sampler": population_sampler.numpyro_dict("init_to_uniform"),
             "hyperpriors": {
                 "mu_sd_factor": POPULATION_MU_SD_FACTOR,
                 "tau_sd": POPULATION_TAU_SD,
@@ -1083,6 +1154,153 @@ def build_prior(
         settings=settings,
         meta=meta,
     )
+
+
+def sample_population(
+    y_vec,
+    a_mat,
+    m0,
+    s0,
+    *,
+    sampler: SamplerSettings = POPULATION_SAMPLER,
+    seed: int = 0,
+    level_index=None,
+    levels: Sequence[str] = (),
+    level: str | None = None,
+):
+    """Step 2: sample the population model and draw ``z`` of a new family.
+
+    Parameters
+    ----------
+    y_vec, a_mat : arrays, shapes (U, K) and (U, K, K)
+        The units' likelihoods in observation form (:func:`observation_form`).
+    m0, s0 : arrays, shape (K,)
+        Step-1 prior mean and sd.
+    sampler : SamplerSettings
+        NUTS settings.
+    seed : int
+        Seeds NUTS and the predictive draws.
+    level_index : array of int, shape (U,), optional
+        Each unit's index into ``levels`` (a family covariate).
+    levels : sequence of str
+        The covariate's levels (empty: no covariate).
+    level : str, optional
+        The new family's level; one not in ``levels`` gets a fresh level effect.
+
+    Returns
+    -------
+    post : dict
+        Posterior draws (``mu``, ``tau``, ``L_omega``; ``tau_cov``, ``u_cov``).
+    rhat : float
+        Largest split r-hat of ``mu``, ``tau`` (and ``tau_cov``).
+    divergences : int
+    z_new : ndarray, shape (S, K)
+        Predictive draws of a new family's law vector.
+    effects : ndarray, shape (S, levels, K) or None
+        The level effects ``tau_cov * u_cov``.
+    """
+    ps = sampler
+    kernel = NUTS(
+        _population_model,
+        target_accept_prob=ps.target_accept_prob,
+        max_tree_depth=ps.max_tree_depth,
+        dense_mass=ps.dense_mass,
+    )
+    parallel = ps.chain_method == "parallel" and jax.local_device_count() >= ps.num_chains
+    mcmc = MCMC(
+        kernel,
+        num_warmup=ps.num_warmup,
+        num_samples=ps.num_samples,
+        num_chains=ps.num_chains,
+        chain_method="parallel" if parallel else "sequential",
+        progress_bar=False,
+    )
+    mcmc.run(
+        jax.random.PRNGKey(seed),
+        jnp.asarray(y_vec),
+        jnp.asarray(a_mat),
+        jnp.asarray(m0),
+        jnp.asarray(s0),
+        None if level_index is None else jnp.asarray(level_index),
+        len(levels),
+        extra_fields=("diverging",),
+    )
+    post = mcmc.get_samples()
+    from numpyro.diagnostics import split_gelman_rubin
+
+    grouped = mcmc.get_samples(group_by_chain=True)
+    rhat = max(
+        float(
+            np.nanmax(
+                np.asarray(
+                    split_gelman_rubin(
+                        np.asarray(grouped[v]).reshape(ps.num_chains, -1, *np.shape(grouped[v])[2:])
+                    )
+                )
+            )
+        )
+        for v in ("mu", "tau", *(("tau_cov",) if levels else ()))
+    )
+    div = int(np.asarray(mcmc.get_extra_fields()["diverging"]).sum())
+    # predictive draws for a new family
+    mu = np.asarray(post["mu"])
+    l_sigma = np.asarray(post["tau"])[:, :, None] * np.asarray(post["L_omega"])
+    rng = np.random.default_rng(seed)
+    eps = rng.standard_normal(mu.shape)
+    z_new = mu + np.einsum("sij,sj->si", l_sigma, eps)
+    effects = None
+    if levels:
+        tau_c = np.asarray(post["tau_cov"])
+        effects = tau_c[:, None, :] * np.asarray(post["u_cov"])  # (S, levels, K)
+        if level in levels:
+            z_new = z_new + effects[:, levels.index(level)]
+        else:  # an unseen level: a fresh draw of the between-level spread
+            z_new = z_new + tau_c * rng.standard_normal(mu.shape)
+    return post, rhat, div, z_new, effects
+
+
+def _unit_levels(
+    curves: Curves,
+    covariate: str | None,
+    target: str | None,
+    units: dict[str, tuple[FamilyLikelihood, list[str]]],
+) -> tuple[dict[str, Any] | None, np.ndarray | None, list[str]]:
+    """Each step-2 unit's level of ``covariate`` (a group: its members' most common level).
+
+    Returns the ``meta["covariate"]`` record, the units' level indices and the
+    sorted levels (``None, None, []`` without a covariate).
+    """
+    if covariate is None:
+        if target is not None:
+            raise ValueError("covariate_level needs a covariate")
+        return None, None, []
+    members = [f for _, fams in units.values() for f in fams]
+    fam_level = family_covariate(curves, covariate, members)
+    unit_level, mixed = {}, {}
+    for g, (_, fams) in units.items():
+        lv = [fam_level[f] for f in fams]
+        unit_level[g] = max(sorted(set(lv)), key=lv.count)
+        if len(set(lv)) > 1:
+            mixed[g] = {f: fam_level[f] for f in fams}
+    levels = sorted(set(unit_level.values()))
+    seen = target in levels
+    note = None
+    if not seen:
+        note = (
+            f"level {target!r} of {covariate!r} is not in the population (levels: {levels}): "
+            "the prior adds a fresh draw of the between-level spread"
+        )
+    meta = {
+        "column": covariate,
+        "target_level": target,
+        "target_seen": seen,
+        "unit_levels": unit_level,
+        "mixed_units": mixed,
+        "missing": sorted(f for f, v in fam_level.items() if v == MISSING_LEVEL),
+        "levels": levels,
+        "note": note,
+    }
+    return meta, np.array([levels.index(unit_level[g]) for g in units]), levels
 
 
 #: Version of the donor-prior cache layout (part of its key).

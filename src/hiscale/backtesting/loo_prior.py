@@ -25,6 +25,7 @@ from hiscale.population import (
     cache_dir,
     curve_law_families,
     engine_revision,
+    family_covariate,
     family_group,
     family_unit,
     population_families,
@@ -48,6 +49,7 @@ def leave_one_out_prior(
     match_unit: bool = True,
     pool_groups: bool = True,
     client: Any = None,
+    covariate: str | None = None,
 ) -> Prior:
     """Build the population prior from ``corpus`` without ``family``'s group (cached on disk).
 
@@ -84,6 +86,10 @@ def leave_one_out_prior(
         (see :func:`hiscale.population.build_prior`).
     client : distributed.Client, optional
         Run the step-1 fits on this client's workers.
+    covariate : str, optional
+        A family covariate (:func:`hiscale.population.family_covariate`): the
+        population mean depends on its level and the prior is the predictive
+        at ``family``'s level (``meta["covariate"]``).
 
     Returns
     -------
@@ -105,6 +111,7 @@ def leave_one_out_prior(
     n_units = len({groups[f] for f in others}) if pool_groups else len(others)
     if n_units < 2:
         return _no_population(law, family, group, unit, others)
+    level = None if covariate is None else family_covariate(corpus, covariate, [family])[family]
     key = cache_key(
         [
             engine_revision(),
@@ -127,8 +134,10 @@ def leave_one_out_prior(
                 defaults.POPULATION_SIGMA_OBS_SD_MIN,
             ],
             "population-v4",
+            *(() if covariate is None else ([covariate, level],)),
         ]
     )
+    name = f"lofo-{group}" + ("" if covariate is None else f" ({covariate}={level})")
     path = cache_dir() / "priors" / f"lofo-{re.sub(r'[^A-Za-z0-9_.-]', '_', group)}-{key}"
     if (path / "prior.json").is_file():
         return load_prior(path)
@@ -136,7 +145,7 @@ def leave_one_out_prior(
         sys.stderr.write(f"building leave-one-out prior without group {group!r} ...\n")
     prior = build_prior(
         corpus,
-        name=f"lofo-{group}",
+        name=name,
         law=law,
         exclude=[family],
         options=options,
@@ -147,6 +156,8 @@ def leave_one_out_prior(
         loss_unit=unit,
         pool_groups=pool_groups,
         client=client,
+        covariate=covariate,
+        covariate_level=level,
     )
     prior.save(path)
     return prior

@@ -255,6 +255,11 @@ class BayesMethod:
     local_learn : bool
         With ``local_sd > 0``: learn the scale per family (``local_sd`` is
         its prior median).
+    covariate : str, optional
+        A family covariate (:func:`hiscale.population.family_covariate`,
+        e.g. ``metric_kind``): the leave-one-group-out population's mean
+        depends on it and each family gets the predictive at its own level.
+        Implies ``prior="loo"`` (a shipped prior has no covariate).
     """
 
     name: str = "bayes"
@@ -273,6 +278,7 @@ class BayesMethod:
     disc_direction: str = "up"
     local_sd: float = 0.0
     local_learn: bool = False
+    covariate: str | None = None
 
     def __post_init__(self) -> None:
         """Check ``discrepancy`` and ``disc_direction``."""
@@ -344,12 +350,13 @@ class BayesMethod:
             match_unit=self.match_unit,
             pool_groups=self.pool_groups,
             client=client,
+            covariate=self.covariate,
         )
 
     def _prepare(self, corpus: Curves, family: str, client: Any = None) -> Prior:
         if isinstance(self.prior, str) and self.prior == "flat":
             return flat_prior(self.law)
-        if isinstance(self.prior, str) and self.prior == "loo":
+        if (isinstance(self.prior, str) and self.prior == "loo") or self.covariate is not None:
             return self._loo(corpus, family, client)
         if isinstance(self.prior, Prior):
             given = self.prior

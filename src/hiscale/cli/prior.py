@@ -98,6 +98,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "e.g. 'nats/token'); 'auto' = the unit of most families, 'any' = mix units "
         "(default: auto)",
     )
+    b.add_argument(
+        "--covariate",
+        default=None,
+        metavar="COL",
+        help="family covariate: a column constant within a family (dataset, arch, ...) or "
+        "metric_kind (train/eval, from metric); the population mean depends on its level "
+        "and the prior is the one for a new family at --covariate-level",
+    )
+    b.add_argument(
+        "--covariate-level",
+        default=None,
+        metavar="LEVEL",
+        help="the new family's level of --covariate (a level no family has widens the prior; "
+        "required with --covariate)",
+    )
     b.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
     add_sampler_args(b, what="step-1 NUTS")
     add_scheduler_arg(b, what="the step-1 family fits")
@@ -148,6 +163,8 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
         parts += ["--law", args.law]
     if args.loss_unit != "auto":
         parts += ["--loss-unit", args.loss_unit]
+    if args.covariate is not None:
+        parts += ["--covariate", args.covariate, "--covariate-level", args.covariate_level]
     if args.seed != 0:
         parts += ["--seed", str(args.seed)]
     defaults = SamplerSettings()
@@ -177,6 +194,8 @@ def build(args: argparse.Namespace) -> int:
     from hiscale.population import build_prior
     from hiscale.priors.card import write_model_card
 
+    if (args.covariate is None) != (args.covariate_level is None):
+        raise SystemExit("hiscale prior build: --covariate and --covariate-level go together")
     out = Path(args.out)
     name = args.name or out.resolve().name
     curves = load_curves(args.data, metric=args.metric)
@@ -197,6 +216,8 @@ def build(args: argparse.Namespace) -> int:
             progress=not args.quiet,
             loss_unit=None if args.loss_unit == "any" else args.loss_unit,
             client=client,
+            covariate=args.covariate,
+            covariate_level=args.covariate_level,
         )
     command_line = _rebuild_command(args, name)
     meta = {
@@ -233,6 +254,14 @@ def build(args: argparse.Namespace) -> int:
     )
     for fam, why in left.items():
         print(f"  left out {fam}: {why}")
+    cov = prior.meta.get("covariate")
+    if cov:
+        print(
+            f"  covariate {cov['column']!r}: prior for level {cov['target_level']!r}; "
+            f"groups' levels {cov['unit_levels']}"
+        )
+        if cov["note"]:
+            print(f"  note: {cov['note']}")
     for n, mu, sd in zip(prior.names, prior.loc, prior.sd, strict=True):
         extra = f"  (median {n[4:]} {np.exp(mu):.3f})" if n.startswith("log_") else ""
         print(f"  {n:<10} mean {mu:+.3f}  sd {sd:.3f}{extra}")

@@ -239,6 +239,25 @@ def model_card(prior: Prior, *, command: str | None = None) -> str:
             f"prior's means and sds), `tau ~ HalfNormal({_fmt(hyper['tau_sd'])})`, "
             f"`Omega ~ LKJ({_fmt(hyper['lkj_concentration'])})`.",
         ]
+    cov = meta.get("covariate")
+    if cov:
+        out += [
+            "",
+            f"Family covariate `{cov['column']}`: the population mean is shifted by a level "
+            "effect `tau_cov * u_level`, `u_level ~ N(0, I)`, `tau_cov ~ HalfNormal(tau_sd)`; "
+            f"this prior is the one for a new family at level `{cov['target_level']}`. "
+            "Levels of the groups: "
+            + ", ".join(f"{g} = `{lv}`" for g, lv in cov["unit_levels"].items())
+            + ".",
+        ]
+        if cov.get("note"):
+            out += ["", f"Note: {cov['note']}."]
+        if cov.get("mixed_units"):
+            out += [
+                "",
+                f"Groups whose members differ (their most common level is used): "
+                f"{', '.join(cov['mixed_units'])}.",
+            ]
     verdict = (
         "converged"
         if pop.get("rhat_max", 2) <= 1.01 and not pop.get("divergences")
