@@ -229,3 +229,44 @@ def test_an_unconverged_fit_is_flagged_in_the_titles(tmp_path):
     assert fig.axes[0].get_title().endswith("(sampler WARNING)")
     fig = plot_target_density(bad, (7e9, 1.4e11))
     assert "sampler WARNING: see Fit.verdict()" in fig.axes[0].get_title()
+
+
+def test_run_offset_matches_a_brute_force_posterior():
+    """Gaussian conditional of a run's offset vs a quadrature of prior x likelihood over δ."""
+    from scipy.stats import norm
+
+    fit = fake_fit(family="off", n_sizes=3, seed=2, sigma_run=0.03, sigma_obs=0.01)
+    data = fit.data
+    run = data["run"].iloc[-1]
+    mean, var = fit.run_offset(run)
+    rows = np.flatnonzero(data["run"].to_numpy() == run)
+    mu = np.asarray(fit.datatree["posterior"]["mu"].values).reshape(-1, len(data))[:, rows]
+    resid = np.log(data["loss"].to_numpy()[rows]) - mu
+    th = fit.theta()
+    grid = np.linspace(-0.3, 0.3, 60_001)
+    for s in (0, 7, 123):
+        logp = norm.logpdf(grid, 0, th["sigma_run"][s]) + norm.logpdf(
+            resid[s][:, None] - grid[None, :], 0, th["sigma_obs"][s]
+        ).sum(0)
+        w = np.exp(logp - logp.max())
+        m = np.sum(w * grid) / w.sum()
+        np.testing.assert_allclose(mean[s], m, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(var[s], np.sum(w * (grid - m) ** 2) / w.sum(), rtol=1e-4)
+    with pytest.raises(ValueError, match="not in the fit"):
+        fit.run_offset("nope")
+
+
+def test_plot_curves_draws_the_law_through_each_fitted_run_with_its_offset(tmp_path):
+    """One dashed line per fitted run, passing through the run's fitted rows."""
+    fit = fake_fit(family="off", n_sizes=3, seed=3, sigma_run=0.05, sigma_obs=0.002)
+    offsets = [np.median(fit.run_offset(r)[0]) for r in fit.data["run"].unique()]
+    assert max(np.abs(offsets)) > 0.04  # the law alone would miss that run by > 0.04
+    fig = plot_curves(None, fit)
+    _png(fig, tmp_path)
+    dashed = [ln for ln in fig.axes[0].get_lines() if ln.get_linestyle() == "--"]
+    assert len(dashed) == fit.data["run"].nunique()
+    for (_, g), line in zip(fit.data.groupby("run", sort=False), dashed, strict=True):
+        x, y = line.get_data()
+        at_rows = np.interp(np.log(g["tokens"]), np.log(x), np.log(y))
+        # within a few checkpoint-noise sds (and the draws' spread) of the run's rows
+        assert np.abs(at_rows - np.log(g["loss"])).max() < 0.01

@@ -548,3 +548,14 @@ def test_population_model_likelihood_with_levels_matches_scipy():
         for f in range(5)
     )
     np.testing.assert_allclose(ours, ref, rtol=1e-10)
+
+
+def test_an_unconverged_population_is_flagged(small_prior):
+    """Step 2 run far too short (seeded, so always the same chains): a PriorWarning says so."""
+    from hiscale.priors.prior import PriorWarning
+
+    c = load_curves(pd.concat(_families(3)))  # small_prior's families: step 1 from the cache
+    short = SamplerSettings(num_warmup=10, num_samples=10, target_accept_prob=0.95)
+    with pytest.warns(PriorWarning, match=r"step-2 sampler did not converge \(r_hat"):
+        build_prior(c, name="short", sampler=SMALL, options=FitOptions(), exclude=["fam2"],
+                    population_sampler=short)  # fmt: skip

@@ -128,6 +128,12 @@ __all__ = [
 #: size span < 4x, as ``corpus-v1`` was built (``--min-sizes 3 --min-span 4``).
 OLD_SIZE_FILTER: dict[str, Any] = {"min_sizes": 3, "min_span": 4.0}
 
+#: :func:`build_prior` warns (``PriorWarning``) when step 2's r_hat exceeds this or
+#: more than this share of its draws diverged; the model card's stricter verdict
+#: (r_hat <= 1.01, no divergence) is advisory.
+POPULATION_WARN_RHAT: float = 1.05
+POPULATION_WARN_DIVERGENT: float = 0.01
+
 #: Step-1 family fits with a larger r_hat are left out of the population (and reported).
 MAX_STEP1_RHAT: float = 1.1
 
@@ -1075,6 +1081,18 @@ def build_prior(
         cov_meta["level_effect_mean"] = {
             lv: effects[:, i].mean(0).tolist() for i, lv in enumerate(levels)
         }
+    n_draws = population_sampler.num_samples * population_sampler.num_chains
+    if rhat > POPULATION_WARN_RHAT or div > POPULATION_WARN_DIVERGENT * n_draws:
+        import warnings
+
+        from hiscale.priors.prior import PriorWarning
+
+        warnings.warn(
+            f"population prior {name!r}: the step-2 sampler did not converge "
+            f"(r_hat {rhat:.3f}, {div} of {n_draws} draws divergent)",
+            PriorWarning,
+            stacklevel=2,
+        )
     loc = z_new.mean(0)
     cov = np.cov(z_new, rowvar=False)
     t2 = time.perf_counter()

@@ -394,6 +394,49 @@ class Fit:
         n = float(data["params"].to_numpy()[sel][0])
         return np.exp(self._log_mu(n, np.atleast_1d(np.asarray(tokens, float)), sched))
 
+    def run_offset(self, run: str) -> tuple[np.ndarray, np.ndarray]:
+        r"""Per posterior draw, the conditional mean and variance of a fitted run's log offset.
+
+        The likelihood integrates each run's offset ``δ`` out; given a draw of
+        the law and noise scales, ``δ`` given the run's residuals ``e_i = ln
+        L_i - ln L̂_i`` is Gaussian: for an end-of-run fit (independent
+        checkpoint noise) ``mean = ē σ_run² / (σ_run² + σ_obs²/n)``, ``var =
+        σ_run² σ_obs²/n / (σ_run² + σ_obs²/n)``; for a whole-curve fit the
+        AR(1) version (:func:`~hiscale.modeling.curve.offset_posterior`). With
+        Student-t offsets and noise (end-of-run default) this is their
+        Gaussian approximation, as in the likelihood's between-run term.
+
+        Parameters
+        ----------
+        run : str
+            A run of the fit's data.
+
+        Returns
+        -------
+        mean, var : numpy.ndarray
+            Shape ``(S,)`` each, in ln loss.
+
+        Raises
+        ------
+        ValueError
+            If the run is not in the fit.
+        """
+        data = self.data
+        rows = np.flatnonzero(data["run"].to_numpy() == str(run))
+        if not len(rows):
+            raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
+        rows = rows[np.argsort(data["tokens"].to_numpy()[rows], kind="stable")]
+        mu_obs = np.asarray(self._dt["posterior"]["mu"].values).reshape(-1, len(data))[:, rows]
+        resid = np.log(data["loss"].to_numpy(float)[rows])[None, :] - mu_obs
+        th = self.theta()
+        if self.is_curve:
+            t_obs = np.log(data["tokens"].to_numpy(float)[rows] / D0)
+            return offset_posterior(
+                resid, t_obs, th["sigma_run"], th["sigma_obs"], th["rho"], self.curve["ell"]
+            )
+        s2, o2 = th["sigma_run"] ** 2, th["sigma_obs"] ** 2 / len(rows)
+        return resid.mean(1) * s2 / (s2 + o2), s2 * o2 / (s2 + o2)
+
     def predict_curve(
         self,
         params: float,

@@ -69,8 +69,10 @@ def plot_curves(
         Curves table (every run of ``family`` is drawn, also rows the fit did
         not use); ``None`` draws only the fit's rows.
     fit : Fit, optional
-        Adds the law's posterior-median expected loss for every size (dashed),
-        and marks the rows the fit saw. For a whole-curve fit
+        Adds, for every run the fit saw, the law at that run's size shifted by
+        the run's own offset (:meth:`~hiscale.infer.result.Fit.run_offset`;
+        posterior median, dashed, over the run's whole token range), and
+        marks the rows the fit saw. For a whole-curve fit (over the rows it fitted)
         (:attr:`~hiscale.infer.result.Fit.is_curve`) the law is drawn through
         every run it fitted, under that run's schedule, and the target band is
         the whole curve of a new run (:meth:`~hiscale.infer.result.Fit.predict_curve`).
@@ -146,20 +148,26 @@ def plot_curves(
         handles.append(
             Line2D([], [], ls="none", marker="o", mfc="none", mec="black", label="rows the fit saw")
         )
-        if fit.is_curve:
-            # whole-curve fits: the law through every fitted run, under its own schedule
-            for run, g in used.groupby("run", sort=False):
-                grid = np.geomspace(g["tokens"].min(), g["tokens"].max(), n_grid)
+        # the law through every run it fitted, shifted by that run's own offset (its
+        # seed-to-seed level: posterior mean given the run's fitted rows); an end-of-run
+        # fit over the run's whole token range (where it did not look, too), a whole-curve
+        # fit over the rows it fitted, under the run's own schedule
+        fitted = set(used["run"])
+        for run, g in (used if fit.is_curve else frame).groupby("run", sort=False):
+            if run not in fitted:
+                continue
+            grid = np.geomspace(g["tokens"].min(), g["tokens"].max(), n_grid)
+            n = float(g["params"].iloc[0])
+            if fit.is_curve:
                 expected = fit.expected_along_run(run, grid)
-                n = float(g["params"].iloc[0])
-                ax.plot(grid, np.median(expected, axis=0), "--", color=cmap(norm(n)), lw=1.3)
-        else:
-            for n in sizes:
-                sub = frame[frame["params"] == n]
-                grid = np.geomspace(sub["tokens"].min(), sub["tokens"].max(), n_grid)
+            else:
                 expected, _ = fit.draws(np.full_like(grid, n), grid, seed=seed)
-                ax.plot(grid, np.median(expected, axis=0), "--", color=cmap(norm(n)), lw=1.3)
-        handles.append(Line2D([], [], color="grey", ls="--", label="fitted law (posterior median)"))
+            offset, _ = fit.run_offset(run)
+            line = np.median(expected * np.exp(offset)[:, None], axis=0)
+            ax.plot(grid, line, "--", color=cmap(norm(n)), lw=1.3)
+        handles.append(
+            Line2D([], [], color="grey", ls="--", label="fitted law + run offset (post. median)")
+        )
     if at is not None:
         tn, td = float(at[0]), float(at[1])
         if fit is not None and fit.is_curve:
