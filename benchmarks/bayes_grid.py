@@ -139,6 +139,8 @@ def summarise(
     pairs = (
         ("bayes", "bayes-flat"),
         ("bayes-disc", "bayes"),
+        ("bayes-disc3", "bayes"),
+        ("bayes-disc3", "bayes-disc"),
         ("bayes-v2", "bayes"),
         ("bayes-cov", "bayes"),
         ("bayes-dataset", "bayes"),
@@ -344,6 +346,7 @@ def main(argv=None) -> int:
                 **({"prior": "loo"} if args.extra else {}),
             },
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
+            "bayes-disc3": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
             "bayes-auto": {"prior": args.auto_prior},

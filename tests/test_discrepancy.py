@@ -261,3 +261,43 @@ def test_end_to_end_backtest_of_a_simulated_family(three, tmp_path, monkeypatch)
     np.testing.assert_allclose(wide["predicted"], base["predicted"], rtol=0.02)
     # the population's inner errors are cached: a second run reads them
     assert len(list((tmp_path / "discrepancy").glob("*.json"))) == 2
+
+
+# --- several own inner errors (bayes-disc3) ---------------------------------------------
+
+
+def test_several_own_errors_multiply_their_likelihoods_quadrature():
+    """Two errors at two distances: the grid posterior against scipy.integrate.quad."""
+    m, s = np.log(0.02), 1.0
+    errs = [_err(0.03, 2e-4, 0.5), _err(0.07, 5e-4, 1.2)]
+    one, two = (_quad_posterior(m, s, e) for e in errs)
+    prior = stats.norm(m, s)
+
+    def dens(u):  # prior x like1 x like2 = (prior x like1) (prior x like2) / prior
+        return one(u) * two(u) / prior.pdf(u)
+
+    lo, hi = m - 12 * s, m + 12 * s
+    z = integrate.quad(dens, lo, hi, epsabs=0, epsrel=1e-10, limit=200)[0]
+    post = sigma_posterior(m, s, errs)
+    for u in (m - s, m, m + s, m + 2 * s):
+        want = integrate.quad(dens, lo, u, epsabs=0, epsrel=1e-10, limit=200)[0] / z
+        assert np.interp(u, post.u, post.cdf) == pytest.approx(want, abs=1e-5)
+    assert post.source == "prior + 2 own inner errors"
+    # a list of one is the single error; an empty list is the prior alone
+    single = sigma_posterior(m, s, [errs[0]])
+    np.testing.assert_array_equal(single.density, sigma_posterior(m, s, errs[0]).density)
+    assert sigma_posterior(m, s, [], why_none="x").source == "prior alone (x)"
+
+
+def test_inner_errors_hold_out_more_sizes_at_longer_distances(three):
+    """drop = 1 is inner_error itself; each further fit leaves one more size out."""
+    rows = three.family("alpha")  # 5 sizes
+    kw = {"law": "chinchilla", "sampler": TEST_SAMPLER, "seed": 0}
+    errs = disc.inner_errors(rows, "alpha", "flat", n_inner=5, **kw)
+    assert [e.n_fit_sizes for e in errs] == [4, 3, 2]  # stops at drop + 2 > 5 sizes
+    assert np.all(np.diff([e.d for e in errs]) > 0)
+    first = disc.inner_error(rows, "alpha", "flat", **kw)
+    assert errs[0] == first
+    with pytest.raises(ValueError, match="drop must be >= 1"):
+        disc.inner_error(rows, "alpha", "flat", drop=0, **kw)
+    assert get_method("bayes-disc3").disc_inner == 3

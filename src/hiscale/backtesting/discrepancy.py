@@ -100,6 +100,7 @@ __all__ = [
     "family_inner_error",
     "fit_population",
     "inner_error",
+    "inner_errors",
     "load_discrepancy",
     "population_density",
     "population_discrepancy",
@@ -129,6 +130,7 @@ def inner_error(
     sampler: SamplerSettings | None = None,
     seed: int = 0,
     direction: str = "up",
+    drop: int = 1,
 ) -> InnerError | None:
     """Fit ``train`` without its largest (``"down"``: smallest) size and score that size's end rows.
 
@@ -150,18 +152,29 @@ def inner_error(
         Seed of the inner fit and its predictive draws.
     direction : {"up", "down"}, default "up"
         Which end is held out.
+    drop : int, default 1
+        Sizes left out of the inner fit, counted from that end: the fit sees
+        the other ``k - drop`` sizes and scores the extreme size, so a larger
+        ``drop`` measures the error at a longer extrapolation distance.
 
     Returns
     -------
     InnerError or None
-        None when ``train`` has fewer than 3 sizes (no inner evidence).
+        None when ``train`` has fewer than ``drop + 2`` sizes (no inner
+        evidence at that distance).
     """
     s = sizes(train)
-    if len(s) < 3:
+    if drop < 1:
+        raise ValueError(f"drop must be >= 1, got {drop}")
+    if len(s) < drop + 2:
         return None
-    rest, held = split_target(train, direction=direction)
+    _, held = split_target(train, direction=direction)
+    kept = s[:-drop] if direction == "up" else s[drop:]
+    rest = train.with_frame(
+        train.frame[train.frame["params"].isin(kept)], step="inner", reason="held-out sizes"
+    )
     end = target_rows(held, "last30").frame
-    nearest = s[-2] if direction == "up" else s[1]
+    nearest = kept[-1] if direction == "up" else kept[0]
     f = fit(
         rest,
         family=family,
@@ -176,15 +189,63 @@ def inner_error(
     ln_y = np.log(end["loss"].to_numpy())
     e = float(np.mean(ln_y - np.median(ln_new, axis=0)))
     s2 = float(np.var(ln_new.mean(axis=1), ddof=1))
+    held_size = s[-1] if direction == "up" else s[0]
+    both = train.with_frame(
+        train.frame[train.frame["params"].isin([*kept, held_size])], step="inner", reason="gap"
+    )
     return InnerError(
         e=e,
         s2=s2,
-        d=distance(s[-1] if direction == "up" else s[0], nearest),
+        d=distance(held_size, nearest),
         rows=len(end),
-        n_fit_sizes=len(s) - 1,
+        n_fit_sizes=len(kept),
         flagged=bool(f.diagnostics["flagged"]),
-        d_compute=_held_compute_distance(train, direction),
+        d_compute=_held_compute_distance(both, direction),
     )
+
+
+def inner_errors(
+    train: Curves,
+    family: str,
+    prior: Prior | str,
+    *,
+    n_inner: int = 3,
+    **kwargs,
+) -> list[InnerError]:
+    """Leave-largest-size-out errors at up to ``n_inner`` extrapolation distances.
+
+    :func:`inner_error` with ``drop = 1 .. n_inner`` (each needs ``drop + 2``
+    sizes): the extreme training size predicted from the sizes below the
+    largest, the two largest, ... left out. The fits are nested, so the
+    errors are correlated; :func:`~hiscale.priors.discrepancy.sigma_posterior`
+    multiplies their likelihoods as if they were not (say so where it is used).
+
+    Parameters
+    ----------
+    train : Curves
+        Training rows of one family.
+    family : str
+        Family name.
+    prior : Prior or str
+        Prior of the inner fits.
+    n_inner : int, default 3
+        Most inner fits.
+    **kwargs
+        ``law``, ``options``, ``sampler``, ``seed``, ``direction`` of
+        :func:`inner_error`.
+
+    Returns
+    -------
+    list of InnerError
+        Empty when ``train`` has fewer than 3 sizes.
+    """
+    out = []
+    for drop in range(1, n_inner + 1):
+        err = inner_error(train, family, prior, drop=drop, **kwargs)
+        if err is None:
+            break
+        out.append(err)
+    return out
 
 
 def family_inner_error(

@@ -25,6 +25,9 @@ names accepted by ``backtest(methods=...)`` and ``--method`` to factories:
   new-run draws are widened by ``exp(sigma_d d z)``, ``sigma_d`` from a
   population prior (other groups' leave-largest-size-out errors) updated by
   the cell's own leave-largest-size-out error when it has >= 3 sizes;
+* ``bayes-disc3``: the same with up to three own errors per cell
+  (``disc_inner=3``: the largest training size predicted with 1, 2 and 3 of
+  the sizes below it left out);
 * ``bayes-curve``: a whole-curve fit (``h-term``, every row, AR(1)
   residuals) of the cell's training rows. On continue-a-run cells
   (``target="continue"``, :func:`hiscale.backtesting.protocol.continue_cells`)
@@ -55,7 +58,7 @@ from hiscale.backtesting.discrepancy import (
     INNER_SAMPLER,
     DiscrepancyPrior,
     distance,
-    inner_error,
+    inner_errors,
     population_discrepancy,
     widen,
 )
@@ -255,6 +258,12 @@ class BayesMethod:
     local_learn : bool
         With ``local_sd > 0``: learn the scale per family (``local_sd`` is
         its prior median).
+    disc_inner : int, default 1
+        With ``discrepancy="family"``: the most inner (leave-largest-sizes-out)
+        fits per cell that inform its ``sigma_d``
+        (:func:`~hiscale.backtesting.discrepancy.inner_errors`: the largest
+        training size predicted with 1, 2, ... of the sizes below it left
+        out; nested fits, their likelihoods multiplied as if independent).
     covariate : str, optional
         A family covariate (:func:`hiscale.population.family_covariate`,
         e.g. ``metric_kind``): the leave-one-group-out population's mean
@@ -279,6 +288,7 @@ class BayesMethod:
     local_sd: float = 0.0
     local_learn: bool = False
     covariate: str | None = None
+    disc_inner: int = 1
 
     def __post_init__(self) -> None:
         """Check ``discrepancy`` and ``disc_direction``."""
@@ -441,18 +451,20 @@ class BayesMethod:
         train_sizes = np.sort(cell.train.frame["params"].unique())
         n_target = float(cell.target.frame["params"].iloc[0])
         nearest = train_sizes[-1] if cell.direction == "up" else train_sizes[0]
-        own = inner_error(
+        owns = inner_errors(
             cell.train,
             cell.family,
             state.prior,
+            n_inner=self.disc_inner,
             law=self.law,
             options=self.options,
             sampler=self.disc_sampler,
             seed=seed,
             direction=cell.direction,
         )
+        own = owns[0] if owns else None
         why = f"cell has {len(train_sizes)} training size(s), own evidence needs >= 3"
-        post = state.disc.posterior(own, why_none=why)
+        post = state.disc.posterior(owns, why_none=why)
         dist = distance(n_target, nearest)
         widened, _ = widen(new, post, dist, seed=seed + 1)
         extra = {
@@ -461,7 +473,8 @@ class BayesMethod:
             "e_in": own.e if own is not None else float("nan"),
             "s_in": float(np.sqrt(own.s2)) if own is not None else float("nan"),
             "d_in": own.d if own is not None else float("nan"),
-            "inner_flagged": own.flagged if own is not None else False,
+            "inner_flagged": any(o.flagged for o in owns),
+            "n_inner": len(owns),
             "d": dist,
             "disc_prior": state.disc.label,
         }
@@ -671,6 +684,11 @@ def _bayes_disc(**kw: Any) -> BayesMethod:
     return BayesMethod(name=kw.pop("name", "bayes-disc"), **kw)
 
 
+def _bayes_disc3(**kw: Any) -> BayesMethod:
+    kw.setdefault("disc_inner", 3)
+    return _bayes_disc(name=kw.pop("name", "bayes-disc3"), **kw)
+
+
 def _bayes_local(**kw: Any) -> BayesMethod:
     kw.setdefault("prior", "auto")
     kw.setdefault("local_sd", 0.01)
@@ -697,6 +715,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "bayes": _bayes,
     "bayes-flat": _bayes_flat,
     "bayes-disc": _bayes_disc,
+    "bayes-disc3": _bayes_disc3,
     "bayes-local": _bayes_local,
     "bayes-local-learn": _bayes_local_learn,
     "bayes-curve": BayesCurveMethod,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from pathlib import Path
@@ -309,13 +310,15 @@ class DiscrepancyPrior:
     density: np.ndarray | None = None
     distance: str = "params"
 
-    def posterior(self, own: InnerError | None, *, why_none: str = "") -> SigmaPosterior:
+    def posterior(
+        self, own: InnerError | Sequence[InnerError] | None, *, why_none: str = ""
+    ) -> SigmaPosterior:
         """Return the cell's posterior of ``sigma_d`` (:func:`sigma_posterior`).
 
         Parameters
         ----------
-        own : InnerError or None
-            The cell's inner error.
+        own : InnerError, sequence of InnerError or None
+            The cell's inner error(s).
         why_none : str
             Why ``own`` is None (recorded in the posterior's ``source``).
 
@@ -546,7 +549,7 @@ class SigmaPosterior:
 def sigma_posterior(
     m: float,
     s: float,
-    own: InnerError | None = None,
+    own: InnerError | Sequence[InnerError] | None = None,
     *,
     why_none: str = "cell has < 3 training sizes",
     n_grid: int = 4001,
@@ -559,8 +562,9 @@ def sigma_posterior(
     ----------
     m, s : float
         Prior ``log sigma_d ~ N(m, s^2)`` (unused with ``prior_grid``).
-    own : InnerError, optional
-        The cell's inner error (``None``: the prior alone).
+    own : InnerError or sequence of InnerError, optional
+        The cell's inner error(s) (``None`` or empty: the prior alone);
+        several errors multiply their likelihoods (treated as independent).
     why_none : str
         Recorded in ``source`` when ``own`` is None.
     n_grid : int, default 4001
@@ -583,10 +587,16 @@ def sigma_posterior(
         u = np.asarray(prior_grid[0], dtype=float)
         with np.errstate(divide="ignore"):
             logp = np.log(np.asarray(prior_grid[1], dtype=float))
-    if own is not None:
-        var = own.s2 + np.exp(2 * u) * own.d**2
-        logp = logp + stats.norm.logpdf(own.e, scale=np.sqrt(var))
-        source = "prior + own inner error"
+    errors = [own] if isinstance(own, InnerError) else list(own or [])
+    if errors:
+        for err in errors:
+            var = err.s2 + np.exp(2 * u) * err.d**2
+            logp = logp + stats.norm.logpdf(err.e, scale=np.sqrt(var))
+        source = (
+            "prior + own inner error"
+            if len(errors) == 1
+            else f"prior + {len(errors)} own inner errors"
+        )
     else:
         source = f"prior alone ({why_none})"
     p = np.exp(logp - np.max(logp))
