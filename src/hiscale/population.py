@@ -116,6 +116,7 @@ __all__ = [
     "family_unit",
     "fit_borrowing",
     "majority_unit",
+    "numpyro_mcmc",
     "observation_form",
     "pool_likelihoods",
     "population_families",
@@ -1174,6 +1175,43 @@ def build_prior(
     )
 
 
+def numpyro_mcmc(model, sampler: SamplerSettings, **kernel_options: Any) -> MCMC:
+    """NumPyro's ``MCMC`` with a ``NUTS`` kernel set up from ``sampler`` (no progress bar).
+
+    The chains run in parallel when ``sampler.chain_method == "parallel"``
+    and there are enough JAX devices, else one after the other (same draws).
+
+    Parameters
+    ----------
+    model : callable
+        The NumPyro model.
+    sampler : SamplerSettings
+        Warm-up, draws, chains, target acceptance, tree depth, mass matrix.
+    **kernel_options
+        More ``NUTS`` arguments (e.g. ``init_strategy``).
+
+    Returns
+    -------
+    numpyro.infer.MCMC
+    """
+    kernel = NUTS(
+        model,
+        target_accept_prob=sampler.target_accept_prob,
+        max_tree_depth=sampler.max_tree_depth,
+        dense_mass=sampler.dense_mass,
+        **kernel_options,
+    )
+    parallel = sampler.chain_method == "parallel" and jax.local_device_count() >= sampler.num_chains
+    return MCMC(
+        kernel,
+        num_warmup=sampler.num_warmup,
+        num_samples=sampler.num_samples,
+        num_chains=sampler.num_chains,
+        chain_method="parallel" if parallel else "sequential",
+        progress_bar=False,
+    )
+
+
 def sample_population(
     y_vec,
     a_mat,
@@ -1218,21 +1256,7 @@ def sample_population(
         The level effects ``tau_cov * u_cov``.
     """
     ps = sampler
-    kernel = NUTS(
-        _population_model,
-        target_accept_prob=ps.target_accept_prob,
-        max_tree_depth=ps.max_tree_depth,
-        dense_mass=ps.dense_mass,
-    )
-    parallel = ps.chain_method == "parallel" and jax.local_device_count() >= ps.num_chains
-    mcmc = MCMC(
-        kernel,
-        num_warmup=ps.num_warmup,
-        num_samples=ps.num_samples,
-        num_chains=ps.num_chains,
-        chain_method="parallel" if parallel else "sequential",
-        progress_bar=False,
-    )
+    mcmc = numpyro_mcmc(_population_model, ps)
     mcmc.run(
         jax.random.PRNGKey(seed),
         jnp.asarray(y_vec),

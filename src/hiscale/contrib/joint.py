@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
-from numpyro.infer import MCMC, NUTS, init_to_median
+from numpyro.infer import init_to_median
 
 from hiscale._config import require_x64
 from hiscale.data.curves import Curves, load_curves
@@ -44,7 +44,7 @@ from hiscale.infer.settings import JOINT_SAMPLER, SamplerSettings
 from hiscale.laws import get_law
 from hiscale.modeling.design import bucket, make_design
 from hiscale.modeling.family import prior_arrays, run_loglik
-from hiscale.population import population_hyperpriors
+from hiscale.population import numpyro_mcmc, population_hyperpriors
 from hiscale.priors.prior import flat_prior
 
 __all__ = ["JointFit", "fit_joint", "make_joint_model"]
@@ -203,22 +203,7 @@ def fit_joint(
     }
     model = make_joint_model(law)
     t0 = time.perf_counter()
-    parallel = sampler.chain_method == "parallel" and jax.local_device_count() >= sampler.num_chains
-    kernel = NUTS(
-        model,
-        target_accept_prob=sampler.target_accept_prob,
-        max_tree_depth=sampler.max_tree_depth,
-        dense_mass=sampler.dense_mass,
-        init_strategy=init_to_median,
-    )
-    mcmc = MCMC(
-        kernel,
-        num_warmup=sampler.num_warmup,
-        num_samples=sampler.num_samples,
-        num_chains=sampler.num_chains,
-        chain_method="parallel" if parallel else "sequential",
-        progress_bar=False,
-    )
+    mcmc = numpyro_mcmc(model, sampler, init_strategy=init_to_median)
     mcmc.run(
         jax.random.PRNGKey(seed),
         x=jnp.asarray(arr["x"]),
