@@ -71,11 +71,12 @@ def plot_curves(
     fit : Fit, optional
         Adds, for every run the fit saw, the law at that run's size shifted by
         the run's own offset (:meth:`~hiscale.infer.result.Fit.run_offset`;
-        posterior median, dashed, over the run's whole token range), and
-        marks the rows the fit saw. For a whole-curve fit (over the rows it fitted)
-        (:attr:`~hiscale.infer.result.Fit.is_curve`) the law is drawn through
-        every run it fitted, under that run's schedule, and the target band is
-        the whole curve of a new run (:meth:`~hiscale.infer.result.Fit.predict_curve`).
+        posterior median, dashed), and marks the rows the fit saw. An
+        end-of-run fit's line spans the run's whole token range (also where
+        the fit did not look); a whole-curve fit
+        (:attr:`~hiscale.infer.result.Fit.is_curve`) draws the law under the
+        run's own schedule over the rows it fitted, and its target band is the
+        whole curve of a new run (:meth:`~hiscale.infer.result.Fit.predict_curve`).
     family : str, optional
         Family to draw (default: the fit's, or the only one).
     at : (params, tokens), optional
