@@ -263,8 +263,8 @@ def test_several_methods(synth):
 
 
 def test_methods_by_name(monkeypatch):
-    known = ["bayes", "bayes-auto", "bayes-curve", "bayes-disc", "bayes-flat", "bayes-local",
-             "bayes-local-learn"]  # fmt: skip
+    known = ["bayes", "bayes-auto", "bayes-curve", "bayes-disc", "bayes-disc3", "bayes-flat",
+             "bayes-local", "bayes-local-learn"]  # fmt: skip
     assert sorted(METHODS) == [*known, "paper"]
     assert isinstance(get_method("paper"), PaperMethod)
     flat = get_method("bayes-flat")
@@ -275,7 +275,7 @@ def test_methods_by_name(monkeypatch):
     with pytest.raises(
         ValueError,
         match="unknown method 'nope'; known: bayes, bayes-auto, bayes-curve, bayes-disc, "
-        "bayes-flat, bayes-local, bayes-local-learn, paper",
+        "bayes-disc3, bayes-flat, bayes-local, bayes-local-learn, paper",
     ):
         get_method("nope")
     monkeypatch.setitem(METHODS, "const", ConstMethod)
