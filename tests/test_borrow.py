@@ -7,6 +7,7 @@ at two small sizes) is the data: ``sim3`` borrows from ``sim0`` and ``sim1``.
 import json
 import logging
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -235,3 +236,28 @@ def test_cli_plan_from_a_borrowed_prior_alone(donor_prior, cache, capsys):
     assert "planning from prior borrowed from sim0, sim1 alone" in cap.err
     assert _cached(cache)[0] == 1  # the donors' prior of the fixture, reused
     assert json.loads(cap.out)["runs"]
+
+
+def test_a_prior_for_another_covariate_level_is_flagged():
+    """A prior built for dataset=C4 used on a family whose dataset is Dolma: noted and warned."""
+    from dataclasses import replace
+
+    import pandas as pd
+
+    from hiscale.priors.prior import PriorWarning, flat_prior
+
+    frame = pd.read_csv(DEMO)
+    frame = frame[frame["family"] == "sim3"].assign(dataset="Dolma")
+    cov = {"column": "dataset", "target_level": "C4"}
+    prior = replace(flat_prior("chinchilla"), meta={"label": "c4-like", "covariate": cov})
+    with pytest.warns(PriorWarning, match=r"prior for dataset='C4'; family 'sim3' has 'Dolma'"):
+        f = hiscale.fit(frame, family="sim3", prior=prior, sampler=TEST_SAMPLER, seed=0)
+    assert any("dataset='C4'" in n for n in f.provenance["notes"])
+    # the same level: nothing to say; no such column: said so
+    same = frame.assign(dataset="C4")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PriorWarning)
+        hiscale.fit(same, family="sim3", prior=prior, sampler=TEST_SAMPLER, seed=0)
+    with pytest.warns(PriorWarning, match="has no level \\(family covariate 'dataset'"):
+        hiscale.fit(frame.drop(columns="dataset"), family="sim3", prior=prior,
+                    sampler=TEST_SAMPLER, seed=0)  # fmt: skip

@@ -248,6 +248,30 @@ def fit_design(
     return samples, diag, stats_, timings, info
 
 
+def _covariate_mismatch(prior: Prior, curves: Curves, family: str) -> str | None:
+    """Say when ``prior`` was built for another level of its family covariate than ``family``'s.
+
+    A prior from ``build_prior(..., covariate=COL, covariate_level=LEVEL)``
+    records both in ``meta["covariate"]``; the family's own level is read
+    from the data (:func:`hiscale.population.family_covariate`).
+    """
+    cov = prior.meta.get("covariate")
+    if not cov:
+        return None
+    from hiscale.population import family_covariate
+
+    try:
+        level = repr(family_covariate(curves, cov["column"], [family])[family])
+    except ValueError as err:
+        level = f"no level ({err})"
+    if level == repr(cov["target_level"]):
+        return None
+    return (
+        f"prior {prior.label!r} is the population's prior for {cov['column']}="
+        f"{cov['target_level']!r}; family {family!r} has {level}"
+    )
+
+
 def fit(
     curves: Curves | pd.DataFrame | str | Path,
     *,
@@ -364,6 +388,11 @@ def fit(
                 f"prior {pr.name!r} was learned from families in {prior_unit!r}, this family "
                 f"is in {sorted(units)}: borrowing across loss units is not calibrated"
             )
+    level_note = _covariate_mismatch(pr, c, family)
+    if level_note is not None:
+        # a prior built for another level of a family covariate borrows from other families
+        notes.append(level_note)
+        warnings.warn(level_note, PriorWarning, stacklevel=2)
     if options.curve:
         design = make_curve_design(selected.frame, law)
     else:
