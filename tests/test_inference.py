@@ -296,7 +296,7 @@ if sys.argv[1] == "load":
 f = hiscale.fit(simulate_family(seed=4), prior="flat", seed=11,
                 sampler=SamplerSettings(num_warmup=60, num_samples=40))
 stored = sorted(p.name.split("-")[0] for p in nuts.program_cache_dir().iterdir())
-print(json.dumps({"xi": f.posterior["xi"].tolist(), "stored": stored}))
+print(json.dumps({"u_a": f.posterior["u_a"].tolist(), "stored": stored}))
 """
 
 
@@ -328,4 +328,41 @@ def test_stored_programs_are_reused_with_the_same_draws(tmp_path):
         out[mode] = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["store"]["stored"] == ["constrain", "hessian", "nuts", "value_and_grad"]
     assert out["load"]["stored"] == out["store"]["stored"]  # nothing new was traced
-    np.testing.assert_array_equal(np.asarray(out["load"]["xi"]), np.asarray(out["store"]["xi"]))
+    np.testing.assert_array_equal(np.asarray(out["load"]["u_a"]), np.asarray(out["store"]["u_a"]))
+
+
+def test_prune_programs_keeps_the_current_and_recent_generations(tmp_path):
+    """Older generations and pre-generation files go; the current and newest others stay."""
+    import os
+
+    from hiscale.infer.nuts import prune_programs
+
+    root = tmp_path / "hiscale-programs"
+    gens = []
+    for i in range(5):
+        g = root / f"gen{i}"
+        g.mkdir(parents=True)
+        (g / "nuts-x.pkl").write_bytes(b"x")
+        os.utime(g, (1000 + i, 1000 + i))  # gen4 is the most recent
+        gens.append(g)
+    (root / "nuts-legacy.pkl").write_bytes(b"old")
+    current = gens[0]  # the oldest by time, but current: always kept
+    removed = prune_programs(current, keep=3)
+    assert sorted(p.name for p in removed) == ["gen1", "gen2", "nuts-legacy.pkl"]
+    assert sorted(p.name for p in root.iterdir()) == ["gen0", "gen3", "gen4"]
+    assert prune_programs(current, keep=3) == []  # nothing more to do
+    assert prune_programs(tmp_path / "absent" / "gen", keep=3) == []
+
+
+def test_stored_programs_live_in_their_generation(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from hiscale.infer import nuts
+
+    key = nuts._environment_key()  # computed (and cached) with the real JAX
+    config = SimpleNamespace(jax_compilation_cache_dir=str(tmp_path), jax_disable_jit=False)
+    monkeypatch.setattr(nuts, "jax", SimpleNamespace(config=config))
+    folder = nuts.program_cache_dir()
+    assert key == nuts._environment_key()
+    assert folder.parent == tmp_path / "hiscale-programs"
+    assert folder.name == nuts._environment_key()[:16]

@@ -53,6 +53,8 @@ __all__ = [
     "laplace_sqrt_cov",
     "map_estimate",
     "paper_start",
+    "program_cache_dir",
+    "prune_programs",
     "run_nuts",
 ]
 
@@ -71,12 +73,22 @@ __all__ = [
 # processes run the same program (the exported one), hence the same numbers.
 
 
-def program_cache_dir() -> Path | None:
-    """Return the directory of hiscale's stored programs.
+#: Generations of stored programs kept on disk (:func:`prune_programs`): the
+#: current one and the most recently used others. A generation is one hiscale
+#: source / JAX / device environment (:func:`_environment_key`); any edit or
+#: upgrade starts a new one, whose programs the old ones can never serve.
+#: Several environments can be in use at once (a 2-device process beside
+#: 1-device Dask workers, tests with other flags), hence more than two.
+KEEP_PROGRAM_GENERATIONS: int = 8
 
-    It is ``hiscale-programs`` inside JAX's compilation cache directory
-    (``None``, nothing stored, when JAX has no cache directory, e.g. after
-    ``hiscale.configure(compile_cache=False)``).
+
+def program_cache_dir() -> Path | None:
+    """Return the directory of hiscale's stored programs for this environment.
+
+    It is ``hiscale-programs/<generation>`` inside JAX's compilation cache
+    directory, the generation being the first 16 hex digits of
+    :func:`_environment_key` (``None``, nothing stored, when JAX has no cache
+    directory, e.g. after ``hiscale.configure(compile_cache=False)``).
 
     The files are pickles, loaded as trusted data: like JAX's own cache, the
     directory must be writable only by its user.
@@ -84,7 +96,56 @@ def program_cache_dir() -> Path | None:
     base = jax.config.jax_compilation_cache_dir
     if not base or jax.config.jax_disable_jit:
         return None
-    return Path(base) / "hiscale-programs"
+    return Path(base) / "hiscale-programs" / _environment_key()[:16]
+
+
+def prune_programs(
+    current: Path | None = None, *, keep: int = KEEP_PROGRAM_GENERATIONS
+) -> list[Path]:
+    """Remove stored programs no current or recent generation can use.
+
+    Keeps ``current`` (default :func:`program_cache_dir`) and the ``keep - 1``
+    other generation directories modified most recently; removes the older
+    generations and files left directly in ``hiscale-programs`` by versions
+    that stored programs without generations. Called when a generation stores
+    its first program, so the cache does not grow with every upgrade. A
+    directory that vanishes meanwhile (another process pruning) is skipped.
+
+    Parameters
+    ----------
+    current : Path, optional
+        The generation directory to keep.
+    keep : int
+        Generations kept, the current one included (>= 1).
+
+    Returns
+    -------
+    list of Path
+        What was removed.
+    """
+    import shutil
+
+    current = current if current is not None else program_cache_dir()
+    if current is None or not current.parent.is_dir():
+        return []
+    others = []
+    removed = []
+    for p in current.parent.iterdir():
+        if p == current:
+            continue
+        if p.is_dir():
+            try:
+                others.append((p.stat().st_mtime, p))
+            except OSError:
+                continue
+        elif p.suffix in (".pkl", ".tmp"):  # stored before generations existed
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    others.sort(reverse=True)
+    for _, p in others[max(keep - 1, 0) :]:
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+    return removed
 
 
 @cache
@@ -178,7 +239,9 @@ class _StoredJit:
             # the VJP hook is a closure (not stored; these functions are never differentiated)
             exported = dataclasses.replace(exported, _get_vjp=None)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
+                if not path.parent.is_dir():  # a new generation: retire the old ones
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    prune_programs(path.parent)
                 tmp = path.with_suffix(f".{os.getpid()}.tmp")
                 tmp.write_bytes(pickle.dumps(exported))
                 os.replace(tmp, path)  # atomic: a concurrent reader sees all or nothing
