@@ -42,6 +42,7 @@ import pandas as pd
 
 from hiscale._config import require_x64
 from hiscale._version import __version__
+from hiscale.data.covariates import family_covariate
 from hiscale.data.curves import (
     Curves,
     CurvesError,
@@ -258,8 +259,6 @@ def _covariate_mismatch(prior: Prior, curves: Curves, family: str) -> str | None
     cov = prior.meta.get("covariate")
     if not cov:
         return None
-    from hiscale.population import family_covariate
-
     try:
         level = repr(family_covariate(curves, cov["column"], [family])[family])
     except ValueError as err:
