@@ -240,7 +240,7 @@ def main(argv=None) -> int:
         default=None,
         help="family covariate of bayes's leave-one-group-out populations (e.g. metric_kind, "
         "dataset): the population mean depends on its level, each family gets the prior "
-        "at its own level (hiscale.population.family_covariate)",
+        "at its own level (hiscale.data.covariates.family_covariate)",
     )
     ap.add_argument(
         "--label",

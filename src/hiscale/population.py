@@ -908,8 +908,9 @@ def build_prior(
         cluster (the leave-one-group-out priors of a backtest) share the
         fits they have in common.
     covariate : str, optional
-        A *family covariate* (:func:`family_covariate`: a column constant
-        within a family, e.g. ``dataset``, or ``metric_kind``): the
+        A *family covariate*
+        (:func:`~hiscale.data.covariates.family_covariate`: a column
+        constant within a family, e.g. ``dataset``, or ``metric_kind``): the
         population mean depends on its level (a random effect per level, see
         :func:`_population_model`). A pooled group takes its members'
         most common level (``meta["covariate"]`` lists groups with mixed

@@ -191,7 +191,9 @@ def inner_error(
     s2 = float(np.var(ln_new.mean(axis=1), ddof=1))
     held_size = s[-1] if direction == "up" else s[0]
     both = train.with_frame(
-        train.frame[train.frame["params"].isin([*kept, held_size])], step="inner", reason="gap"
+        train.frame[train.frame["params"].isin([*kept, held_size])],
+        step="inner",
+        reason="sizes between the held-out size and the fitted ones",
     )
     return InnerError(
         e=e,

@@ -87,7 +87,7 @@ def leave_one_out_prior(
     client : distributed.Client, optional
         Run the step-1 fits on this client's workers.
     covariate : str, optional
-        A family covariate (:func:`hiscale.population.family_covariate`): the
+        A family covariate (:func:`hiscale.data.covariates.family_covariate`): the
         population mean depends on its level and the prior is the predictive
         at ``family``'s level (``meta["covariate"]``).
 

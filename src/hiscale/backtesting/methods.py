@@ -265,7 +265,7 @@ class BayesMethod:
         training size predicted with 1, 2, ... of the sizes below it left
         out; nested fits, their likelihoods multiplied as if independent).
     covariate : str, optional
-        A family covariate (:func:`hiscale.population.family_covariate`,
+        A family covariate (:func:`hiscale.data.covariates.family_covariate`,
         e.g. ``metric_kind``): the leave-one-group-out population's mean
         depends on it and each family gets the predictive at its own level.
         Implies ``prior="loo"`` (a shipped prior has no covariate).

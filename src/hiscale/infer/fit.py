@@ -254,7 +254,7 @@ def _covariate_mismatch(prior: Prior, curves: Curves, family: str) -> str | None
 
     A prior from ``build_prior(..., covariate=COL, covariate_level=LEVEL)``
     records both in ``meta["covariate"]``; the family's own level is read
-    from the data (:func:`hiscale.population.family_covariate`).
+    from the data (:func:`hiscale.data.covariates.family_covariate`).
     """
     cov = prior.meta.get("covariate")
     if not cov:
