@@ -261,6 +261,12 @@ def main(argv=None) -> int:
         "bayes chooses it, extended for the whole-curve candidate)",
     )
     ap.add_argument(
+        "--auto-curve-prior",
+        default=None,
+        help="bayes-auto's whole-curve candidate's own prior (e.g. flat with --auto-prior "
+        "auto: the population for the end-of-run law, weak defaults for the curve law)",
+    )
+    ap.add_argument(
         "--curve-law",
         default="h-term",
         help="law of bayes-curve (ablations: chinchilla, chinchilla-nd, h-term, momentum)",
@@ -349,7 +355,7 @@ def main(argv=None) -> int:
             "bayes-disc3": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
-            "bayes-auto": {"prior": args.auto_prior},
+            "bayes-auto": {"prior": args.auto_prior, "curve_prior": args.auto_curve_prior},
             "bayes-curve": {
                 "prior": args.curve_prior,
                 "progress": True,

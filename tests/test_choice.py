@@ -200,3 +200,47 @@ def test_loo_run_scores_match_refits_without_each_run():
     med = np.array(list(got["loo_median"].values()))
     assert got["loo_are_pct"] == pytest.approx(np.mean(np.abs(med - loss) / loss) * 100, rel=1e-12)
     assert np.isfinite(got["loo_log_score"]) and got["loo_bad_k"] >= 0
+
+
+def test_auto_gives_each_candidate_its_own_prior(auto_fit, sim4):
+    """A mapping prior: LFO scores as by hand with each candidate's prior; the record names them."""
+    from dataclasses import replace
+
+    from hiscale.priors.prior import flat_prior
+
+    given = flat_prior("chinchilla")
+    given = replace(given, name="given", loc=given.loc + 0.3)
+    priors = {"end-of-run": given, "whole-curve": "flat"}
+    f = fit(sim4, family="simc", law="auto", prior=priors, sampler=TEST_SAMPLER, seed=2)
+    choice = f.provenance["choice"]
+    assert choice["priors"] == {"end-of-run": given.label, "whole-curve": "flat"}
+    # the whole-curve candidate saw the same flat prior as auto_fit's: identical score
+    ref = auto_fit.provenance["choice"]["scores"]["whole-curve"]["are_pct"]
+    assert choice["scores"]["whole-curve"]["are_pct"] == ref
+    # the end-of-run candidate was fitted with the given prior, as by hand
+    small = sim4[sim4["params"] < 8e8]
+    held = sim4[sim4["params"] == 8e8].sort_values("tokens").tail(1)
+    actual = float(held["loss"].iloc[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        g = fit(small, family="simc", law="chinchilla", prior=given, sampler=TEST_SAMPLER, seed=2)
+    _, draws = g.draws(8e8, float(held["tokens"].iloc[0]), seed=2)
+    are = abs(np.median(draws[:, 0]) - actual) / actual * 100
+    assert choice["scores"]["end-of-run"]["are_pct"] == pytest.approx(are, rel=1e-12)
+    assert are != pytest.approx(auto_fit.provenance["choice"]["scores"]["end-of-run"]["are_pct"])
+    # the refit to every size uses the chosen candidate's prior
+    assert f.prior.label == (given.label if choice["chosen"] == "end-of-run" else "flat")
+
+
+@pytest.mark.parametrize(
+    "prior, law, message",
+    [
+        ({"end-of-run": "flat"}, "auto", "no prior for candidate 'whole-curve'"),
+        ({"end-of-run": "flat", "whole-curve": "flat", "x": "flat"}, "auto", "'x' is not a"),
+        ({"end-of-run": "flat", "whole-curve": "flat"}, "chinchilla", "needs law='auto'"),
+    ],
+)
+def test_a_prior_per_candidate_is_checked(sim4, prior, law, message):
+    with pytest.raises(ValueError, match=message) as err:
+        fit(sim4, family="simc", law=law, prior=prior, sampler=TEST_SAMPLER, seed=0)
+    assert "\n" not in str(err.value)

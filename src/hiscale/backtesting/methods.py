@@ -511,6 +511,10 @@ class BayesCurveMethod:
     runs_extra : DataFrame or path, optional
         The corpus's ``runs_extra.csv`` (schedules of the extra families),
         passed to :func:`hiscale.infer.fit.fit`.
+    curve_prior : "flat", a saved prior name/path, Prior or None
+        With ``law="auto"`` only: the whole-curve candidate's own prior
+        (:func:`hiscale.infer.choice.candidate_prior`), while the end-of-run
+        candidate keeps ``prior``'s; None (default): both use ``prior``'s.
 
     Notes
     -----
@@ -532,7 +536,24 @@ class BayesCurveMethod:
     options: FitOptions = field(default_factory=lambda: FitOptions(rows="all", residual="ar1"))
     sampler: SamplerSettings | None = field(default_factory=lambda: CURVE_SAMPLER)
     runs_extra: Any = None
+    curve_prior: Any = None
     _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        """Refuse ``curve_prior`` without ``law="auto"`` (it has no candidate to apply to)."""
+        if self.curve_prior is not None and self.law != "auto":
+            raise ValueError(f"{self.name}: curve_prior needs law='auto', not law={self.law!r}")
+
+    def _curve_state(self) -> Prior | None:
+        """Return the whole-curve candidate's own prior (``curve_prior``), or None."""
+        cp = self.curve_prior
+        if cp is None:
+            return None
+        if isinstance(cp, Prior):
+            return cp.for_law("h-term")
+        if cp == "flat":
+            return flat_prior("h-term")
+        return load_prior(Path(cp) if Path(str(cp)).exists() else cp).for_law("h-term")
 
     def prepare(self, corpus: Curves, family: str) -> Prior:
         """Return the prior of every cell of ``family`` (its label is the ``prior`` column).
@@ -603,12 +624,24 @@ class BayesCurveMethod:
                 else {"default": asdict(SamplerSettings()), "whole-curve": asdict(CURVE_SAMPLER)}
             ),
             "runs_extra": None if extra is None else str(extra),
+            **(
+                {}
+                if self.curve_prior is None
+                else {
+                    "curve_prior": str(
+                        self.curve_prior.label
+                        if isinstance(self.curve_prior, Prior)
+                        else self.curve_prior
+                    )
+                }
+            ),
         }
 
     def __call__(self, cell: Cell, state: Prior, *, seed: int) -> CellPrediction:
         """Fit the cell's whole curves; continue its held runs or predict the target size's."""
         if cell.kind not in ("continue", "size"):
             raise ValueError(f"{self.name} scores continue-a-run and size cells, not {cell.kind!r}")
+        curve_state = self._curve_state()
         key = (
             cell.family,
             cell.train.data_hash(),
@@ -616,6 +649,7 @@ class BayesCurveMethod:
             np.asarray(state.loc).tobytes(),
             np.asarray(state.cov).tobytes(),
             repr(sorted(state.settings.items())),
+            None if curve_state is None else curve_state.label,
             seed,
         )
         f = self._fits.get(key)
@@ -623,7 +657,11 @@ class BayesCurveMethod:
             f = fit(
                 cell.train,
                 family=cell.family,
-                prior=state,
+                prior=(
+                    state
+                    if curve_state is None
+                    else {"end-of-run": state, "whole-curve": curve_state}
+                ),
                 law=self.law,
                 seed=seed,
                 options=self.options,

@@ -35,6 +35,12 @@ does not apply (a run's schedule unknown, one checkpoint per run): the
 end-of-run model is then used, and the record says why. The record is
 ``provenance["choice"]`` of the returned fit, plus a line in its notes.
 
+**A prior per candidate.** ``prior`` may be a mapping from candidate name
+(``"end-of-run"``, ``"whole-curve"``) to a prior: each candidate is then
+fitted, in LFO and in the final fit, with its own (e.g. the end-of-run
+population for the end-of-run law and the weak defaults for the curve law,
+whose population is not yet one to trust); the record names both.
+
 The LOO scores are recorded, not used by the rule: they measure how well a
 candidate predicts runs *within* the sizes it was fitted to, while the
 prediction asked of it is an extrapolation beyond them, which LFO measures.
@@ -45,7 +51,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -56,6 +62,7 @@ __all__ = [
     "CANDIDATES",
     "LOO_K_MAX",
     "MIN_SIZES_LFO",
+    "candidate_prior",
     "choose_and_fit",
     "lfo_scores",
     "loo_run_scores",
@@ -164,6 +171,35 @@ def _after_token_cut(curves, options) -> pd.DataFrame:
     return frame[frame["tokens"] > options.min_tokens] if options.min_tokens > 0 else frame
 
 
+def candidate_prior(prior: Any, name: str) -> Any:
+    """Return candidate ``name``'s prior: ``prior[name]`` for a mapping, else ``prior``.
+
+    Raises
+    ------
+    ValueError
+        A mapping without ``name`` or with a key that is not a candidate.
+    """
+    if not isinstance(prior, Mapping):
+        return prior
+    unknown = sorted(set(prior) - set(CANDIDATES))
+    if unknown:
+        raise ValueError(
+            f"prior: {unknown[0]!r} is not a candidate of law='auto' (candidates: "
+            f"{', '.join(CANDIDATES)})"
+        )
+    if name not in prior:
+        raise ValueError(f"prior: no prior for candidate {name!r} (given: {', '.join(prior)})")
+    return prior[name]
+
+
+def _prior_label(prior: Any) -> Any:
+    """Return a JSON-able name of a prior (or of each candidate's)."""
+    if isinstance(prior, Mapping):
+        return {k: _prior_label(v) for k, v in prior.items()}
+    label = getattr(prior, "label", None)
+    return label if label is not None else str(prior)
+
+
 def lfo_scores(
     curves,
     fit: Callable,
@@ -221,8 +257,8 @@ def lfo_scores(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a candidate's fallback is recorded below
             f = fit(
-                train, family=family, prior=prior, law=law, seed=seed, options=opts,
-                sampler=sampler, runs_extra=runs_extra,
+                train, family=family, prior=candidate_prior(prior, name), law=law, seed=seed,
+                options=opts, sampler=sampler, runs_extra=runs_extra,
             )  # fmt: skip
         new = f.new_run_draws(held, seed=seed)
         med = np.median(new, axis=0)
@@ -262,7 +298,10 @@ def choose_and_fit(
         :func:`hiscale.infer.fit.fit` (passed in: that module calls this one).
     family : str
         The family.
-    prior, seed, sampler, runs_extra
+    prior : prior or mapping
+        As :func:`hiscale.infer.fit.fit`, or one per candidate
+        (:func:`candidate_prior`).
+    seed, sampler, runs_extra
         As :func:`hiscale.infer.fit.fit`.
     options : FitOptions
         Base options; ``rows`` and ``residual`` are the choice's.
@@ -276,6 +315,8 @@ def choose_and_fit(
     """
     from hiscale.data.schedule import run_schedules
 
+    for name in CANDIDATES:  # a mapping names every candidate, and only candidates
+        candidate_prior(prior, name)
     frame = _after_token_cut(curves, options)
     n_sizes = int(frame["params"].nunique())
     rows_per_run = frame.groupby("run").size()
@@ -329,7 +370,7 @@ def choose_and_fit(
             reason += " (the two measurements disagree; the rule follows leave-future-out)"
     law, rows, residual = CANDIDATES[chosen]
     f = fit(
-        curves, family=family, prior=prior, law=law, seed=seed,
+        curves, family=family, prior=candidate_prior(prior, chosen), law=law, seed=seed,
         options=replace(options, rows=rows, residual=residual), sampler=sampler,
         runs_extra=runs_extra,
     )  # fmt: skip
@@ -339,6 +380,7 @@ def choose_and_fit(
         "reason": reason,
         "scores": scores,
         "held": held,
+        "priors": _prior_label(prior) if isinstance(prior, Mapping) else None,
     }
     f._record("choice", record, note=f"model chosen: {chosen} ({reason})")
     return f

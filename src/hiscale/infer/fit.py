@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -291,8 +292,11 @@ def fit(
         Curves table (validated if not already a :class:`Curves`).
     family : str, optional
         Family to fit; required when the table holds several.
-    prior : "corpus-v1", "flat", path or Prior
+    prior : "corpus-v1", "flat", path, Prior, or a mapping for ``law="auto"``
         Population prior to borrow from (``"flat"`` = weak defaults only).
+        With ``law="auto"``, a mapping ``{"end-of-run": ..., "whole-curve": ...}``
+        gives each candidate its own prior (e.g. the population for the
+        end-of-run law, ``"flat"`` for the curve law).
     law : str
         Law form (see :data:`hiscale.laws.LAWS`); ``"auto"``: the end-of-run
         or the whole-curve model, chosen by leave-future-out on the family's
@@ -357,6 +361,8 @@ def fit(
             c, fit, family=family, prior=prior, seed=seed, options=options, sampler=sampler,
             runs_extra=runs_extra,
         )  # fmt: skip
+    if isinstance(prior, Mapping):
+        raise ValueError(f"prior: a prior per candidate needs law='auto', not law={law!r}")
     data_hash = c.data_hash()
     c, law, options, curve_info, fallback = _prepare_curves(c, family, law, options, runs_extra)
     selected = options.select(c)
