@@ -9,13 +9,21 @@ it is in the band, and the probability that a calibrated method lands in the
 band (``hiscale.backtesting.band``), with the cells independent (rho = 0, the most
 favourable case), correlated as the method's own probit PITs are within families
 (its intraclass correlation), and at fixed correlations; the last row is the
-probability for every family at once.
+probability for every family at once. Below it, the probability that the *macro*
+coverage (families within a group, then groups, averaged) lands in the issue's
+macro bands (80%: 0.73-0.87; 50%: 0.40-0.60), by Monte Carlo.
+
+``--campaign`` reads a planner campaign (``benchmarks/plan_backtest.py``) instead:
+one target per family and budget, and issue 11's band for the macro 80% coverage
+(0.70-0.90) at each budget.
 
 Usage::
 
     python benchmarks/family_band.py /tmp/bench/bayes_grid_quick_all_cells.csv \
         --methods paper bayes bayes-flat --report bayes bayes-flat \
         --out benchmarks/results/family_band_quick.json
+    python benchmarks/family_band.py --campaign benchmarks/results/plan_backtest.json \
+        --corpus ../shared/corpus/curves.csv --out benchmarks/results/family_band_campaign.json
 """
 
 from __future__ import annotations
@@ -29,13 +37,19 @@ from pathlib import Path
 import pandas as pd
 from _machine import machine
 
-from hiscale.backtesting.band import family_band_table, probit_icc
+from hiscale.backtesting.band import family_band_table, macro_band_probability, probit_icc
 from hiscale.backtesting.scores import common_cells
 
 BANDS = {
     "issue 10: every family in 60-95%": (0.6, 0.95),
     "issue 9: no family below 60%": (0.6, 1.0),
 }
+#: issue 10's macro bands: (level, band)
+MACRO_BANDS = {
+    "80% coverage in 0.73-0.87": (0.8, (0.73, 0.87)),
+    "50% coverage in 0.40-0.60": (0.5, (0.4, 0.6)),
+}
+DRAWS = 200_000
 
 
 def summarise(
@@ -56,8 +70,52 @@ def summarise(
         for name, band in BANDS.items():
             t = family_band_table(common, m, 0.8, band, grid)
             per_band[name] = json.loads(t.round(4).to_json(orient="records"))
-        out["methods"][m] = {"probit_icc": icc, "rhos": grid, "bands": per_band}
+        sizes = common[common["method"] == m].groupby(["group", "family"]).size()
+        groups = [list(g) for _, g in sizes.groupby(level="group")]
+        macro = {}
+        for name, (level, band) in MACRO_BANDS.items():
+            obs = (
+                common[common["method"] == m]
+                .groupby(["group", "family"])[f"covered{round(100 * level)}"]
+                .mean()
+            )
+            observed = float(obs.groupby(level="group").mean().mean())
+            probs = {}
+            for r in grid:
+                p, se = macro_band_probability(groups, level, band, r, draws=DRAWS, seed=0)
+                probs[f"{r:g}"] = {"p": p, "se": se}
+            macro[name] = {"observed": observed, "p_band": probs}
+        out["methods"][m] = {
+            "probit_icc": icc,
+            "rhos": grid,
+            "bands": per_band,
+            "macro": macro,
+        }
     return out
+
+
+def campaign(path: str, corpus: str) -> dict:
+    """Issue 11's coverage band for a planner campaign: one target per family and budget."""
+    from hiscale.data.curves import family_groups, load_curves
+
+    result = json.loads(Path(path).read_text())
+    fams = [f["family"] for f in result["families"]]
+    groups_of = family_groups(load_curves(corpus))
+    by_group: dict[str, list[int]] = {}
+    for f in fams:
+        by_group.setdefault(groups_of.get(f, f), []).append(1)
+    groups = list(by_group.values())
+    p, se = macro_band_probability(groups, 0.8, (0.7, 0.9), 0.0, draws=DRAWS, seed=0)
+    budgets = sorted({c["budget_frac"] for f in result["families"] for c in f["cells"]})
+    return {
+        "campaign": path,
+        "groups": {g: len(v) for g, v in by_group.items()},
+        "band": [0.7, 0.9],
+        "p_band_one_budget": {"p": p, "se": se},
+        "budgets": budgets,
+        # budgets share targets and training runs: between independence and one outcome
+        "p_band_every_budget": {"if_independent": p ** len(budgets), "if_identical": p},
+    }
 
 
 def table(js: dict) -> str:
@@ -79,22 +137,50 @@ def table(js: dict) -> str:
                 inside = "yes" if r["in_band"] else "no"
                 lines.append(f"| {r['family']} | {r['cells']} | {cov} | {inside} | {probs} |")
             lines.append("")
+        rows = []
+        for name, rec_m in rec["macro"].items():
+            probs = " | ".join(f"{rec_m['p_band'][f'{x:g}']['p']:.3f}" for x in rec["rhos"])
+            rows.append(f"| {name} | {rec_m['observed']:.3f} | {probs} |")
+        head = " | ".join(f"ρ = {r:g}" for r in rec["rhos"])
+        lines += [
+            f"**{m}**, macro coverage (groups count once; Monte Carlo, {DRAWS} draws, "
+            "standard error ≤ 0.0012)",
+            "",
+            f"| band | {m} | P(in band) {head} |",
+            "|---|---|" + "---|" * len(rec["rhos"]),
+            *rows,
+            "",
+        ]
     return "\n".join(lines)
 
 
 def main(argv=None) -> int:
     """Command line: see the module docstring."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("cells", nargs="+", help="cells CSVs of benchmarks/bayes_grid.py (merged)")
-    ap.add_argument(
-        "--methods", nargs="+", required=True, help="the common cells are those all of these fitted"
-    )
-    ap.add_argument(
-        "--report", nargs="+", required=True, help="methods whose coverage and correlation are read"
-    )
+    ap.add_argument("cells", nargs="*", help="cells CSVs of benchmarks/bayes_grid.py (merged)")
+    ap.add_argument("--methods", nargs="+", help="the common cells are those all of these fitted")
+    ap.add_argument("--report", nargs="+", help="methods whose coverage and correlation are read")
+    ap.add_argument("--campaign", help="a benchmarks/plan_backtest.py result JSON instead")
+    ap.add_argument("--corpus", help="with --campaign: the curves table (for the family groups)")
     ap.add_argument("--rhos", nargs="+", type=float, default=[0.5, 0.9])
     ap.add_argument("--out", default=None, help="write the JSON here")
     args = ap.parse_args(argv)
+    stamp = {
+        "benchmark": "family_band",
+        "command": " ".join(["python", *sys.argv]),
+        "measured_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "machine": machine(),
+    }
+    if args.campaign:
+        if not args.corpus:
+            ap.error("--campaign needs --corpus")
+        js = {**campaign(args.campaign, args.corpus), **stamp}
+        if args.out:
+            Path(args.out).write_text(json.dumps(js, indent=2, default=float) + "\n")
+        print(json.dumps(js, indent=2, default=float))
+        return 0
+    if not args.cells or not args.methods or not args.report:
+        ap.error("give cells CSVs, --methods and --report (or --campaign)")
     cells = pd.concat([pd.read_csv(p) for p in args.cells], ignore_index=True)
     if "pit" in cells:  # files written before the column was renamed (runner.RENAMED)
         old = cells["pit"]
@@ -107,10 +193,7 @@ def main(argv=None) -> int:
     js = summarise(cells, args.methods, args.report, args.rhos)
     js.update(
         {
-            "benchmark": "family_band",
-            "command": " ".join(["python", *sys.argv]),
-            "measured_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "machine": machine(),
+            **stamp,
             "coverage": "per family: mean over its cells of the share of the cell's target rows "
             "inside the 80% interval",
             "model": "calibrated cells: uniform PIT, exchangeable Gaussian copula of correlation "

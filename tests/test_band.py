@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from hiscale.backtesting.band import band_probability, family_band_table, probit_icc
+from hiscale.backtesting.band import (
+    band_probability,
+    family_band_table,
+    macro_band_probability,
+    probit_icc,
+)
 
 
 def _monte_carlo(n, level, band, rho, reps, seed):
@@ -107,3 +112,23 @@ def test_family_table_has_one_row_per_family_and_the_product_over_families():
         assert t.loc[0, col] == pytest.approx(band_probability(3, 0.8, (0.6, 0.95), float(r)))
     with pytest.raises(ValueError, match="no fitted cells of method 'x'"):
         family_band_table(cells, "x")
+
+
+def test_macro_band_probability_matches_an_exact_enumeration():
+    """Four one-cell groups and a group of three one-cell families (the planner campaigns)."""
+    groups = [[1], [1], [1], [1], [1, 1, 1]]
+    exact = 0.0
+    for outcome in itertools.product([0, 1], repeat=7):
+        p = np.prod([0.8 if o else 0.2 for o in outcome])
+        macro = (sum(outcome[:4]) + sum(outcome[4:]) / 3) / 5
+        exact += p * (0.7 <= macro <= 0.9)
+    est, se = macro_band_probability(groups, 0.8, (0.7, 0.9), rho=0.5, draws=100_000, seed=1)
+    # one-cell families: the within-family correlation cannot matter
+    assert abs(est - exact) < 5 * se
+    again = macro_band_probability(groups, 0.8, (0.7, 0.9), rho=0.5, draws=100_000, seed=1)
+    assert again == (est, se)
+
+
+def test_macro_band_of_one_family_is_its_band_probability():
+    est, se = macro_band_probability([[6]], 0.8, (0.6, 0.95), rho=0.4, draws=200_000, seed=2)
+    assert abs(est - band_probability(6, 0.8, (0.6, 0.95), 0.4)) < 5 * se
