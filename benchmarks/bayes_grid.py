@@ -258,13 +258,14 @@ def main(argv=None) -> int:
         "--auto-prior",
         default="flat",
         help="prior of bayes-auto: flat (default) or auto (the end-of-run population as "
-        "bayes chooses it, extended for the whole-curve candidate)",
+        "bayes chooses it, for the end-of-run candidate; the whole-curve candidate gets "
+        "the weak defaults unless --auto-curve-prior says otherwise)",
     )
     ap.add_argument(
         "--auto-curve-prior",
         default=None,
-        help="bayes-auto's whole-curve candidate's own prior (e.g. flat with --auto-prior "
-        "auto: the population for the end-of-run law, weak defaults for the curve law)",
+        help="bayes-auto's whole-curve candidate's own prior (default: flat whenever "
+        "--auto-prior is a population learned for the end-of-run law)",
     )
     ap.add_argument(
         "--curve-law",

@@ -244,3 +244,30 @@ def test_a_prior_per_candidate_is_checked(sim4, prior, law, message):
     with pytest.raises(ValueError, match=message) as err:
         fit(sim4, family="simc", law=law, prior=prior, sampler=TEST_SAMPLER, seed=0)
     assert "\n" not in str(err.value)
+
+
+def test_a_population_borrows_only_for_the_law_it_was_learned_for(sim4):
+    """prior=P (learned for chinchilla) is the mapping {end-of-run: P, whole-curve: flat}."""
+    from dataclasses import replace
+
+    from hiscale.infer.choice import candidate_priors
+    from hiscale.priors.prior import flat_prior
+
+    given = replace(flat_prior("chinchilla"), name="given")
+    given = replace(given, loc=given.loc + 0.3)
+    f = fit(sim4, family="simc", law="auto", prior=given, sampler=TEST_SAMPLER, seed=2)
+    g = fit(sim4, family="simc", law="auto", prior={"end-of-run": given, "whole-curve": "flat"},
+            sampler=TEST_SAMPLER, seed=2)  # fmt: skip
+    a, b = f.provenance["choice"], g.provenance["choice"]
+    assert a["scores"] == b["scores"] and a["chosen"] == b["chosen"]
+    assert a["priors"] == {"end-of-run": given.label, "whole-curve": "flat"}
+    assert a["prior_given"] == given.label and b["prior_note"] is None
+    assert "only the end-of-run candidate borrows" in a["prior_note"]
+    assert a["prior_note"] in f.provenance["notes"]
+    # a curve-law population goes to the whole-curve candidate only
+    curve_pop = replace(flat_prior("h-term"), name="curvepop")
+    priors, note = candidate_priors(curve_pop)
+    assert priors == {"end-of-run": "flat", "whole-curve": curve_pop}
+    assert "only the whole-curve candidate borrows" in note
+    # flat serves both, and says nothing
+    assert candidate_priors("flat") == ({"end-of-run": "flat", "whole-curve": "flat"}, None)

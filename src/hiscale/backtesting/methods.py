@@ -495,8 +495,10 @@ class BayesCurveMethod:
         responsibility; the ``prior`` column names it. With ``law="auto"``
         any other value is resolved as :class:`BayesMethod` resolves it
         (``"auto"``, ``"loo"``, a name or a Prior, replaced when it saw the
-        family's group): the end-of-run population, which the whole-curve
-        candidate extends with the weak defaults of its extra parameters.
+        family's group): the end-of-run population, which only the
+        end-of-run candidate borrows from; the whole-curve candidate gets the
+        weak defaults (:func:`hiscale.infer.choice.candidate_priors`) unless
+        ``curve_prior`` says otherwise.
     law : str
         A curve law (:data:`hiscale.laws.CURVE_LAWS`), or ``"auto"``: the
         end-of-run or the whole-curve model, chosen per cell by
@@ -514,7 +516,9 @@ class BayesCurveMethod:
     curve_prior : "flat", a saved prior name/path, Prior or None
         With ``law="auto"`` only: the whole-curve candidate's own prior
         (:func:`hiscale.infer.choice.candidate_prior`), while the end-of-run
-        candidate keeps ``prior``'s; None (default): both use ``prior``'s.
+        candidate keeps ``prior``'s; None (default): the rule of
+        :func:`hiscale.infer.choice.candidate_priors` (a population borrows
+        only for the law it was learned for).
 
     Notes
     -----
@@ -575,8 +579,8 @@ class BayesCurveMethod:
         """
         if self.law == "auto" and not (isinstance(self.prior, str) and self.prior == "flat"):
             # the end-of-run population, chosen as `bayes` chooses it (corpus-v1 unless it
-            # saw the family's group, else rebuilt without it); the whole-curve candidate
-            # extends it with the weak defaults of its extra parameters (Prior.for_law)
+            # saw the family's group, else rebuilt without it); only the end-of-run
+            # candidate borrows from it (hiscale.infer.choice.candidate_priors)
             return BayesMethod(name=self.name, prior=self.prior, progress=self.progress).prepare(
                 corpus, family
             )

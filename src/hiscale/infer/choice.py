@@ -35,11 +35,19 @@ does not apply (a run's schedule unknown, one checkpoint per run): the
 end-of-run model is then used, and the record says why. The record is
 ``provenance["choice"]`` of the returned fit, plus a line in its notes.
 
-**A prior per candidate.** ``prior`` may be a mapping from candidate name
-(``"end-of-run"``, ``"whole-curve"``) to a prior: each candidate is then
-fitted, in LFO and in the final fit, with its own (e.g. the end-of-run
-population for the end-of-run law and the weak defaults for the curve law,
-whose population is not yet one to trust); the record names both.
+**A prior per candidate.** A population prior is used by the candidate whose
+law it was learned for, and the other candidate gets the weak defaults
+(``"flat"``): ``prior="corpus-v1"`` (learned for ``chinchilla``) borrows for the
+end-of-run model only. Carrying the end-of-run population over to the curve
+law (its extra parameters at their weak defaults) was measured to hurt: with
+the size and data terms held near the population, the fitted annealing bonus
+of gpt3's whole-curve fit grew past the rest of the loss (README, "bayes-auto
+with the end-of-run population"), while this split beat both the flat choice
+and the end-of-run model alone on the quick grid. ``prior`` may also be a
+mapping from candidate name (``"end-of-run"``, ``"whole-curve"``) to a prior,
+to choose each explicitly. Each candidate is fitted, in LFO and in the final
+fit, with its own; ``provenance["choice"]["priors"]`` names both, and a note
+says when a candidate did not get the given prior.
 
 The LOO scores are recorded, not used by the rule: they measure how well a
 candidate predicts runs *within* the sizes it was fitted to, while the
@@ -63,6 +71,7 @@ __all__ = [
     "LOO_K_MAX",
     "MIN_SIZES_LFO",
     "candidate_prior",
+    "candidate_priors",
     "choose_and_fit",
     "lfo_scores",
     "loo_run_scores",
@@ -192,6 +201,50 @@ def candidate_prior(prior: Any, name: str) -> Any:
     return prior[name]
 
 
+def candidate_priors(prior: Any) -> tuple[dict[str, Any], str | None]:
+    """Return each candidate's prior for a ``law="auto"`` fit, and a note if one was withheld.
+
+    A mapping is checked (:func:`candidate_prior`) and used as given;
+    ``"flat"`` serves both; any other prior (a name, path or
+    :class:`~hiscale.priors.prior.Prior`) goes to the candidate whose law it
+    was learned for, and the other candidate gets ``"flat"``.
+
+    Returns
+    -------
+    priors : dict
+        Candidate name -> prior argument of :func:`hiscale.infer.fit.fit`.
+    note : str or None
+        Why a candidate got the weak defaults instead of the given prior.
+    """
+    from hiscale.laws import get_law
+    from hiscale.priors.prior import Prior, load_prior
+
+    if isinstance(prior, Mapping):
+        return {name: candidate_prior(prior, name) for name in CANDIDATES}, None
+    if isinstance(prior, str) and prior == "flat":
+        return dict.fromkeys(CANDIDATES, prior), None
+    p = prior if isinstance(prior, Prior) else load_prior(prior)
+    if p.name == "flat":
+        return dict.fromkeys(CANDIDATES, prior), None
+    native = get_law(p.law).name
+    out, withheld = {}, []
+    for name, (law, _, _) in CANDIDATES.items():
+        if get_law(law).name == native:
+            out[name] = prior
+        else:
+            out[name] = "flat"
+            withheld.append(name)
+    if not withheld:
+        return out, None
+    note = (
+        f"prior {p.label!r} was learned for the {native} law, so only the "
+        f"{', '.join(n for n in CANDIDATES if n not in withheld) or 'no'} candidate borrows "
+        f"from it; the {', '.join(withheld)} candidate uses the weak defaults ('flat'): a "
+        "population carried over to another law form was measured to hurt"
+    )
+    return out, note
+
+
 def _prior_label(prior: Any) -> Any:
     """Return a JSON-able name of a prior (or of each candidate's)."""
     if isinstance(prior, Mapping):
@@ -315,8 +368,8 @@ def choose_and_fit(
     """
     from hiscale.data.schedule import run_schedules
 
-    for name in CANDIDATES:  # a mapping names every candidate, and only candidates
-        candidate_prior(prior, name)
+    given = prior
+    prior, prior_note = candidate_priors(prior)
     frame = _after_token_cut(curves, options)
     n_sizes = int(frame["params"].nunique())
     rows_per_run = frame.groupby("run").size()
@@ -380,7 +433,11 @@ def choose_and_fit(
         "reason": reason,
         "scores": scores,
         "held": held,
-        "priors": _prior_label(prior) if isinstance(prior, Mapping) else None,
+        "priors": _prior_label(prior),
+        "prior_given": _prior_label(given),
+        "prior_note": prior_note,
     }
+    if prior_note is not None:
+        f._record("notes", [*f.provenance.get("notes", []), prior_note])
     f._record("choice", record, note=f"model chosen: {chosen} ({reason})")
     return f
