@@ -152,6 +152,9 @@ def summarise(
         ("bayes-auto", "bayes-flat"),
         ("bayes-auto", "bayes-curve"),
         ("bayes-auto", "bayes"),
+        ("bayes-auto-popend", "bayes"),
+        ("bayes-auto-popend", "bayes-auto"),
+        ("bayes-auto-popend", "bayes-flat"),
     )
     diffs = [(a, b) for a, b in pairs if a in methods and b in methods]
     boot = macro_intervals(
