@@ -400,6 +400,22 @@ def summarise(result: dict, groups: dict[str, str], n_boot: int = 2000, seed: in
         )
         for b in sorted({c["budget"] for c in out["cells"] if c["budget"] != "all"})
     }
+    # planner minus each rule, paired on the same family groups (one bootstrap per budget)
+    out["planner_minus_rule"] = []
+    for budget in sorted({c["budget"] for c in out["cells"] if c["budget"] != "all"}):
+        gv = per_group.xs(budget, level="budget")["are"].unstack("strategy")
+        if "planner" not in gv:
+            continue
+        stats = {
+            ("difference", "are", f"planner - {r}"): (
+                lambda df, r=r: df["planner"].to_numpy() - df[r].to_numpy()
+            )
+            for r in ("hitchhiker", "cheapest-first", "random")
+            if r in gv
+        }
+        b = group_bootstrap(gv, stats, n_boot=n_boot, seed=seed, level=0.9)
+        for r in b.table.to_dict(orient="records"):
+            out["planner_minus_rule"].append({"budget": budget, **r})
     all_are = macro.get(("all", "all-runs", "are"))
     out["planner_over_all_runs"] = {
         str(b): macro[(b, "planner", "are")] / all_are
