@@ -271,3 +271,24 @@ def test_a_population_borrows_only_for_the_law_it_was_learned_for(sim4):
     assert "only the whole-curve candidate borrows" in note
     # flat serves both, and says nothing
     assert candidate_priors("flat") == ({"end-of-run": "flat", "whole-curve": "flat"}, None)
+
+
+def test_every_fit_records_its_model_choice(sim4):
+    """A given law is recorded as given (not measured); a fallback says what was asked."""
+    from hiscale.infer.fit import GIVEN_RULE
+
+    end = fit(sim4, family="simc", law="chinchilla", prior="flat", sampler=TEST_SAMPLER, seed=0)
+    c = end.provenance["choice"]
+    assert c["chosen"] == "end-of-run" and c["rule"] == GIVEN_RULE and c["scores"] == {}
+    assert "law 'chinchilla' on rows='end', residual='iid'" in c["reason"]
+    last = sim4.sort_values("tokens").groupby("run").tail(1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fb = fit(last, family="simc", law="h-term", prior="flat", sampler=TEST_SAMPLER, seed=0,
+                 options=FitOptions(rows="all", residual="ar1"))  # fmt: skip
+    c = fb.provenance["choice"]
+    assert c["chosen"] == "end-of-run" and "requested 'h-term'" in c["reason"]
+    assert "has one checkpoint" in c["reason"]
+    # law="auto" replaces it with the measured record
+    auto = fit(sim4, family="simc", law="auto", prior="flat", sampler=TEST_SAMPLER, seed=0)
+    assert auto.provenance["choice"]["rule"] != GIVEN_RULE

@@ -66,7 +66,7 @@ from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
 from hiscale.data.curves import Curves, normalise_unit
-from hiscale.infer.fit import FitOptions, fit
+from hiscale.infer.fit import GIVEN_RULE, FitOptions, fit
 from hiscale.infer.settings import CURVE_SAMPLER, SamplerSettings
 from hiscale.population import family_unit
 from hiscale.priors.prior import (
@@ -677,7 +677,8 @@ class BayesCurveMethod:
             self._fits[key] = f
         t = cell.target.frame
         choice = f.provenance.get("choice")
-        note = "" if choice is None else f"{choice['chosen']} model chosen: {choice['reason']}"
+        measured = choice is not None and choice.get("rule") != GIVEN_RULE
+        note = f"{choice['chosen']} model chosen: {choice['reason']}" if measured else ""
         if not f.is_curve:
             fb = f.provenance.get("fallback")
             reason = fb.get("reason", fb) if isinstance(fb, dict) else fb or "no curve law"

@@ -76,7 +76,7 @@ from hiscale.modeling.family import make_family_model, prior_arrays
 from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
 from hiscale.priors.prior import Prior, PriorWarning, prior_overlap, resolve_prior
 
-__all__ = ["CURVE_CENTRED", "CURVE_MAP_GAP", "FitOptions", "fit", "fit_design"]
+__all__ = ["CURVE_CENTRED", "CURVE_MAP_GAP", "GIVEN_RULE", "FitOptions", "fit", "fit_design"]
 
 #: Whole-curve fits sample the size/data shares at the rows' centre
 #: (:func:`hiscale.modeling.curve.make_curve_model` with ``centred=True``;
@@ -430,10 +430,29 @@ def fit(
             "notes": notes,
             "inits": inits,
             **({"fallback": fallback} if fallback is not None else {}),
+            "choice": _given_choice(law, options, fallback),
         },
         sample_stats=stats_,
         curve=curve_info,
     )
+
+
+#: ``provenance["choice"]["rule"]`` of a fit whose model the caller gave (not measured).
+GIVEN_RULE = "given by the caller (not measured; law='auto' measures it)"
+
+
+def _given_choice(law: str, options: FitOptions, fallback: dict | None) -> dict[str, Any]:
+    """Return the choice record of a fit whose law and rows were given, not measured.
+
+    Every fit records which model produced it (issue: "the choice ... recorded
+    in every fit"); ``law="auto"`` replaces this with its measured record
+    (:func:`hiscale.infer.choice.choose_and_fit`).
+    """
+    chosen = "whole-curve" if options.curve else "end-of-run"
+    reason = f"law {law!r} on rows={options.rows!r}, residual={options.residual!r}"
+    if fallback is not None:
+        reason += f" (requested {fallback['requested']['law']!r}: {fallback['reason']})"
+    return {"chosen": chosen, "rule": GIVEN_RULE, "reason": reason, "scores": {}, "held": {}}
 
 
 def _end_of_run_instead(c: Curves, law: str, options: FitOptions, reason: str):
