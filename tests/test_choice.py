@@ -292,3 +292,19 @@ def test_every_fit_records_its_model_choice(sim4):
     # law="auto" replaces it with the measured record
     auto = fit(sim4, family="simc", law="auto", prior="flat", sampler=TEST_SAMPLER, seed=0)
     assert auto.provenance["choice"]["rule"] != GIVEN_RULE
+
+
+def test_cli_curve_prior_sets_the_whole_curve_candidates_prior(sim4, tmp_path, capsys):
+    csv = tmp_path / "sim4.csv"
+    sim4.to_csv(csv, index=False)
+    small = [f"--num-warmup={TEST_SAMPLER.num_warmup}", f"--num-samples={TEST_SAMPLER.num_samples}"]
+    out = str(tmp_path / "f.nc")
+    code = main(["fit", str(csv), "--law", "auto", "--prior", "flat", "--curve-prior", "flat",
+                 *small, "--seed", "2", "--out", out, "--json", "--quiet"])  # fmt: skip
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0
+    assert payload["choice"]["priors"] == {"end-of-run": "flat", "whole-curve": "flat"}
+    code = main(["fit", str(csv), "--curve-prior", "flat", "--out", str(tmp_path / "g.nc"),
+                 "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert code != 0 and "--curve-prior is for --law auto" in err and err.count("\n") == 1

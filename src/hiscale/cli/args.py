@@ -266,6 +266,15 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
         )
         + " (default: chinchilla)",
     )
+    if auto:
+        p.add_argument(
+            "--curve-prior",
+            default=None,
+            metavar="PRIOR",
+            help="with --law auto: the whole-curve candidate's prior (a name, path or 'flat'); "
+            "default: --prior when it was learned for the curve law or is 'flat', else the "
+            "weak defaults (a population borrows only for the law it was learned for)",
+        )
     p.add_argument(
         "--rows",
         choices=["end", "all"],

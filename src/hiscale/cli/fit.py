@@ -54,6 +54,13 @@ def run_fit(args: argparse.Namespace, curves, family: str):
         prior = borrowed_prior(args, curves, family, sampler)
     resolve_prior(prior, law="chinchilla" if args.law == "auto" else args.law)
     name = prior.label if not isinstance(prior, str) else repr(prior)
+    curve_prior = getattr(args, "curve_prior", None)
+    if curve_prior is not None:
+        if args.law != "auto":
+            raise ValueError(f"--curve-prior is for --law auto, not --law {args.law}")
+        resolve_prior(curve_prior, law="h-term")  # fail fast on an unknown prior
+        name = f"{name} (end of run), {curve_prior!r} (whole curve)"
+        prior = {"end-of-run": prior, "whole-curve": curve_prior}
     flags = ("num_warmup", "num_samples", "num_chains")
     if args.law == "auto" and all(getattr(args, k, None) is None for k in flags):
         # each candidate model samples with its own default (CURVE_SAMPLER for whole curves)
