@@ -33,3 +33,12 @@ def emit(result: dict, out: str | None) -> None:
         with open(out, "w") as fh:
             fh.write(text + "\n")
     print(text)
+
+
+def write_json(result: dict, out: str | None) -> None:
+    """Write a benchmark's JSON document to ``out`` (nothing without ``out``)."""
+    import json
+    from pathlib import Path
+
+    if out:
+        Path(out).write_text(json.dumps(result, indent=2, default=float) + "\n")

@@ -28,10 +28,10 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from _machine import write_json
 
 from hiscale.backtesting.conformal import recalibrate
 from hiscale.backtesting.scores import common_cells, group_bootstrap
@@ -133,8 +133,7 @@ def main(argv=None) -> int:
             "macro": js["macro"],
         }
     )
-    if args.out:
-        Path(args.out).write_text(json.dumps(js, indent=2, default=float) + "\n")
+    write_json(js, args.out)
     print(table(js))
     return 0
 

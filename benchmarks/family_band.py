@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from _machine import machine
+from _machine import machine, write_json
 
 from hiscale.backtesting.band import family_band_table, macro_band_probability, probit_icc
 from hiscale.backtesting.scores import common_cells
@@ -175,8 +175,7 @@ def main(argv=None) -> int:
         if not args.corpus:
             ap.error("--campaign needs --corpus")
         js = {**campaign(args.campaign, args.corpus), **stamp}
-        if args.out:
-            Path(args.out).write_text(json.dumps(js, indent=2, default=float) + "\n")
+        write_json(js, args.out)
         print(json.dumps(js, indent=2, default=float))
         return 0
     if not args.cells or not args.methods or not args.report:
@@ -200,8 +199,7 @@ def main(argv=None) -> int:
             "rho within a family, families independent",
         }
     )
-    if args.out:
-        Path(args.out).write_text(json.dumps(js, indent=2, default=float) + "\n")
+    write_json(js, args.out)
     print(table(js))
     return 0
 

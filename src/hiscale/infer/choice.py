@@ -42,8 +42,9 @@ end-of-run model only. Carrying the end-of-run population over to the curve
 law (its extra parameters at their weak defaults) was measured to hurt: with
 the size and data terms held near the population, the fitted annealing bonus
 of gpt3's whole-curve fit grew past the rest of the loss (README, "bayes-auto
-with the end-of-run population"), while this split beat both the flat choice
-and the end-of-run model alone on the quick grid. ``prior`` may also be a
+with the end-of-run population"); this split beat the flat choice and the
+end-of-run model alone on the quick grid and was level with the flat choice on
+the ``sub`` grid (README, "bayes-auto-popend"). ``prior`` may also be a
 mapping from candidate name (``"end-of-run"``, ``"whole-curve"``) to a prior,
 to choose each explicitly. Each candidate is fitted, in LFO and in the final
 fit, with its own; ``provenance["choice"]["priors"]`` names both, and a note
