@@ -308,3 +308,15 @@ def test_cli_curve_prior_sets_the_whole_curve_candidates_prior(sim4, tmp_path, c
                  "--quiet"])  # fmt: skip
     err = capsys.readouterr().err
     assert code != 0 and "--curve-prior is for --law auto" in err and err.count("\n") == 1
+
+
+def test_bayes_auto_curve_prior_reaches_the_whole_curve_candidate(sim4):
+    from hiscale.backtesting.methods import BayesCurveMethod, get_method
+
+    with pytest.raises(ValueError, match="curve_prior needs law='auto'"):
+        BayesCurveMethod(curve_prior="flat")
+    m = get_method("bayes-auto", sampler=TEST_SAMPLER, curve_prior="flat")
+    assert m.settings()["curve_prior"] == "flat"
+    res = backtest(load_curves(sim4), methods=[m], grid=[(3, 1.0)], target="final", min_tokens=0)
+    assert res["status"].eq("ok").all()
+    assert "leave-future-out on N = 4e+08" in res["note"].iloc[0]

@@ -76,6 +76,7 @@ from hiscale.priors.prior import (
     flat_prior,
     load_prior,
     prior_overlap,
+    resolve_prior,
 )
 
 __all__ = [
@@ -550,14 +551,7 @@ class BayesCurveMethod:
 
     def _curve_state(self) -> Prior | None:
         """Return the whole-curve candidate's own prior (``curve_prior``), or None."""
-        cp = self.curve_prior
-        if cp is None:
-            return None
-        if isinstance(cp, Prior):
-            return cp.for_law("h-term")
-        if cp == "flat":
-            return flat_prior("h-term")
-        return load_prior(Path(cp) if Path(str(cp)).exists() else cp).for_law("h-term")
+        return None if self.curve_prior is None else resolve_prior(self.curve_prior, law="h-term")
 
     def prepare(self, corpus: Curves, family: str) -> Prior:
         """Return the prior of every cell of ``family`` (its label is the ``prior`` column).
