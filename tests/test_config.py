@@ -81,7 +81,9 @@ def test_configure_in_a_fresh_process(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     flags, settings = proc.stdout.splitlines()
-    assert flags == "--xla_force_host_platform_device_count=3"
+    assert flags == (
+        "--xla_force_host_platform_device_count=3 --xla_cpu_copy_insertion_use_region_analysis=true"
+    )
     assert settings == str(
         {"x64": True, "host_devices": None, "platform": "cpu", "compile_cache": str(cache)}
     )
@@ -103,6 +105,17 @@ def test_host_device_flag_replaces_an_earlier_count(monkeypatch):
     assert os.environ["XLA_FLAGS"] == "--xla_foo=1 --xla_force_host_platform_device_count=8"
     _config._set_host_devices(2)
     assert os.environ["XLA_FLAGS"] == "--xla_foo=1 --xla_force_host_platform_device_count=2"
+
+
+def test_copy_insertion_flag_is_added_once_and_yields_to_the_user(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_foo=1")
+    _config._set_copy_insertion()
+    _config._set_copy_insertion()
+    flag = "--xla_cpu_copy_insertion_use_region_analysis"
+    assert os.environ["XLA_FLAGS"] == f"--xla_foo=1 {flag}=true"
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_copy_insertion_use_region_analysis=false")
+    _config._set_copy_insertion()
+    assert os.environ["XLA_FLAGS"] == "--xla_cpu_copy_insertion_use_region_analysis=false"
 
 
 def test_configure_again_after_jax_started():

@@ -17,6 +17,7 @@ from scipy.stats import multivariate_normal, norm
 
 from hiscale.laws import D0, N0
 from hiscale.modeling.curve import (
+    ar1_loglik_total,
     curve_prior_arrays,
     make_curve_design,
     make_curve_model,
@@ -120,6 +121,61 @@ def test_vmap_over_draws_and_jit():
         0.7
     )
     assert np.isfinite(float(g))
+
+
+def contiguous_rows(seed, sizes, n_pad_rows=7):
+    """Rows in a design's layout: runs adjacent, sorted by t, padding only at the end."""
+    resid, t, run, mask = make_rows(seed, sizes, n_pad_rows=n_pad_rows, mask_frac=0.0)
+    return resid, t, run, mask
+
+
+total = jax.jit(ar1_loglik_total, static_argnums=4)
+
+
+@pytest.mark.parametrize(
+    ("sigma_run", "sigma", "rho", "ell"),
+    [(0.01, 0.005, 0.9, 1.0), (0.03, 0.01, 0.3, 0.5), (0.0, 0.02, 0.99, 2.0)],
+)
+def test_total_matches_dense_gaussian(sigma_run, sigma, rho, ell):
+    """The model's summed density (shifts, two per-run sums) against dense Gaussians."""
+    sizes = [1, 2, 7, 30, 3]
+    resid, t, run, mask = contiguous_rows(3, sizes)
+    out = float(total(resid, t, run, mask, len(sizes) + 3, sigma_run, sigma, rho, ell))
+    ref = sum(
+        dense_loglik(resid[(run == r) & mask], t[(run == r) & mask], sigma_run, sigma, rho, ell)
+        for r in range(len(sizes))
+    )
+    assert out == pytest.approx(ref, rel=1e-10)
+
+
+def test_total_gradient_matches_per_run_density():
+    """Same value and gradient as run_loglik_ar1 summed, in every argument that varies."""
+    resid, t, run, mask = contiguous_rows(4, [5, 1, 12, 4])
+
+    def general(r, p):
+        return loglik(r, t, run, mask, 6, p[0], p[1], p[2], p[3]).sum()
+
+    def fast(r, p):
+        return total(r, t, run, mask, 6, p[0], p[1], p[2], p[3])
+
+    p = jnp.array([0.02, 0.007, 0.6, 1.3])
+    v0, g0 = jax.value_and_grad(general, argnums=(0, 1))(jnp.asarray(resid), p)
+    v1, g1 = jax.value_and_grad(fast, argnums=(0, 1))(jnp.asarray(resid), p)
+    assert float(v1) == pytest.approx(float(v0), rel=1e-12)
+    for a, b in zip(g0, g1, strict=True):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-9, atol=1e-9)
+
+
+def test_design_layout_is_what_the_total_needs():
+    """make_curve_design: a run's rows adjacent and sorted by t, padding only at the end."""
+    d = make_curve_design(curve_frame(5).sample(frac=1.0, random_state=0), "h-term")
+    real = np.flatnonzero(d.mask)
+    np.testing.assert_array_equal(real, np.arange(d.n_rows))
+    runs = d.run[: d.n_rows]
+    starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+    assert len(starts) == d.n_runs  # each run is one block
+    for a, b in zip(starts, np.r_[starts[1:], d.n_rows], strict=True):
+        assert np.all(np.diff(d.y[a:b]) > 0)
 
 
 # --- the whole-curve family model ---------------------------------------------------------

@@ -508,3 +508,44 @@ def test_h_rel_fits_whole_curves_and_stays_above_the_floor(sim):
     assert np.all(np.isfinite(draws))
     expected = np.median(f.expected_along_run(f.data["run"].iloc[0], np.array([2e13])), axis=0)
     assert np.isfinite(expected).all() and np.median(draws[:, 0]) > np.median(floor) * 0.9
+
+
+def test_laplace_mass_start_is_recorded_and_gives_the_same_posterior(sim):
+    """init_mass='laplace' (CURVE_SAMPLER's): recorded, and the same posterior as identity."""
+    from dataclasses import replace
+
+    frame, _ = sim
+    fits = {
+        m: fit(frame, family="simc", law="h-term", prior="flat", options=CURVE, seed=1,
+               sampler=replace(CURVE_SAMPLER, num_warmup=400, num_samples=600, init_mass=m))
+        for m in ("identity", "laplace")
+    }  # fmt: skip
+    lap, ident = fits["laplace"], fits["identity"]
+    assert lap.sampler.init_mass == "laplace" and CURVE_SAMPLER.init_mass == "laplace"
+    assert lap.provenance["inits"]["mass"].startswith("warm-up starts from the Laplace covariance")
+    assert "mass" not in ident.provenance["inits"]  # identity start: nothing to record
+    a, b = lap.theta(), ident.theta()
+    for k in ("log_alpha", "log_beta", "u_f", "rho", "sigma_obs"):
+        # two runs of one posterior: medians agree within a fraction of the posterior sd
+        sd = float(np.std(b[k]))
+        assert abs(float(np.median(a[k])) - float(np.median(b[k]))) < 0.5 * sd, k
+
+
+def test_laplace_mass_settings_are_checked():
+    from hiscale.infer.nuts import run_nuts
+    from hiscale.infer.settings import SamplerSettings
+
+    with pytest.raises(ValueError, match="init_mass must be 'identity' or 'laplace', got 'eye'"):
+        SamplerSettings(init_mass="eye")
+    assert "init_mass" not in SamplerSettings().to_dict()  # earlier fits' cache keys hold
+    assert CURVE_SAMPLER.to_dict()["init_mass"] == "laplace"
+    init = {"xi": np.zeros((2, 3))}
+    key = jax.random.PRNGKey(0)
+    with pytest.raises(ValueError, match="needs an inverse_mass_matrix"):
+        run_nuts(None, {}, rng_key=key, settings=SamplerSettings(init_mass="laplace"), init=init)
+    with pytest.raises(ValueError, match=r"need a finite \(3, 3\) array, got \(2, 2\)"):
+        run_nuts(None, {}, rng_key=key, settings=SamplerSettings(init_mass="laplace"), init=init,
+                 inverse_mass_matrix=np.eye(2))  # fmt: skip
+    with pytest.raises(ValueError, match="init_mass is 'identity'"):
+        run_nuts(None, {}, rng_key=key, settings=SamplerSettings(), init=init,
+                 inverse_mass_matrix=np.eye(3))  # fmt: skip

@@ -133,18 +133,20 @@ def _log_loss_annealed(x, y_data, bonus, theta):
     """``ln L = ln s + ln(P - Q)`` with ``P`` the separable terms at ``y_data``.
 
     ``Q = f bonus (N/N0)^r_f`` with ``f = e exp(u_f)``; ``ln(P - Q) = ln P +
-    log1p(-min(Q/P, _MAX_BONUS))``.
+    ln(1 - min(Q/P, _MAX_BONUS))``, computed as ``m + ln max(P' - Q', (1 -
+    _MAX_BONUS) P')`` with ``P' = P e^-m``, ``Q' = Q e^-m`` and ``m`` the
+    largest of the three log terms of ``P`` (no overflow; four ``exp`` and one
+    ``log`` per row, the cost of the whole-curve model's gradient).
     """
     ln_e, ln_a, ln_b = _shares(theta["u_a"], theta["u_b"])
     alpha = jnp.exp(theta["log_alpha"])
     beta = jnp.exp(theta["log_beta"])
-    terms = jnp.stack(
-        jnp.broadcast_arrays(ln_e + 0.0 * x, ln_a - alpha * x, ln_b - beta * y_data), axis=0
-    )
-    m = terms.max(0)
-    ln_p = jnp.log(jnp.sum(jnp.exp(terms - m), 0)) + m
-    ratio = bonus * jnp.exp(ln_e + theta["u_f"] + theta["r_f"] * x - ln_p)
-    return theta["log_scale"] + ln_p + jnp.log1p(-jnp.minimum(ratio, _MAX_BONUS))
+    t_a = ln_a - alpha * x
+    t_b = ln_b - beta * y_data
+    m = jnp.maximum(jnp.maximum(t_a, t_b), ln_e)
+    p = jnp.exp(ln_e - m) + jnp.exp(t_a - m) + jnp.exp(t_b - m)
+    q = bonus * jnp.exp(ln_e + theta["u_f"] + theta["r_f"] * x - m)
+    return theta["log_scale"] + m + jnp.log(jnp.maximum(p - q, (1.0 - _MAX_BONUS) * p))
 
 
 def _log_loss_momentum(x, y, theta, covariates):

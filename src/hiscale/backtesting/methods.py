@@ -617,9 +617,12 @@ class BayesCurveMethod:
             "law": self.law,
             "options": asdict(self.options),
             "sampler": (
-                asdict(self.sampler)
+                self.sampler.to_dict()
                 if self.sampler is not None
-                else {"default": asdict(SamplerSettings()), "whole-curve": asdict(CURVE_SAMPLER)}
+                else {
+                    "default": SamplerSettings().to_dict(),
+                    "whole-curve": CURVE_SAMPLER.to_dict(),
+                }
             ),
             "runs_extra": None if extra is None else str(extra),
             **(

@@ -53,10 +53,12 @@ from hiscale.data.curves import (
 )
 from hiscale.infer.diagnostics import diagnose
 from hiscale.infer.nuts import (
+    LAPLACE_MIN_EIG,
     MAP_BOUNDS,
     dispersed_inits,
     init_params,
     jittered_inits,
+    laplace_inverse_mass,
     map_estimate,
     paper_start,
     run_nuts,
@@ -224,8 +226,18 @@ def fit_design(
         inits = jittered_inits(map_params, rng_key=key_init, settings=sampler)
         labels = [f"MAP + {sampler.init_jitter:g} x N(0, 1) jitter"] * sampler.num_chains
     info["chains"] = labels
+    inv_mass = None
+    if sampler.init_mass == "laplace":
+        best = min(optima, key=lambda o: o[1])
+        inv_mass = laplace_inverse_mass(model, kwargs, best[0])
+        info["mass"] = (
+            f"warm-up starts from the Laplace covariance at the {best[2]} (Hessian eigenvalues "
+            f"floored at {LAPLACE_MIN_EIG:g})"
+        )
     t1 = time.perf_counter()
-    samples, extra = run_nuts(model, kwargs, rng_key=key_run, settings=sampler, init=inits)
+    samples, extra = run_nuts(
+        model, kwargs, rng_key=key_run, settings=sampler, init=inits, inverse_mass_matrix=inv_mass
+    )
     t2 = time.perf_counter()
     diag = diagnose(
         samples,

@@ -50,6 +50,7 @@ __all__ = [
     "dispersed_inits",
     "init_params",
     "jittered_inits",
+    "laplace_inverse_mass",
     "laplace_sqrt_cov",
     "map_estimate",
     "paper_start",
@@ -419,6 +420,18 @@ def laplace_sqrt_cov(model: Callable, kwargs: dict[str, Any], params: dict) -> n
     return v / np.sqrt(np.maximum(w, LAPLACE_MIN_EIG))[None, :]
 
 
+def laplace_inverse_mass(model: Callable, kwargs: dict[str, Any], params: dict) -> np.ndarray:
+    """Laplace covariance ``S Sᵀ`` at ``params`` (:func:`laplace_sqrt_cov`), for NUTS's warm-up.
+
+    The flattened unconstrained space in ``ravel_pytree`` order, as NumPyro's
+    ``inverse_mass_matrix``; eigenvalues of the Hessian floored at
+    :data:`LAPLACE_MIN_EIG`, so the matrix is positive definite and no
+    direction is wider than the prior allows.
+    """
+    s = laplace_sqrt_cov(model, kwargs, params)
+    return s @ s.T
+
+
 def _lower_upper(start: dict, centre: dict) -> tuple[np.ndarray, np.ndarray]:
     """Flattened MAP box (``log_loss_ref`` relative to ``centre``)."""
     lo, hi = [], []
@@ -559,11 +572,15 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
 
     init_kernel, sample_kernel = hmc(potential_fn_gen=potential_gen, algo="NUTS")
 
-    def run_chain(key, init, kwargs):
+    laplace = settings.init_mass == "laplace"
+
+    def run_chain(key, init, kwargs, inv_mass):
         state = init_kernel(
             init,
             num_warmup=settings.num_warmup,
             step_size=0.05,
+            # identity: NumPyro's default (None), so those programs are unchanged
+            inverse_mass_matrix=inv_mass if laplace else None,
             find_heuristic_step_size=True,
             target_accept_prob=settings.target_accept_prob,
             dense_mass=settings.dense_mass,
@@ -596,7 +613,7 @@ def _chain_runner(model: Callable, settings: SamplerSettings) -> Callable:
     if settings.chain_method == "parallel" and jax.local_device_count() >= settings.num_chains:
         runner = _parallel(run_chain, settings.num_chains)
     else:
-        runner = jax.jit(jax.vmap(run_chain, in_axes=(0, 0, None)))
+        runner = jax.jit(jax.vmap(run_chain, in_axes=(0, 0, None, None)))
     return _stored("nuts", runner, model, settings, jax.local_device_count())
 
 
@@ -609,9 +626,9 @@ def _parallel(run_chain: Callable, n: int) -> Callable:
     """
     mesh = Mesh(np.asarray(jax.devices()[:n]), ("chain",))
 
-    def block(keys, init, kwargs):
+    def block(keys, init, kwargs, inv_mass):
         squeeze = lambda a: lax.squeeze(a, [0])  # noqa: E731
-        out = run_chain(squeeze(keys), jax.tree.map(squeeze, init), kwargs)
+        out = run_chain(squeeze(keys), jax.tree.map(squeeze, init), kwargs, inv_mass)
         return jax.tree.map(lambda a: lax.expand_dims(a, [0]), out)
 
     spec = PartitionSpec("chain")
@@ -620,11 +637,11 @@ def _parallel(run_chain: Callable, n: int) -> Callable:
         jax.shard_map(
             block,
             mesh=mesh,
-            in_specs=(spec, spec, PartitionSpec()),
+            in_specs=(spec, spec, PartitionSpec(), PartitionSpec()),
             out_specs=spec,
             check_vma=False,
         ),
-        in_shardings=(split, split, whole),
+        in_shardings=(split, split, whole, whole),
         out_shardings=split,
     )
 
@@ -647,6 +664,7 @@ def run_nuts(
     rng_key: jax.Array,
     settings: SamplerSettings,
     init: dict[str, jnp.ndarray],
+    inverse_mass_matrix: np.ndarray | None = None,
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Run NUTS chains from per-chain starting points.
 
@@ -664,6 +682,11 @@ def run_nuts(
     init : dict
         Unconstrained starting points, site -> array with a leading chain
         axis of length ``settings.num_chains`` (see :func:`dispersed_inits`).
+    inverse_mass_matrix : ndarray, optional
+        Where the warm-up starts its inverse mass matrix (flattened
+        ``ravel_pytree`` order; ``(d, d)`` for a dense mass, its diagonal is
+        used otherwise), required when ``settings.init_mass == "laplace"``
+        (see :func:`laplace_inverse_mass`) and refused otherwise.
 
     Returns
     -------
@@ -680,8 +703,23 @@ def run_nuts(
             raise ValueError(
                 f"init[{name!r}] has shape {np.shape(v)}: need a leading chain axis of {c}"
             )
+    d = sum(int(np.prod(np.shape(v)[1:])) for v in init.values())
+    if settings.init_mass == "laplace":
+        if inverse_mass_matrix is None:
+            raise ValueError("settings.init_mass='laplace' needs an inverse_mass_matrix")
+        m = np.asarray(inverse_mass_matrix, dtype=float)
+        if m.shape != (d, d) or not np.all(np.isfinite(m)):
+            raise ValueError(f"inverse_mass_matrix: need a finite ({d}, {d}) array, got {m.shape}")
+        inv_mass = jnp.asarray(m if settings.dense_mass else np.diag(m).copy())
+    elif inverse_mass_matrix is not None:
+        raise ValueError(
+            "inverse_mass_matrix given but settings.init_mass is 'identity': set "
+            "SamplerSettings(init_mass='laplace') to use it"
+        )
+    else:
+        inv_mass = jnp.zeros((d, d) if settings.dense_mass else (d,))  # ignored
     keys = jax.random.split(rng_key, c)
-    z, extra = _chain_runner(model, settings)(keys, init, kwargs)
+    z, extra = _chain_runner(model, settings)(keys, init, kwargs, inv_mass)
     n = settings.num_samples
     zflat = jax.tree.map(lambda a: a.reshape(c * n, *a.shape[2:]), z)
     cons = _constrainer(model)(zflat, kwargs)
