@@ -11,7 +11,9 @@
 * :func:`run_nuts`: NUTS from those points, a dense mass matrix over the
   global parameters, data as arguments so one compiled kernel serves every
   cell of a bucket; collects ``energy`` (for E-BFMI), ``potential_energy``,
-  ``num_steps``, ``diverging`` and the step size.
+  ``num_steps``, ``diverging`` and the step size. With
+  ``SamplerSettings.init_mass="laplace"`` the warm-up starts from
+  :func:`laplace_inverse_mass` instead of the identity.
 
 The jitted programs (MAP gradient, Hessian, NUTS, constrain) are traced once
 per shape bucket and kept on disk (``jax.export``, see :class:`_StoredJit`):
