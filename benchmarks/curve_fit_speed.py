@@ -1,11 +1,12 @@
-"""Warm whole-curve fit time of two source trees, measured in the same run.
+"""Warm fit time of two source trees (whole curves or end of run), measured in the same run.
 
 For a code change that should make whole-curve fits faster (or must not make
 them slower), each source tree (``--src LABEL=PATH``, the folder holding
 ``hiscale/``; the first is the baseline) fits each family in a fresh process
 per seed: one untimed fit first (compilation, program cache), then the timed
 ``hiscale.fit(..., law, options=FitOptions(rows="all", residual="ar1"),
-prior, seed)``. Trees alternate within each seed, so load drifts hit both.
+prior, seed)`` (``--rows end``: ``FitOptions()``, the end-of-run model; give
+``--law chinchilla``). Trees alternate within each seed, so load drifts hit both.
 Reports per family and tree the median seconds over seeds, the median ratio
 to the baseline (paired by seed), leapfrog steps per draw, r-hat, flags, and
 the median new-run prediction of the largest run's last checkpoint, so a
@@ -36,7 +37,7 @@ import numpy as np, pandas as pd
 import hiscale
 from hiscale.infer.fit import FitOptions, fit
 
-corpus, family, law, prior, seed = sys.argv[1:6]
+corpus, family, law, prior, seed, rows = sys.argv[1:7]
 hiscale.configure()
 names = ("curves.csv", "curves_extra.csv")
 frames = [pd.read_csv(f"{corpus}/{f}", low_memory=False) for f in names]
@@ -44,7 +45,7 @@ runs_extra = pd.read_csv(f"{corpus}/runs_extra.csv")
 frame = pd.concat([f[f["family"] == family] for f in frames])
 target = frame.sort_values("tokens").groupby("run").tail(1)
 target = target[target["params"] == target["params"].max()].head(1)
-opts = FitOptions(rows="all", residual="ar1")
+opts = FitOptions(rows="all", residual="ar1") if rows == "all" else FitOptions()
 
 def one(s):
     t0 = time.perf_counter()
@@ -65,11 +66,13 @@ print(json.dumps({
 """
 
 
-def _child(src: Path, corpus: Path, family: str, law: str, prior: str, seed: int) -> dict:
+def _child(
+    src: Path, corpus: Path, family: str, law: str, prior: str, seed: int, rows: str
+) -> dict:
     """One fresh process on source tree ``src``: warm-up fit, then the timed fit."""
     env = {**os.environ, "PYTHONPATH": str(src.resolve())}
     out = subprocess.run(
-        [sys.executable, "-c", _CHILD, str(corpus), family, law, prior, str(seed)],
+        [sys.executable, "-c", _CHILD, str(corpus), family, law, prior, str(seed), rows],
         env=env, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if out.returncode != 0:
@@ -85,6 +88,13 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--law", default="h-term")
     ap.add_argument("--prior", default="flat")
+    ap.add_argument(
+        "--rows",
+        default="all",
+        choices=["all", "end"],
+        help="all: whole curves (FitOptions(rows='all', residual='ar1')); end: the "
+        "end-of-run model (FitOptions(), give --law chinchilla)",
+    )
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     trees = [tuple(s.split("=", 1)) for s in args.src]
@@ -96,7 +106,7 @@ def main(argv=None) -> int:
     for family in args.families:
         for seed in args.seeds:
             for label, path in trees:
-                r = _child(Path(path), args.corpus, family, args.law, args.prior, seed)
+                r = _child(Path(path), args.corpus, family, args.law, args.prior, seed, args.rows)
                 r.update(family=family, seed=seed, tree=label)
                 print(r, flush=True)
                 rows.append(r)
@@ -139,6 +149,7 @@ def main(argv=None) -> int:
             "command": "python benchmarks/curve_fit_speed.py " + " ".join(argv or sys.argv[1:]),
             "trees": dict(trees),
             "law": args.law,
+            "rows": args.rows,
             "prior": args.prior,
             "fits": rows,
             "summary": summary,
