@@ -84,10 +84,8 @@ class SamplerSettings:
         ``dense_mass`` is False). Adaptation replaces it after the first
         window either way; it decides what the first ~100 warm-up iterations
         cost, where an identity mass on a posterior whose scales differ by
-        orders of magnitude runs trees to the depth limit. Default "laplace"
-        since 2026-12-01 (warm end-of-run fits 0.68-0.86x the time; the
-        README's speed section). ``"identity"`` is left out of
-        :meth:`to_dict`, so cache keys of fits made before the field hold.
+        orders of magnitude runs trees to the depth limit. Left out of
+        :meth:`to_dict` at its default, so cache keys of earlier fits hold.
 
     Raises
     ------
@@ -105,7 +103,7 @@ class SamplerSettings:
     init: str = "dispersed"
     init_jitter: float = 0.05
     init_overdispersion: float = 2.0
-    init_mass: str = "laplace"
+    init_mass: str = "identity"
 
     def __post_init__(self):
         """Check ``init`` and ``init_mass``."""
@@ -127,7 +125,7 @@ class SamplerSettings:
         """
         d = asdict(self)
         if d["init_mass"] == "identity":
-            del d["init_mass"]  # how every fit started before the field: their keys hold
+            del d["init_mass"]  # the default: keys of fits made before the field hold
         return d
 
     def numpyro_dict(self, init_strategy: str) -> dict[str, Any]:
@@ -187,11 +185,13 @@ JOINT_SAMPLER = SamplerSettings(
 #: steps to adapt them, depth 10 for the longer trees) at about twice the time
 #: per fit: 1 of 76 quick-grid cells flagged (with the one-row-per-run fallback
 #: of :func:`hiscale.infer.fit.fit`); the README's whole-curve section has the grid.
-#: Its warm-up starts from the Laplace mass matrix (``init_mass``, the
-#: default): with the identity, the first 100 warm-up iterations took more
-#: leapfrog steps than all 2000 draws on misfitting (69,304 vs 31,408 in one
-#: chain; the README's whole-curve speed bullet has the timings).
-CURVE_SAMPLER = SamplerSettings(num_warmup=1000, target_accept_prob=0.99, max_tree_depth=10)
+#: The warm-up starts from the Laplace mass matrix (``init_mass``): with the
+#: identity, the first 100 warm-up iterations took more leapfrog steps than
+#: all 2000 draws on misfitting (69,304 vs 31,408 in one chain; the README's
+#: whole-curve speed bullet has the timings).
+CURVE_SAMPLER = SamplerSettings(
+    num_warmup=1000, target_accept_prob=0.99, max_tree_depth=10, init_mass="laplace"
+)
 
 #: ``hiscale demo``: two fits in seconds, not minutes, on two cores: half the
 #: default draws per chain (1000 instead of 2000), enough for the demo's
