@@ -77,7 +77,11 @@ def _child(
     )  # fmt: skip
     if out.returncode != 0:
         raise RuntimeError(f"{src} {family} seed {seed} failed:\n{out.stderr[-2000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    loaded = Path(r.pop("hiscale")).resolve()
+    if not loaded.is_relative_to(src.resolve()):
+        raise RuntimeError(f"--src {src}: the child imported hiscale from {loaded}")
+    return r  # the tree is recorded by its label, not by a machine path
 
 
 def main(argv=None) -> int:
