@@ -23,6 +23,7 @@ from hiscale.modeling.curve import (
     make_curve_model,
     run_loglik_ar1,
 )
+from hiscale.modeling.design import bucket, fine_bucket
 
 #: compiled once per shape (eager op-by-op dispatch is slower to start)
 loglik = jax.jit(run_loglik_ar1, static_argnums=4)
@@ -176,6 +177,46 @@ def test_design_layout_is_what_the_total_needs():
     assert len(starts) == d.n_runs  # each run is one block
     for a, b in zip(starts, np.r_[starts[1:], d.n_rows], strict=True):
         assert np.all(np.diff(d.y[a:b]) > 0)
+
+
+def test_fine_buckets_are_the_smallest_of_the_dense_ladder():
+    """fine_bucket: powers of two up to 1024, then the smallest 2^k or 3 * 2^k >= n."""
+    ladder = sorted({2**k for k in range(4, 20)} | {3 * 2**k for k in range(9, 19)})
+    for n in [1, 15, 16, 17, 500, 1023, 1024, 1025, 1536, 1537, 2047, 2049, 3030, 3072, 3073, 5000]:
+        expected = bucket(n, 16) if bucket(n, 16) <= 1024 else min(v for v in ladder if v >= n)
+        assert fine_bucket(n) == expected, n
+    assert fine_bucket(3030) == 3072 and fine_bucket(2049) == 3072 and fine_bucket(1025) == 1536
+
+
+def test_large_curve_design_pads_finely_and_padding_does_not_change_the_density():
+    """Above 1024 rows the design pads to 3 * 2^k, and the AR(1) total equals the
+    total of the same rows padded to the next power of two (padding is inert)."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for i in range(60):  # 60 runs x 20 checkpoints = 1200 rows -> 1536, not 2048
+        tok = np.sort(rng.uniform(1e9, 2e10, 20))
+        for d in tok:
+            rows.append(
+                {"family": "f", "run": f"r{i}", "params": 1e8 * (1 + i % 5), "tokens": d,
+                 "loss": 3.0 + rng.normal(0, 0.02), "lr_mult": 0.5, "schedule_known": True,
+                 "schedule_note": ""}
+            )  # fmt: skip
+    d = make_curve_design(pd.DataFrame(rows), "h-term")
+    assert d.n_rows == 1200 and len(d.mask) == 1536
+    resid = np.where(d.mask, rng.normal(0, 0.01, len(d.mask)), 0.0)
+
+    def pad_to(a, size, fill):
+        return np.concatenate([a, np.full(size - len(a), fill, dtype=a.dtype)])
+
+    args = (0.02, 0.007, 0.6, 1.3)
+    total = ar1_loglik_total(resid, d.y, d.run, d.mask, d.n_runs_padded, *args)
+    wide = ar1_loglik_total(
+        pad_to(resid, 2048, 0.0), pad_to(d.y, 2048, d.y[0]), pad_to(d.run, 2048, 0),
+        pad_to(d.mask, 2048, False), d.n_runs_padded, *args,
+    )  # fmt: skip
+    ref = loglik(resid, d.y, d.run, d.mask, d.n_runs_padded, *args)
+    assert float(total) == pytest.approx(float(wide), rel=1e-12)
+    assert float(total) == pytest.approx(float(jnp.sum(ref)), rel=1e-12)
 
 
 # --- the whole-curve family model ---------------------------------------------------------

@@ -241,7 +241,8 @@ class FitOptions:
         at least 16, :data:`hiscale.modeling.curve.MIN_CURVE_ROWS_PER_RUN`)
         whose rows fit it; with too many runs for that, the budget is not
         applied (logged). 0: no budget. A gradient of the curve
-        model costs in proportion to the padded rows (the next power of two),
+        model costs in proportion to the padded rows (the next power of two;
+        above 1024 rows also 3 * 2^k, :func:`hiscale.modeling.design.fine_bucket`),
         and rows that close along ``ln D`` add little: 512 rows fit gemstones'
         22 runs (5,478 checkpoints) in 6-7 s instead of 13-15 s with 32 per
         run, converged, final-loss prediction within 0.1%

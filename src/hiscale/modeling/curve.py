@@ -64,7 +64,7 @@ import numpyro.distributions as dist
 import pandas as pd
 
 from hiscale.laws import D0, N0, Law, get_law
-from hiscale.modeling.design import bucket
+from hiscale.modeling.design import bucket, fine_bucket
 from hiscale.priors.defaults import (
     CURVE_NOISE_PRIORS,
 )
@@ -290,7 +290,7 @@ def make_curve_design(frame: pd.DataFrame, law: str | Law) -> CurveDesign:
     runs = list(dict.fromkeys(frame["run"].tolist()))
     index = {r: i for i, r in enumerate(runs)}
     n = len(frame)
-    rp, kp = bucket(n, 16), bucket(len(runs), 4)
+    rp, kp = fine_bucket(n, 16), bucket(len(runs), 4)
 
     def pad(a, fill):
         out = np.full(rp, fill, dtype=a.dtype)
@@ -595,7 +595,8 @@ def select_curve_rows(
        below :data:`MIN_CURVE_ROWS_PER_RUN`) whose rows fit the budget. When
        no such cap exists (very many runs) the budget is not applied and the
        log says so: fewer rows per run changed the prediction (by 5% on
-       misfitting's 240 runs at 4 rows each) and, padded to a power of two,
+       misfitting's 240 runs at 4 rows each) and, padded to a power of two
+       (rows above 1024 pad to 3 * 2^k too, :func:`~hiscale.modeling.design.fine_bucket`),
        often saved no time.
 
     There is no end-of-run selection: every checkpoint is data.

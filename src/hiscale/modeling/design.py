@@ -20,7 +20,7 @@ from hiscale.data.curves import Curves
 from hiscale.laws import D0, N0
 from hiscale.modeling.local import LOCAL_SD_PRIOR_SD, brownian_basis, signed_distances
 
-__all__ = ["Design", "bucket", "make_design"]
+__all__ = ["Design", "bucket", "fine_bucket", "make_design"]
 
 
 def bucket(n: int, minimum: int = 8) -> int:
@@ -39,6 +39,37 @@ def bucket(n: int, minimum: int = 8) -> int:
         The padded size.
     """
     return int(max(minimum, 1 << max(0, int(np.ceil(np.log2(max(n, 1)))))))
+
+
+def fine_bucket(n: int, minimum: int = 16, fine_from: int = 1024) -> int:
+    """Return :func:`bucket`, or above ``fine_from`` the smallest 2^k or 3 * 2^k >= ``n``.
+
+    Large whole-curve designs cost in proportion to their padded rows at every
+    leapfrog step, so above ``fine_from`` the buckets are twice as dense
+    (1024, 1536, 2048, 3072, 4096, ...): at most a third of the rows is
+    padding instead of half, at the price of one more compiled shape per
+    octave. Smaller sizes keep :func:`bucket`'s powers of two, and with them
+    their compiled programs and their numbers.
+
+    Parameters
+    ----------
+    n : int
+        Count to pad.
+    minimum : int, default 16
+        Smallest bucket.
+    fine_from : int, default 1024
+        Sizes up to this keep the power-of-two ladder.
+
+    Returns
+    -------
+    int
+        The padded size.
+    """
+    b = bucket(n, minimum)
+    if b <= fine_from:
+        return b
+    three_quarters = 3 * b // 4  # 3 * 2^(k-2): between b / 2 and b
+    return three_quarters if n <= three_quarters else b
 
 
 @dataclass(frozen=True)
