@@ -142,6 +142,7 @@ def _planner(curves, family, start, pool, budget_left, target, args, discrepancy
             distance=args.discrepancy_distance,
             aggregate=args.aggregate,
             min_gain=args.min_gain,
+            greedy=args.greedy,
         )
         if not p.runs:
             break
@@ -500,6 +501,12 @@ def main(argv=None) -> int:
         default=0.0,
         help="the planner trains a run only if it is expected to narrow the target's "
         "interval by at least this fraction (default 0: any narrowing)",
+    )
+    p.add_argument(
+        "--greedy",
+        choices=["per-flop", "gain", "best"],
+        default="per-flop",
+        help="the planner's greedy rule (hiscale.plan(greedy=...); default per-flop)",
     )
     p.add_argument(
         "--rules-from",

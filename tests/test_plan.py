@@ -640,3 +640,56 @@ def test_local_variance_matches_the_closed_form():
     v = 1 / (1 / tau**2 + 1 / (sr**2 + lv + so**2 / 4))
     expected = 2 * np.sinh(Z90 * np.sqrt(v + sr**2 + so**2))
     assert pre.widths(pre.base(), pre.loglik)[0].mean() == pytest.approx(expected, rel=0.05)
+
+
+def test_best_greedy_takes_one_strong_run_over_many_cheap_weak_ones():
+    """Cost-effective greedy vs greedy on the gain (closed-form widths, scale-only draws).
+
+    Two cheap runs (1 FLOP each) carry a law error of variance 0.01 (weak), one
+    run costing 10 FLOPs none (strong). Per FLOP the weak runs win, so with a
+    budget of 10 the per-FLOP greedy buys both and can no longer afford the
+    strong run; the strong run alone leaves the narrower interval, and
+    ``best_greedy_sequence`` keeps that sequence.
+    """
+    from hiscale.planning.greedy import best_greedy_sequence
+
+    tau, sr, so, n_rows = 0.1, 0.02, 0.02, 4
+    draws = _scale_only_draws(20_000, tau, sr, so)
+    cands = grid_candidates([1e8, 2e8, 4e8], [20]).assign(flops=[1.0, 1.0, 10.0])
+    lv = np.array([0.01, 0.01, 0.0])
+    pre = Preposterior(
+        draws, (7e9, 1.4e11), cands, n_outcomes=48, seed=1, n_rows=n_rows, local_var=lv
+    )
+
+    def closed(run_vars):  # relative 80% width after runs with these extra variances
+        v = 1 / (1 / tau**2 + sum(1 / (sr**2 + x + so**2 / n_rows) for x in run_vars))
+        return 2 * np.sinh(Z90 * np.sqrt(v + sr**2 + so**2))
+
+    cheap, _ = greedy_sequence(pre, cands, budget=10.0, rule="per-flop")
+    strong, _ = greedy_sequence(pre, cands, budget=10.0, rule="gain")
+    assert [s.index for s in cheap] == [0, 1] or [s.index for s in cheap] == [1, 0]
+    assert [s.index for s in strong] == [2]
+    assert cheap[-1].expected_width == pytest.approx(closed([0.01, 0.01]), rel=0.06)
+    assert strong[-1].expected_width == pytest.approx(closed([0.0]), rel=0.06)
+    steps, _, choice = best_greedy_sequence(pre, cands, budget=10.0)
+    assert choice["rule"] == "gain" and [s.index for s in steps] == [2]
+    assert choice["gain"]["final_expected_width"] < choice["per-flop"]["final_expected_width"]
+    # with room for all three, both rules end with the same runs: the tie keeps per-flop
+    steps, _, choice = best_greedy_sequence(pre, cands, budget=12.0)
+    assert choice["rule"] == "per-flop" and sorted(s.index for s in steps) == [0, 1, 2]
+    with pytest.raises(ValueError, match="rule must be one of"):
+        greedy_sequence(pre, cands, budget=10.0, rule="cheapest")
+
+
+def test_plan_records_the_greedy_rule():
+    """plan(greedy=...) validates the rule and records both sequences for "best"."""
+    tau, sr, so = 0.1, 0.02, 0.02
+    draws = _scale_only_draws(4000, tau, sr, so)
+    cands = grid_candidates([1e8, 2e8], [20])
+    p = plan(draws, at=(7e9, 1.4e11), candidates=cands, budget=1e30, greedy="best",
+                     discrepancy=None, n_outcomes=16)  # fmt: skip
+    g = p.settings["greedy"]
+    assert g["rule"] in ("per-flop", "gain") and {"per-flop", "gain"} <= set(g)
+    assert p.widths[-1] == pytest.approx(g[g["rule"]]["final_expected_width"])
+    with pytest.raises(ValueError, match="greedy must be"):
+        plan(draws, at=(7e9, 1.4e11), candidates=cands, budget=1e30, greedy="cheap")

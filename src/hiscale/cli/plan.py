@@ -91,6 +91,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="what the discrepancy grows with: |ln(C_target / C)| in training compute "
         "(default; a big model trained on few tokens is not near the target) or |ln(N_target / N)|",
     )
+    p.add_argument(
+        "--greedy",
+        choices=["per-flop", "gain", "best"],
+        default="per-flop",
+        help="what each greedy step maximises: the expected narrowing per FLOP (default), "
+        "the narrowing itself, or best: both sequences, the one ending narrower",
+    )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     add_model_args(p)
@@ -216,6 +223,7 @@ def run(args: argparse.Namespace) -> int:
         budget=args.budget,
         seed=args.seed,
         min_gain=args.min_gain,
+        greedy=args.greedy,
         n_outcomes=args.outcomes,
         n_draws=args.draws,
         law=args.law,

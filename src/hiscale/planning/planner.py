@@ -18,6 +18,7 @@ import pandas as pd
 from hiscale._util import json_default
 from hiscale.planning.candidates import rule_of_thumb, validate_candidates
 from hiscale.planning.greedy import (
+    best_greedy_sequence,
     evaluate_sequence,
     greedy_sequence,
     rank_candidates,
@@ -180,6 +181,14 @@ def _as_candidates(candidates) -> pd.DataFrame:
     return validate_candidates(pd.DataFrame(rows), source="candidates")
 
 
+def _sequence(pre, cands, budget, first, min_gain, greedy):
+    """Return the greedy sequence of rule ``greedy`` (or the better of both: ``"best"``)."""
+    if greedy == "best":
+        return best_greedy_sequence(pre, cands, budget, first=first, min_gain=min_gain)
+    steps, reason = greedy_sequence(pre, cands, budget, first=first, min_gain=min_gain, rule=greedy)
+    return steps, reason, {"rule": greedy}
+
+
 def plan(
     fit_or_prior,
     *,
@@ -196,6 +205,7 @@ def plan(
     distance: str = "compute",
     aggregate: str = "nearest",
     min_gain: float = 0.0,
+    greedy: str = "per-flop",
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
 
@@ -251,11 +261,19 @@ def plan(
         at least this fraction of its current width (e.g. 0.02); the budget
         is a cap, and the sequence stops early when no run is worth it. 0:
         any expected narrowing counts.
+    greedy : {"per-flop", "gain", "best"}, default "per-flop"
+        What each greedy step maximises: the expected reduction of the
+        target's width per FLOP, the reduction itself, or ``"best"``: both
+        sequences, keeping the one with the smaller final expected width
+        (:func:`~hiscale.planning.greedy.best_greedy_sequence`; the plan's
+        ``settings["greedy"]`` records both).
 
     Returns
     -------
     Plan
     """
+    if greedy not in ("per-flop", "gain", "best"):
+        raise ValueError(f"greedy must be 'per-flop', 'gain' or 'best', got {greedy!r}")
     n_t, d_t = (float(v) for v in at)
     for name, v in (("N", n_t), ("D", d_t)):
         if not np.isfinite(v) or v <= 0:
@@ -339,7 +357,7 @@ def plan(
     if draws.scale_known:
         pre = Preposterior(draws, (n_t, d_t), cands, **kw)
         table, now = rank_candidates(pre, cands)
-        steps, reason = greedy_sequence(pre, cands, budget, min_gain=min_gain)
+        steps, reason, greedy_info = _sequence(pre, cands, budget, None, min_gain, greedy)
     else:
         # no runs: each candidate's loss-scale proposal is lined up at its own location
         # (same seed, so the same truth draws and noise for every candidate), and the
@@ -354,7 +372,7 @@ def plan(
         ok = table[(table["flops"] <= budget) & (table["reduction"] > 0)]
         first = int(ok["index"].iloc[0]) if len(ok) else None
         pre = Preposterior(draws, (n_t, d_t), cands, align=first, **kw)
-        steps, reason = greedy_sequence(pre, cands, budget, first=first, min_gain=min_gain)
+        steps, reason, greedy_info = _sequence(pre, cands, budget, first, min_gain, greedy)
     table = table.drop(columns=["index"])
     low = table[table["low_ess"]]
     if len(low):
@@ -403,7 +421,12 @@ def plan(
             "n_draws": draws.n_draws,
             "rows_per_run": n_rows,
             "ess_min": ESS_MIN,
-            "criterion": "expected reduction of the relative width per FLOP, greedy",
+            "criterion": (
+                "expected reduction of the relative width"
+                + {"per-flop": " per FLOP", "gain": ""}[greedy_info["rule"]]
+                + ", greedy"
+            ),
+            "greedy": greedy_info,
             "discrepancy_halfwidth": h,
             "discrepancy_distance": distance,
             "discrepancy_aggregate": aggregate,
