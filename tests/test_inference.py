@@ -366,3 +366,23 @@ def test_stored_programs_live_in_their_generation(tmp_path, monkeypatch):
     assert key == nuts._environment_key()
     assert folder.parent == tmp_path / "hiscale-programs"
     assert folder.name == nuts._environment_key()[:16]
+
+
+def test_released_programs_free_their_memory_mappings_and_refit_identically():
+    """release_compiled drops every compiled program (and the process's mappings with it);
+    a fit after it loads the same programs again and draws the same numbers."""
+    import hiscale
+    from hiscale.infer import nuts
+
+    if nuts.memory_map_usage() is None:
+        pytest.skip("no /proc/self/maps (not Linux): the mapping count is unknown")
+    smp = SamplerSettings(num_warmup=60, num_samples=40)
+    first = hiscale.fit(simulate_family(seed=4), prior="flat", seed=11, sampler=smp)
+    held = nuts.memory_map_usage()[0]
+    assert nuts.release_if_crowded(fraction=1.1) == 0  # far from the limit: nothing dropped
+    dropped = nuts.release_compiled()
+    assert dropped >= 1  # at least the NUTS program of the fit above
+    assert nuts.memory_map_usage()[0] < held
+    again = hiscale.fit(simulate_family(seed=4), prior="flat", seed=11, sampler=smp)
+    np.testing.assert_array_equal(again.posterior["u_a"], first.posterior["u_a"])
+    assert nuts.release_if_crowded(fraction=0.0) >= 1  # "crowded" at any count: released

@@ -26,10 +26,13 @@ draws: :func:`hiscale.infer.diagnostics.diagnose`.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import hashlib
+import logging
 import os
 import pickle
 import time
+import weakref
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -55,9 +58,12 @@ __all__ = [
     "laplace_inverse_mass",
     "laplace_sqrt_cov",
     "map_estimate",
+    "memory_map_usage",
     "paper_start",
     "program_cache_dir",
     "prune_programs",
+    "release_compiled",
+    "release_if_crowded",
     "run_nuts",
 ]
 
@@ -208,11 +214,13 @@ class _StoredJit:
         self._jitted = jitted
         self._static = static
         self._ready: dict[tuple, Callable] = {}
+        _STORED.add(self)
 
     def __call__(self, *args):
         sig = _signature(args)
         fn = self._ready.get(sig)
         if fn is None:
+            release_if_crowded()  # before a new program adds its memory mappings
             t0 = time.perf_counter()
             fn = self._ready[sig] = self._prepare(args, sig)
             name = (self._static or "other").split("|", 1)[0]
@@ -261,6 +269,83 @@ class _StoredJit:
                 out_shardings=jax.tree.unflatten(exported.out_tree, shardings[1]),
             )
         return call.lower(*args).compile()  # JAX's persistent cache answers this
+
+
+_LOG = logging.getLogger(__name__)
+
+#: Every :class:`_StoredJit` of this process (their compiled programs are
+#: what :func:`release_compiled` drops).
+_STORED: weakref.WeakSet = weakref.WeakSet()
+
+#: Fraction of the kernel's ``vm.max_map_count`` at which a new program is
+#: prepared only after :func:`release_compiled`.
+MAP_HEADROOM: float = 0.5
+
+
+def release_compiled() -> int:
+    """Drop every compiled program this process holds; return how many of hiscale's.
+
+    Each compiled XLA CPU executable keeps its own memory mappings (measured:
+    about 1,800 per NUTS program of a family fit), and a process may hold
+    only ``vm.max_map_count`` of them (65,530 by default on Linux). A long
+    backtest in one process compiles a program per new padded shape and
+    method, and after some 30 of them LLVM failed with "Cannot allocate
+    memory" while most of the RAM was free. This clears hiscale's stored
+    samplers, JAX's in-memory caches (:func:`jax.clear_caches`) and collects
+    the garbage; the next fit of a shape loads its program from the disk
+    caches again (same program, same numbers). Called automatically by
+    :func:`release_if_crowded`.
+
+    Returns
+    -------
+    int
+        Compiled programs of hiscale's stored functions dropped (JAX's own
+        caches are not counted).
+    """
+    stored = list(_STORED)
+    n = sum(len(s._ready) for s in stored)
+    for s in stored:
+        s._ready.clear()
+    jax.clear_caches()
+    gc.collect()
+    return n
+
+
+def memory_map_usage() -> tuple[int, int] | None:
+    """Return ``(memory mappings of this process, vm.max_map_count)``, or None off Linux."""
+    try:
+        with open("/proc/self/maps", "rb") as fh:
+            held = sum(1 for _ in fh)
+        with open("/proc/sys/vm/max_map_count") as fh:
+            limit = int(fh.read().strip())
+    except (OSError, ValueError):
+        return None
+    return held, limit
+
+
+def release_if_crowded(fraction: float | None = None) -> int:
+    """Call :func:`release_compiled` when the process holds ``fraction`` of its mapping limit.
+
+    ``fraction`` defaults to :data:`MAP_HEADROOM`. Logged (logger
+    ``hiscale.infer.nuts``, level INFO) when it releases. Returns the number
+    of programs dropped (0 when not crowded, or where the counts are
+    unknown).
+    """
+    usage = memory_map_usage()
+    fraction = MAP_HEADROOM if fraction is None else float(fraction)
+    if usage is None or usage[0] < fraction * usage[1]:
+        return 0
+    n = release_compiled()
+    after = memory_map_usage()
+    _LOG.info(
+        "released %d compiled programs: the process held %d of the kernel's %d memory "
+        "mappings (vm.max_map_count), %s after",
+        n,
+        usage[0],
+        usage[1],
+        after[0] if after else "?",
+    )
+    return n
 
 
 #: Seconds this process spent preparing stored functions (loading or tracing
