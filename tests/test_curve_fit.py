@@ -22,7 +22,7 @@ from hiscale.data.schedule import reconstruct
 from hiscale.infer.fit import FitOptions, fit
 from hiscale.infer.result import load_fit
 from hiscale.infer.settings import CURVE_SAMPLER
-from hiscale.laws import D0
+from hiscale.laws import D0, N0
 from hiscale.modeling.curve import (
     ar1_paths,
     centred_xi,
@@ -549,3 +549,97 @@ def test_laplace_mass_settings_are_checked():
     with pytest.raises(ValueError, match="init_mass is 'identity'"):
         run_nuts(None, {}, rng_key=key, settings=SamplerSettings(), init=init,
                  inverse_mass_matrix=np.eye(3))  # fmt: skip
+
+
+# --- continuing a run under a new decay (the warmup-stable-decay question) --------------
+
+
+def test_with_decay_keeps_the_warmup_and_replaces_the_decay():
+    """with_decay against the schedule written out by hand (piecewise closed form)."""
+    from hiscale.data.schedule import Schedule, with_decay
+
+    own = Schedule(horizon=1e10, warmup=1e8)  # constant after a linear warmup
+    wsd = with_decay(own, "wsd", 2e10)
+    u = np.array([0.0, 5e7, 1e8, 1e10, 1.6e10, 1.8e10, 2e10, 3e10])
+    # warmup 0 -> 1 over 1e8, stable 1 until 0.8 x 2e10, then linear to 0 at 2e10, 0 after
+    want = np.array([0.0, 0.5, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0])
+    np.testing.assert_allclose(wsd.multiplier(u), want, atol=1e-12)
+    now = with_decay(own, "linear", 2e10, decay_start=1.2e10)
+    np.testing.assert_allclose(now.multiplier([1.2e10, 1.6e10, 2e10]), [1.0, 0.5, 0.0], atol=1e-12)
+    assert with_decay(own, "constant", 2e10).multiplier([3e10])[0] == 1.0
+    with pytest.raises(ValueError, match="decay_start"):
+        with_decay(own, "linear", 2e10, decay_start=2.5e10)
+
+
+@pytest.fixture(scope="module")
+def stable_fit(sim):
+    """The three cosine runs plus a run of the largest size in its stable phase (constant LR
+    after the same 100M-token warm-up), fitted up to 30% of 2e10 tokens."""
+    frame, _ = sim
+    big = frame[frame["params"] == frame["params"].max()]
+    stable = big[big["tokens"] <= 0.3 * HORIZON].assign(
+        run="simc-stable", schedule="constant (no cooldown), 100M-token warm-up"
+    )
+    data = pd.concat([frame, stable], ignore_index=True)
+    return fit(data, family="simc", law="h-term", prior="flat", options=CURVE,
+               sampler=TEST_SAMPLER, seed=1)  # fmt: skip
+
+
+def test_predict_run_under_a_new_decay(stable_fit):
+    """A run in its stable phase continued under WSD: its own schedule gives the same
+    draws as no schedule; the law at the end of the cooldown is the h-term law with
+    h = 0, computed here from the posterior draws; a decay reaching into the fitted
+    past is refused."""
+    from hiscale.data.schedule import Schedule
+
+    f = stable_fit
+    own = f._schedule_of("simc-stable")
+    assert own is not None and own.decay_shape == "none"
+    last = float(f.data.loc[f.data["run"] == "simc-stable", "tokens"].max())
+    t = [2e10]
+    base, d0 = f.predict_run("simc-stable", t, seed=4, return_draws=True)
+    _, d1 = f.predict_run("simc-stable", t, seed=4, return_draws=True, schedule=own)
+    np.testing.assert_array_equal(d0, d1)
+    assert base.attrs["schedule"] == "the run's own schedule"
+    wsd, d2 = f.predict_run("simc-stable", t, seed=4, return_draws=True, schedule="wsd",
+                            run_tokens=2e10)  # fmt: skip
+    assert "wsd decay" in wsd.attrs["schedule"] and wsd.attrs["run_tokens"] == 2e10
+    # the same draws of offset and AR path: the difference is the law's annealing bonus
+    th = f.theta()
+    lse = np.logaddexp(np.logaddexp(0.0, th["u_a"]), th["u_b"])
+    e, a, b = np.exp(-lse), np.exp(th["u_a"] - lse), np.exp(th["u_b"] - lse)
+    x, y = np.log(1e9 / N0), np.log(2e10 / D0)
+    sep = e + a * np.exp(-np.exp(th["log_alpha"]) * x) + b * np.exp(-np.exp(th["log_beta"]) * y)
+    bonus = e * np.exp(th["u_f"] + th["r_f"] * x)  # (1 - h) = 1 at the end of the cooldown
+    want = np.exp(th["log_scale"]) * np.maximum(sep - bonus, 0.001 * sep)
+    got = wsd[(wsd["kind"] == "expected")]["median"].iloc[0]
+    assert got == pytest.approx(np.median(want), rel=1e-9)
+    np.testing.assert_allclose((d2 / d0)[:, 0], want / (np.exp(th["log_scale"]) * sep), rtol=1e-9)
+    # cooling down before the last fitted checkpoint would rewrite the run's past
+    with pytest.raises(ValueError, match="cannot change the run's past"):
+        f.predict_run("simc-stable", t, schedule="linear", run_tokens=2e10,
+                      decay_start=0.5 * last)  # fmt: skip
+    with pytest.raises(ValueError, match="cannot change the run's past"):
+        f.predict_run("simc-stable", t, schedule=Schedule(horizon=2e10, decay_shape="cosine",
+                                                         floor=0.1, warmup=1e8))  # fmt: skip
+    with pytest.raises(ValueError, match="need a named schedule"):
+        f.predict_run("simc-stable", t, run_tokens=2e10)
+
+
+def test_cli_continues_a_run_under_a_new_decay(stable_fit, tmp_path, capsys):
+    path = stable_fit.save(tmp_path / "stable.nc")
+    last = float(stable_fit.data.loc[stable_fit.data["run"] == "simc-stable", "tokens"].max())
+    code = main(["predict", "--fit", str(path), "--run", "simc-stable", "--schedule", "linear",
+                 "--run-tokens", "2e10", "--decay-start", f"{last:.17g}", "--json",
+                 "--quiet"])  # fmt: skip
+    payload = json.loads(capsys.readouterr().out)
+    assert code == 0 and payload["end_tokens"] == pytest.approx(2e10)
+    assert "linear decay" in payload["schedule"] and f"from {last:.4g}" in payload["schedule"]
+    code = main(["predict", "--fit", str(path), "--run", "simc-stable", "--schedule", "wsd",
+                 "--run-tokens", "2e10", "--decay-start", "1e9", "--quiet"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert (
+        code == 2 and "cannot change the run's past" in err and len(err.strip().splitlines()) == 1
+    )
+    code = main(["predict", "--fit", str(path), "--run", "simc-stable", "--decay-start", "1e9"])
+    assert code == 2 and "needs --schedule" in capsys.readouterr().err

@@ -89,7 +89,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--run",
         metavar="RUN_ID",
         help="whole-curve fits: continue this fitted run to the end of its schedule, with its "
-        "own run offset and AR state (instead of --at)",
+        "own run offset and AR state (instead of --at); with --schedule, under that decay "
+        "(the run's own warmup and stable phase kept) over --run-tokens",
+    )
+    p.add_argument(
+        "--decay-start",
+        type=positive_float,
+        metavar="TOKENS",
+        help="with --run and --schedule: the new decay starts here (e.g. the run's last "
+        "checkpoint: 'cool down now'; default: the named schedule's start)",
     )
     p.add_argument(
         "--curve-out",
@@ -147,6 +155,8 @@ def run(args: argparse.Namespace) -> int:
         if args.family is None:
             args.family = sole_family(curves.families, "--family is required")
         f = run_fit(args, curves, args.family)
+    if args.decay_start and not args.run:
+        raise ValueError("--decay-start applies to --run (a run continued under a new decay)")
     curve_args = args.run or args.schedule or args.run_tokens or args.curve_out
     if curve_args and not f.is_curve:
         raise ValueError(
@@ -260,7 +270,13 @@ def run_continuation(args: argparse.Namespace, f, levels) -> int:
     if args.run_tokens:
         last = float(f.data.loc[f.data["run"] == args.run, "tokens"].max())
         tokens = np.geomspace(last, args.run_tokens, 33)[1:]
-    curve = f.predict_run(args.run, tokens, ci_prob=levels, seed=args.seed)
+    if args.decay_start and not args.schedule:
+        raise ValueError("--decay-start needs --schedule (the decay that starts there)")
+    named = {}
+    if args.schedule:
+        named = {"schedule": args.schedule, "run_tokens": args.run_tokens,
+                 "decay_start": args.decay_start}  # fmt: skip
+    curve = f.predict_run(args.run, tokens, ci_prob=levels, seed=args.seed, **named)
     end = curve[curve["tokens"] == curve["tokens"].max()]
     if args.curve_out:
         curve.to_csv(args.curve_out, index=False)
@@ -275,6 +291,7 @@ def run_continuation(args: argparse.Namespace, f, levels) -> int:
             "last_tokens": a["last_tokens"],
             "last_loss": a["last_loss"],
             "end_tokens": float(end["tokens"].iloc[0]),
+            "schedule": a["schedule"],
             "end": end.to_dict(orient="records"),
             "curve": curve.to_dict(orient="records"),
             "curve_out": args.curve_out,
@@ -301,6 +318,7 @@ def run_continuation(args: argparse.Namespace, f, levels) -> int:
         print(f"{label:<15}{rows['median'].iloc[0]:>9.4f}{cells}")
     print("  law = the fitted law at the run's size (parameter uncertainty only);")
     print("  this run = its continuation from its own run offset and AR(1) state.")
+    print(f"  schedule: {a['schedule']}")
     print(verdict_line(f))
     if args.curve_out:
         print(f"wrote the whole curve ({len(curve)} rows) to {args.curve_out}")

@@ -76,6 +76,7 @@ __all__ = [
     "scale_schedule",
     "schedule_covariates",
     "schedule_from_runs_extra",
+    "with_decay",
 ]
 
 #: Momentum decay factor per optimizer step (Tissue et al. 2024).
@@ -630,6 +631,51 @@ def named_schedule(name: str, horizon: float, *, tokens_per_step: float | None =
     if name == "wsd":
         return Schedule(decay_shape="linear", floor=0.0, decay_start=0.8 * float(horizon), **kw)
     raise ValueError(f"schedule {name!r} unknown; named schedules: {', '.join(NAMED_SCHEDULES)}")
+
+
+def with_decay(
+    sched: Schedule, name: str, horizon: float, decay_start: float | None = None
+) -> Schedule:
+    """``sched``'s warmup and stable phase, then the decay of named schedule ``name``.
+
+    The question a warmup-stable-decay user asks of a run in its stable phase
+    ("if I cool it down from here, or over the last 20% of a longer horizon,
+    where does it end?"): the warmup, two-stage pieces and tokens per step of
+    ``sched`` are kept; horizon, decay shape, floor and decay start come from
+    :func:`named_schedule` (``name`` over ``horizon``), the start replaced by
+    ``decay_start`` when given.
+
+    Parameters
+    ----------
+    sched : Schedule
+        The run's own schedule.
+    name : str
+        ``constant``, ``cosine``, ``linear`` or ``wsd`` (:data:`NAMED_SCHEDULES`).
+    horizon : float
+        Tokens at which the new decay ends.
+    decay_start : float, optional
+        Tokens at which it starts (default: the named schedule's start: the
+        end of the warmup, or 80% of ``horizon`` for ``wsd``).
+
+    Returns
+    -------
+    Schedule
+
+    Raises
+    ------
+    ValueError
+        If ``name`` is unknown or the pieces do not make a schedule (e.g. a
+        decay start at or after the horizon).
+    """
+    named = named_schedule(name, horizon, tokens_per_step=sched.tokens_per_step)
+    start = named.decay_start if decay_start is None else float(decay_start)
+    return replace(
+        sched,
+        horizon=float(horizon),
+        decay_shape=named.decay_shape,
+        floor=named.floor,
+        decay_start=start if named.decay_shape != "none" else None,
+    )
 
 
 def scale_schedule(sched: Schedule, horizon: float) -> Schedule:

@@ -533,6 +533,9 @@ class Fit:
         seed: int = 0,
         n_points: int = 32,
         return_draws: bool = False,
+        schedule=None,
+        run_tokens: float | None = None,
+        decay_start: float | None = None,
     ) -> pd.DataFrame | tuple[pd.DataFrame, np.ndarray]:
         r"""Continue a fitted run to the end of its schedule, with its own offset and AR state.
 
@@ -559,6 +562,19 @@ class Fit:
             Grid size when ``tokens`` is not given.
         return_draws : bool, default False
             Also return the ``this_run`` draws (the backtest scores them).
+        schedule : None, str or Schedule
+            The schedule the run continues under. ``None``: its own. A name
+            of :data:`~hiscale.data.schedule.NAMED_SCHEDULES` (e.g. ``"wsd"``):
+            the run's own warmup and stable phase, then that decay over
+            ``run_tokens`` (default: its own horizon) starting at
+            ``decay_start`` (:func:`~hiscale.data.schedule.with_decay`): "if I
+            cool this run down from here, where does it end?". A
+            :class:`~hiscale.data.schedule.Schedule`: used as given. Either
+            way its learning rate must equal the run's own up to the run's
+            last fitted row (the fitted rows cannot change their past); a
+            difference is a one-line error.
+        run_tokens, decay_start : float, optional
+            Horizon and decay start of a named ``schedule``.
 
         Returns
         -------
@@ -567,7 +583,8 @@ class Fit:
             upper, median, mean``; kinds ``expected`` (the law) and
             ``this_run`` (the run's continuation). ``frame.attrs``: ``family``,
             ``run``, ``params``, ``last_tokens``, ``last_loss``,
-            ``run_tokens`` (horizon), ``schedule_note``, ``seed``, ``flagged``.
+            ``run_tokens`` (horizon), ``schedule`` (the schedule used, in
+            words), ``schedule_note``, ``seed``, ``flagged``.
             With ``return_draws``: ``(frame, draws)``, ``draws`` the run's
             continuation ``(S, M)`` at the sorted ``tokens``.
 
@@ -590,7 +607,9 @@ class Fit:
             raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
         d_obs = data["tokens"].to_numpy(float)[rows]
         n = float(data["params"].iloc[rows[0]])
-        sched = self._schedule_of(run)
+        sched, used = self._continuation_schedule(
+            str(run), d_obs[-1], schedule, run_tokens, decay_start
+        )
         if tokens is None:
             if sched is None:
                 raise ValueError(f"run {run!r}: schedule unknown, give tokens=")
@@ -634,11 +653,52 @@ class Fit:
             last_tokens=float(d_obs[-1]),
             last_loss=float(data["loss"].iloc[rows[-1]]),
             run_tokens=None if sched is None else float(sched.horizon),
+            schedule=used,
             schedule_note=self.curve.get("schedule_notes", {}).get(str(run), ""),
             seed=int(seed),
             flagged=self.flagged,
         )
         return (frame, arrays["this_run"]) if return_draws else frame
+
+    def _continuation_schedule(self, run, last, schedule, run_tokens, decay_start):
+        """Return the schedule a run continues under (:meth:`predict_run`) and its description."""
+        from hiscale.data.schedule import Schedule, with_decay
+
+        own = self._schedule_of(run)
+        if schedule is None:
+            if run_tokens is not None or decay_start is not None:
+                raise ValueError("run_tokens and decay_start need a named schedule=")
+            return own, "the run's own schedule"
+        if own is None:
+            raise ValueError(
+                f"run {run!r}: its own schedule is unknown, so a new schedule cannot be checked "
+                "against its past"
+            )
+        if isinstance(schedule, Schedule):
+            if run_tokens is not None or decay_start is not None:
+                raise ValueError("run_tokens and decay_start apply to a named schedule only")
+            sched = schedule
+            used = f"given schedule ({sched.decay_shape} decay, horizon {sched.horizon:.4g} tokens)"
+        else:
+            horizon = own.horizon if run_tokens is None else _positive("run_tokens", run_tokens)
+            sched = with_decay(own, str(schedule), horizon, decay_start)
+            used = (
+                f"the run's own warmup and stable phase, then {schedule} decay "
+                f"({sched.decay_shape} to {sched.floor:g} x peak) from "
+                f"{sched.start_of_decay:.4g} to {sched.horizon:.4g} tokens"
+            )
+        u = np.union1d(np.linspace(0.0, last, 4097), self.data.loc[
+            self.data["run"] == run, "tokens"].to_numpy(float))  # fmt: skip
+        h_own, h_new = own.multiplier(u), sched.multiplier(u)
+        bad = np.flatnonzero(np.abs(h_new - h_own) > 1e-9)
+        if len(bad):
+            i = bad[0]
+            raise ValueError(
+                f"schedule: learning-rate multiplier {h_new[i]:.4g} at {u[i]:.4g} tokens, but run "
+                f"{run!r} had {h_own[i]:.4g} there (fitted up to {last:.4g} tokens): a "
+                "continuation cannot change the run's past"
+            )
+        return sched, used
 
     # ------------------------------------------------------------ prediction
     def draws(self, params, tokens, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
