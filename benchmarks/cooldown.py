@@ -8,7 +8,7 @@ branches are one family; ``B``'s rows, ``P``'s rows after ``B``'s branch point
 and the other branches of ``P`` that branch later than ``B`` are removed (the
 rest is what a user who is about to cool ``P`` down has: the other sizes'
 runs and cooldowns, and ``P``'s earlier cooldowns). A whole-curve fit
-(``h-term``, every checkpoint, AR(1), flat prior, seed 0) then continues ``P``
+(``--law``, default ``h-term``; every checkpoint, AR(1), flat prior, seed 0) continues ``P``
 under ``B``'s schedule (``Fit.predict_run(P, schedule=B's schedule)``: ``P``'s
 own offset and AR state, ``B``'s decay) to ``B``'s last checkpoint, scored
 against ``B``'s loss there: ARE of the median, and whether the 80% / 50%
@@ -50,7 +50,7 @@ def _score(frame, actual):
     return out
 
 
-def one_branch(frame, runs, source, branch, seed=0):
+def one_branch(frame, runs, source, branch, seed=0, law="h-term"):
     """Fit without ``branch`` and continue its prefix under its schedule; return scores."""
     import hiscale
     from hiscale.data.schedule import schedule_from_runs_extra
@@ -78,7 +78,7 @@ def one_branch(frame, runs, source, branch, seed=0):
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        f = hiscale.fit(train, family=source, law="h-term", prior="flat",
+        f = hiscale.fit(train, family=source, law=law, prior="flat",
                         options=FitOptions(rows="all", residual="ar1"), runs_extra=runs,
                         seed=seed)  # fmt: skip
     row = {
@@ -145,6 +145,7 @@ def main(argv=None) -> int:
     ap.add_argument("corpus", help="folder with curves_extra.csv and runs_extra.csv")
     ap.add_argument("--sources", nargs="+", default=list(SOURCES))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--law", default="h-term", help="curve law of the fits (default h-term)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     hiscale.configure()
@@ -155,7 +156,7 @@ def main(argv=None) -> int:
         const, wsd = SOURCES[source]
         frame = curves[curves["family"].isin([const, wsd])].assign(family=source)
         for branch in sorted(runs.loc[runs["family"] == wsd, "run"]):
-            r = one_branch(frame, runs, source, branch, seed=args.seed)
+            r = one_branch(frame, runs, source, branch, seed=args.seed, law=args.law)
             rows.append(r)
             if r["status"] == "ok":
                 print(f"{branch}: cooldown ARE {r['cooldown']['are']:.2f}% "
@@ -167,6 +168,7 @@ def main(argv=None) -> int:
     summary = summarise(rows)
     result = {
         "benchmark": "cooldown",
+        "law": args.law,
         "command": "python benchmarks/cooldown.py " + " ".join(argv or __import__("sys").argv[1:]),
         "measured_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
