@@ -643,3 +643,31 @@ def test_cli_continues_a_run_under_a_new_decay(stable_fit, tmp_path, capsys):
     )
     code = main(["predict", "--fit", str(path), "--run", "simc-stable", "--decay-start", "1e9"])
     assert code == 2 and "needs --schedule" in capsys.readouterr().err
+
+
+def test_predict_gives_whole_curves_of_the_target_runs(curve_fit):
+    """Fit.predict(curve=True): one whole curve per target point, ending at its D, whose
+    expected end equals the end-point prediction (a different code path: Fit.draws)."""
+    f = curve_fit
+    at = ([2e9, 5e9], [4e10, 1e11])
+    ends = f.predict(at, ci_prob=0.8)
+    curves = f.predict(at, ci_prob=0.8, curve=True)
+    assert list(curves.columns) == list(ends.columns)
+    assert sorted(curves["point"].unique()) == [0, 1]
+    for i, (n, d) in enumerate(zip(*at, strict=True)):
+        c = curves[(curves["point"] == i) & (curves["kind"] == "expected")]
+        assert c["tokens"].max() == d and c["tokens"].nunique() >= 64 and (c["params"] == n).all()
+        end = ends[(ends["point"] == i) & (ends["kind"] == "expected")]["median"].iloc[0]
+        assert c.loc[c["tokens"] == d, "median"].iloc[0] == pytest.approx(end, rel=1e-12)
+    assert all("usual schedule" in s for s in curves.attrs["schedules"])
+    wsd = f.predict(at, curve=True, schedule="wsd", run_tokens=2e11)
+    assert wsd["tokens"].max() == 2e11 and all("wsd" in s for s in wsd.attrs["schedules"])
+    with pytest.raises(ValueError, match="apply to curve=True"):
+        f.predict(at, schedule="wsd")
+
+
+def test_predict_curve_option_needs_a_whole_curve_fit():
+    from hiscale.testing import fake_fit
+
+    with pytest.raises(ValueError, match="curve=True needs a whole-curve fit"):
+        fake_fit().predict((1e9, 2e10), curve=True)

@@ -855,6 +855,9 @@ class Fit:
         *,
         ci_prob: float | Sequence[float] = DEFAULT_CI_PROB,
         seed: int = 0,
+        curve: bool = False,
+        schedule=None,
+        run_tokens: float | None = None,
     ) -> pd.DataFrame:
         """Median, mean and central intervals of the expected loss and of a new run.
 
@@ -868,11 +871,23 @@ class Fit:
         seed : int
             Seed of the new-run noise draws (same seed -> identical numbers;
             the draws of :meth:`draws` and :meth:`predictions`).
+        curve : bool, default False
+            Whole-curve fits only: the whole curve of each target run instead
+            of its end point: :meth:`predict_curve` of a run of size ``N`` over
+            ``run_tokens`` (default ``D``) under ``schedule`` (default: the
+            family's usual schedule; see :meth:`target_schedule`), seed
+            ``seed + i`` for point ``i``, on 64 log-spaced checkpoints plus
+            ``D``. Columns as below plus nothing new: ``tokens`` runs along
+            each curve; ``frame.attrs["schedules"]`` says which schedule each
+            point's run used.
+        schedule, run_tokens : optional
+            The target runs' schedule and planned length (``curve=True``).
 
         Returns
         -------
         pandas.DataFrame
-            A tidy frame, one row per (point, kind, ci_prob), in that order:
+            A tidy frame, one row per (point, kind, ci_prob), in that order
+            (with ``curve=True``: per (point, tokens, kind, ci_prob)):
 
             ``point``
                 Index of the target point (0 .. M-1).
@@ -905,6 +920,10 @@ class Fit:
             if not 0 < float(lv) < 1:
                 raise ValueError(f"ci_prob must be in (0, 1), got {lv}")
         n, d = _target_point(at)
+        if curve:
+            return self._predict_curves(n, d, levels, seed, schedule, run_tokens)
+        if schedule is not None or run_tokens is not None:
+            raise ValueError("schedule and run_tokens apply to curve=True (the whole curve)")
         expected, new = self.draws(n, d, seed=seed)
         rows = []
         for kind, arr in (("expected", expected), ("new_run", new)):
@@ -934,6 +953,29 @@ class Fit:
             kind="stable",
         ).reset_index(drop=True)
         frame["flagged"] = self.flagged
+        return frame
+
+    def _predict_curves(self, n, d, levels, seed, schedule, run_tokens) -> pd.DataFrame:
+        """:meth:`predict` with ``curve=True``: one :meth:`predict_curve` per target point."""
+        if not self.is_curve:
+            raise ValueError(
+                "curve=True needs a whole-curve fit (FitOptions(rows='all', residual='ar1'))"
+            )
+        parts, schedules = [], []
+        for i, (ni, di) in enumerate(zip(n, d, strict=True)):
+            t_end = float(di) if run_tokens is None else _positive("run_tokens", run_tokens)
+            start = max(self.options.curve_start, 0.01) * t_end
+            grid = np.union1d(np.geomspace(start, t_end, 64), [di])
+            fr = self.predict_curve(
+                float(ni), t_end, schedule=schedule, tokens=grid, ci_prob=levels, seed=seed + i
+            )
+            schedules.append(fr.attrs["schedule"])
+            fr.insert(0, "point", i)
+            fr.insert(1, "params", float(ni))
+            parts.append(fr)
+        frame = pd.concat(parts, ignore_index=True)
+        frame["flagged"] = self.flagged
+        frame.attrs.update(family=self.family, schedules=schedules, seed=int(seed))
         return frame
 
     # --------------------------------------------------------------- output
