@@ -28,6 +28,7 @@ def _corpus_env() -> dict[str, str]:
         "03_low_budget_family",
         "04_diagnostics_and_calibration",
         "05_planning_runs",
+        "06_whole_curves",
     ],
 )
 def test_notebook_runs_in_fast_mode(name, monkeypatch):
@@ -35,7 +36,7 @@ def test_notebook_runs_in_fast_mode(name, monkeypatch):
     nbclient = pytest.importorskip("nbclient")
     # the inline back end renders every figure into the notebook (Agg would skip them)
     env = {"HISCALE_FAST": "1", "MPLBACKEND": "module://matplotlib_inline.backend_inline"}
-    if name.startswith(("02", "03")):
+    if name.startswith(("02", "03", "06")):
         env.update(_corpus_env())
     for key, value in env.items():
         monkeypatch.setenv(key, value)  # the kernel inherits this process' environment
@@ -63,6 +64,7 @@ def test_notebooks_are_percent_scripts():
         "03_low_budget_family",
         "04_diagnostics_and_calibration",
         "05_planning_runs",
+        "06_whole_curves",
     ]
     for name in names:
         text = (NOTEBOOKS / f"{name}.py").read_text()
