@@ -677,6 +677,11 @@ def test_best_greedy_takes_one_strong_run_over_many_cheap_weak_ones():
     # with room for all three, both rules end with the same runs: the tie keeps per-flop
     steps, _, choice = best_greedy_sequence(pre, cands, budget=12.0)
     assert choice["rule"] == "per-flop" and sorted(s.index for s in steps) == [0, 1, 2]
+    # plans cut short by degenerate weights (every next pick "degenerates" at this ESS
+    # floor) are not whole plans for the budget: nothing to compare, per-flop is kept
+    steps, reason, choice = best_greedy_sequence(pre, cands, budget=10.0, min_ess=1e9)
+    assert choice["rule"] == "per-flop" and not choice["per-flop"]["reliable"]
+    assert reason.startswith("the importance weights degenerate") and len(steps) == 1
     with pytest.raises(ValueError, match="rule must be one of"):
         greedy_sequence(pre, cands, budget=10.0, rule="cheapest")
 

@@ -37,6 +37,9 @@ __all__ = [
 #: itself ("gain", whatever the run costs).
 GREEDY_RULES = ("per-flop", "gain")
 
+#: How a sequence cut short by degenerate importance weights says so.
+DEGENERATE = "the importance weights degenerate"
+
 
 @dataclass(frozen=True)
 class Step:
@@ -164,7 +167,7 @@ def greedy_sequence(
             return steps, "no affordable candidate is expected to narrow the interval"
         if steps and ess_med[best] < min_ess:
             return steps, (
-                f"the importance weights degenerate after {len(steps)} run(s) (median ESS "
+                f"{DEGENERATE} after {len(steps)} run(s) (median ESS "
                 f"{ess_med[best]:.0f} < {min_ess:g} for the next pick): train these runs, "
                 "fit them and plan again for the rest of the budget"
             )
@@ -209,17 +212,21 @@ def best_greedy_sequence(
     optimum, where either alone can be arbitrarily bad (Leskovec et al. 2007,
     "Cost-effective outbreak detection in networks", the CELF rule; the
     reduction of an interval width is only roughly submodular, so here it is
-    a heuristic with that motivation). A sequence whose last step has a
-    median importance-sampling ESS below ``min_ess`` (its width is noise,
-    typically too narrow) does not compete while the other's is reliable.
-    Ties, and neither reliable, keep ``"per-flop"``.
+    a heuristic with that motivation). The two are compared only as whole
+    plans for the budget, as the rule compares two solutions: a sequence cut
+    short because its importance weights degenerate, or whose last step has a
+    median ESS below ``min_ess``, ends on a reweighted width that is noise
+    and typically too narrow, so then (and on ties) ``"per-flop"`` is kept.
+    (The first version let a gain sequence cut short after one run compete;
+    measured on the campaigns it bought one large run on misfitting and lost
+    at 1% and 5% of the target's FLOPs; README, "Plan the next runs".)
 
     Returns
     -------
     steps, reason : as :func:`greedy_sequence`, of the chosen rule
     choice : dict
         ``rule`` (the chosen one) and, per rule, the final expected width, FLOPs
-        spent, runs and last median ESS.
+        spent, runs, last median ESS and whether it is comparable (``reliable``).
     """
     out = {}
     for rule in GREEDY_RULES:
@@ -227,13 +234,13 @@ def best_greedy_sequence(
             pre, candidates, budget, first=first, min_ess=min_ess, min_gain=min_gain, rule=rule
         )
         final = steps[-1].expected_width if steps else float(pre.current()[0].mean())
-        reliable = not steps or steps[-1].ess_median >= min_ess
+        # comparable: a whole plan for the budget (not cut short by degenerate weights,
+        # whose last reweighted width is too narrow) whose last step has a usable ESS
+        complete = not reason.startswith(DEGENERATE)
+        reliable = (not steps or steps[-1].ess_median >= min_ess) and complete
         out[rule] = (steps, reason, final, reliable)
     a, b = out["per-flop"], out["gain"]
-    if b[3] and (not a[3] or b[2] < a[2]):
-        pick = "gain"  # reliable and narrower, or the only reliable one
-    else:
-        pick = "per-flop"
+    pick = "gain" if a[3] and b[3] and b[2] < a[2] else "per-flop"
     choice = {
         "rule": pick,
         **{
