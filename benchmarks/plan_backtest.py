@@ -504,9 +504,9 @@ def main(argv=None) -> int:
     )
     p.add_argument(
         "--greedy",
-        choices=["per-flop", "gain", "best"],
-        default="per-flop",
-        help="the planner's greedy rule (hiscale.plan(greedy=...); default per-flop)",
+        choices=["best", "per-flop", "gain"],
+        default="best",
+        help="the planner's greedy rule (hiscale.plan(greedy=...); default best)",
     )
     p.add_argument(
         "--rules-from",

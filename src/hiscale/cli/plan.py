@@ -93,10 +93,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--greedy",
-        choices=["per-flop", "gain", "best"],
-        default="per-flop",
-        help="what each greedy step maximises: the expected narrowing per FLOP (default), "
-        "the narrowing itself, or best: both sequences, the one ending narrower",
+        choices=["best", "per-flop", "gain"],
+        default="best",
+        help="what each greedy step maximises: the expected narrowing per FLOP, the narrowing "
+        "itself, or best (default): both sequences as whole plans, the one ending narrower",
     )
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

@@ -205,7 +205,7 @@ def plan(
     distance: str = "compute",
     aggregate: str = "nearest",
     min_gain: float = 0.0,
-    greedy: str = "per-flop",
+    greedy: str = "best",
 ) -> Plan:
     """Rank candidate runs and pick a sequence that spends ``budget`` FLOPs.
 
@@ -261,12 +261,16 @@ def plan(
         at least this fraction of its current width (e.g. 0.02); the budget
         is a cap, and the sequence stops early when no run is worth it. 0:
         any expected narrowing counts.
-    greedy : {"per-flop", "gain", "best"}, default "per-flop"
+    greedy : {"best", "per-flop", "gain"}, default "best"
         What each greedy step maximises: the expected reduction of the
         target's width per FLOP, the reduction itself, or ``"best"``: both
-        sequences, keeping the one with the smaller final expected width
+        sequences as whole plans for the budget, keeping the one with the
+        smaller final expected width
         (:func:`~hiscale.planning.greedy.best_greedy_sequence`; the plan's
-        ``settings["greedy"]`` records both).
+        ``settings["greedy"]`` records both). The default since 2026-12-01:
+        on the retrospective campaigns it was 0.72 ARE points better than
+        ``"per-flop"`` at 1% of the target's FLOPs and level at 5-30%
+        (README, "Plan the next runs").
 
     Returns
     -------
