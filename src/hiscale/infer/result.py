@@ -500,8 +500,7 @@ class Fit:
         levels = _levels(ci_prob)
         n, t_end = _positive("params", params), _positive("run_tokens", run_tokens)
         if tokens is None:
-            start = max(self.options.curve_start, 0.01) * t_end
-            d = np.geomspace(start, t_end, n_points)
+            d = self._curve_grid(t_end, n_points)
         else:
             d = np.sort(np.atleast_1d(np.asarray(tokens, float)))
             _positive("tokens", d)
@@ -687,8 +686,8 @@ class Fit:
                 f"({sched.decay_shape} to {sched.floor:g} x peak) from "
                 f"{sched.start_of_decay:.4g} to {sched.horizon:.4g} tokens"
             )
-        u = np.union1d(np.linspace(0.0, last, 4097), self.data.loc[
-            self.data["run"] == run, "tokens"].to_numpy(float))  # fmt: skip
+        fitted = self.data.loc[self.data["run"] == run, "tokens"].to_numpy(float)
+        u = np.union1d(np.linspace(0.0, last, 4097), fitted)
         h_own, h_new = own.multiplier(u), sched.multiplier(u)
         bad = np.flatnonzero(np.abs(h_new - h_own) > 1e-9)
         if len(bad):
@@ -955,6 +954,10 @@ class Fit:
         frame["flagged"] = self.flagged
         return frame
 
+    def _curve_grid(self, t_end: float, n_points: int) -> np.ndarray:
+        """Return ``n_points`` log-spaced tokens from the curve start (>= 1%) to ``t_end``."""
+        return np.geomspace(max(self.options.curve_start, 0.01) * t_end, t_end, n_points)
+
     def _predict_curves(self, n, d, levels, seed, schedule, run_tokens) -> pd.DataFrame:
         """:meth:`predict` with ``curve=True``: one :meth:`predict_curve` per target point."""
         if not self.is_curve:
@@ -964,8 +967,7 @@ class Fit:
         parts, schedules = [], []
         for i, (ni, di) in enumerate(zip(n, d, strict=True)):
             t_end = float(di) if run_tokens is None else _positive("run_tokens", run_tokens)
-            start = max(self.options.curve_start, 0.01) * t_end
-            grid = np.union1d(np.geomspace(start, t_end, 64), [di])
+            grid = np.union1d(self._curve_grid(t_end, 64), [di])
             fr = self.predict_curve(
                 float(ni), t_end, schedule=schedule, tokens=grid, ci_prob=levels, seed=seed + i
             )
