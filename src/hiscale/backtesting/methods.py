@@ -549,6 +549,15 @@ class BayesCurveMethod:
         if self.curve_prior is not None and self.law != "auto":
             raise ValueError(f"{self.name}: curve_prior needs law='auto', not law={self.law!r}")
 
+    def _target_schedules(self, frame: pd.DataFrame) -> dict:
+        """``{run: Schedule or None}`` of target runs (``runs_extra`` first, then their text)."""
+        from hiscale.data.schedule import run_schedules
+
+        extra = self.runs_extra
+        if isinstance(extra, str | Path):
+            extra = pd.read_csv(extra)
+        return {str(r): i.schedule for r, i in run_schedules(frame, extra).items()}
+
     def _curve_state(self) -> Prior | None:
         """Return the whole-curve candidate's own prior (``curve_prior``), or None."""
         return None if self.curve_prior is None else resolve_prior(self.curve_prior, law="h-term")
@@ -692,8 +701,18 @@ class BayesCurveMethod:
             new = f.new_run_draws(t, seed=seed)
         else:
             draws = []
+            source = dict(cell.continue_from)
+            scheds = self._target_schedules(t) if source else {}
             for j, (run, tokens) in enumerate(zip(t["run"], t["tokens"], strict=True)):
-                _, new = f.predict_run(str(run), [float(tokens)], seed=seed + j, return_draws=True)
+                run = str(run)
+                kw = {}
+                if run in source:  # a branch: its root continued under the branch's schedule
+                    if scheds[run] is None:
+                        raise ValueError(f"{self.name}: branch run {run!r}: schedule unknown")
+                    kw["schedule"] = scheds[run]
+                _, new = f.predict_run(
+                    source.get(run, run), [float(tokens)], seed=seed + j, return_draws=True, **kw
+                )
                 draws.append(new[:, 0])
             new = np.stack(draws, axis=1)
         actual = t["loss"].to_numpy()

@@ -23,6 +23,9 @@ where a run in progress ends. Cell ``(k, p)``: ``k`` is a size's rank
 its last checkpoint, which the cell's ``note`` says) and ``tokens >
 min_tokens``; the scored target is the final checkpoint of each run of size
 rank ``k`` that still has training rows and ends after ``p x`` its horizon.
+Branch runs (a cooldown started from another run's checkpoint) are continued
+from their root run's rows once :func:`hiscale.data.branches.attach_prefixes`
+has joined them.
 """
 
 from __future__ import annotations
@@ -241,6 +244,11 @@ class Cell:
     note : str
         What the cell substituted or dropped (e.g. a run whose horizon is
         unknown); empty when nothing.
+    continue_from : tuple of (str, str)
+        Continue cells with branch runs (:func:`hiscale.data.branches.attach_prefixes`):
+        ``(target run, fitted run)`` pairs, the fitted run being the target's
+        root, to be continued under the target's own schedule. Empty otherwise
+        (every target continues itself).
     """
 
     family: str
@@ -252,6 +260,7 @@ class Cell:
     n_sizes_used: int
     kind: str = "size"
     note: str = ""
+    continue_from: tuple[tuple[str, str], ...] = ()
 
 
 def grid_values(
@@ -390,6 +399,24 @@ def _horizons(frame) -> tuple[np.ndarray, list[str]]:
     return np.where(bad, last, horizon), unknown
 
 
+def _branch_groups(frame, horizon) -> dict[str, dict[str, tuple[float, float]]]:
+    """``{root: {member run: (horizon, diverge)}}`` of rows joined by ``attach_prefixes``.
+
+    Members are the root's branch runs and the root itself when it is a run of
+    the family (not ``prefix_only``); empty without the branch columns.
+    """
+    if "branch_root" not in frame:
+        return {}
+    root = frame["branch_root"].fillna("").astype(str).to_numpy()
+    only = frame["prefix_only"].fillna(False).astype(bool).to_numpy()
+    diverge = frame["branch_diverge"].to_numpy(float)
+    run = frame["run"].astype(str).to_numpy()
+    out: dict[str, dict[str, tuple[float, float]]] = {}
+    for i in np.flatnonzero((root != "") & ~only):
+        out.setdefault(root[i], {})[run[i]] = (float(horizon[i]), float(diverge[i]))
+    return out
+
+
 def continue_cells(
     curves: Curves,
     *,
@@ -404,6 +431,14 @@ def continue_cells(
     curves : Curves
         Rows of exactly one family (``run_tokens`` gives each run's schedule
         horizon; a run without it uses its last checkpoint, said in ``note``).
+        With branch runs joined to their roots
+        (:func:`hiscale.data.branches.attach_prefixes`), a branch trains on
+        its root's rows, never on its own, and is continued from the root
+        under its own schedule (``Cell.continue_from``). A root shared by
+        several runs enters the fit once, cut at the smallest of each
+        member's ``p x`` horizon and branch point, so no target sees more
+        than ``p`` of its own training (some see less; the note says how
+        much).
     grid : str, sequence of float or sequence of (int, float)
         A grid name (``"quick"``: every size at ``p = 0.3``; the others: every
         size at :data:`CONTINUE_P`), fractions ``p`` (every size) or explicit
@@ -457,6 +492,16 @@ def continue_cells(
     )
     tokens = f["tokens"].to_numpy(float)
     last = f.groupby("run")["tokens"].transform("max").to_numpy(float)
+    run_of = f["run"].astype(str).to_numpy()
+    groups = _branch_groups(f, horizon)
+    root_col = (
+        f["branch_root"].fillna("").astype(str).to_numpy()
+        if groups
+        else np.full(len(f), "", dtype=object)
+    )
+    prefix_only = (
+        f["prefix_only"].fillna(False).astype(bool).to_numpy() if groups else np.zeros(len(f), bool)
+    )
     cells = []
     for k, p in pairs:
         if not 0 < p < 1:
@@ -464,29 +509,52 @@ def continue_cells(
         if not 1 <= k <= len(s):
             raise ValueError(f"continue cells: size rank k must be in 1..{len(s)}, got {k}")
         cut = p * horizon
-        train = f[(tokens <= cut) & (tokens > min_tokens)]
+        fit_from = {}  # run -> (fitted run, the cut of the rows it is continued from)
+        for root, members in groups.items():
+            cut_root = min(min(p * h, dv) for h, dv in members.values())
+            cut = np.where(run_of == root, cut_root, cut)
+            for m in members:
+                fit_from[m] = (root, cut_root)
+        branch_rows = (root_col != "") & (run_of != root_col)  # a branch's own rows: never trained
+        train = f[(tokens <= cut) & (tokens > min_tokens) & ~branch_rows]
         train_c = curves.with_frame(
             train, step="continue", reason=f"tokens > {p:g} x run horizon or <= {min_tokens:g}"
         )
-        held = (f["params"] == s[k - 1]).to_numpy()
+        held = (f["params"] == s[k - 1]).to_numpy() & ~prefix_only
         fitted = set(train["run"])
         final = held & (tokens == last)
-        dropped = []
+        dropped, pairs_from, short = [], [], []
         keep = np.zeros(len(f), dtype=bool)
         for i in np.flatnonzero(final):
-            run = f["run"].iloc[i]
-            if run not in fitted:
+            run = run_of[i]
+            src, c = fit_from.get(run, (run, cut[i]))
+            if src not in fitted:
                 dropped.append(f"{run} (no training row)")
-            elif tokens[i] <= cut[i]:
+            elif tokens[i] <= c:
                 dropped.append(f"{run} (ends at or before {p:g} x horizon)")
             else:
                 keep[i] = True
+                if src != run:
+                    pairs_from.append((run, src))
+                if run in fit_from and c < p * horizon[i] * (1 - 1e-9):
+                    short.append(c / horizon[i])
         target = curves.with_frame(
             f[keep], step="continue_target", reason="not a held run's final checkpoint"
         )
         notes = [base_note] if base_note else []
         if dropped:
             notes.append("not scored: " + ", ".join(dropped))
+        if pairs_from:
+            notes.append(
+                f"{len(pairs_from)} branch run(s) continued from their root's rows under "
+                "their own schedule"
+            )
+        if short:
+            notes.append(
+                f"{len(short)} target(s) whose root is shared see less than {p:g} of their "
+                f"own horizon (lowest {min(short):.2f}): a shared root is cut where its "
+                "first branch leaves it or reaches its own p"
+            )
         cells.append(
             Cell(
                 family=fam,
@@ -498,6 +566,7 @@ def continue_cells(
                 n_sizes_used=int(train["params"].nunique()),
                 kind="continue",
                 note="; ".join(notes),
+                continue_from=tuple(pairs_from),
             )
         )
     return cells

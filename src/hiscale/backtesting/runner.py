@@ -47,6 +47,7 @@ from hiscale.backtesting import scores
 from hiscale.backtesting.methods import Method, get_method
 from hiscale.backtesting.protocol import Cell, make_cells, sizes
 from hiscale.backtesting.scores import low_budget
+from hiscale.data.branches import attach_prefixes
 from hiscale.data.curves import Curves, CurvesError, family_groups
 
 __all__ = [
@@ -293,7 +294,9 @@ def run_cell(task: CellTask) -> dict[str, Any]:
         return row
     row["seconds"] = time.perf_counter() - start
     row["status"] = pred.status
-    row["note"] = pred.note
+    # what the cell substituted (e.g. a horizon unknown, a branch continued from its
+    # root) and what the method did, both in the row
+    row["note"] = "; ".join(n for n in (getattr(cell, "note", ""), pred.note) if n)
     row["n_fit_rows"] = pred.n_fit_rows if pred.n_fit_rows is not None else np.nan
     actual = cell.target.frame["loss"].to_numpy()
     med = np.asarray(pred.median, dtype=float)
@@ -772,6 +775,7 @@ def backtest(
     out: str | os.PathLike | None = None,
     resume: bool = False,
     ci_prob: Sequence[float] = DEFAULT_CI_PROB,
+    runs_extra: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Run the paper's backtest grid for some families and methods.
 
@@ -830,6 +834,12 @@ def backtest(
         Central probabilities of the new-run intervals scored per cell (the
         one place the levels are set): each adds ``lowerP, upperP, coveredP``
         (P in percent, :func:`result_columns`). Default (0.8, 0.5).
+    runs_extra : pandas.DataFrame, optional
+        The corpus's ``runs_extra.csv``. With ``target="continue"`` each
+        family's branch runs are joined to their root runs' rows, looked up in
+        ``curves`` (:func:`hiscale.data.branches.attach_prefixes`; the rows'
+        log says what was added), so a cooldown branch is predicted from the
+        first ``p`` of its root. Ignored for other targets.
 
     Returns
     -------
@@ -873,6 +883,8 @@ def backtest(
     family_rows = {}
     for fam in fams:
         family_rows[fam] = curves.family(fam)
+        if runs_extra is not None and target == "continue":
+            family_rows[fam] = attach_prefixes(family_rows[fam], runs_extra, source=curves)
         cells = make_cells(family_rows[fam], grid=grid, include_k1=include_k1, **cells_kw)
         for m in objs:
             plan.append((fam, m, list(range(len(tasks), len(tasks) + len(cells)))))
@@ -900,6 +912,11 @@ def backtest(
                 "ci_prob": list(ci_prob),
                 "data": curves.data_hash(),
                 "corpus": corpus.data_hash(),
+                **(
+                    {"branches": {f: family_rows[f].data_hash() for f in fams}}
+                    if runs_extra is not None and target == "continue"
+                    else {}
+                ),
             },
             resume=resume,
         )

@@ -70,7 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--runs-extra",
         default=None,
         metavar="PATH",
-        help="runs_extra.csv of the corpus (schedules of the extra families) for bayes-curve",
+        help="runs_extra.csv of the corpus: schedules of the extra families (bayes-curve, "
+        "bayes-auto) and, with --target continue, branch runs joined to their root runs",
     )
     add_scheduler_arg(p, what="the cells (and the leave-one-group-out priors they need)")
     p.add_argument(
@@ -143,8 +144,10 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, dict] = {}
     if args.prior is not None:
         options = {m: {"prior": args.prior} for m in methods if m in ("bayes", "bayes-curve")}
-    if args.runs_extra is not None and "bayes-curve" in methods:
-        options.setdefault("bayes-curve", {})["runs_extra"] = pd.read_csv(args.runs_extra)
+    runs_extra = None if args.runs_extra is None else pd.read_csv(args.runs_extra)
+    for m in ("bayes-curve", "bayes-auto"):
+        if runs_extra is not None and m in methods:
+            options.setdefault(m, {})["runs_extra"] = runs_extra
     res = backtest(
         curves,
         families=fams,
@@ -161,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         out=args.out,
         resume=args.resume,
         ci_prob=ci_prob,
+        runs_extra=runs_extra,
     )
     table = summary_table(res)
     summ = method_summary(res, ci_prob=ci_prob)
