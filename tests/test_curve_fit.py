@@ -225,6 +225,33 @@ def test_curve_selection_is_logged(sim):
     assert "end_of_run" not in steps
 
 
+def test_rows_in_a_runs_warmup_are_left_out_of_whole_curve_fits():
+    """A run cut early keeps rows of its warmup; the h-term would read their LR as a cooldown."""
+    from hiscale.data.curves import load_curves
+    from hiscale.data.schedule import reconstruct
+
+    # 1000-step linear warmup at 1e5 tokens per step, constant to 1e5 steps; the run is
+    # cut at 2e8 tokens (p = 0.02 of its horizon), so curve_start (0.1 x 2e8) keeps warmup rows
+    d = np.linspace(1e7, 2e8, 20)
+    extra = pd.DataFrame([{"run": "r", "tokens_per_step": 1e5, "total_steps": 1e5,
+                           "warmup_steps": 1000, "warmup_shape": "linear",
+                           "decay_shape": "none"}])  # fmt: skip
+    frame = reconstruct(
+        pd.DataFrame({"family": "w", "run": "r", "params": 1e8, "tokens": d, "loss": 3.0}), extra
+    )
+    assert np.all(frame["warmup_tokens"] == 1e8)
+    c = select_curve_rows(load_curves(frame), min_tokens=0, start_fraction=0.1,
+                          max_rows_per_run=0)  # fmt: skip
+    steps = {r.step: r for r in c.log}
+    assert np.array_equal(c.frame["tokens"].to_numpy(), d[d > 1e8])
+    assert steps["warmup"].removed == int(np.sum((d >= 2e7) & (d <= 1e8)))
+    assert "warmup" in steps["warmup"].reason
+    # frames without the column (end-of-run laws, no schedule) have no such step
+    bare = select_curve_rows(load_curves(frame.drop(columns="warmup_tokens")), min_tokens=0,
+                             start_fraction=0.1, max_rows_per_run=0)  # fmt: skip
+    assert "warmup" not in [r.step for r in bare.log]
+
+
 def test_row_budget_is_shared_by_the_runs_and_logged():
     from hiscale.data.curves import load_curves
     from hiscale.modeling.curve import MIN_CURVE_ROWS_PER_RUN

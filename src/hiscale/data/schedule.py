@@ -557,6 +557,7 @@ def reconstruct(
     * ``s1``: ``S1(D)`` in tokens;
     * ``s2``: ``S2(D)`` in tokens, and ``anneal = S2 / τ`` (dimensionless);
     * ``memory_tokens``: ``τ``;
+    * ``warmup_tokens``: the end of the run's learning-rate warmup (0 without one);
     * ``schedule_known``: False for runs whose schedule is unknown (their
       covariates are NaN);
     * ``schedule_note``: the reason a schedule is unknown, or the assumptions
@@ -564,7 +565,10 @@ def reconstruct(
     """
     info = run_schedules(frame, runs_extra)
     out = frame.copy()
-    cols = {c: np.full(len(frame), np.nan) for c in ("lr_mult", "s1", "s2", "memory_tokens")}
+    cols = {
+        c: np.full(len(frame), np.nan)
+        for c in ("lr_mult", "s1", "s2", "memory_tokens", "warmup_tokens")
+    }
     known = np.zeros(len(frame), bool)
     note = np.full(len(frame), "", dtype=object)
     pos = pd.Series(np.arange(len(frame)), index=frame.index)
@@ -581,6 +585,7 @@ def reconstruct(
             cols["s1"][idx] = lr_area(si.schedule, d)
             cols["s2"][idx] = anneal_area(si.schedule, d, tau=tau)
             cols["memory_tokens"][idx] = tau
+            cols["warmup_tokens"][idx] = si.schedule.warmup
             known[idx] = True
         note[idx] = "; ".join(notes)
     for c, v in cols.items():

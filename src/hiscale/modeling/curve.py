@@ -588,7 +588,12 @@ def select_curve_rows(
     1. the token cut ``tokens > min_tokens`` (skipped when 0);
     2. ``tokens >= start_fraction x`` the run's last checkpoint (the laws do
        not describe the first steps of training: warmup and the initial
-       transient), logged as ``curve_start``;
+       transient), logged as ``curve_start``; then, where the rows carry
+       ``warmup_tokens`` (:func:`hiscale.data.schedule.reconstruct`), rows at
+       or before the end of their run's warmup, logged as ``warmup`` (a run
+       cut early, as in a continue-a-run cell at small ``p``, would otherwise
+       keep warmup rows, whose low learning rate the ``h``-term reads as a
+       cooldown);
     3. thinning evenly in ``ln D`` to at most ``max_rows_per_run`` rows per
        run (:func:`thin_log_tokens`), logged as ``thin_log_tokens``; with a
        budget ``max_rows`` for all runs together, to the largest cap (not
@@ -630,6 +635,16 @@ def select_curve_rows(
         )
     else:
         c = c.with_frame(f, step="curve_start", reason="disabled: every checkpoint kept")
+    if "warmup_tokens" in c.frame:
+        f = c.frame
+        warm = f["warmup_tokens"].to_numpy(float)
+        in_warmup = np.isfinite(warm) & (warm > 0) & (f["tokens"].to_numpy(float) <= warm)
+        c = c.with_frame(
+            f[~in_warmup],
+            step="warmup",
+            reason="tokens within the run's learning-rate warmup (the curve laws would read "
+            "its low learning rate as annealing)",
+        )
     per_run, why = max_rows_per_run, ""
     lengths = c.frame.groupby("run").size().to_numpy()
     if max_rows > 0 and len(lengths) and per_run > MIN_CURVE_ROWS_PER_RUN:
