@@ -205,3 +205,18 @@ def test_cli_backtest_continue_with_runs_extra(study, tmp_path):
     assert rows["status"].eq("ok").all() and rows["k"].tolist() == [1, 2, 3]
     assert rows["note"].str.contains("continued from their root's rows").all()
     assert '"branches"' in (tmp_path / "cont.csv.settings.json").read_text()
+
+
+def test_a_root_left_only_with_warmup_rows_fails_its_cell_saying_why(study):
+    curves, rx = study
+    f = curves.frame
+    r = f["run"] == "r-1e+08"
+    warm = f[r].iloc[:2].assign(tokens=[5e7, 9e7])  # inside the 1e8-token warmup
+    frame = pd.concat([f[~r | (f["tokens"] > 6e9)], warm], ignore_index=True)
+    c = load_curves(frame)
+    a = attach_prefixes(c.family("src-wsd"), rx, source=c)
+    cell = make_cells(a, target="continue", grid=[(1, 0.3)], min_tokens=0)[0]
+    assert set(cell.train.frame.loc[cell.train.frame["run"] == "r-1e+08", "tokens"]) == {5e7, 9e7}
+    m = get_method("bayes-curve", sampler=TEST_SAMPLER, runs_extra=rx)
+    with pytest.raises(ValueError, match=r"run 'r-1e\+08' has no row left .*warmup"):
+        m(cell, m.prepare(a, "src-wsd"), seed=0)

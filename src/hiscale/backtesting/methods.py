@@ -703,8 +703,15 @@ class BayesCurveMethod:
             draws = []
             source = dict(cell.continue_from)
             scheds = self._target_schedules(t) if source else {}
+            in_fit = set(f.data["run"].astype(str))
             for j, (run, tokens) in enumerate(zip(t["run"], t["tokens"], strict=True)):
                 run = str(run)
+                if source.get(run, run) not in in_fit:
+                    gone = [str(r) for r in f.log if r.removed]
+                    raise ValueError(
+                        f"{self.name}: run {source.get(run, run)!r} has no row left after the "
+                        f"fit's row selection ({'; '.join(gone[-2:]) or 'none'})"
+                    )
                 kw = {}
                 if run in source:  # a branch: its root continued under the branch's schedule
                     if scheds[run] is None:
