@@ -220,3 +220,39 @@ def test_a_root_left_only_with_warmup_rows_fails_its_cell_saying_why(study):
     m = get_method("bayes-curve", sampler=TEST_SAMPLER, runs_extra=rx)
     with pytest.raises(ValueError, match=r"run 'r-1e\+08' has no row left .*warmup"):
         m(cell, m.prepare(a, "src-wsd"), seed=0)
+
+
+def test_curve_law_population_takes_schedules_from_runs_extra(tmp_path):
+    """Families whose schedule only runs_extra gives can feed an h-term population."""
+    import json
+
+    from test_curve_fit import HORIZON, simulate_curves
+
+    from hiscale.cli import main
+    from hiscale.population import build_prior, curve_law_families
+
+    parts = []
+    for name, seed in (("fa", 2), ("fb", 3)):
+        f = simulate_curves(seed=seed)[0].drop(columns=["schedule", "run_tokens"])
+        parts.append(f.assign(family=name, run=f["run"].str.replace("simc", name)))
+    frame = pd.concat(parts, ignore_index=True)
+    # the simulation's schedule: 100M-token warm-up, cosine to 10% at 2e10 tokens
+    rx = pd.DataFrame({"run": sorted(frame["run"].unique()), "tokens_per_step": 1e6,
+                       "total_steps": HORIZON / 1e6, "warmup_steps": 100, "decay_shape": "cosine",
+                       "final_lr_factor": 0.1})  # fmt: skip
+    curves = load_curves(frame)
+    why = curve_law_families(curves, ["fa", "fb"], "h-term")
+    assert set(why) == {"fa", "fb"} and "unknown for 3 of 3 runs" in why["fa"]
+    assert curve_law_families(curves, ["fa", "fb"], "h-term", rx) == {}
+    with pytest.raises(ValueError, match="need >= 2 families"):
+        build_prior(curves, law="h-term", sampler=TEST_SAMPLER, use_cache=False)
+    data, extra, out = tmp_path / "c.csv", tmp_path / "rx.csv", tmp_path / "pop"
+    frame.to_csv(data, index=False)
+    rx.to_csv(extra, index=False)
+    code = main(["prior", "build", str(data), "--law", "h-term", "--runs-extra", str(extra),
+                 "--out", str(out), "--num-warmup", "200", "--num-samples", "300",
+                 "--quiet", "--no-cache"])  # fmt: skip
+    assert code == 0
+    meta = json.loads((out / "prior.json").read_text())["meta"]
+    assert set(meta["families_used"]) == {"fa", "fb"} and meta["families_left_out"] == {}
+    assert meta["runs_extra"] and "--runs-extra" in meta["rebuild_command"]

@@ -75,6 +75,7 @@ import jax.numpy as jnp
 import numpy as np
 import numpyro
 import numpyro.distributions as dist
+import pandas as pd
 from numpyro.infer import MCMC, NUTS
 
 from hiscale._config import require_x64
@@ -266,7 +267,9 @@ def population_families(
     return keep, why
 
 
-def curve_law_families(curves: Curves, families: Sequence[str], law: str) -> dict[str, str]:
+def curve_law_families(
+    curves: Curves, families: Sequence[str], law: str, runs_extra: pd.DataFrame | None = None
+) -> dict[str, str]:
     """Families a whole-curve law cannot fit (a run's schedule unknown), with the reason.
 
     A curve law (:data:`hiscale.laws.CURVE_LAWS`) needs every run's
@@ -283,6 +286,8 @@ def curve_law_families(curves: Curves, families: Sequence[str], law: str) -> dic
         Candidate families.
     law : str
         The population's law.
+    runs_extra : pandas.DataFrame, optional
+        The corpus's ``runs_extra.csv`` (schedules of the extra families).
 
     Returns
     -------
@@ -295,7 +300,7 @@ def curve_law_families(curves: Curves, families: Sequence[str], law: str) -> dic
 
     out = {}
     for fam in families:
-        info = run_schedules(curves.frame[curves.frame["family"] == fam])
+        info = run_schedules(curves.frame[curves.frame["family"] == fam], runs_extra)
         unknown = [r for r, si in info.items() if not si.known]
         if unknown:
             out[fam] = (
@@ -403,10 +408,26 @@ def engine_revision() -> str:
     return h.hexdigest()[:12]
 
 
-def _summary_key(curves: Curves, family: str, law: str, options: FitOptions, sampler, seed) -> str:
+def _runs_extra_of(curves: Curves, family: str, runs_extra) -> pd.DataFrame | None:
+    """Return the rows of ``runs_extra`` for ``family``'s runs (None without any)."""
+    if runs_extra is None:
+        return None
+    rows = runs_extra[runs_extra["run"].isin(set(curves.family(family).frame["run"]))]
+    return rows if len(rows) else None
+
+
+def _summary_key(
+    curves: Curves, family: str, law: str, options: FitOptions, sampler, seed, runs_extra=None
+) -> str:
+    extra = _runs_extra_of(curves, family, runs_extra)
     return cache_key(
         [
             engine_revision(),
+            *(
+                ()
+                if extra is None
+                else (str(pd.util.hash_pandas_object(extra, index=False).sum()),)
+            ),
             curves.family(family).data_hash(),
             family,
             law,
@@ -429,6 +450,7 @@ def summarise_family(
     sampler: SamplerSettings | None = None,
     seed: int = 0,
     use_cache: bool = True,
+    runs_extra: pd.DataFrame | None = None,
 ) -> FamilySummary:
     """Step 1: fit one family with the flat prior and summarise its posterior as a Gaussian.
 
@@ -452,6 +474,9 @@ def summarise_family(
         Sampler seed.
     use_cache : bool, default True
         Read a cached summary when one exists (a new fit is always written).
+    runs_extra : pandas.DataFrame, optional
+        The corpus's ``runs_extra.csv``: schedules of runs whose ``schedule``
+        text does not give them (a curve law needs them); part of the cache key.
 
     Returns
     -------
@@ -461,14 +486,15 @@ def summarise_family(
     """
     options = options or FitOptions()
     sampler = sampler or (CURVE_SAMPLER if options.curve else SamplerSettings())
-    key = _summary_key(curves, family, law, options, sampler, seed)
+    key = _summary_key(curves, family, law, options, sampler, seed, runs_extra)
     path = cache_dir() / "summaries" / f"{family}-{key}.json"
     if use_cache and path.is_file():
         return FamilySummary.from_dict(json.loads(path.read_text()))
     t0 = time.perf_counter()
     f = fit(
-        curves, family=family, prior="flat", law=law, seed=seed, options=options, sampler=sampler
-    )
+        curves, family=family, prior="flat", law=law, seed=seed, options=options, sampler=sampler,
+        runs_extra=_runs_extra_of(curves, family, runs_extra),
+    )  # fmt: skip
     names = get_law(law).params
     z = np.stack([f.posterior[n].reshape(-1) for n in names], axis=1)
     counts = f.data.groupby("run").size()
@@ -753,7 +779,13 @@ def _summaries_on(
     settings = worker_settings()
     keys = {
         fam: _summary_key(
-            curves, fam, step1["law"], step1["options"], step1["sampler"], step1["seed"]
+            curves,
+            fam,
+            step1["law"],
+            step1["options"],
+            step1["sampler"],
+            step1["seed"],
+            step1["runs_extra"],
         )
         for fam in fams
     }
@@ -765,7 +797,7 @@ def _summaries_on(
             summarise_family,
             curves.family(fam),  # only the rows it fits travel; same key and numbers
             fam,
-            **step1,
+            **{**step1, "runs_extra": _runs_extra_of(curves, fam, step1["runs_extra"])},
             key=f"hiscale-summary-{fam}-{keys[fam]}-{int(step1['use_cache'])}",
         ): i
         for i, fam in enumerate(fams)
@@ -854,6 +886,7 @@ def build_prior(
     client: Any = None,
     covariate: str | None = None,
     covariate_level: str | None = None,
+    runs_extra: pd.DataFrame | None = None,
 ) -> Prior:
     """Build the two-step population prior from the families in ``curves``.
 
@@ -919,6 +952,10 @@ def build_prior(
         The new family's level: the prior is the predictive at that level.
         A level no unit has (or ``None``) gets a fresh draw of the level
         effect, which widens the prior; ``meta["covariate"]["note"]`` says so.
+    runs_extra : pandas.DataFrame, optional
+        The corpus's ``runs_extra.csv``: schedules of the extra families for a
+        curve law's step-1 fits (each family gets its runs' rows; recorded in
+        ``meta["runs_extra"]`` as a hash).
 
     Returns
     -------
@@ -959,12 +996,15 @@ def build_prior(
         if group_of.get(f, name_group(f)) in held_out:
             fams.remove(f)
             why[f] = f"excluded (group {group_of.get(f, name_group(f))!r} held out)"
-    no_schedule = curve_law_families(curves, fams, law)
+    no_schedule = curve_law_families(curves, fams, law, runs_extra)
     fams = [f for f in fams if f not in no_schedule]
     why.update(no_schedule)
     if len(fams) < 2:
         raise ValueError(f"need >= 2 families for a population prior, got {fams}")
-    step1 = dict(law=law, options=options, sampler=sampler, seed=seed, use_cache=use_cache)
+    step1 = dict(
+        law=law, options=options, sampler=sampler, seed=seed, use_cache=use_cache,
+        runs_extra=runs_extra,
+    )  # fmt: skip
 
     def report(i: int, s: FamilySummary, seconds: float) -> None:
         if progress:
@@ -1066,6 +1106,11 @@ def build_prior(
         "covariate": cov_meta,
         "groups": {s.family: group_of.get(s.family, name_group(s.family)) for s in summaries},
         "data_hash": curves.data_hash(),
+        "runs_extra": (
+            None
+            if runs_extra is None
+            else str(pd.util.hash_pandas_object(runs_extra, index=False).sum())
+        ),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
         "likelihoods": {
             "min_information": MIN_INFORMATION,

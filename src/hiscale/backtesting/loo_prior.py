@@ -14,6 +14,8 @@ import sys
 from dataclasses import replace
 from typing import Any
 
+import pandas as pd
+
 from hiscale._util import cache_key
 from hiscale._version import __version__
 from hiscale.data.curves import Curves, family_groups
@@ -50,6 +52,7 @@ def leave_one_out_prior(
     pool_groups: bool = True,
     client: Any = None,
     covariate: str | None = None,
+    runs_extra: Any = None,
 ) -> Prior:
     """Build the population prior from ``corpus`` without ``family``'s group (cached on disk).
 
@@ -90,6 +93,9 @@ def leave_one_out_prior(
         A family covariate (:func:`hiscale.data.covariates.family_covariate`): the
         population mean depends on its level and the prior is the predictive
         at ``family``'s level (``meta["covariate"]``).
+    runs_extra : pandas.DataFrame, optional
+        The corpus's ``runs_extra.csv`` (schedules of the extra families, for a
+        curve law); part of the cache key.
 
     Returns
     -------
@@ -107,7 +113,7 @@ def leave_one_out_prior(
     group = groups.get(family) or family_group(family)
     candidates, _ = population_families(corpus, min_span=min_span, loss_unit=unit)
     others = [f for f in candidates if groups[f] != group]
-    others = [f for f in others if f not in curve_law_families(corpus, others, law)]
+    others = [f for f in others if f not in curve_law_families(corpus, others, law, runs_extra)]
     n_units = len({groups[f] for f in others}) if pool_groups else len(others)
     if n_units < 2:
         return _no_population(law, family, group, unit, others)
@@ -135,6 +141,11 @@ def leave_one_out_prior(
             ],
             "population-v4",
             *(() if covariate is None else ([covariate, level],)),
+            *(
+                ()
+                if runs_extra is None
+                else (str(pd.util.hash_pandas_object(runs_extra, index=False).sum()),)
+            ),
         ]
     )
     name = f"lofo-{group}" + ("" if covariate is None else f" ({covariate}={level})")
@@ -158,6 +169,7 @@ def leave_one_out_prior(
         client=client,
         covariate=covariate,
         covariate_level=level,
+        runs_extra=runs_extra,
     )
     prior.save(path)
     return prior

@@ -595,9 +595,13 @@ class BayesCurveMethod:
         if self.prior == "loo":
             # the curve law's own population, learned from whole-curve fits of the
             # families outside the held-out family's group whose schedules are known
+            extra = self.runs_extra
+            if isinstance(extra, str | Path):
+                extra = pd.read_csv(extra)
             prior = leave_one_out_prior(
-                corpus, family, law=self.law, options=self.options, progress=self.progress
-            )
+                corpus, family, law=self.law, options=self.options, progress=self.progress,
+                runs_extra=extra,
+            )  # fmt: skip
             if prior.name == "flat" and "note" in prior.meta:
                 warnings.warn(
                     f"{self.name} on {family!r} runs with the flat prior: {prior.meta['note']}",

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from hiscale.cli.args import (
     add_data_args,
@@ -107,6 +108,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "and the prior is the one for a new family at --covariate-level",
     )
     b.add_argument(
+        "--runs-extra",
+        default=None,
+        metavar="PATH",
+        help="runs_extra.csv of the corpus: schedules of the extra families (a curve law's "
+        "step-1 fits need them)",
+    )
+    b.add_argument(
         "--covariate-level",
         default=None,
         metavar="LEVEL",
@@ -165,6 +173,8 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
         parts += ["--loss-unit", args.loss_unit]
     if args.covariate is not None:
         parts += ["--covariate", args.covariate, "--covariate-level", args.covariate_level]
+    if args.runs_extra is not None:
+        parts += ["--runs-extra", str(args.runs_extra)]
     if args.seed != 0:
         parts += ["--seed", str(args.seed)]
     defaults = SamplerSettings()
@@ -218,6 +228,7 @@ def build(args: argparse.Namespace) -> int:
             client=client,
             covariate=args.covariate,
             covariate_level=args.covariate_level,
+            runs_extra=None if args.runs_extra is None else pd.read_csv(args.runs_extra),
         )
     command_line = _rebuild_command(args, name)
     meta = {
