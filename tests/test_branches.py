@@ -20,6 +20,7 @@ from hiscale.backtesting.runner import backtest
 from hiscale.data.branches import attach_prefixes, branch_chain
 from hiscale.data.curves import CurvesError, load_curves
 from hiscale.data.schedule import lr_multiplier, schedule_from_runs_extra
+from hiscale.infer.settings import FitOptions
 from hiscale.testing import TEST_SAMPLER
 
 TPS = 1e5  # tokens per step
@@ -246,6 +247,20 @@ def test_curve_law_population_takes_schedules_from_runs_extra(tmp_path):
     assert curve_law_families(curves, ["fa", "fb"], "h-term", rx) == {}
     with pytest.raises(ValueError, match="need >= 2 families"):
         build_prior(curves, law="h-term", sampler=TEST_SAMPLER, use_cache=False)
+    # a final-only family has no curve: left out up front, with the reason
+    last = frame[frame["tokens"] == HORIZON].assign(family="fc")
+    last = last.assign(run=last["run"].str.replace("fa", "fc").str.replace("fb", "fc2"))
+    both = load_curves(pd.concat([frame, last], ignore_index=True))
+    rx_c = pd.concat(
+        [rx, rx.assign(run=rx["run"].str.replace("fa", "fc").str.replace("fb", "fc2"))]
+    )
+    assert "every run has one checkpoint" in curve_law_families(both, ["fc"], "h-term", rx_c)["fc"]
+    # a step-1 fit that falls back to the end-of-run model cannot feed the population
+    from hiscale.population import StepOneLawError, summarise_family
+
+    with pytest.warns(UserWarning), pytest.raises(StepOneLawError, match="used law 'chinchilla'"):
+        summarise_family(curves, "fa", law="h-term", sampler=TEST_SAMPLER, use_cache=False,
+                         options=FitOptions(rows="all", residual="ar1"))  # fmt: skip
     data, extra, out = tmp_path / "c.csv", tmp_path / "rx.csv", tmp_path / "pop"
     frame.to_csv(data, index=False)
     rx.to_csv(extra, index=False)

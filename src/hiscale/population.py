@@ -110,6 +110,7 @@ __all__ = [
     "OLD_SIZE_FILTER",
     "FamilyLikelihood",
     "FamilySummary",
+    "StepOneLawError",
     "borrow_prior",
     "build_prior",
     "cache_dir",
@@ -270,7 +271,7 @@ def population_families(
 def curve_law_families(
     curves: Curves, families: Sequence[str], law: str, runs_extra: pd.DataFrame | None = None
 ) -> dict[str, str]:
-    """Families a whole-curve law cannot fit (a run's schedule unknown), with the reason.
+    """Families a whole-curve law cannot fit (a schedule unknown, no curves), with the reason.
 
     A curve law (:data:`hiscale.laws.CURVE_LAWS`) needs every run's
     learning-rate schedule; a family missing one would be fitted with the
@@ -300,12 +301,18 @@ def curve_law_families(
 
     out = {}
     for fam in families:
-        info = run_schedules(curves.frame[curves.frame["family"] == fam], runs_extra)
+        rows = curves.frame[curves.frame["family"] == fam]
+        info = run_schedules(rows, runs_extra)
         unknown = [r for r, si in info.items() if not si.known]
         if unknown:
             out[fam] = (
                 f"law {law!r} needs every run's learning-rate schedule: unknown for "
                 f"{len(unknown)} of {len(info)} runs (first: {unknown[0]!r})"
+            )
+        elif len(rows) and rows.groupby("run").size().max() == 1:
+            out[fam] = (
+                f"law {law!r} needs curves: every run has one checkpoint (a fit would use "
+                "the end-of-run model, whose parameters are not this law's)"
             )
     return out
 
@@ -495,6 +502,12 @@ def summarise_family(
         curves, family=family, prior="flat", law=law, seed=seed, options=options, sampler=sampler,
         runs_extra=_runs_extra_of(curves, family, runs_extra),
     )  # fmt: skip
+    if f.law != get_law(law).name:
+        raise StepOneLawError(
+            f"family {family!r}: the step-1 fit used law {f.law!r}, not {law!r} "
+            f"({f.provenance.get('fallback', 'no reason recorded')}); it cannot feed this "
+            "population"
+        )
     names = get_law(law).params
     z = np.stack([f.posterior[n].reshape(-1) for n in names], axis=1)
     counts = f.data.groupby("run").size()
@@ -516,6 +529,10 @@ def summarise_family(
     tmp.write_text(json.dumps(summ.to_dict(), default=json_default, indent=1))
     tmp.replace(path)  # atomic: concurrent backtests may read the cache
     return summ
+
+
+class StepOneLawError(ValueError):
+    """A family's step-1 fit fell back to another law, so it cannot feed the population."""
 
 
 @dataclass(frozen=True)
@@ -1020,7 +1037,11 @@ def build_prior(
         summaries = []
         for i, fam in enumerate(fams):
             t0 = time.perf_counter()
-            summaries.append(summarise_family(curves, fam, **step1))
+            try:
+                summaries.append(summarise_family(curves, fam, **step1))
+            except StepOneLawError as err:  # left out, with the reason in the prior's meta
+                why[fam] = str(err)
+                continue
             report(i, summaries[-1], time.perf_counter() - t0)
     bad = [s for s in summaries if s.diagnostics["rhat_max"] > MAX_STEP1_RHAT]
     for s in bad:
