@@ -173,6 +173,22 @@ def test_corpus_v2_ships_beside_an_unchanged_default():
     assert {f for members in units.values() for f in members} == set(meta["families_used"])
 
 
+def test_curve_v1_ships_an_h_term_population_with_the_extra_families():
+    from hiscale.priors.prior import list_priors
+
+    assert "curve-v1" in list_priors()
+    p = load_prior("curve-v1")
+    assert p.names == ("u_a", "u_b", "log_alpha", "log_beta", "u_f", "r_f")
+    meta = p.meta
+    used, out = set(meta["families_used"]), meta["families_left_out"]
+    # schedules from runs_extra.csv: the extra families are in
+    assert {"mpl-constant", "mpl-wsd-linear", "lrsched-sp-wsd", "gpt3"} <= used
+    assert meta["runs_extra"] and "--runs-extra" in meta["rebuild_command"]
+    # final-only families have no curve; unknown schedules cannot be fitted
+    assert "one checkpoint" in out["chinchilla"] and "loss unit" in out["farseer"]
+    assert len(meta["population_units"]) >= 4
+
+
 # ---------------------------------------------------------------- dividing out the step-1 prior
 
 
