@@ -271,6 +271,12 @@ def main(argv=None) -> int:
         "--auto-prior is a population learned for the end-of-run law)",
     )
     ap.add_argument(
+        "--runs-extra",
+        default=None,
+        help="runs_extra.csv of the corpus: schedules of the --extra families, so they can "
+        "feed bayes-curve's and bayes-auto's whole-curve populations (--curve-prior loo)",
+    )
+    ap.add_argument(
         "--curve-law",
         default="h-term",
         help="law of bayes-curve (ablations: chinchilla, chinchilla-nd, h-term, momentum)",
@@ -335,6 +341,7 @@ def main(argv=None) -> int:
         print(grid_tables(summ))
         return 0
     curves = load_curves([args.corpus, *args.extra])
+    runs_extra = None if args.runs_extra is None else pd.read_csv(args.runs_extra)
     t0 = time.perf_counter()
     res = backtest(
         curves,
@@ -359,9 +366,14 @@ def main(argv=None) -> int:
             "bayes-disc3": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
-            "bayes-auto": {"prior": args.auto_prior, "curve_prior": args.auto_curve_prior},
+            "bayes-auto": {
+                "prior": args.auto_prior,
+                "curve_prior": args.auto_curve_prior,
+                "runs_extra": runs_extra,
+            },
             "bayes-curve": {
                 "prior": args.curve_prior,
+                "runs_extra": runs_extra,
                 "progress": True,
                 "law": args.curve_law,
                 "options": FitOptions(rows=args.curve_rows, residual="ar1"),
