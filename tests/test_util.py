@@ -49,3 +49,11 @@ def test_sole_family():
         sole_family(["a", "b"], "ctx", hint="pick one")
     with pytest.raises(CurvesError, match=r"^ctx: the data hold 0 families \(\)$"):
         sole_family([], "ctx")
+
+
+def test_finite_float_reads_table_cells():
+    from hiscale._util import finite_float
+
+    assert finite_float("3.5") == 3.5 and finite_float(2) == 2.0
+    for bad in (None, "", "n/a", float("nan"), float("inf"), "-inf"):
+        assert finite_float(bad) is None

@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["cache_key", "central_interval", "json_default", "level_tag"]
+__all__ = [
+    "cache_key",
+    "central_interval",
+    "finite_float",
+    "json_default",
+    "level_tag",
+    "table_digest",
+]
 
 
 def json_default(obj: Any) -> Any:
@@ -100,3 +108,42 @@ def level_tag(level: float) -> str:
         ``100 * level`` in the shortest form (``%g``).
     """
     return f"{100 * float(level):g}"
+
+
+def finite_float(value: Any) -> float | None:
+    """Return ``value`` as a finite float, or None (missing, text, NaN or infinite).
+
+    Parameters
+    ----------
+    value : Any
+        A cell of a table, e.g. ``runs_extra.csv``'s ``branch_step``.
+
+    Returns
+    -------
+    float or None
+    """
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def table_digest(frame: Any) -> str:
+    """Return a short digest of a table's values (row order counts, index does not).
+
+    The sum of pandas' per-row hashes, as text: what settings and cache keys
+    record for a side table such as ``runs_extra.csv``.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        The table.
+
+    Returns
+    -------
+    str
+    """
+    import pandas as pd
+
+    return str(pd.util.hash_pandas_object(frame, index=False).sum())

@@ -79,7 +79,7 @@ import pandas as pd
 from numpyro.infer import MCMC, NUTS
 
 from hiscale._config import require_x64
-from hiscale._util import cache_key, json_default
+from hiscale._util import cache_key, json_default, table_digest
 from hiscale._version import __version__
 from hiscale.data.covariates import (  # re-exported: family covariates of a population
     MISSING_LEVEL,
@@ -430,11 +430,7 @@ def _summary_key(
     return cache_key(
         [
             engine_revision(),
-            *(
-                ()
-                if extra is None
-                else (str(pd.util.hash_pandas_object(extra, index=False).sum()),)
-            ),
+            *(() if extra is None else (table_digest(extra),)),
             curves.family(family).data_hash(),
             family,
             law,
@@ -1127,11 +1123,7 @@ def build_prior(
         "covariate": cov_meta,
         "groups": {s.family: group_of.get(s.family, name_group(s.family)) for s in summaries},
         "data_hash": curves.data_hash(),
-        "runs_extra": (
-            None
-            if runs_extra is None
-            else str(pd.util.hash_pandas_object(runs_extra, index=False).sum())
-        ),
+        "runs_extra": (None if runs_extra is None else table_digest(runs_extra)),
         "family_means": {s.family: s.mean.tolist() for s in summaries},
         "likelihoods": {
             "min_information": MIN_INFORMATION,

@@ -14,9 +14,7 @@ import sys
 from dataclasses import replace
 from typing import Any
 
-import pandas as pd
-
-from hiscale._util import cache_key
+from hiscale._util import cache_key, table_digest
 from hiscale._version import __version__
 from hiscale.data.curves import Curves, family_groups
 from hiscale.infer.fit import FitOptions
@@ -141,11 +139,7 @@ def leave_one_out_prior(
             ],
             "population-v4",
             *(() if covariate is None else ([covariate, level],)),
-            *(
-                ()
-                if runs_extra is None
-                else (str(pd.util.hash_pandas_object(runs_extra, index=False).sum()),)
-            ),
+            *(() if runs_extra is None else (table_digest(runs_extra),)),
         ]
     )
     name = f"lofo-{group}" + ("" if covariate is None else f" ({covariate}={level})")

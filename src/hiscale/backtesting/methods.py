@@ -54,6 +54,7 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
+from hiscale._util import table_digest
 from hiscale.backtesting.discrepancy import (
     INNER_SAMPLER,
     DiscrepancyPrior,
@@ -622,7 +623,7 @@ class BayesCurveMethod:
         """
         extra = self.runs_extra
         if isinstance(extra, pd.DataFrame):
-            extra = str(pd.util.hash_pandas_object(extra, index=False).sum())
+            extra = table_digest(extra)
         prior = self.prior.label if isinstance(self.prior, Prior) else self.prior
         return {
             "class": type(self).__qualname__,

@@ -21,12 +21,12 @@ branch is predicted by continuing its root under the branch's own schedule
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import numpy as np
 import pandas as pd
 
+from hiscale._util import finite_float as _num
 from hiscale.data.curves import Curves, CurvesError, FilterRecord
 
 __all__ = ["BRANCH_COLUMNS", "attach_prefixes", "branch_chain"]
@@ -36,14 +36,6 @@ __all__ = ["BRANCH_COLUMNS", "attach_prefixes", "branch_chain"]
 #: where the run's path leaves its root; ``inf`` for the root), ``prefix_only``
 #: (a root's rows added from outside the family).
 BRANCH_COLUMNS: tuple[str, ...] = ("branch_root", "branch_diverge", "prefix_only")
-
-
-def _num(v) -> float | None:
-    try:
-        x = float(v)
-    except (TypeError, ValueError):
-        return None
-    return x if math.isfinite(x) else None
 
 
 def branch_chain(run: str, runs_extra: pd.DataFrame) -> list[tuple[str, float]]:

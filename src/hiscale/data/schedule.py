@@ -60,6 +60,8 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pandas as pd
 
+from hiscale._util import finite_float as _num
+
 __all__ = [
     "DEFAULT_DECAY",
     "NAMED_SCHEDULES",
@@ -345,14 +347,6 @@ class ScheduleInfo:
     def known(self) -> bool:
         """True when a schedule was rebuilt."""
         return self.schedule is not None
-
-
-def _num(value) -> float | None:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
 
 
 def parse_schedule(
