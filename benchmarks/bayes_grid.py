@@ -246,6 +246,13 @@ def main(argv=None) -> int:
         "at its own level (hiscale.data.covariates.family_covariate)",
     )
     ap.add_argument(
+        "--prior-df",
+        type=float,
+        default=None,
+        help="bayes's law prior as independent Student-t's with this many degrees of freedom "
+        "in its whitened coordinates (same scale; the setting df_law), instead of Gaussian",
+    )
+    ap.add_argument(
         "--label",
         default=None,
         help="name the (single) re-run method's rows LABEL, so a variant (e.g. bayes-v2 "
@@ -361,6 +368,7 @@ def main(argv=None) -> int:
                 "min_span": args.min_span,
                 "covariate": args.covariate,
                 **({"prior": "loo"} if args.extra else {}),
+                **({"prior_settings": {"df_law": args.prior_df}} if args.prior_df else {}),
             },
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-disc3": {"disc_direction": args.direction, "min_span": args.min_span},
@@ -404,6 +412,7 @@ def main(argv=None) -> int:
             "population_extra": args.extra,
             "population_min_span": args.min_span,
             "population_covariate": args.covariate,
+            "prior_df_law": args.prior_df,
             "target": args.target,
             "direction": args.direction,
             "total_seconds": total,

@@ -8,7 +8,7 @@ from numpyro.infer.util import log_density
 from scipy import integrate, stats
 
 from hiscale.data.selection import thin_rows
-from hiscale.laws import LAWS
+from hiscale.laws import LAWS, get_law
 from hiscale.modeling.design import bucket, make_design
 from hiscale.modeling.family import make_family_model, prior_arrays, run_loglik
 from hiscale.priors.prior import flat_prior
@@ -263,3 +263,64 @@ def test_model_sites_are_named_after_law_parameters(law):
     for name in LAWS[law].params:
         assert name in tr
     assert "run_loglik" in tr
+
+
+def test_heavy_tailed_law_prior_changes_only_the_xi_density():
+    # df_law = 3: each whitened coordinate xi_k is a standard Student-t (scipy's
+    # density); everything else of the log density is unchanged
+    frame = simulate_family(n_ckpt=6, seed=3)
+    design = make_design(frame, n_eff_per_run=4.0)
+    gauss, heavy = flat_prior(), flat_prior().with_settings(df_law=3.0)
+    model = make_family_model("chinchilla")
+    params = {
+        "xi": np.array([0.3, -2.5, 0.1, 4.0]),
+        "log_loss_ref": 1.0,
+        "log_sigma_run": np.log(0.1),
+        "log_sigma_obs": np.log(0.05),
+    }
+    lg, _ = log_density(model, (), _kwargs(design, gauss), params)
+    lt, _ = log_density(model, (), _kwargs(design, heavy), params)
+    expected = (stats.t.logpdf(params["xi"], 3.0) - stats.norm.logpdf(params["xi"])).sum()
+    np.testing.assert_allclose(float(lt) - float(lg), expected, rtol=1e-10)
+    with pytest.raises(ValueError, match="df_law"):
+        prior_arrays(flat_prior().with_settings(df_law=-1.0), log_scale_loc=0.0)
+
+
+def test_heavy_tailed_law_prior_in_the_centred_curve_model():
+    from hiscale.modeling.curve import curve_prior_arrays, make_curve_model
+
+    law = "h-term"
+    k = len(get_law(law).params)
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.normal(size=12))
+    y = jnp.asarray(np.tile(np.linspace(-1.0, 0.5, 4), 3))  # ln D rising along each run
+    cov = {"lr_mult": jnp.asarray(rng.uniform(0.1, 1.0, 12))}
+    base = {
+        "x": x, "y": y, "covariates": cov, "run": jnp.asarray(np.repeat(np.arange(3), 4)),
+        "mask": jnp.ones(12, bool), "run_mask": jnp.ones(3, bool),
+        "log_loss": jnp.asarray(rng.normal(1.0, 0.01, 12)),
+    }  # fmt: skip
+    params = {
+        "xi": jnp.asarray(rng.normal(size=k) * 0.5),
+        "log_loss_ref": 1.0,
+        "log_sigma_run": -3.0,
+        "log_sigma_obs": -4.0,
+        "logit_rho": 1.0,
+    }
+    out = {}
+    for df in (None, 5.0):
+        prior = flat_prior(law).with_settings(df_law=df)
+        arrays = curve_prior_arrays(law, log_scale_loc=0.0, prior=prior)
+        kw = base | {"prior": {n: jnp.asarray(v) for n, v in arrays.items()}}
+        model = make_curve_model(law, centred=True)
+        out[df], _ = log_density(model, (), kw, params)
+    # the centred model's law factor is the density of the whitened uncentred z
+    from hiscale.modeling.curve import _data_centre, _uncentre
+
+    arrays = curve_prior_arrays(law, log_scale_loc=0.0, prior=flat_prior(law))
+    z_c = arrays["loc"] + arrays["chol"] @ np.asarray(params["xi"])
+    x_c, y_c = _data_centre(x, y, cov, base["mask"])
+    z = np.asarray(_uncentre(jnp.asarray(z_c), get_law(law).params, x_c, y_c))
+    w = np.linalg.solve(arrays["chol"], z - arrays["loc"])
+    expected = (stats.t.logpdf(w, 5.0) - stats.norm.logpdf(w)).sum()
+    np.testing.assert_allclose(float(out[5.0]) - float(out[None]), expected, rtol=1e-8)

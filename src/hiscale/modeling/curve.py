@@ -65,6 +65,7 @@ import pandas as pd
 
 from hiscale.laws import D0, N0, Law, get_law
 from hiscale.modeling.design import bucket, fine_bucket
+from hiscale.modeling.family import law_prior_xi
 from hiscale.priors.defaults import (
     CURVE_NOISE_PRIORS,
 )
@@ -333,7 +334,11 @@ def curve_prior_arrays(law: str | Law, *, log_scale_loc: float, prior=None) -> d
     k = len(on_law.names)
     loc, cov = np.asarray(on_law.loc, float), np.asarray(on_law.cov, float)
     settings = on_law.settings
+    extra = {}
+    if settings.get("df_law") is not None:
+        extra["df_law"] = np.asarray(float(settings["df_law"]), float)
     return {
+        **extra,
         "loc": loc,
         "chol": np.linalg.cholesky(cov + 1e-10 * np.eye(k)),
         "log_scale_loc": np.asarray(log_scale_loc + settings["log_scale_shift"], float),
@@ -478,9 +483,9 @@ def make_curve_model(law: str | Law, ell: float = 1.0, centred: bool = False) ->
             x_c, y_c = _data_centre(x, y, covariates, mask)
             z = _uncentre(z_c, names, x_c, y_c)
             w = jax.scipy.linalg.solve_triangular(prior["chol"], z - prior["loc"], lower=True)
-            numpyro.factor("law_prior", -0.5 * jnp.sum(w**2) - 0.5 * k * _LOG_2PI)
+            numpyro.factor("law_prior", jnp.sum(law_prior_xi(prior).log_prob(w)))
         else:
-            xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
+            xi = numpyro.sample("xi", law_prior_xi(prior).expand([k]).to_event(1))
             z = prior["loc"] + prior["chol"] @ xi
         theta = {n: numpyro.deterministic(n, z[i]) for i, n in enumerate(names)}
         m = mask.astype(x.dtype)

@@ -82,7 +82,7 @@ from hiscale.laws import Law, get_law
 from hiscale.modeling.local import local_between, local_loo
 from hiscale.priors.prior import Prior
 
-__all__ = ["local_joint", "make_family_model", "prior_arrays", "run_loglik"]
+__all__ = ["law_prior_xi", "local_joint", "make_family_model", "prior_arrays", "run_loglik"]
 
 
 def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]:
@@ -107,7 +107,14 @@ def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]
     """
     s = prior.settings
     cov = prior.cov + 1e-10 * np.eye(len(prior.names))
+    extra = {}
+    if s.get("df_law") is not None:
+        df = float(s["df_law"])
+        if not (np.isfinite(df) and df > 0):
+            raise ValueError(f"prior {prior.name!r}: df_law must be a positive number, got {df}")
+        extra["df_law"] = np.asarray(df, float)
     return {
+        **extra,
         "loc": np.asarray(prior.loc, float),
         "chol": np.linalg.cholesky(cov),
         "log_scale_loc": np.asarray(log_scale_loc + s["log_scale_shift"], float),
@@ -117,6 +124,18 @@ def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]
         "df_run": np.asarray(s["df_run"], float),
         "df_obs": np.asarray(s["df_obs"], float),
     }
+
+
+def law_prior_xi(prior: dict) -> dist.Distribution:
+    """Distribution of one whitened law coordinate ``xi_k`` (``z = loc + C xi``).
+
+    Standard normal, or a standard Student-t with ``prior["df_law"]`` degrees
+    of freedom when the prior sets ``df_law`` (a heavier-tailed prior with the
+    same scale ``C``).
+    """
+    if "df_law" in prior:
+        return dist.StudentT(prior["df_law"], 0.0, 1.0)
+    return dist.Normal(0.0, 1.0)
 
 
 def run_loglik(
@@ -261,7 +280,7 @@ def make_family_model(law: str | Law) -> Callable:
     def family_model(x, y, run, weight, mask, run_mask, prior, log_loss=None, run_local=None):
         """Family model; see the module docstring for the math."""
         k = len(names)
-        xi = numpyro.sample("xi", dist.Normal(0.0, 1.0).expand([k]).to_event(1))
+        xi = numpyro.sample("xi", law_prior_xi(prior).expand([k]).to_event(1))
         z = prior["loc"] + prior["chol"] @ xi
         theta = {n: numpyro.deterministic(n, z[i]) for i, n in enumerate(names)}
         # log_scale ~ N(loc, sd) is sampled as the predicted log loss at the

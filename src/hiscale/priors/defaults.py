@@ -61,6 +61,12 @@ DEFAULT_PRIORS: dict[str, Any] = {
     # variance (df > 2)
     "df_run": 4.0,
     "df_obs": 4.0,
+    # degrees of freedom of the law prior in its whitened coordinates: None is
+    # Gaussian (z = loc + C xi, xi ~ N(0, I)); a number makes each xi_k a
+    # Student-t with that many degrees of freedom (same scale C), so a family
+    # whose data contradict a population prior can leave it instead of being
+    # held near it (robust borrowing; see hiscale.priors.prior)
+    "df_law": None,
 }
 
 
