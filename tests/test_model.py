@@ -10,7 +10,7 @@ from scipy import integrate, stats
 from hiscale.data.selection import thin_rows
 from hiscale.laws import LAWS, get_law
 from hiscale.modeling.design import bucket, make_design
-from hiscale.modeling.family import make_family_model, prior_arrays, run_loglik
+from hiscale.modeling.family import law_prior_tails, make_family_model, prior_arrays, run_loglik
 from hiscale.priors.prior import flat_prior
 
 
@@ -265,29 +265,38 @@ def test_model_sites_are_named_after_law_parameters(law):
     assert "run_loglik" in tr
 
 
-def test_heavy_tailed_law_prior_changes_only_the_xi_density():
-    # df_law = 3: each whitened coordinate xi_k is a standard Student-t (scipy's
-    # density); everything else of the log density is unchanged
+def test_heavy_tailed_law_prior_keeps_the_covariance():
+    # scipy: a Student-t with nu dof scaled by sqrt((nu - 2) / nu) has variance 1,
+    # and at nu = 4 its 97.5% quantile is the standard normal's to 0.2% (1.963 vs 1.960)
+    for nu in (3.0, 4.0, 10.0):
+        _, c = law_prior_tails(nu, np.eye(2))
+        assert stats.t(nu, scale=c[0, 0]).var() == pytest.approx(1.0, rel=1e-12)
+    _, c = law_prior_tails(4.0, np.eye(1))
+    assert stats.t(4.0, scale=c[0, 0]).ppf(0.975) == pytest.approx(stats.norm.ppf(0.975), rel=2e-3)
+    assert law_prior_tails(None, np.eye(2))[0] == {}
+    with pytest.raises(ValueError, match="df_law"):
+        prior_arrays(flat_prior().with_settings(df_law=2.0), log_scale_loc=0.0)
+
+
+def test_heavy_tailed_law_prior_changes_only_the_law_prior_density():
+    # df_law = 3: at the same law parameters z the likelihood is unchanged and the
+    # whitened coordinate is xi_t = C_t^-1 (z - loc), a standard Student-t
+    # (scipy's density), against xi_g = C^-1 (z - loc), standard normal
     frame = simulate_family(n_ckpt=6, seed=3)
     design = make_design(frame, n_eff_per_run=4.0)
     gauss, heavy = flat_prior(), flat_prior().with_settings(df_law=3.0)
     model = make_family_model("chinchilla")
-    params = {
-        "xi": np.array([0.3, -2.5, 0.1, 4.0]),
-        "log_loss_ref": 1.0,
-        "log_sigma_run": np.log(0.1),
-        "log_sigma_obs": np.log(0.05),
-    }
-    lg, _ = log_density(model, (), _kwargs(design, gauss), params)
-    lt, _ = log_density(model, (), _kwargs(design, heavy), params)
-    expected = (stats.t.logpdf(params["xi"], 3.0) - stats.norm.logpdf(params["xi"])).sum()
+    xi_g = np.array([0.3, -2.5, 0.1, 4.0])
+    xi_t = xi_g / np.sqrt(1.0 / 3.0)
+    common = {"log_loss_ref": 1.0, "log_sigma_run": np.log(0.1), "log_sigma_obs": np.log(0.05)}
+    lg, _ = log_density(model, (), _kwargs(design, gauss), common | {"xi": xi_g})
+    lt, _ = log_density(model, (), _kwargs(design, heavy), common | {"xi": xi_t})
+    expected = stats.t.logpdf(xi_t, 3.0).sum() - stats.norm.logpdf(xi_g).sum()
     np.testing.assert_allclose(float(lt) - float(lg), expected, rtol=1e-10)
-    with pytest.raises(ValueError, match="df_law"):
-        prior_arrays(flat_prior().with_settings(df_law=-1.0), log_scale_loc=0.0)
 
 
 def test_heavy_tailed_law_prior_in_the_centred_curve_model():
-    from hiscale.modeling.curve import curve_prior_arrays, make_curve_model
+    from hiscale.modeling.curve import _data_centre, _uncentre, curve_prior_arrays, make_curve_model
 
     law = "h-term"
     k = len(get_law(law).params)
@@ -300,27 +309,19 @@ def test_heavy_tailed_law_prior_in_the_centred_curve_model():
         "mask": jnp.ones(12, bool), "run_mask": jnp.ones(3, bool),
         "log_loss": jnp.asarray(rng.normal(1.0, 0.01, 12)),
     }  # fmt: skip
-    params = {
-        "xi": jnp.asarray(rng.normal(size=k) * 0.5),
-        "log_loss_ref": 1.0,
-        "log_sigma_run": -3.0,
-        "log_sigma_obs": -4.0,
-        "logit_rho": 1.0,
-    }
-    out = {}
-    for df in (None, 5.0):
-        prior = flat_prior(law).with_settings(df_law=df)
-        arrays = curve_prior_arrays(law, log_scale_loc=0.0, prior=prior)
+    common = {"log_loss_ref": 1.0, "log_sigma_run": -3.0, "log_sigma_obs": -4.0, "logit_rho": 1.0}
+    xi_g = rng.normal(size=k) * 0.5
+    out, w = {}, {}
+    for df, xi in ((None, xi_g), (5.0, xi_g / np.sqrt(3.0 / 5.0))):  # same z_c, both priors
+        arrays = curve_prior_arrays(
+            law, log_scale_loc=0.0, prior=flat_prior(law).with_settings(df_law=df)
+        )
         kw = base | {"prior": {n: jnp.asarray(v) for n, v in arrays.items()}}
-        model = make_curve_model(law, centred=True)
-        out[df], _ = log_density(model, (), kw, params)
-    # the centred model's law factor is the density of the whitened uncentred z
-    from hiscale.modeling.curve import _data_centre, _uncentre
-
-    arrays = curve_prior_arrays(law, log_scale_loc=0.0, prior=flat_prior(law))
-    z_c = arrays["loc"] + arrays["chol"] @ np.asarray(params["xi"])
-    x_c, y_c = _data_centre(x, y, cov, base["mask"])
-    z = np.asarray(_uncentre(jnp.asarray(z_c), get_law(law).params, x_c, y_c))
-    w = np.linalg.solve(arrays["chol"], z - arrays["loc"])
-    expected = (stats.t.logpdf(w, 5.0) - stats.norm.logpdf(w)).sum()
+        out[df], _ = log_density(make_curve_model(law, centred=True), (), kw, common | {"xi": xi})
+        # the centred model's law factor is the density of the whitened uncentred z
+        z_c = arrays["loc"] + arrays["chol"] @ xi
+        x_c, y_c = _data_centre(x, y, cov, base["mask"])
+        z = np.asarray(_uncentre(jnp.asarray(z_c), get_law(law).params, x_c, y_c))
+        w[df] = np.linalg.solve(arrays["chol"], z - arrays["loc"])
+    expected = stats.t.logpdf(w[5.0], 5.0).sum() - stats.norm.logpdf(w[None]).sum()
     np.testing.assert_allclose(float(out[5.0]) - float(out[None]), expected, rtol=1e-8)

@@ -65,7 +65,7 @@ import pandas as pd
 
 from hiscale.laws import D0, N0, Law, get_law
 from hiscale.modeling.design import bucket, fine_bucket
-from hiscale.modeling.family import law_prior_xi
+from hiscale.modeling.family import law_prior_tails, law_prior_xi
 from hiscale.priors.defaults import (
     CURVE_NOISE_PRIORS,
 )
@@ -334,13 +334,13 @@ def curve_prior_arrays(law: str | Law, *, log_scale_loc: float, prior=None) -> d
     k = len(on_law.names)
     loc, cov = np.asarray(on_law.loc, float), np.asarray(on_law.cov, float)
     settings = on_law.settings
-    extra = {}
-    if settings.get("df_law") is not None:
-        extra["df_law"] = np.asarray(float(settings["df_law"]), float)
+    extra, chol = law_prior_tails(
+        settings.get("df_law"), np.linalg.cholesky(cov + 1e-10 * np.eye(k)), on_law.name
+    )
     return {
         **extra,
         "loc": loc,
-        "chol": np.linalg.cholesky(cov + 1e-10 * np.eye(k)),
+        "chol": chol,
         "log_scale_loc": np.asarray(log_scale_loc + settings["log_scale_shift"], float),
         "log_scale_sd": np.asarray(settings["log_scale_sd"], float),
         "sigma_run": np.asarray(settings["sigma_run"], float),

@@ -82,7 +82,14 @@ from hiscale.laws import Law, get_law
 from hiscale.modeling.local import local_between, local_loo
 from hiscale.priors.prior import Prior
 
-__all__ = ["law_prior_xi", "local_joint", "make_family_model", "prior_arrays", "run_loglik"]
+__all__ = [
+    "law_prior_tails",
+    "law_prior_xi",
+    "local_joint",
+    "make_family_model",
+    "prior_arrays",
+    "run_loglik",
+]
 
 
 def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]:
@@ -107,16 +114,11 @@ def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]
     """
     s = prior.settings
     cov = prior.cov + 1e-10 * np.eye(len(prior.names))
-    extra = {}
-    if s.get("df_law") is not None:
-        df = float(s["df_law"])
-        if not (np.isfinite(df) and df > 0):
-            raise ValueError(f"prior {prior.name!r}: df_law must be a positive number, got {df}")
-        extra["df_law"] = np.asarray(df, float)
+    extra, chol = law_prior_tails(prior.settings.get("df_law"), np.linalg.cholesky(cov), prior.name)
     return {
         **extra,
         "loc": np.asarray(prior.loc, float),
-        "chol": np.linalg.cholesky(cov),
+        "chol": chol,
         "log_scale_loc": np.asarray(log_scale_loc + s["log_scale_shift"], float),
         "log_scale_sd": np.asarray(s["log_scale_sd"], float),
         "sigma_run": np.asarray(s["sigma_run"], float),
@@ -124,6 +126,26 @@ def prior_arrays(prior: Prior, *, log_scale_loc: float) -> dict[str, np.ndarray]
         "df_run": np.asarray(s["df_run"], float),
         "df_obs": np.asarray(s["df_obs"], float),
     }
+
+
+def law_prior_tails(df_law, chol: np.ndarray, name: str = "prior") -> tuple[dict, np.ndarray]:
+    """Model arrays of a heavy-tailed law prior: ``({"df_law": df} or {}, scale factor)``.
+
+    With ``df_law = None`` the prior is Gaussian, ``z = loc + C xi``, ``xi ~
+    N(0, I)``, and ``C`` is returned unchanged. With ``df_law = nu > 2`` each
+    ``xi_k`` is a standard Student-t with ``nu`` degrees of freedom and the
+    factor is ``C sqrt((nu - 2) / nu)``, so ``z`` keeps the covariance ``C Cᵀ``
+    (the population's, or the weak defaults') and only the shape changes:
+    more mass near the centre and in the tails. At ``nu = 4`` the 95% interval
+    of each whitened coordinate is the Gaussian's to 0.2% (2.776 / sqrt(2) =
+    1.963 vs 1.960), the 80% interval is 15% narrower and the 99% one 26% wider.
+    """
+    if df_law is None:
+        return {}, chol
+    df = float(df_law)
+    if not (np.isfinite(df) and df > 2.0):
+        raise ValueError(f"{name}: df_law must be a number > 2 (finite variance), got {df_law}")
+    return {"df_law": np.asarray(df, float)}, chol * np.sqrt((df - 2.0) / df)
 
 
 def law_prior_xi(prior: dict) -> dist.Distribution:

@@ -62,10 +62,10 @@ DEFAULT_PRIORS: dict[str, Any] = {
     "df_run": 4.0,
     "df_obs": 4.0,
     # degrees of freedom of the law prior in its whitened coordinates: None is
-    # Gaussian (z = loc + C xi, xi ~ N(0, I)); a number makes each xi_k a
-    # Student-t with that many degrees of freedom (same scale C), so a family
-    # whose data contradict a population prior can leave it instead of being
-    # held near it (robust borrowing; see hiscale.priors.prior)
+    # Gaussian (z = loc + C xi, xi ~ N(0, I)); a number nu > 2 makes each xi_k
+    # a Student-t with the same covariance, so a family whose data contradict
+    # a population prior can leave it instead of being held near it (robust
+    # borrowing; hiscale.modeling.family.law_prior_tails)
     "df_law": None,
 }
 
