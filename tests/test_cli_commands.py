@@ -264,6 +264,7 @@ def test_corrupted_fit_file(tmp_path, capsys):
         ["predict", DEMO, "--family", "sim3", *TARGET, "--ci-prob", "1.5"],
         ["fit", DEMO, "--family", "sim3", "--num-samples", "0", "--out", "x.nc"],
         ["simulate", "--families", "0", "--out", "x.csv"],
+        ["fit", DEMO, "--family", "sim3", "--prior-tails", "2", "--out", "x.nc"],
     ],
 )
 def test_bad_numbers_are_argparse_errors(argv, capsys):
@@ -274,6 +275,19 @@ def test_bad_numbers_are_argparse_errors(argv, capsys):
 
 
 # ----------------------------------------------------------------------------- fit
+def test_fit_with_prior_tails_records_them(capsys, tmp_path):
+    out_path = tmp_path / "tails.nc"
+    code, _, _ = run_main(
+        capsys, "fit", DEMO, "--family", "sim3", "--prior", "corpus-v1", "--prior-tails", "4",
+        *SMALL, "--quiet", "--out", out_path,
+    )  # fmt: skip
+    assert code == 0
+    f = load_fit(out_path)
+    assert f.prior.settings["df_law"] == 4.0
+    assert f.prior.name == "corpus-v1"
+    assert any("Student-t(4) tails" in n for n in f.provenance["notes"])
+
+
 def test_fit_command_json(saved_fit, capsys, tmp_path):
     out_path = tmp_path / "again.nc"
     code, out, _ = run_main(

@@ -698,3 +698,24 @@ def test_plan_records_the_greedy_rule():
     assert p.widths[-1] == pytest.approx(g[g["rule"]]["final_expected_width"])
     with pytest.raises(ValueError, match="greedy must be"):
         plan(draws, at=(7e9, 1.4e11), candidates=cands, budget=1e30, greedy="cheap")
+
+
+def test_prior_draws_with_student_t_tails():
+    # df_law = 5: whitened z is a scaled Student-t (scipy KS), with the prior's covariance
+    from hiscale.planning.preposterior import draws_from_prior
+    from hiscale.priors.prior import load_prior
+
+    pr = load_prior("corpus-v1").with_settings(df_law=5.0)
+    d = draws_from_prior(pr, n_draws=20000, seed=1)
+    z = np.stack([d.theta[n] for n in pr.names], axis=1)
+    w = np.linalg.solve(np.linalg.cholesky(pr.cov), (z - pr.loc).T).T
+    scale = np.sqrt(3.0 / 5.0)
+    for j in range(w.shape[1]):
+        assert stats.kstest(w[:, j], stats.t(5.0, scale=scale).cdf).pvalue > 0.01
+    np.testing.assert_allclose(np.cov(z.T), pr.cov, atol=0.08 * np.max(np.diag(pr.cov)))
+    # the Gaussian default is unchanged and not t-shaped
+    g = draws_from_prior("corpus-v1", n_draws=20000, seed=1)
+    wg = np.linalg.solve(
+        np.linalg.cholesky(pr.cov), (np.stack([g.theta[n] for n in pr.names], 1) - pr.loc).T
+    )
+    assert stats.kstest(wg[0], stats.norm.cdf).pvalue > 0.01

@@ -56,6 +56,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def _tails_df(text: str) -> float:
+    """Degrees of freedom of ``--prior-tails``: a finite number > 2."""
+    value = _number(text)
+    if not (np.isfinite(value) and value > 2.0):
+        raise argparse.ArgumentTypeError(
+            f"expected degrees of freedom > 2 (finite variance), got {text!r}"
+        )
+    return value
+
+
 def nonneg_float(text: str) -> float:
     """Parse an argparse value that must be a finite number >= 0.
 
@@ -250,6 +260,14 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
         help="borrow from these donor families of DATA instead: a population prior is "
         "built from them (>= 2 independent groups, never the fitted family) and cached "
         "in $HISCALE_CACHE, so the next call reuses it",
+    )
+    p.add_argument(
+        "--prior-tails",
+        type=_tails_df,
+        default=None,
+        metavar="NU",
+        help="Student-t tails on the law prior (NU > 2 degrees of freedom, same covariance): "
+        "a family whose data contradict the prior can leave it (default: Gaussian)",
     )
     p.add_argument(
         "--law",

@@ -52,8 +52,12 @@ def run_fit(args: argparse.Namespace, curves, family: str):
     prior = args.prior
     if getattr(args, "borrow_from", None):
         prior = borrowed_prior(args, curves, family, sampler)
-    resolve_prior(prior, law="chinchilla" if args.law == "auto" else args.law)
+    resolved = resolve_prior(prior, law="chinchilla" if args.law == "auto" else args.law)
+    if getattr(args, "prior_tails", None) is not None:
+        prior = resolved.with_settings(df_law=args.prior_tails)
     name = prior.label if not isinstance(prior, str) else repr(prior)
+    if getattr(args, "prior_tails", None) is not None:
+        name = f"{name} with Student-t({args.prior_tails:g}) tails"
     curve_prior = getattr(args, "curve_prior", None)
     if curve_prior is not None:
         if args.law != "auto":

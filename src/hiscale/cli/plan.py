@@ -204,6 +204,10 @@ def run(args: argparse.Namespace) -> int:
             from hiscale.cli.fit import borrowed_prior
 
             source = borrowed_prior(args, curves, args.family, sampler_settings(args))
+        if getattr(args, "prior_tails", None) is not None:
+            from hiscale.priors.prior import resolve_prior
+
+            source = resolve_prior(source, law=args.law).with_settings(df_law=args.prior_tails)
         shown_prior = source.label if not isinstance(source, str) else repr(source)
         if not has_family:
             shown = ", ".join(curves.families[:8]) + (", ..." if len(curves.families) > 8 else "")

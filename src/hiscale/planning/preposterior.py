@@ -156,7 +156,8 @@ def draws_from_prior(
 ) -> PlanDraws:
     """Draws for a family with no runs: the law's shape from a (population) prior.
 
-    ``z ~ MVN(loc, cov)`` of the prior; ``sigma_run``, ``sigma_obs`` from its
+    ``z ~ MVN(loc, cov)`` of the prior (with Student-t tails and the same
+    covariance when its ``df_law`` setting is given); ``sigma_run``, ``sigma_obs`` from its
     log-normal settings. The loss scale is not pooled (units differ across
     families), so ``log_scale ~ Normal(0, log_scale_sd)`` around an arbitrary
     reference, the spread a fit gives it a priori; relative widths do not
@@ -167,7 +168,14 @@ def draws_from_prior(
     pr = resolve_prior(prior, law=law)
     rng = np.random.default_rng(seed)
     s = pr.settings
-    z = rng.multivariate_normal(pr.loc, pr.cov, size=n_draws, method="cholesky")
+    if s.get("df_law") is None:
+        z = rng.multivariate_normal(pr.loc, pr.cov, size=n_draws, method="cholesky")
+    else:  # the fit's heavy-tailed law prior (hiscale.modeling.family.law_prior_tails)
+        from hiscale.modeling.family import law_prior_tails
+
+        k = len(pr.names)
+        _, chol = law_prior_tails(s["df_law"], np.linalg.cholesky(pr.cov + 1e-10 * np.eye(k)))
+        z = pr.loc + rng.standard_t(float(s["df_law"]), size=(n_draws, k)) @ chol.T
     theta = {n: z[:, i] for i, n in enumerate(pr.names)}
     theta["log_scale"] = rng.normal(0.0, float(s["log_scale_sd"]), size=n_draws)
     theta["sigma_run"] = np.exp(rng.normal(s["sigma_run"][0], s["sigma_run"][1], size=n_draws))
