@@ -490,6 +490,33 @@ def test_bayes_flat_is_labelled_flat_without_a_warning(synth):
     assert get_method("bayes-flat").prepare(synth, "noisy").label == "flat"
 
 
+def test_prior_tails_are_in_the_label_and_the_settings(synth):
+    p = get_method("bayes", prior_settings={"df_law": 4.0}).prepare(synth, "noisy")
+    assert p.label == "corpus-v1 with Student-t(4) tails"
+    assert p.settings["df_law"] == 4.0
+
+
+def test_cli_backtest_passes_prior_tails(monkeypatch, tmp_path, capsys):
+    import hiscale.backtesting.runner as bt
+
+    seen = {}
+
+    def fake_backtest(curves, **kw):
+        seen.update(kw["method_options"])
+        raise SystemExit(0)
+
+    monkeypatch.setattr(bt, "backtest", fake_backtest)
+    path = tmp_path / "synth.csv"
+    make_frame("clean").to_csv(path, index=False)
+    with pytest.raises(SystemExit):
+        main(["backtest", str(path), "--family", "all", "--method", "paper", "--method",
+              "bayes", "--method", "bayes-flat", "--method", "bayes-auto",
+              "--prior-tails", "5"])  # fmt: skip
+    assert seen["bayes"]["prior_settings"] == {"df_law": 5.0}
+    assert seen["bayes-flat"]["prior_settings"] == {"df_law": 5.0}
+    assert "paper" not in seen and "prior_settings" not in seen.get("bayes-auto", {})
+
+
 def test_bayes_without_a_population_in_the_unit_runs_flat_and_says_so():
     curves = load_curves(words_table())
     with pytest.warns(PriorWarning) as record:

@@ -331,6 +331,9 @@ class BayesMethod:
                 stacklevel=2,
             )
         prior = prior.with_settings(**self.prior_settings) if self.prior_settings else prior
+        if prior.settings.get("df_law") is not None:  # the rows' prior column says so
+            tails = f"{prior.label} with Student-t({float(prior.settings['df_law']):g}) tails"
+            prior = replace(prior, meta={**prior.meta, "label": tails})
         if self.discrepancy == "none":
             return prior
         disc = population_discrepancy(

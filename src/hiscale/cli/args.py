@@ -21,6 +21,7 @@ __all__ = [
     "probability",
     "sampler_settings",
     "scheduler",
+    "tails_df",
 ]
 
 
@@ -56,7 +57,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-def _tails_df(text: str) -> float:
+def tails_df(text: str) -> float:
     """Degrees of freedom of ``--prior-tails``: a finite number > 2."""
     value = _number(text)
     if not (np.isfinite(value) and value > 2.0):
@@ -263,7 +264,7 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
     )
     p.add_argument(
         "--prior-tails",
-        type=_tails_df,
+        type=tails_df,
         default=None,
         metavar="NU",
         help="Student-t tails on the law prior (NU > 2 degrees of freedom, same covariance): "

@@ -13,6 +13,7 @@ from hiscale.cli.args import (
     nonneg_float,
     positive_int,
     probability,
+    tails_df,
 )
 
 HELP = "score methods on the paper's (k, p) grid"
@@ -65,6 +66,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "path, or 'loo' to always build one without "
         "the family's group from DATA (default: the shipped corpus-v1, rebuilt without the "
         "family's group from DATA when it saw that group; the 'prior' column says which)",
+    )
+    p.add_argument(
+        "--prior-tails",
+        type=tails_df,
+        default=None,
+        metavar="NU",
+        help="Student-t tails (NU > 2 degrees of freedom, same covariance) on the law prior "
+        "of the end-of-run Bayesian methods (bayes, bayes-flat, bayes-disc*, bayes-local*); "
+        "the 'prior' column says so",
     )
     p.add_argument(
         "--runs-extra",
@@ -144,6 +154,11 @@ def run(args: argparse.Namespace) -> int:
     options: dict[str, dict] = {}
     if args.prior is not None:
         options = {m: {"prior": args.prior} for m in methods if m in ("bayes", "bayes-curve")}
+    if args.prior_tails is not None:
+        tails = {"df_law": args.prior_tails}
+        for m in methods:
+            if m == "bayes" or m.startswith(("bayes-flat", "bayes-disc", "bayes-local")):
+                options.setdefault(m, {})["prior_settings"] = tails
     runs_extra = None if args.runs_extra is None else pd.read_csv(args.runs_extra)
     for m in ("bayes-curve", "bayes-auto"):
         if runs_extra is not None and m in methods:
