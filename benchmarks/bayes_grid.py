@@ -145,6 +145,7 @@ def summarise(
         ("bayes-cov", "bayes"),
         ("bayes-dataset", "bayes"),
         ("bayes-v2-cov", "bayes-v2"),
+        ("bayes-t4", "bayes"),
         ("bayes-local", "bayes"),
         ("bayes-local-learn", "bayes"),
         ("bayes-curve", "bayes-flat"),
