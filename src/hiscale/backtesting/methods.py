@@ -331,9 +331,10 @@ class BayesMethod:
                 stacklevel=2,
             )
         prior = prior.with_settings(**self.prior_settings) if self.prior_settings else prior
-        if prior.settings.get("df_law") is not None:  # the rows' prior column says so
-            tails = f"{prior.label} with Student-t({float(prior.settings['df_law']):g}) tails"
-            prior = replace(prior, meta={**prior.meta, "label": tails})
+        if prior.tails is not None:  # the rows' prior column says so
+            prior = replace(
+                prior, meta={**prior.meta, "label": f"{prior.label} with {prior.tails}"}
+            )
         if self.discrepancy == "none":
             return prior
         disc = population_discrepancy(

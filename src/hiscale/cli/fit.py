@@ -56,8 +56,8 @@ def run_fit(args: argparse.Namespace, curves, family: str):
     if getattr(args, "prior_tails", None) is not None:
         prior = resolved.with_settings(df_law=args.prior_tails)
     name = prior.label if not isinstance(prior, str) else repr(prior)
-    if getattr(args, "prior_tails", None) is not None:
-        name = f"{name} with Student-t({args.prior_tails:g}) tails"
+    if not isinstance(prior, str) and prior.tails is not None:
+        name = f"{name} with {prior.tails}"
     curve_prior = getattr(args, "curve_prior", None)
     if curve_prior is not None:
         if args.law != "auto":

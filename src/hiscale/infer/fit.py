@@ -392,11 +392,8 @@ def fit(
     notes = [f"loss unit: {why}" for why in unit_assumptions(c)] if pr.name != "flat" else []
     if fallback is not None:
         notes.append(fallback["reason"])
-    if pr.settings.get("df_law") is not None:
-        notes.append(
-            f"law prior {pr.label!r} with Student-t({float(pr.settings['df_law']):g}) tails "
-            "in its whitened coordinates (same covariance)"
-        )
+    if pr.tails is not None:
+        notes.append(f"law prior {pr.label!r} with {pr.tails} in its whitened coordinates")
     overlap = prior_overlap(pr, whole, family)
     if overlap is not None:
         # borrowing from a prior that already saw this family counts its data twice

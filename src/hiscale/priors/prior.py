@@ -110,6 +110,12 @@ class Prior:
         return str(self.meta.get("label") or self.name)
 
     @property
+    def tails(self) -> str | None:
+        """``"Student-t(NU) tails"`` for a heavy-tailed law prior (``df_law``), else None."""
+        df = self.settings.get("df_law")
+        return None if df is None else f"Student-t({float(df):g}) tails"
+
+    @property
     def sd(self) -> np.ndarray:
         """Marginal standard deviations of ``z``."""
         return np.sqrt(np.diag(self.cov))
