@@ -147,6 +147,8 @@ def summarise(
         ("bayes-v2-cov", "bayes-v2"),
         ("bayes-t4", "bayes"),
         ("bayes-local", "bayes"),
+        ("bayes-local-choice", "bayes"),
+        ("bayes-local-choice", "bayes-local"),
         ("bayes-local-learn", "bayes"),
         ("bayes-curve", "bayes-flat"),
         ("bayes-curve", "bayes"),
@@ -374,6 +376,7 @@ def main(argv=None) -> int:
             "bayes-disc": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-disc3": {"disc_direction": args.direction, "min_span": args.min_span},
             "bayes-local": {"min_span": args.min_span},
+            "bayes-local-choice": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
             "bayes-auto": {
                 "prior": args.auto_prior,

@@ -17,7 +17,7 @@ from test_curve_fit import simulate_curves
 from hiscale.backtesting.runner import backtest
 from hiscale.cli import main
 from hiscale.data.curves import load_curves
-from hiscale.infer.choice import CANDIDATES, _log_score
+from hiscale.infer.choice import CANDIDATES, log_score
 from hiscale.infer.fit import FitOptions, fit
 from hiscale.infer.result import load_fit
 from hiscale.testing import TEST_SAMPLER
@@ -44,7 +44,7 @@ def test_log_score_is_the_lognormal_density():
         lognorm.logpdf(actual[j], s=logd[:, j].std(ddof=1), scale=np.exp(logd[:, j].mean()))
         for j in range(2)
     ]
-    assert _log_score(draws, actual) == pytest.approx(np.mean(ref), rel=1e-12)
+    assert log_score(draws, actual) == pytest.approx(np.mean(ref), rel=1e-12)
 
 
 def test_auto_records_lfo_scores_that_match_fits_by_hand(auto_fit, sim4):

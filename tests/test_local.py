@@ -327,3 +327,34 @@ def test_learned_scale_fit_keeps_its_draws_and_loo():
 
     p = plan(f, at=at, candidates=[(1e9, 2e10)], budget=1e21, n_outcomes=8)
     assert any("learned local_sd: posterior median" in n for n in p.notes)
+
+
+def _local_choice_cell(jump: float, k: int = 4):
+    """A 5-size simulated family; the 4th size's losses times ``jump`` (the law's miss)."""
+    from hiscale.backtesting.protocol import make_cells
+    from hiscale.data.curves import load_curves
+
+    frame = simulate_family(sizes=(5e7, 1e8, 2e8, 4e8, 8e8), seed=5)
+    frame.loc[frame["params"] == 4e8, "loss"] *= jump
+    (cell,) = make_cells(load_curves(frame), grid=[(k, 1.0)], min_tokens=0.0)
+    return cell
+
+
+def test_local_choice_by_leave_future_out():
+    import re
+
+    from hiscale.backtesting.methods import get_method
+
+    m = get_method("bayes-local-choice", prior="flat", sampler=SMALL)
+    # a 6% miss of the law at the held size: the global fit's narrow interval scores
+    # far worse there, and the cell fits local to its target; the row says so
+    pred = m(_local_choice_cell(1.06), flat_prior(), seed=0)
+    assert pred.note.startswith("local fit chosen by leave-future-out on N = 4e+08 (1 run(s))")
+    g, loc = map(
+        float, re.search(r"global ([-\d.]+), local \(sd 0.01\) ([-\d.]+)", pred.note).groups()
+    )
+    assert loc > g  # the rule: a strictly higher log score
+    # fewer than 3 sizes: no choice, and the note says so
+    local, note, flagged = m.choose_local(_local_choice_cell(1.0, k=2), flat_prior(), seed=0)
+    assert (local, flagged) == (False, False)
+    assert note == "global fit: 2 size(s), no leave-future-out choice"

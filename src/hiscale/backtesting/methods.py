@@ -266,6 +266,15 @@ class BayesMethod:
         (:func:`~hiscale.backtesting.discrepancy.inner_errors`: the largest
         training size predicted with 1, 2, ... of the sizes below it left
         out; nested fits, their likelihoods multiplied as if independent).
+    local_choice : float
+        > 0: each cell chooses between the global fit and a fit local to its
+        target with this scale by leave-future-out on its own training runs
+        (:meth:`choose_local`: the largest training size held out, each
+        candidate fitted to the rest and scored by the log predictive density
+        of the held runs' losses; the local fit wins only with a strictly
+        higher score). The choice and both scores are in the row's note; an
+        inner fit's flag is the cell's. Fewer than 3 sizes: the global fit,
+        and the note says so.
     covariate : str, optional
         A family covariate (:func:`hiscale.data.covariates.family_covariate`,
         e.g. ``metric_kind``): the leave-one-group-out population's mean
@@ -291,6 +300,7 @@ class BayesMethod:
     local_learn: bool = False
     covariate: str | None = None
     disc_inner: int = 1
+    local_choice: float = 0.0
 
     def __post_init__(self) -> None:
         """Check ``discrepancy`` and ``disc_direction``."""
@@ -407,11 +417,16 @@ class BayesMethod:
         prior = state.prior if isinstance(state, DiscState) else state
         t = cell.target.frame
         options = self.options
+        at = (float(t["params"].max()), float(t["tokens"].max()))
+        note, inner_flagged = "", False
         if self.local_sd > 0:
-            at = (float(t["params"].max()), float(t["tokens"].max()))
             options = dataclasses.replace(
                 options, local_to=at, local_sd=self.local_sd, local_learn=self.local_learn
             )
+        elif self.local_choice > 0:
+            local, note, inner_flagged = self.choose_local(cell, prior, seed=seed)
+            if local:
+                options = dataclasses.replace(options, local_to=at, local_sd=self.local_choice)
         f = fit(
             cell.train,
             family=cell.family,
@@ -437,13 +452,72 @@ class BayesMethod:
             diagnostics.update(extra)
             # the prediction also rests on the inner fit: its flag is the cell's
             diagnostics["flagged"] = bool(d["flagged"]) or bool(extra["inner_flagged"])
+        if inner_flagged:  # the choice rests on the inner fits
+            diagnostics["flagged"] = True
         return CellPrediction(
             median=np.median(new, axis=0),
             draws=new,
             pit=np.mean(new <= actual[None, :], axis=0),
             diagnostics=diagnostics,
             n_fit_rows=len(f.data),
+            note=note,
         )
+
+    def choose_local(self, cell: Cell, prior: Prior, *, seed: int) -> tuple[bool, str, bool]:
+        """Global or local fit for ``cell``, by leave-future-out on its training runs.
+
+        The largest training size (after the fit's row selection) is held
+        out; the global fit and the fit local to the held size (at its runs'
+        largest tokens, scale ``local_choice``) are fitted to the other sizes
+        with the cell's prior, seed and sampler, and each predicts the held
+        runs' last checkpoints as new runs. Score: mean log predictive density
+        (a Gaussian in ln loss fitted to each row's draws,
+        :func:`hiscale.infer.choice.log_score`), so a fit whose intervals are
+        too narrow for its errors loses.
+
+        Returns
+        -------
+        (local, note, inner_flagged)
+            Whether the local fit won (strictly higher score), the note for the
+            row and whether either inner fit was flagged.
+        """
+        from hiscale.infer.choice import log_score
+
+        sel = self.options.select(cell.train).frame
+        sizes = np.sort(sel["params"].unique())
+        if len(sizes) < 3:
+            return False, f"global fit: {len(sizes)} size(s), no leave-future-out choice", False
+        held_n = float(sizes[-1])
+        inner = cell.train.with_frame(
+            cell.train.frame[cell.train.frame["params"] < held_n],
+            step="leave_future_out",
+            reason=f"the largest size (N = {held_n:.4g}) is held out to choose global or local",
+        )
+        held = sel[sel["params"] == held_n].sort_values("tokens").groupby("run").tail(1)
+        actual = held["loss"].to_numpy(float)
+        at = (held_n, float(held["tokens"].max()))
+        scores, flagged = {}, False
+        for name, opts in (
+            ("global", self.options),
+            ("local", dataclasses.replace(self.options, local_to=at, local_sd=self.local_choice)),
+        ):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # flags are recorded below
+                g = fit(
+                    inner, family=cell.family, prior=prior, law=self.law, seed=seed,
+                    options=opts, sampler=self.sampler,
+                )  # fmt: skip
+            _, new = g.draws(held["params"].to_numpy(), held["tokens"].to_numpy(), seed=seed)
+            scores[name] = log_score(new, actual)
+            flagged = flagged or bool(g.flagged)
+        local = scores["local"] > scores["global"]
+        note = (
+            f"{'local' if local else 'global'} fit chosen by leave-future-out on N = "
+            f"{held_n:.4g} ({len(held)} run(s)): log score global {scores['global']:.3f}, "
+            f"local (sd {self.local_choice:g}) {scores['local']:.3f}"
+            + ("; an inner fit was flagged" if flagged else "")
+        )
+        return local, note, flagged
 
     def _discrepancy(
         self, cell: Cell, state: DiscState, new: np.ndarray, seed: int
@@ -770,6 +844,12 @@ def _bayes_local(**kw: Any) -> BayesMethod:
     return BayesMethod(name=kw.pop("name", "bayes-local"), **kw)
 
 
+def _bayes_local_choice(**kw: Any) -> BayesMethod:
+    kw.setdefault("prior", "auto")
+    kw.setdefault("local_choice", 0.01)
+    return BayesMethod(name=kw.pop("name", "bayes-local-choice"), **kw)
+
+
 def _bayes_local_learn(**kw: Any) -> BayesMethod:
     kw.setdefault("prior", "auto")
     kw.setdefault("local_sd", 0.01)
@@ -793,6 +873,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "bayes-disc3": _bayes_disc3,
     "bayes-local": _bayes_local,
     "bayes-local-learn": _bayes_local_learn,
+    "bayes-local-choice": _bayes_local_choice,
     "bayes-curve": BayesCurveMethod,
     "bayes-auto": _bayes_auto,
 }

@@ -75,6 +75,7 @@ __all__ = [
     "candidate_priors",
     "choose_and_fit",
     "lfo_scores",
+    "log_score",
     "loo_run_scores",
 ]
 
@@ -92,7 +93,7 @@ CANDIDATES: dict[str, tuple[str, str, str]] = {
 }
 
 
-def _log_score(draws: np.ndarray, actual: np.ndarray, weights: np.ndarray | None = None) -> float:
+def log_score(draws: np.ndarray, actual: np.ndarray, weights: np.ndarray | None = None) -> float:
     """Mean log density of ``actual`` under a log-normal fitted to each column of ``draws``.
 
     ``weights`` (same shape, columns summing to 1): importance weights of
@@ -168,7 +169,7 @@ def loo_run_scores(f, *, seed: int, pointwise: bool = False) -> dict[str, Any]:
     return {
         **extra,
         "loo_are_pct": float(np.mean(np.abs(med - actual) / actual) * 100),
-        "loo_log_score": _log_score(new, actual, w),
+        "loo_log_score": log_score(new, actual, w),
         "loo_bad_k": int(np.sum(k > LOO_K_MAX)),
         "loo_pareto_k_max": float(np.max(k)),
         "loo_runs": len(runs),
@@ -319,7 +320,7 @@ def lfo_scores(
         fb = f.provenance.get("fallback")
         scores[name] = {
             "are_pct": float(np.mean(np.abs(med - actual) / actual) * 100),
-            "log_score": _log_score(new, actual),
+            "log_score": log_score(new, actual),
             "flagged": bool(f.flagged),
             "law": f.law,
             "fallback": fb.get("reason") if isinstance(fb, dict) else None,
