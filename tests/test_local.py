@@ -284,6 +284,33 @@ def test_cli_predict_local_sd(capsys):
     assert err.count("\n") == 1 and "--local-sd fits DATA local to --at" in err
 
 
+def test_cli_predict_local_choice(capsys):
+    """``hiscale predict --local-choice``: the choice, its scores and the fit it made."""
+    import json
+    import re
+    from pathlib import Path
+
+    from hiscale.cli import main
+
+    demo = str(Path(__file__).resolve().parents[1] / "data" / "demo_curves.csv")
+    small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}"]
+    common = ["predict", demo, "--family", "sim1", "--at", "7e9", "1.4e11", "--prior", "flat"]
+    assert main([*common, *small, "--local-choice", "0.01", "--json", "--quiet"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    note = out["local_choice"]["note"]
+    g, loc = map(float, re.search(r"global ([-\d.]+), local \(sd 0.01\) ([-\d.]+)", note).groups())
+    assert out["local_choice"]["local"] == (loc > g) and note in out["warnings"]
+    # the fit is the one chosen
+    assert ("local" in out) == out["local_choice"]["local"]
+    for bad, msg in (
+        (["--local-sd", "0.01"], "give --local-sd or --local-choice, not both"),
+        (["--law", "h-term", "--rows", "all"], "--local-choice applies to the end-of-run model"),
+    ):
+        assert main([*common, "--local-choice", "0.01", *bad]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and msg in err
+
+
 def test_learned_scale_adds_its_prior_and_nothing_else():
     """log p(learned, ln sd = v) - log p(fixed sd = e^v) is the N(ln 0.01, 0.5) prior at v."""
     from hiscale.modeling.local import LOCAL_SD_PRIOR_SD

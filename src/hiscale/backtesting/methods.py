@@ -464,60 +464,20 @@ class BayesMethod:
         )
 
     def choose_local(self, cell: Cell, prior: Prior, *, seed: int) -> tuple[bool, str, bool]:
-        """Global or local fit for ``cell``, by leave-future-out on its training runs.
-
-        The largest training size (after the fit's row selection) is held
-        out; the global fit and the fit local to the held size (at its runs'
-        largest tokens, scale ``local_choice``) are fitted to the other sizes
-        with the cell's prior, seed and sampler, and each predicts the held
-        runs' last checkpoints as new runs. Score: mean log predictive density
-        (a Gaussian in ln loss fitted to each row's draws,
-        :func:`hiscale.infer.choice.log_score`), so a fit whose intervals are
-        too narrow for its errors loses.
+        """Global or local fit for ``cell``: :func:`hiscale.infer.choice.choose_local`.
 
         Returns
         -------
         (local, note, inner_flagged)
-            Whether the local fit won (strictly higher score), the note for the
-            row and whether either inner fit was flagged.
+            Whether the local fit won, the note for the row and whether either
+            inner fit was flagged.
         """
-        from hiscale.infer.choice import log_score
+        from hiscale.infer.choice import choose_local
 
-        sel = self.options.select(cell.train).frame
-        sizes = np.sort(sel["params"].unique())
-        if len(sizes) < 3:
-            return False, f"global fit: {len(sizes)} size(s), no leave-future-out choice", False
-        held_n = float(sizes[-1])
-        inner = cell.train.with_frame(
-            cell.train.frame[cell.train.frame["params"] < held_n],
-            step="leave_future_out",
-            reason=f"the largest size (N = {held_n:.4g}) is held out to choose global or local",
-        )
-        held = sel[sel["params"] == held_n].sort_values("tokens").groupby("run").tail(1)
-        actual = held["loss"].to_numpy(float)
-        at = (held_n, float(held["tokens"].max()))
-        scores, flagged = {}, False
-        for name, opts in (
-            ("global", self.options),
-            ("local", dataclasses.replace(self.options, local_to=at, local_sd=self.local_choice)),
-        ):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # flags are recorded below
-                g = fit(
-                    inner, family=cell.family, prior=prior, law=self.law, seed=seed,
-                    options=opts, sampler=self.sampler,
-                )  # fmt: skip
-            _, new = g.draws(held["params"].to_numpy(), held["tokens"].to_numpy(), seed=seed)
-            scores[name] = log_score(new, actual)
-            flagged = flagged or bool(g.flagged)
-        local = scores["local"] > scores["global"]
-        note = (
-            f"{'local' if local else 'global'} fit chosen by leave-future-out on N = "
-            f"{held_n:.4g} ({len(held)} run(s)): log score global {scores['global']:.3f}, "
-            f"local (sd {self.local_choice:g}) {scores['local']:.3f}"
-            + ("; an inner fit was flagged" if flagged else "")
-        )
-        return local, note, flagged
+        return choose_local(
+            cell.train, fit, family=cell.family, prior=prior, law=self.law, seed=seed,
+            options=self.options, sampler=self.sampler, sd=self.local_choice,
+        )  # fmt: skip
 
     def _discrepancy(
         self, cell: Cell, state: DiscState, new: np.ndarray, seed: int

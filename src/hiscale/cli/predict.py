@@ -11,6 +11,7 @@ from hiscale.cli.args import (
     add_data_args,
     add_local_arg,
     add_model_args,
+    nonneg_float,
     positive_float,
     probability,
 )
@@ -106,8 +107,40 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "lower, upper, median, mean) to this file",
     )
     add_local_arg(p)
+    p.add_argument(
+        "--local-choice",
+        type=nonneg_float,
+        default=0.0,
+        metavar="SD",
+        help="experimental: fit local to --at with scale SD only if that predicts the family's "
+        "own largest size better (leave-future-out log score; the output says which and why; "
+        "end-of-run model only; default: 0 = off)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def _choose_local(args: argparse.Namespace, curves, at) -> tuple[bool, str, bool]:
+    """Run :func:`hiscale.infer.choice.choose_local` for ``--local-choice``; set the local fit."""
+    from hiscale.cli.args import fit_options, sampler_settings
+    from hiscale.infer.choice import choose_local
+    from hiscale.infer.fit import fit
+    from hiscale.priors.prior import resolve_prior
+
+    options = fit_options(args)
+    prior = resolve_prior(args.prior, law=args.law)
+    if args.prior_tails is not None:
+        prior = prior.with_settings(df_law=args.prior_tails)
+    progress(args, f"choosing a global or local fit by leave-future-out on {args.family!r} ...")
+    local, note, flagged = choose_local(
+        curves.family(args.family), fit, family=args.family, prior=prior, law=args.law,
+        seed=args.seed, options=options, sampler=sampler_settings(args, options),
+        sd=args.local_choice,
+    )  # fmt: skip
+    progress(args, note)
+    if local:
+        args.local_sd, args.local_to = args.local_choice, at
+    return local, note, flagged
 
 
 def run(args: argparse.Namespace) -> int:
@@ -142,6 +175,18 @@ def run(args: argparse.Namespace) -> int:
         if args.fit_path or args.run:
             raise ValueError("--local-sd fits DATA local to --at: not with --fit or --run")
         args.local_to = at
+    choice = None
+    if args.local_choice > 0:
+        if args.fit_path or args.run:
+            raise ValueError("--local-choice fits DATA local to --at: not with --fit or --run")
+        if args.local_sd > 0:
+            raise ValueError("give --local-sd or --local-choice, not both")
+        if args.borrow_from:
+            raise ValueError("--local-choice does not combine with --borrow-from")
+        if args.law not in ("chinchilla", "chinchilla-nd") or args.rows != "end":
+            raise ValueError(
+                "--local-choice applies to the end-of-run model (--law chinchilla, --rows end)"
+            )
     if args.fit_path:
         f = load_fit(args.fit_path)
         if args.family is not None and args.family != f.family:
@@ -154,7 +199,13 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give a curves table DATA or a saved fit with --fit")
         if args.family is None:
             args.family = sole_family(curves.families, "--family is required")
+        if args.local_choice > 0:
+            choice = _choose_local(args, curves, at)
         f = run_fit(args, curves, args.family)
+        if choice is not None:
+            f._record("local_choice", {"local": choice[0], "note": choice[1]}, note=choice[1])
+            if choice[2]:
+                warn(f"the local/global choice rests on a flagged inner fit: {choice[1]}")
     if args.decay_start and not args.run:
         raise ValueError("--decay-start applies to --run (a run continued under a new decay)")
     curve_args = args.run or args.schedule or args.run_tokens or args.curve_out
@@ -209,6 +260,11 @@ def run(args: argparse.Namespace) -> int:
             "warnings": warnings_,
             "fit_seconds": f.timings.get("total_seconds"),
             **({"choice": f.provenance["choice"]} if "choice" in f.provenance else {}),
+            **(
+                {"local_choice": f.provenance["local_choice"]}
+                if "local_choice" in f.provenance
+                else {}
+            ),
             "plot": args.plot,
         }
         if f.options.local_sd > 0:
@@ -239,6 +295,8 @@ def run(args: argparse.Namespace) -> int:
             f"  local fit (experimental): the law's error is a Brownian motion in ln N and "
             f"ln D distance from (N, D), scale {f.options.local_sd:g}"
         )
+    if "local_choice" in f.provenance:
+        print(f"  {f.provenance['local_choice']['note']}")
     print(data_line(summary))
     print(prior_line(f))
     print(verdict_line(f))

@@ -74,6 +74,7 @@ __all__ = [
     "candidate_prior",
     "candidate_priors",
     "choose_and_fit",
+    "choose_local",
     "lfo_scores",
     "log_score",
     "loo_run_scores",
@@ -443,3 +444,83 @@ def choose_and_fit(
         f._record("notes", [*f.provenance.get("notes", []), prior_note])
     f._record("choice", record, note=f"model chosen: {chosen} ({reason})")
     return f
+
+
+def choose_local(
+    curves,
+    fit: Callable,
+    *,
+    family: str,
+    prior: Any,
+    law: str,
+    seed: int,
+    options,
+    sampler,
+    sd: float,
+) -> tuple[bool, str, bool]:
+    """Global or local end-of-run fit, by leave-future-out on the family's own runs.
+
+    The largest size (after ``options``' row selection) is held out; the
+    global fit and the fit local to the held size (at its runs' largest
+    tokens, scale ``sd``: :mod:`hiscale.modeling.local`) are fitted to the
+    other sizes with the same prior, law, seed and sampler, and each predicts
+    the held runs' last checkpoints as new runs. Score: mean log predictive
+    density (:func:`log_score`), so a fit whose intervals are too narrow for
+    its extrapolation error loses. The local fit is chosen only with a
+    strictly higher score. With fewer than 3 sizes nothing is measured and
+    the global fit is kept.
+
+    Parameters
+    ----------
+    curves : Curves
+        The family's rows.
+    fit : callable
+        :func:`hiscale.infer.fit.fit` (passed in: that module imports this one).
+    family, prior, law, seed, sampler
+        As :func:`hiscale.infer.fit.fit`.
+    options : FitOptions
+        Row selection of both candidates (its local fields unset).
+    sd : float
+        Scale of the local candidate (``FitOptions.local_sd``).
+
+    Returns
+    -------
+    (local, note, inner_flagged)
+        Whether the local fit won, a one-line note with both scores and
+        whether either inner fit was flagged (the choice rests on them).
+    """
+    sel = options.select(curves).frame
+    sizes = np.sort(sel["params"].unique())
+    if len(sizes) < 3:
+        return False, f"global fit: {len(sizes)} size(s), no leave-future-out choice", False
+    held_n = float(sizes[-1])
+    inner = curves.with_frame(
+        curves.frame[curves.frame["params"] < held_n],
+        step="leave_future_out",
+        reason=f"the largest size (N = {held_n:.4g}) is held out to choose global or local",
+    )
+    held = sel[sel["params"] == held_n].sort_values("tokens").groupby("run").tail(1)
+    actual = held["loss"].to_numpy(float)
+    at = (held_n, float(held["tokens"].max()))
+    scores, flagged = {}, False
+    for name, opts in (
+        ("global", options),
+        ("local", replace(options, local_to=at, local_sd=sd)),
+    ):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # flags are recorded below
+            g = fit(
+                inner, family=family, prior=prior, law=law, seed=seed, options=opts,
+                sampler=sampler,
+            )  # fmt: skip
+        _, new = g.draws(held["params"].to_numpy(), held["tokens"].to_numpy(), seed=seed)
+        scores[name] = log_score(new, actual)
+        flagged = flagged or bool(g.flagged)
+    local = scores["local"] > scores["global"]
+    note = (
+        f"{'local' if local else 'global'} fit chosen by leave-future-out on N = "
+        f"{held_n:.4g} ({len(held)} run(s)): log score global {scores['global']:.3f}, "
+        f"local (sd {sd:g}) {scores['local']:.3f}"
+        + ("; an inner fit was flagged" if flagged else "")
+    )
+    return local, note, flagged
