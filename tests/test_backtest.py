@@ -264,7 +264,7 @@ def test_several_methods(synth):
 
 def test_methods_by_name(monkeypatch):
     known = ["bayes", "bayes-auto", "bayes-curve", "bayes-disc", "bayes-disc3", "bayes-flat",
-             "bayes-local", "bayes-local-learn"]  # fmt: skip
+             "bayes-local", "bayes-local-choice", "bayes-local-learn"]  # fmt: skip
     assert sorted(METHODS) == [*known, "paper"]
     assert isinstance(get_method("paper"), PaperMethod)
     flat = get_method("bayes-flat")
@@ -272,6 +272,8 @@ def test_methods_by_name(monkeypatch):
     local = get_method("bayes-local-learn")
     assert local.local_sd == 0.01 and local.local_learn and local.name == "bayes-local-learn"
     assert get_method("bayes-local").local_sd == 0.01 and not get_method("bayes-local").local_learn
+    choice = get_method("bayes-local-choice")
+    assert choice.local_choice == 0.01 and choice.local_sd == 0.0 and choice.prior == "auto"
     with pytest.raises(
         ValueError,
         match="unknown method 'nope'; known: bayes, bayes-auto, bayes-curve, bayes-disc, "
