@@ -277,7 +277,7 @@ def test_methods_by_name(monkeypatch):
     with pytest.raises(
         ValueError,
         match="unknown method 'nope'; known: bayes, bayes-auto, bayes-curve, bayes-disc, "
-        "bayes-disc3, bayes-flat, bayes-local, bayes-local-learn, paper",
+        "bayes-disc3, bayes-flat, bayes-local, bayes-local-choice, bayes-local-learn, paper",
     ):
         get_method("nope")
     monkeypatch.setitem(METHODS, "const", ConstMethod)
