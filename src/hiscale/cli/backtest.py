@@ -39,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="append",
         default=None,
         help="paper | bayes | bayes-flat | bayes-disc | bayes-local | bayes-local-learn | "
+        "bayes-local-choice (global or local fit per cell by leave-future-out) | "
         "bayes-curve (whole curves; size and continue cells) | bayes-auto (end-of-run or "
         "whole-curve model chosen per cell by leave-future-out; the 'note' column says which) "
         "(repeatable; default paper)",
