@@ -17,6 +17,7 @@ import hiscale
 from hiscale.cli import main
 from hiscale.data.curves import CurvesError, load_curves
 from hiscale.population import borrow_prior, fit_borrowing
+from hiscale.priors.prior import PriorWarning
 from hiscale.testing import TEST_SAMPLER
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +57,18 @@ def _cached(cache_root: Path) -> tuple[int, int]:
 @pytest.fixture(scope="module")
 def donor_prior(cache, demo):
     assert _cached(cache) == (0, 0)
-    return borrow_prior(demo, ["sim0", "sim1"], target="sim3", sampler=TEST_SAMPLER)
+    # two donors and short step-1 fits: on some CPUs a few % of the step-2 draws
+    # diverge (42 of 2000 measured on one AMD EPYC), which build_prior reports as a
+    # PriorWarning; the warning is allowed here, and must match the prior's record
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PriorWarning)
+        p = borrow_prior(demo, ["sim0", "sim1"], target="sim3", sampler=TEST_SAMPLER)
+    pop = p.meta["population"]
+    for w in caught:
+        assert issubclass(w.category, PriorWarning), str(w.message)
+        assert "the step-2 sampler did not converge" in str(w.message)
+        assert f"{pop['divergences']} of 2000 draws divergent" in str(w.message)
+    return p
 
 
 def test_donor_prior_records_its_donors(donor_prior, cache):
