@@ -182,8 +182,10 @@ def test_backtest_joins_branches_for_continue_targets_only(study):
     held = src[(src["family"] == "src-wsd") & (src["params"] == 3e8)]
     final = held[held["tokens"] == held.groupby("run")["tokens"].transform("max")]
     want = np.asarray(fp.predict(final["params"], final["tokens"]), float)
-    # the row's prediction is the mean over the cell's target rows (3 branches)
-    assert res["predicted"].iloc[0] == pytest.approx(float(np.mean(want)), rel=1e-9)
+    # the row's prediction is the mean over the cell's target rows (3 branches); two
+    # runs of one least-squares fit agree to the optimiser's tolerance, not to the last
+    # digit (3e-9 apart on one AMD EPYC: the floating-point path differs between CPUs)
+    assert res["predicted"].iloc[0] == pytest.approx(float(np.mean(want)), rel=1e-6)
     # without runs_extra the branches have no rows before 0.3 x horizon: nothing to score
     bare = backtest(curves, families=["src-wsd"], methods=["paper"], grid=[(2, 0.3)],
                     target="continue", min_tokens=0)  # fmt: skip

@@ -193,8 +193,9 @@ def test_loo_run_scores_match_refits_without_each_run():
         brute = float(np.median(g.draws(*at, seed=0)[1][:, 0]))
         full = float(np.median(f.draws(*at, seed=0)[1][:, 0]))
         # two Monte Carlo estimates of one median agree to 0.15%; the fit that kept
-        # the run is further off (0.4-0.5% here), so the check tells them apart
-        assert abs(full / brute - 1) > 3e-3
+        # the run is further off (0.28-0.5% on the CPUs seen), so the check tells
+        # them apart
+        assert abs(full / brute - 1) > 1.5e-3
         assert got["loo_median"][run] == pytest.approx(brute, rel=1.5e-3)
     loss = last.loc[list(got["loo_median"]), "loss"].to_numpy()
     med = np.array(list(got["loo_median"].values()))
