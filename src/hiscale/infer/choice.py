@@ -177,6 +177,23 @@ def loo_run_scores(f, *, seed: int, pointwise: bool = False) -> dict[str, Any]:
     }
 
 
+def _hold_out_largest(curves, frame: pd.DataFrame, purpose: str):
+    """``(held_n, inner, held)``: the largest size of ``frame`` held out of ``curves``.
+
+    ``inner`` is ``curves`` without that size (logged: step ``leave_future_out``,
+    "... held out to PURPOSE"), ``held`` the last checkpoint of each of its runs in
+    ``frame``.
+    """
+    held_n = float(np.max(frame["params"]))
+    inner = curves.with_frame(
+        curves.frame[curves.frame["params"] < held_n],
+        step="leave_future_out",
+        reason=f"the largest size (N = {held_n:.4g}) is held out to {purpose}",
+    )
+    held = frame[frame["params"] == held_n].sort_values("tokens").groupby("run").tail(1)
+    return held_n, inner, held
+
+
 def _after_token_cut(curves, options) -> pd.DataFrame:
     """Return the family's rows that pass the fit's token cut (``options.min_tokens``)."""
     frame = curves.frame
@@ -297,14 +314,7 @@ def lfo_scores(
         were scored.
     """
     frame = _after_token_cut(curves, options)
-    sizes = np.sort(frame["params"].unique())
-    held_n = float(sizes[-1])
-    train = curves.with_frame(
-        curves.frame[curves.frame["params"] < held_n],
-        step="leave_future_out",
-        reason=f"the largest size (N = {held_n:.4g}) is held out to choose the model",
-    )
-    held = frame[frame["params"] == held_n].sort_values("tokens").groupby("run").tail(1)
+    held_n, train, held = _hold_out_largest(curves, frame, "choose the model")
     held = held.sort_values(["run"]).reset_index(drop=True)
     actual = held["loss"].to_numpy(float)
     scores: dict[str, dict[str, Any]] = {}
@@ -493,13 +503,7 @@ def choose_local(
     sizes = np.sort(sel["params"].unique())
     if len(sizes) < 3:
         return False, f"global fit: {len(sizes)} size(s), no leave-future-out choice", False
-    held_n = float(sizes[-1])
-    inner = curves.with_frame(
-        curves.frame[curves.frame["params"] < held_n],
-        step="leave_future_out",
-        reason=f"the largest size (N = {held_n:.4g}) is held out to choose global or local",
-    )
-    held = sel[sel["params"] == held_n].sort_values("tokens").groupby("run").tail(1)
+    held_n, inner, held = _hold_out_largest(curves, sel, "choose global or local")
     actual = held["loss"].to_numpy(float)
     at = (held_n, float(held["tokens"].max()))
     scores, flagged = {}, False
