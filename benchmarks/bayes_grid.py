@@ -158,6 +158,9 @@ def summarise(
         ("bayes-auto-popend", "bayes"),
         ("bayes-auto-popend", "bayes-auto"),
         ("bayes-auto-popend", "bayes-flat"),
+        ("bayes-auto-local", "bayes-auto"),
+        ("bayes-auto-local", "bayes-flat"),
+        ("bayes-auto-local", "bayes"),
     )
     diffs = [(a, b) for a, b in pairs if a in methods and b in methods]
     boot = macro_intervals(
@@ -379,6 +382,11 @@ def main(argv=None) -> int:
             "bayes-local-choice": {"min_span": args.min_span},
             "bayes-local-learn": {"min_span": args.min_span},
             "bayes-auto": {
+                "prior": args.auto_prior,
+                "curve_prior": args.auto_curve_prior,
+                "runs_extra": runs_extra,
+            },
+            "bayes-auto-local": {
                 "prior": args.auto_prior,
                 "curve_prior": args.auto_curve_prior,
                 "runs_extra": runs_extra,

@@ -385,3 +385,92 @@ def test_local_choice_by_leave_future_out():
     local, note, flagged = m.choose_local(_local_choice_cell(1.0, k=2), flat_prior(), seed=0)
     assert (local, flagged) == (False, False)
     assert note == "global fit: 2 size(s), no leave-future-out choice"
+
+
+def _jumped_family(jump: float = 1.06) -> tuple:
+    """Four sizes (no schedule columns), the largest's losses times ``jump``; a target above."""
+    frame = simulate_family(sizes=(5e7, 1e8, 2e8, 4e8), seed=5)
+    frame.loc[frame["params"] == 4e8, "loss"] *= jump
+    return frame, (8e8, 40.0 * 8e8)
+
+
+def test_law_auto_with_a_target_measures_global_or_local():
+    """law="auto" + FitOptions(local_to, local_sd): the end-of-run model's global/local step.
+
+    The scores in the record are recomputed from fits made by hand on the three
+    smaller sizes, and scored with SciPy's log-normal density.
+    """
+    import re
+
+    from hiscale.infer.choice import _local_record
+
+    frame, at = _jumped_family()
+    f = fit(
+        frame, law="auto", prior="flat", seed=0, sampler=SMALL,
+        options=FitOptions(local_to=at, local_sd=0.01),
+    )  # fmt: skip
+    choice = f.provenance["choice"]
+    assert choice["chosen"] == "end-of-run" and "schedule" in choice["reason"]
+    local = choice["local"]
+    assert local["sd"] == 0.01 and local["to"] == list(at)
+    assert local["note"] in f.provenance["notes"]
+    inner = frame[frame["params"] < 4e8]
+    held = frame[frame["params"] == 4e8].sort_values("tokens").tail(1)
+    actual = held["loss"].to_numpy()
+    by_hand = {}
+    for name, opts in (
+        ("global", FitOptions()),
+        ("local", FitOptions(local_to=(4e8, float(held["tokens"].iloc[0])), local_sd=0.01)),
+    ):
+        g = fit(inner, prior="flat", seed=0, sampler=SMALL, options=opts)
+        _, d = g.draws(held["params"].to_numpy(), held["tokens"].to_numpy(), seed=0)
+        logd = np.log(d[:, 0])
+        by_hand[name] = stats.lognorm.logpdf(
+            actual[0], s=logd.std(ddof=1), scale=np.exp(logd.mean())
+        )
+    g, loc = map(
+        float, re.search(r"global ([-\d.]+), local \(sd 0.01\) ([-\d.]+)", local["note"]).groups()
+    )
+    assert (g, loc) == (round(by_hand["global"], 3), round(by_hand["local"], 3))
+    # a 6% miss at the held size: local wins, and the returned fit is the local one
+    assert local["local"] is True and loc > g
+    assert f.options.local_sd == 0.01 and f.options.local_to == at
+    # the whole-curve model has no local form: global, and the record says why
+    rec = _local_record(
+        None, fit, chosen="whole-curve", family="sim", prior="flat", seed=0,
+        options=FitOptions(), sampler=SMALL, sd=0.01, to=at,
+    )  # fmt: skip
+    assert rec["local"] is False and "has no local form" in rec["note"]
+    with pytest.raises(ValueError, match="local_learn"):
+        fit(frame, law="auto", options=FitOptions(local_to=at, local_sd=0.01, local_learn=True))
+
+
+def test_bayes_auto_local_cells_and_cli(capsys):
+    """Method bayes-auto-local: the row's note has both steps; the CLI's --law auto path."""
+    import json
+    from pathlib import Path
+
+    from hiscale.backtesting.methods import BayesCurveMethod, get_method
+    from hiscale.cli import main
+
+    m = get_method("bayes-auto-local", sampler=SMALL)
+    assert m.local_choice == 0.01 and m.law == "auto"
+    pred = m(_local_choice_cell(1.06), m.prepare(None, "sim"), seed=0)
+    assert "end-of-run model" in pred.note
+    assert "local fit chosen by leave-future-out on N = 4e+08" in pred.note
+    with pytest.raises(ValueError, match="local_choice needs law='auto'"):
+        BayesCurveMethod(law="h-term", local_choice=0.01)
+
+    demo = str(Path(__file__).resolve().parents[1] / "data" / "demo_curves.csv")
+    small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}"]
+    common = ["predict", demo, "--family", "sim1", "--at", "7e9", "1.4e11", "--prior", "flat"]
+    code = main([*common, *small, "--law", "auto", "--local-choice", "0.01", "--json", "--quiet"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out)
+    local = out["choice"]["local"]
+    assert out["local_choice"] == {"local": local["local"], "note": local["note"]}
+    assert local["to"] == [7e9, 1.4e11] and local["note"] in out["warnings"]
+    assert ("local" in out) == local["local"]  # the fit is the one chosen
+    assert main([*common, "--law", "auto", "--local-sd", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "give --local-choice, not --local-sd" in err

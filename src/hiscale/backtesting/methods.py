@@ -553,6 +553,14 @@ class BayesCurveMethod:
     runs_extra : DataFrame or path, optional
         The corpus's ``runs_extra.csv`` (schedules of the extra families),
         passed to :func:`hiscale.infer.fit.fit`.
+    local_choice : float
+        With ``law="auto"`` only, > 0: a size cell's end-of-run model is
+        global or local to the cell's target (the largest target size at its
+        last tokens) with this scale, chosen by leave-future-out
+        (:func:`hiscale.infer.choice.choose_local` inside
+        :func:`~hiscale.infer.choice.choose_and_fit`). The row's note gives
+        the choice and both scores; a flagged inner fit flags the cell.
+        Continue cells stay global (their target is a fitted run).
     curve_prior : "flat", a saved prior name/path, Prior or None
         With ``law="auto"`` only: the whole-curve candidate's own prior
         (:func:`hiscale.infer.choice.candidate_prior`), while the end-of-run
@@ -581,12 +589,15 @@ class BayesCurveMethod:
     sampler: SamplerSettings | None = field(default_factory=lambda: CURVE_SAMPLER)
     runs_extra: Any = None
     curve_prior: Any = None
+    local_choice: float = 0.0
     _fits: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        """Refuse ``curve_prior`` without ``law="auto"`` (it has no candidate to apply to)."""
+        """Refuse ``curve_prior`` and ``local_choice`` without ``law="auto"``."""
         if self.curve_prior is not None and self.law != "auto":
             raise ValueError(f"{self.name}: curve_prior needs law='auto', not law={self.law!r}")
+        if self.local_choice > 0 and self.law != "auto":
+            raise ValueError(f"{self.name}: local_choice needs law='auto', not law={self.law!r}")
 
     def _target_schedules(self, frame: pd.DataFrame) -> dict:
         """``{run: Schedule or None}`` of target runs (``runs_extra`` first, then their text)."""
@@ -677,6 +688,7 @@ class BayesCurveMethod:
                 }
             ),
             "runs_extra": None if extra is None else str(extra),
+            **({"local_choice": self.local_choice} if self.local_choice > 0 else {}),
             **(
                 {}
                 if self.curve_prior is None
@@ -695,7 +707,13 @@ class BayesCurveMethod:
         if cell.kind not in ("continue", "size"):
             raise ValueError(f"{self.name} scores continue-a-run and size cells, not {cell.kind!r}")
         curve_state = self._curve_state()
+        t = cell.target.frame
+        options = self.options
+        if self.local_choice > 0 and cell.kind == "size":
+            at = (float(t["params"].max()), float(t["tokens"].max()))
+            options = dataclasses.replace(options, local_to=at, local_sd=self.local_choice)
         key = (
+            options.local_to,
             cell.family,
             cell.train.data_hash(),
             state.label,
@@ -717,14 +735,13 @@ class BayesCurveMethod:
                 ),
                 law=self.law,
                 seed=seed,
-                options=self.options,
+                options=options,
                 sampler=self.sampler,
                 runs_extra=self.runs_extra,
             )
             while len(self._fits) >= 8:  # the p values of a grid; bounded memory
                 self._fits.pop(next(iter(self._fits)))
             self._fits[key] = f
-        t = cell.target.frame
         choice = f.provenance.get("choice")
         measured = choice is not None and choice.get("rule") != GIVEN_RULE
         note = f"{choice['chosen']} model chosen: {choice['reason']}" if measured else ""
@@ -740,6 +757,9 @@ class BayesCurveMethod:
             # what `hiscale predict --rows all` gives for this family: the end-of-run
             # model's new-run prediction at the target rows, the substitution in `note`
             note = note or f"end-of-run model: {reason}"
+        local = (choice or {}).get("local")
+        if local is not None:  # the global/local step of the end-of-run model
+            note = f"{note}; {local['note']}"
         if cell.kind == "size":
             new = f.new_run_draws(t, seed=seed)
         else:
@@ -771,7 +791,11 @@ class BayesCurveMethod:
             median=np.median(new, axis=0),
             draws=new,
             pit=np.mean(new <= actual[None, :], axis=0),
-            diagnostics={k: d[k] for k in ("rhat_max", "ess_min", "divergences", "flagged")},
+            diagnostics={
+                **{k: d[k] for k in ("rhat_max", "ess_min", "divergences")},
+                # a global/local choice rests on its inner fits: their flag is the cell's
+                "flagged": bool(d["flagged"]) or bool(local is not None and local["inner_flagged"]),
+            },
             n_fit_rows=len(f.data),
             note=note,
         )
@@ -824,6 +848,11 @@ def _bayes_auto(**kw: Any) -> BayesCurveMethod:
     return BayesCurveMethod(name=kw.pop("name", "bayes-auto"), **kw)
 
 
+def _bayes_auto_local(**kw: Any) -> BayesCurveMethod:
+    kw.setdefault("local_choice", 0.01)
+    return _bayes_auto(name=kw.pop("name", "bayes-auto-local"), **kw)
+
+
 #: Method name -> factory (keyword options -> Method).
 METHODS: dict[str, Callable[..., Method]] = {
     "paper": PaperMethod,
@@ -836,6 +865,7 @@ METHODS: dict[str, Callable[..., Method]] = {
     "bayes-local-choice": _bayes_local_choice,
     "bayes-curve": BayesCurveMethod,
     "bayes-auto": _bayes_auto,
+    "bayes-auto-local": _bayes_auto_local,
 }
 
 

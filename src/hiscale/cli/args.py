@@ -420,6 +420,7 @@ def fit_options(args: argparse.Namespace):
             local_to=tuple(args.local_to),
             local_sd=local_sd,
             local_learn=bool(getattr(args, "local_learn", False)),
+            max_curve_rows=getattr(args, "max_curve_rows", 512),
         )
     budget = getattr(args, "max_curve_rows", 512)
     if rows == "end" and residual == "iid":  # the budget serves law auto's whole-curve candidate

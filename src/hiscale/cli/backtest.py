@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "bayes-local-choice (global or local fit per cell by leave-future-out) | "
         "bayes-curve (whole curves; size and continue cells) | bayes-auto (end-of-run or "
         "whole-curve model chosen per cell by leave-future-out; the 'note' column says which) "
-        "(repeatable; default paper)",
+        "| bayes-auto-local (bayes-auto whose end-of-run model is also global or local to the "
+        "target by leave-future-out) (repeatable; default paper)",
     )
     p.add_argument("--grid", default="paper", choices=["paper", "quick", "sub"])
     p.add_argument(
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
             if m == "bayes" or m.startswith(("bayes-flat", "bayes-disc", "bayes-local")):
                 options.setdefault(m, {})["prior_settings"] = tails
     runs_extra = None if args.runs_extra is None else pd.read_csv(args.runs_extra)
-    for m in ("bayes-curve", "bayes-auto"):
+    for m in ("bayes-curve", "bayes-auto", "bayes-auto-local"):
         if runs_extra is not None and m in methods:
             options.setdefault(m, {})["runs_extra"] = runs_extra
     res = backtest(

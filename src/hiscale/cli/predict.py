@@ -174,6 +174,8 @@ def run(args: argparse.Namespace) -> int:
     if args.local_sd > 0:
         if args.fit_path or args.run:
             raise ValueError("--local-sd fits DATA local to --at: not with --fit or --run")
+        if args.law == "auto":
+            raise ValueError("--law auto measures its choices: give --local-choice, not --local-sd")
         args.local_to = at
     choice = None
     if args.local_choice > 0:
@@ -183,9 +185,10 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give --local-sd or --local-choice, not both")
         if args.borrow_from:
             raise ValueError("--local-choice does not combine with --borrow-from")
-        if args.law not in ("chinchilla", "chinchilla-nd") or args.rows != "end":
+        if args.law not in ("chinchilla", "chinchilla-nd", "auto") or args.rows != "end":
             raise ValueError(
-                "--local-choice applies to the end-of-run model (--law chinchilla, --rows end)"
+                "--local-choice applies to the end-of-run model (--law chinchilla, --rows end, "
+                "or --law auto when it chooses that model)"
             )
     if args.fit_path:
         f = load_fit(args.fit_path)
@@ -199,13 +202,21 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError("give a curves table DATA or a saved fit with --fit")
         if args.family is None:
             args.family = sole_family(curves.families, "--family is required")
-        if args.local_choice > 0:
+        if args.local_choice > 0 and args.law == "auto":
+            # law auto measures the global/local step itself (after choosing the model)
+            args.local_sd, args.local_to = args.local_choice, at
+        elif args.local_choice > 0:
             choice = _choose_local(args, curves, at)
         f = run_fit(args, curves, args.family)
-        if choice is not None:
+        local = f.provenance.get("choice", {}).get("local")
+        if local is not None:
+            choice = (local["local"], local["note"], local["inner_flagged"])
+            progress(args, local["note"])
+            f._record("local_choice", {"local": choice[0], "note": choice[1]})
+        elif choice is not None:
             f._record("local_choice", {"local": choice[0], "note": choice[1]}, note=choice[1])
-            if choice[2]:
-                warn(f"the local/global choice rests on a flagged inner fit: {choice[1]}")
+        if choice is not None and choice[2]:
+            warn(f"the local/global choice rests on a flagged inner fit: {choice[1]}")
     if args.decay_start and not args.run:
         raise ValueError("--decay-start applies to --run (a run continued under a new decay)")
     curve_args = args.run or args.schedule or args.run_tokens or args.curve_out

@@ -50,6 +50,16 @@ to choose each explicitly. Each candidate is fitted, in LFO and in the final
 fit, with its own; ``provenance["choice"]["priors"]`` names both, and a note
 says when a candidate did not get the given prior.
 
+**Global or local end-of-run fit.** With ``FitOptions(local_to=(N, D),
+local_sd=SD)`` a second measured step follows when the end-of-run model is
+chosen (also when nothing could be measured between the two models, e.g. one
+checkpoint per run): :func:`choose_local` holds out the largest size again
+and keeps the fit local to the target (:mod:`hiscale.modeling.local`) only if
+its log predictive score there is strictly higher than the global fit's. The
+whole-curve model has no local form and stays global. The record is
+``provenance["choice"]["local"]`` (``local``, ``sd``, ``to``, ``note`` with
+both scores, ``inner_flagged``: a choice resting on an unconverged inner fit).
+
 The LOO scores are recorded, not used by the rule: they measure how well a
 candidate predicts runs *within* the sizes it was fitted to, while the
 prediction asked of it is an extrapolation beyond them, which LFO measures.
@@ -383,6 +393,8 @@ def choose_and_fit(
 
     given = prior
     prior, prior_note = candidate_priors(prior)
+    local_to, local_sd = options.local_to, options.local_sd
+    options = replace(options, local_to=None, local_sd=0.0)  # the candidates are global
     frame = _after_token_cut(curves, options)
     n_sizes = int(frame["params"].nunique())
     rows_per_run = frame.groupby("run").size()
@@ -435,10 +447,18 @@ def choose_and_fit(
         if (la < lb) != (a < b) and la != lb and a != b:
             reason += " (the two measurements disagree; the rule follows leave-future-out)"
     law, rows, residual = CANDIDATES[chosen]
+    final = replace(options, rows=rows, residual=residual)
+    local = None
+    if local_sd > 0:
+        local = _local_record(
+            curves, fit, chosen=chosen, family=family, prior=candidate_prior(prior, chosen),
+            seed=seed, options=final, sampler=sampler, sd=local_sd, to=local_to,
+        )  # fmt: skip
+        if local["local"]:
+            final = replace(final, local_to=local_to, local_sd=local_sd)
     f = fit(
         curves, family=family, prior=candidate_prior(prior, chosen), law=law, seed=seed,
-        options=replace(options, rows=rows, residual=residual), sampler=sampler,
-        runs_extra=runs_extra,
+        options=final, sampler=sampler, runs_extra=runs_extra,
     )  # fmt: skip
     record = {
         "chosen": chosen,
@@ -449,11 +469,38 @@ def choose_and_fit(
         "priors": _prior_label(prior),
         "prior_given": _prior_label(given),
         "prior_note": prior_note,
+        **({"local": local} if local is not None else {}),
     }
     if prior_note is not None:
         f._record("notes", [*f.provenance.get("notes", []), prior_note])
     f._record("choice", record, note=f"model chosen: {chosen} ({reason})")
+    if local is not None:
+        f._record("notes", [*f.provenance["notes"], local["note"]])
     return f
+
+
+def _local_record(
+    curves, fit: Callable, *, chosen, family, prior, seed, options, sampler, sd, to
+) -> dict[str, Any]:
+    """Run the global/local step of ``law="auto"`` with ``FitOptions(local_to, local_sd)``.
+
+    The end-of-run model is global or local to ``to`` by :func:`choose_local`;
+    the whole-curve model has no local form, so it stays global and the
+    record says so. Returns ``{"local", "sd", "to", "note", "inner_flagged"}``.
+    """
+    base = {"sd": float(sd), "to": [float(v) for v in to]}
+    if chosen != "end-of-run":
+        note = (
+            f"global fit: the {chosen} model was chosen and has no local form "
+            f"(local_sd {sd:g} applies to the end-of-run model)"
+        )
+        return {**base, "local": False, "note": note, "inner_flagged": False}
+    law = CANDIDATES["end-of-run"][0]
+    is_local, note, flagged = choose_local(
+        curves, fit, family=family, prior=prior, law=law, seed=seed, options=options,
+        sampler=sampler, sd=sd,
+    )  # fmt: skip
+    return {**base, "local": bool(is_local), "note": note, "inner_flagged": bool(flagged)}
 
 
 def choose_local(

@@ -313,7 +313,9 @@ def fit(
         Law form (see :data:`hiscale.laws.LAWS`); ``"auto"``: the end-of-run
         or the whole-curve model, chosen by leave-future-out on the family's
         own sizes and recorded in ``provenance["choice"]``
-        (:mod:`hiscale.infer.choice`); or a curve law of
+        (:mod:`hiscale.infer.choice`; with ``FitOptions(local_to, local_sd)``
+        the end-of-run model is global or local to that target, chosen the
+        same way: ``provenance["choice"]["local"]``); or a curve law of
         :data:`hiscale.laws.CURVE_LAWS` (``"h-term"``, ``"momentum"``), which
         needs ``options=FitOptions(rows="all", residual="ar1")`` (or
         ``rows="end"``) and each run's learning-rate schedule.
@@ -364,10 +366,10 @@ def fit(
     if law == "auto":
         from hiscale.infer.choice import choose_and_fit
 
-        if options.rows != "end" or options.residual != "iid" or options.local_sd > 0:
+        if options.rows != "end" or options.residual != "iid" or options.local_learn:
             raise ValueError(
                 "law='auto' chooses the rows and the likelihood itself: leave "
-                "FitOptions.rows, residual and local_sd at their defaults"
+                "FitOptions.rows, residual and local_learn at their defaults"
             )
         return choose_and_fit(
             c, fit, family=family, prior=prior, seed=seed, options=options, sampler=sampler,
