@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from hiscale.infer.settings import CURVE_SAMPLER, FitOptions, SamplerSettings
+from hiscale.infer.settings import CURVE_SAMPLER, FitOptions, SamplerSettings, default_sampler
 
 __all__ = [
     "add_data_args",
@@ -455,6 +455,19 @@ def add_local_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
+def given_sampler(args: argparse.Namespace) -> SamplerSettings | None:
+    """Return ``SamplerSettings()`` with the sampler flags given, or None when none were.
+
+    None lets :func:`hiscale.infer.fit.fit` give each fit its own default
+    (:func:`~hiscale.infer.settings.default_sampler`), e.g. when one command
+    makes global and local fits.
+    """
+    flags = ("num_warmup", "num_samples", "num_chains")
+    if all(getattr(args, k, None) is None for k in flags):
+        return None
+    return sampler_settings(args)
+
+
 def sampler_settings(
     args: argparse.Namespace, options: FitOptions | None = None
 ) -> SamplerSettings:
@@ -465,16 +478,17 @@ def sampler_settings(
     args : argparse.Namespace
         Parsed arguments of :func:`add_sampler_args`.
     options : FitOptions, optional
-        The fit's options: a whole-curve fit (``options.curve``) starts from
-        :data:`~hiscale.infer.settings.CURVE_SAMPLER`, any other from
-        ``SamplerSettings()``, as :func:`hiscale.infer.fit.fit` does.
+        The fit's options: the base settings are
+        :func:`~hiscale.infer.settings.default_sampler`'s, as
+        :func:`hiscale.infer.fit.fit` uses them (``CURVE_SAMPLER`` for whole
+        curves, ``LOCAL_SAMPLER`` for a local fit).
 
     Returns
     -------
     SamplerSettings
         The base settings with the flags that were given.
     """
-    base = CURVE_SAMPLER if options is not None and options.curve else SamplerSettings()
+    base = default_sampler(options)
     given = {
         name: getattr(args, name)
         for name in ("num_warmup", "num_samples", "num_chains")

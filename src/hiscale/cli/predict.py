@@ -122,7 +122,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _choose_local(args: argparse.Namespace, curves, at) -> tuple[bool, str, bool]:
     """Run :func:`hiscale.infer.choice.choose_local` for ``--local-choice``; set the local fit."""
-    from hiscale.cli.args import fit_options, sampler_settings
+    from hiscale.cli.args import fit_options, given_sampler
     from hiscale.infer.choice import choose_local
     from hiscale.infer.fit import fit
     from hiscale.priors.prior import resolve_prior
@@ -134,8 +134,7 @@ def _choose_local(args: argparse.Namespace, curves, at) -> tuple[bool, str, bool
     progress(args, f"choosing a global or local fit by leave-future-out on {args.family!r} ...")
     local, note, flagged = choose_local(
         curves.family(args.family), fit, family=args.family, prior=prior, law=args.law,
-        seed=args.seed, options=options, sampler=sampler_settings(args, options),
-        sd=args.local_choice,
+        seed=args.seed, options=options, sampler=given_sampler(args), sd=args.local_choice,
     )  # fmt: skip
     progress(args, note)
     if local:

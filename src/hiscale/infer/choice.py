@@ -534,7 +534,9 @@ def choose_local(
     fit : callable
         :func:`hiscale.infer.fit.fit` (passed in: that module imports this one).
     family, prior, law, seed, sampler
-        As :func:`hiscale.infer.fit.fit`.
+        As :func:`hiscale.infer.fit.fit` (``sampler`` None: each candidate's
+        default, :data:`~hiscale.infer.settings.LOCAL_SAMPLER` for the local
+        one).
     options : FitOptions
         Row selection of both candidates (its local fields unset).
     sd : float

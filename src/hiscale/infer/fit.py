@@ -64,7 +64,7 @@ from hiscale.infer.nuts import (
     run_nuts,
 )
 from hiscale.infer.result import Fit
-from hiscale.infer.settings import CURVE_SAMPLER, FitOptions, SamplerSettings
+from hiscale.infer.settings import FitOptions, SamplerSettings, default_sampler
 from hiscale.laws import D0, N0, get_law
 from hiscale.modeling.curve import (
     CurveDesign,
@@ -326,7 +326,8 @@ def fit(
         default; ``rows="all", residual="ar1"`` for whole curves).
     sampler : SamplerSettings, optional
         NUTS settings (default: :data:`~hiscale.infer.settings.CURVE_SAMPLER`
-        for a whole-curve fit, ``SamplerSettings()`` otherwise).
+        for a whole-curve fit, :data:`~hiscale.infer.settings.LOCAL_SAMPLER`
+        for a fit local to a target, ``SamplerSettings()`` otherwise).
     metric : str
         Metric selection when ``curves`` is not yet a Curves.
     runs_extra : DataFrame or path, optional
@@ -388,7 +389,7 @@ def fit(
         c, law, options, curve_info, fallback = _single_row_fallback(c, family, law, options)
         selected = options.select(c)
     if sampler is None:
-        sampler = CURVE_SAMPLER if options.curve else SamplerSettings()
+        sampler = default_sampler(options)
     pr = resolve_prior(prior, law=law)
     # the unit matters when borrowing: a population is learned within one unit
     notes = [f"loss unit: {why}" for why in unit_assumptions(c)] if pr.name != "flat" else []
