@@ -263,8 +263,9 @@ def test_several_methods(synth):
 
 
 def test_methods_by_name(monkeypatch):
-    known = ["bayes", "bayes-auto", "bayes-curve", "bayes-disc", "bayes-disc3", "bayes-flat",
-             "bayes-local", "bayes-local-choice", "bayes-local-learn"]  # fmt: skip
+    known = ["bayes", "bayes-auto", "bayes-auto-local", "bayes-curve", "bayes-disc",
+             "bayes-disc3", "bayes-flat", "bayes-local", "bayes-local-choice",
+             "bayes-local-learn"]  # fmt: skip
     assert sorted(METHODS) == [*known, "paper"]
     assert isinstance(get_method("paper"), PaperMethod)
     flat = get_method("bayes-flat")
@@ -276,7 +277,8 @@ def test_methods_by_name(monkeypatch):
     assert choice.local_choice == 0.01 and choice.local_sd == 0.0 and choice.prior == "auto"
     with pytest.raises(
         ValueError,
-        match="unknown method 'nope'; known: bayes, bayes-auto, bayes-curve, bayes-disc, "
+        match="unknown method 'nope'; known: bayes, bayes-auto, bayes-auto-local, bayes-curve, "
+        "bayes-disc, "
         "bayes-disc3, bayes-flat, bayes-local, bayes-local-choice, bayes-local-learn, paper",
     ):
         get_method("nope")
