@@ -445,10 +445,9 @@ def test_law_auto_with_a_target_measures_global_or_local():
         fit(frame, law="auto", options=FitOptions(local_to=at, local_sd=0.01, local_learn=True))
 
 
-def test_bayes_auto_local_cells_and_cli(capsys):
+def test_bayes_auto_local_cells_and_cli(capsys, tmp_path):
     """Method bayes-auto-local: the row's note has both steps; the CLI's --law auto path."""
     import json
-    from pathlib import Path
 
     from hiscale.backtesting.methods import BayesCurveMethod, get_method
     from hiscale.cli import main
@@ -461,15 +460,19 @@ def test_bayes_auto_local_cells_and_cli(capsys):
     with pytest.raises(ValueError, match="local_choice needs law='auto'"):
         BayesCurveMethod(law="h-term", local_choice=0.01)
 
-    demo = str(Path(__file__).resolve().parents[1] / "data" / "demo_curves.csv")
+    # no schedule columns: law auto keeps the end-of-run model, then measures global/local
+    frame, at = _jumped_family()
+    csv = tmp_path / "jumped.csv"
+    frame.to_csv(csv, index=False)
     small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}"]
-    common = ["predict", demo, "--family", "sim1", "--at", "7e9", "1.4e11", "--prior", "flat"]
+    common = ["predict", str(csv), "--family", "sim", "--at", str(at[0]), str(at[1])]
+    common += ["--prior", "flat", "--min-tokens", "0"]
     code = main([*common, *small, "--law", "auto", "--local-choice", "0.01", "--json", "--quiet"])
     assert code == 0
     out = json.loads(capsys.readouterr().out)
     local = out["choice"]["local"]
     assert out["local_choice"] == {"local": local["local"], "note": local["note"]}
-    assert local["to"] == [7e9, 1.4e11] and local["note"] in out["warnings"]
+    assert local["to"] == list(at) and local["note"] in out["warnings"]
     assert ("local" in out) == local["local"]  # the fit is the one chosen
     assert main([*common, "--law", "auto", "--local-sd", "0.01"]) == 2
     err = capsys.readouterr().err

@@ -501,6 +501,7 @@ def _level_units(rng, shifts, per_level=4, precision=400.0):
     return base, np.stack(a_list), np.stack(y_list), np.array(idx), np.stack(z_list)
 
 
+@pytest.mark.slow  # 1000 + 1000 NUTS draws of a population with level effects: ~70 s
 def test_level_effects_recover_the_means_of_their_levels():
     """Known truth: two levels 1.6 apart in u_a; the predictive sits at each level's mean."""
     from hiscale.population import sample_population
