@@ -384,7 +384,45 @@ def test_local_choice_by_leave_future_out():
     # fewer than 3 sizes: no choice, and the note says so
     local, note, flagged = m.choose_local(_local_choice_cell(1.0, k=2), flat_prior(), seed=0)
     assert (local, flagged) == (False, False)
-    assert note == "global fit: 2 size(s), no leave-future-out choice"
+    assert note == "global fit: 2 size(s) (sizes within 1% as one), no leave-future-out choice"
+
+
+def test_sizes_within_one_percent_count_as_one():
+    """Near-equal sizes are one size in the global/local choice, and are held out together."""
+    from hiscale.data.curves import load_curves
+    from hiscale.infer.choice import SIZE_TOL, _hold_out_largest, choose_local, size_groups
+
+    # hand-counted groups: neighbours within 1% chain into one group
+    assert size_groups([4e8, 1e8, 4.02e8, 4e8], 0.01).tolist() == [1e8, 4e8]
+    assert size_groups([1.0, 1.009, 1.018, 1.2], 0.01).tolist() == [1.0, 1.2]
+    assert size_groups([1e8, 4e8, 4.02e8], 0.0).tolist() == [1e8, 4e8, 4.02e8]
+    assert size_groups([1e8, 1.0101e8], 0.01).tolist() == [1e8, 1.0101e8]
+    frame = simulate_family(sizes=(1e8, 2e8, 4e8, 4.02e8), seed=5)
+    c = load_curves(frame)
+    held_n, inner, held = _hold_out_largest(c, c.frame, "test", tol=SIZE_TOL)
+    assert held_n == 4.02e8
+    assert sorted(held["params"].unique()) == [4e8, 4.02e8]
+    # one row per held run: its last checkpoint
+    last = c.frame[c.frame["params"] >= 4e8].groupby("run")["tokens"].max()
+    assert held.set_index("run")["tokens"].sort_index().equals(last.sort_index())
+    assert sorted(inner.frame["params"].unique()) == [1e8, 2e8]
+    assert "within 1% of it is held out" in inner.log[-1].reason
+    # exact sizes (tol 0): only the largest is held out, as before
+    _, inner0, held0 = _hold_out_largest(c, c.frame, "test")
+    assert sorted(held0["params"].unique()) == [4.02e8]
+    assert 4e8 in set(inner0.frame["params"])
+    # 1e8, 4e8 and 4.02e8 are two sizes: no choice is measured, and no fit is run
+    small = load_curves(frame[frame["params"] != 2e8])
+
+    def no_fit(*a, **k):
+        raise AssertionError("no fit expected")
+
+    local, note, flagged = choose_local(
+        small, no_fit, family=str(frame["family"].iloc[0]), prior="flat", law="chinchilla",
+        seed=0, options=FitOptions(min_tokens=0.0), sampler=SMALL, sd=0.01,
+    )  # fmt: skip
+    assert (local, flagged) == (False, False)
+    assert note == "global fit: 2 size(s) (sizes within 1% as one), no leave-future-out choice"
 
 
 def _jumped_family(jump: float = 1.06) -> tuple:

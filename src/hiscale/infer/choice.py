@@ -81,6 +81,7 @@ __all__ = [
     "CANDIDATES",
     "LOO_K_MAX",
     "MIN_SIZES_LFO",
+    "SIZE_TOL",
     "candidate_prior",
     "candidate_priors",
     "choose_and_fit",
@@ -88,6 +89,7 @@ __all__ = [
     "lfo_scores",
     "log_score",
     "loo_run_scores",
+    "size_groups",
 ]
 
 #: Sizes a family needs for a leave-future-out choice: the largest is held
@@ -187,20 +189,58 @@ def loo_run_scores(f, *, seed: int, pointwise: bool = False) -> dict[str, Any]:
     }
 
 
-def _hold_out_largest(curves, frame: pd.DataFrame, purpose: str):
+#: Relative tolerance under which two sizes count as one in the global/local
+#: choice (:func:`choose_local`): the corpus has runs of one model size whose
+#: parameter counts differ by a few parameters (chinchilla) or by under 1%
+#: (gemstones' width/depth variants).
+SIZE_TOL = 0.01
+
+
+def size_groups(params, tol: float = 0.0) -> np.ndarray:
+    """Group sizes that lie within ``tol`` (relative) of their neighbour.
+
+    Sorted distinct sizes are chained: a size joins the previous group when it
+    is at most ``1 + tol`` times the previous size. ``tol = 0`` keeps every
+    distinct size apart.
+
+    Parameters
+    ----------
+    params : array
+        Parameter counts (repeats allowed).
+    tol : float
+        Relative tolerance (0.01: sizes within 1% are one size).
+
+    Returns
+    -------
+    ndarray
+        The smallest size of each group, sorted.
+    """
+    sizes = np.sort(np.unique(np.asarray(params, float)))
+    if len(sizes) == 0:
+        return sizes
+    new = np.concatenate([[True], sizes[1:] > sizes[:-1] * (1.0 + tol)])
+    return sizes[new]
+
+
+def _hold_out_largest(curves, frame: pd.DataFrame, purpose: str, *, tol: float = 0.0):
     """``(held_n, inner, held)``: the largest size of ``frame`` held out of ``curves``.
 
     ``inner`` is ``curves`` without that size (logged: step ``leave_future_out``,
     "... held out to PURPOSE"), ``held`` the last checkpoint of each of its runs in
-    ``frame``.
+    ``frame``. With ``tol > 0`` the largest *group* of sizes (:func:`size_groups`)
+    is held out: a size within ``tol`` of the held one is not a smaller size to
+    extrapolate from. ``held_n`` is the group's largest size.
     """
+    lowest = float(size_groups(frame["params"], tol)[-1])
     held_n = float(np.max(frame["params"]))
+    grouped = f" with the sizes within {tol:.0%} of it" if lowest < held_n else ""
     inner = curves.with_frame(
-        curves.frame[curves.frame["params"] < held_n],
+        curves.frame[curves.frame["params"] < lowest],
         step="leave_future_out",
-        reason=f"the largest size (N = {held_n:.4g}) is held out to {purpose}",
+        reason=f"the largest size (N = {held_n:.4g}){grouped} is held out to {purpose}",
     )
-    held = frame[frame["params"] == held_n].sort_values("tokens").groupby("run").tail(1)
+    part = frame[frame["params"] >= lowest]
+    held = part.sort_values("tokens").groupby("run").tail(1)
     return held_n, inner, held
 
 
@@ -524,8 +564,11 @@ def choose_local(
     the held runs' last checkpoints as new runs. Score: mean log predictive
     density (:func:`log_score`), so a fit whose intervals are too narrow for
     its extrapolation error loses. The local fit is chosen only with a
-    strictly higher score. With fewer than 3 sizes nothing is measured and
-    the global fit is kept.
+    strictly higher score. Sizes within :data:`SIZE_TOL` (1%) of each other
+    count as one size (chinchilla's 73,824,672 and 73,824,689 are one model
+    size, not an extrapolation from one to the other) and are held out
+    together. With fewer than 3 sizes so counted nothing is measured and the
+    global fit is kept.
 
     Parameters
     ----------
@@ -549,10 +592,15 @@ def choose_local(
         whether either inner fit was flagged (the choice rests on them).
     """
     sel = options.select(curves).frame
-    sizes = np.sort(sel["params"].unique())
-    if len(sizes) < 3:
-        return False, f"global fit: {len(sizes)} size(s), no leave-future-out choice", False
-    held_n, inner, held = _hold_out_largest(curves, sel, "choose global or local")
+    n_sizes = len(size_groups(sel["params"], SIZE_TOL))
+    if n_sizes < MIN_SIZES_LFO:
+        return (
+            False,
+            f"global fit: {n_sizes} size(s) (sizes within {SIZE_TOL:.0%} as one), "
+            "no leave-future-out choice",
+            False,
+        )
+    held_n, inner, held = _hold_out_largest(curves, sel, "choose global or local", tol=SIZE_TOL)
     actual = held["loss"].to_numpy(float)
     at = (held_n, float(held["tokens"].max()))
     scores, flagged = {}, False

@@ -196,13 +196,17 @@ CURVE_SAMPLER = SamplerSettings(
 )
 
 #: Fits local to a target (``FitOptions(local_sd > 0)``, the default when
-#: ``sampler`` is not given): on final-only families (one row per run) the
-#: default step size diverged in local fits, e.g. 15 divergences in 4000
-#: draws on chinchilla's k = 3 sub-grid cell and 6 in the inner fit of its
-#: k = 141 cells; target acceptance 0.95 from the Laplace mass matrix: none,
-#: at about 1.3x the time (2026-12-01, README "Local only where the family's
-#: own runs ask for it").
-LOCAL_SAMPLER = SamplerSettings(target_accept_prob=0.95, init_mass="laplace")
+#: ``sampler`` is not given): the local covariance pins the law's shape less
+#: than a global fit, and the default step size diverged a few times per fit
+#: (15 in 4000 draws on chinchilla's k = 3 sub-grid cell). Target acceptance
+#: 0.95 from the Laplace mass matrix removed that one, but on five inner fits of
+#: the global/local choice (chinchilla k = 141 and 34, overtrain-c4 k = 4 and 5,
+#: misfitting k = 7; 2026-12-01) it still diverged 1-6 times in each. Target
+#: acceptance 0.99: no divergence in any of them, and with 1000 warm-up steps
+#: (as :data:`CURVE_SAMPLER`, smaller steps need a longer adaptation) no r-hat
+#: flag either (misfitting k = 7 had r-hat 1.011 with 500), at 2-3x the time
+#: of 0.95 (e.g. 22 s -> 59 s). README "Both choices measured" has the grid.
+LOCAL_SAMPLER = SamplerSettings(num_warmup=1000, target_accept_prob=0.99, init_mass="laplace")
 
 
 #: ``hiscale demo``: two fits in seconds, not minutes, on two cores: half the
