@@ -515,3 +515,20 @@ def test_bayes_auto_local_cells_and_cli(capsys, tmp_path):
     assert main([*common, "--law", "auto", "--local-sd", "0.01"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "give --local-choice, not --local-sd" in err
+
+
+def test_local_fits_default_to_the_local_sampler():
+    """A local fit without sampler settings samples with LOCAL_SAMPLER; flags override parts."""
+    import argparse
+
+    from hiscale.cli.args import sampler_settings
+    from hiscale.infer.settings import CURVE_SAMPLER, LOCAL_SAMPLER, default_sampler
+
+    local = FitOptions(local_to=(1e9, 2e10), local_sd=0.01)
+    assert default_sampler(local) is LOCAL_SAMPLER
+    assert LOCAL_SAMPLER.target_accept_prob == 0.99 and LOCAL_SAMPLER.num_warmup == 1000
+    assert default_sampler(FitOptions()) == type(LOCAL_SAMPLER)()
+    assert default_sampler(FitOptions(rows="all", residual="ar1")) is CURVE_SAMPLER
+    args = argparse.Namespace(num_warmup=50, num_samples=None, num_chains=None)
+    s = sampler_settings(args, local)
+    assert (s.num_warmup, s.target_accept_prob, s.init_mass) == (50, 0.99, "laplace")
