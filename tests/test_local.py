@@ -261,6 +261,7 @@ def test_cli_predict_local_sd(capsys):
 
     demo = str(Path(__file__).resolve().parents[1] / "data" / "demo_curves.csv")
     small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}"]
+    small += ["--target-accept", "0.9"]  # LOCAL_SAMPLER's 0.99 costs time, not what is tested
     common = ["predict", demo, "--family", "sim1", "--at", "7e9", "1.4e11", "--prior", "flat"]
     out = {}
     for extra in ([], ["--local-sd", "0.02"]):
@@ -503,6 +504,7 @@ def test_bayes_auto_local_cells_and_cli(capsys, tmp_path):
     csv = tmp_path / "jumped.csv"
     frame.to_csv(csv, index=False)
     small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}"]
+    small += ["--target-accept", "0.9"]
     common = ["predict", str(csv), "--family", "sim", "--at", str(at[0]), str(at[1])]
     common += ["--prior", "flat", "--min-tokens", "0"]
     code = main([*common, *small, "--law", "auto", "--local-choice", "0.01", "--json", "--quiet"])
@@ -529,6 +531,18 @@ def test_local_fits_default_to_the_local_sampler():
     assert LOCAL_SAMPLER.target_accept_prob == 0.99 and LOCAL_SAMPLER.num_warmup == 1000
     assert default_sampler(FitOptions()) == type(LOCAL_SAMPLER)()
     assert default_sampler(FitOptions(rows="all", residual="ar1")) is CURVE_SAMPLER
-    args = argparse.Namespace(num_warmup=50, num_samples=None, num_chains=None)
+    args = argparse.Namespace(
+        num_warmup=50, num_samples=None, num_chains=None, target_accept_prob=None
+    )
     s = sampler_settings(args, local)
     assert (s.num_warmup, s.target_accept_prob, s.init_mass) == (50, 0.99, "laplace")
+    # --target-accept: parsed in (0, 1) and passed on; out of range is refused
+    from hiscale.cli.args import add_sampler_args
+
+    p = argparse.ArgumentParser()
+    add_sampler_args(p)
+    s = sampler_settings(p.parse_args(["--target-accept", "0.8"]), local)
+    assert (s.target_accept_prob, s.num_warmup) == (0.8, LOCAL_SAMPLER.num_warmup)
+    assert sampler_settings(p.parse_args([]), local) == LOCAL_SAMPLER
+    with pytest.raises(SystemExit):
+        p.parse_args(["--target-accept", "1.5"])

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from hiscale.infer.settings import CURVE_SAMPLER, FitOptions, SamplerSettings, default_sampler
+from hiscale.infer.settings import (
+    CURVE_SAMPLER,
+    LOCAL_SAMPLER,
+    FitOptions,
+    SamplerSettings,
+    default_sampler,
+)
 
 __all__ = [
     "add_data_args",
@@ -341,7 +347,9 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
 
 
 def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
-    """Add ``--num-warmup``, ``--num-samples``, ``--num-chains`` (default: the fit's settings).
+    """Add ``--num-warmup``, ``--num-samples``, ``--num-chains``, ``--target-accept``.
+
+    Their defaults are the fit's settings.
 
     Left unset, they are None and :func:`sampler_settings` takes them from
     ``SamplerSettings()`` or, for whole curves, from ``CURVE_SAMPLER``.
@@ -367,6 +375,15 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
             default=None,
             help=f"{what} {unit} ({default})",
         )
+    p.add_argument(
+        "--target-accept",
+        dest="target_accept_prob",
+        type=probability,
+        default=None,
+        help=f"{what} target acceptance probability ({d.target_accept_prob:g}; "
+        f"{c.target_accept_prob:g} for whole curves and {LOCAL_SAMPLER.target_accept_prob:g} "
+        "for local fits): higher means smaller steps, fewer divergences, more time",
+    )
 
 
 def fit_options(args: argparse.Namespace):
@@ -462,7 +479,7 @@ def given_sampler(args: argparse.Namespace) -> SamplerSettings | None:
     (:func:`~hiscale.infer.settings.default_sampler`), e.g. when one command
     makes global and local fits.
     """
-    flags = ("num_warmup", "num_samples", "num_chains")
+    flags = ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
     if all(getattr(args, k, None) is None for k in flags):
         return None
     return sampler_settings(args)
@@ -471,7 +488,7 @@ def given_sampler(args: argparse.Namespace) -> SamplerSettings | None:
 def sampler_settings(
     args: argparse.Namespace, options: FitOptions | None = None
 ) -> SamplerSettings:
-    """Build the SamplerSettings of ``--num-warmup``, ``--num-samples`` and ``--num-chains``.
+    """Build the SamplerSettings of the sampler flags (``--num-warmup`` ... ``--target-accept``).
 
     Parameters
     ----------
@@ -491,7 +508,7 @@ def sampler_settings(
     base = default_sampler(options)
     given = {
         name: getattr(args, name)
-        for name in ("num_warmup", "num_samples", "num_chains")
+        for name in ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
         if getattr(args, name, None) is not None
     }
     return replace(base, **given)

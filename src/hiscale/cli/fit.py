@@ -65,7 +65,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
         resolve_prior(curve_prior, law="h-term")  # fail fast on an unknown prior
         name = f"{name} (end of run), {curve_prior!r} (whole curve)"
         prior = {"end-of-run": prior, "whole-curve": curve_prior}
-    flags = ("num_warmup", "num_samples", "num_chains")
+    flags = ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
     if args.law == "auto" and all(getattr(args, k, None) is None for k in flags):
         # each candidate model samples with its own default (CURVE_SAMPLER for whole curves)
         sampler = None
@@ -73,7 +73,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
     else:
         how = (
             f"NUTS {sampler.num_chains} chains x ({sampler.num_warmup} warm-up + "
-            f"{sampler.num_samples} draws)"
+            f"{sampler.num_samples} draws, target acceptance {sampler.target_accept_prob:g})"
         )
     what = (
         "end-of-run or whole-curve model, chosen by leave-future-out"

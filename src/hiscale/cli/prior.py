@@ -181,6 +181,8 @@ def _rebuild_command(args: argparse.Namespace, name: str) -> str:
     for flag in ("num_warmup", "num_samples", "num_chains"):
         if getattr(args, flag) not in (None, getattr(defaults, flag)):
             parts += [f"--{flag.replace('_', '-')}", str(getattr(args, flag))]
+    if getattr(args, "target_accept_prob", None) not in (None, defaults.target_accept_prob):
+        parts += ["--target-accept", f"{args.target_accept_prob:g}"]
     return shlex.join(parts)
 
 
