@@ -16,6 +16,7 @@ from hiscale.infer.settings import (
 )
 
 __all__ = [
+    "SAMPLER_FLAGS",
     "add_data_args",
     "add_model_args",
     "add_sampler_args",
@@ -346,6 +347,10 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
     add_sampler_args(p)
 
 
+#: ``SamplerSettings`` fields set by :func:`add_sampler_args`' flags (their ``dest``).
+SAMPLER_FLAGS = ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
+
+
 def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
     """Add ``--num-warmup``, ``--num-samples``, ``--num-chains``, ``--target-accept``.
 
@@ -479,8 +484,7 @@ def given_sampler(args: argparse.Namespace) -> SamplerSettings | None:
     (:func:`~hiscale.infer.settings.default_sampler`), e.g. when one command
     makes global and local fits.
     """
-    flags = ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
-    if all(getattr(args, k, None) is None for k in flags):
+    if all(getattr(args, k, None) is None for k in SAMPLER_FLAGS):
         return None
     return sampler_settings(args)
 
@@ -507,8 +511,6 @@ def sampler_settings(
     """
     base = default_sampler(options)
     given = {
-        name: getattr(args, name)
-        for name in ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
-        if getattr(args, name, None) is not None
+        name: getattr(args, name) for name in SAMPLER_FLAGS if getattr(args, name, None) is not None
     }
     return replace(base, **given)

@@ -9,7 +9,13 @@ import warnings
 
 import numpy as np
 
-from hiscale.cli.args import add_data_args, add_model_args, fit_options, sampler_settings
+from hiscale.cli.args import (
+    SAMPLER_FLAGS,
+    add_data_args,
+    add_model_args,
+    fit_options,
+    sampler_settings,
+)
 from hiscale.cli.report import (
     data_line,
     data_summary,
@@ -65,8 +71,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
         resolve_prior(curve_prior, law="h-term")  # fail fast on an unknown prior
         name = f"{name} (end of run), {curve_prior!r} (whole curve)"
         prior = {"end-of-run": prior, "whole-curve": curve_prior}
-    flags = ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
-    if args.law == "auto" and all(getattr(args, k, None) is None for k in flags):
+    if args.law == "auto" and all(getattr(args, k, None) is None for k in SAMPLER_FLAGS):
         # each candidate model samples with its own default (CURVE_SAMPLER for whole curves)
         sampler = None
         how = "each model's default NUTS settings"
