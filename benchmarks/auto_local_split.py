@@ -10,7 +10,8 @@ This script writes bayes-auto's rows without running the whole grid twice:
   the choice was flagged (the cell's flag then includes it), is re-fitted the
   way bayes-auto fits it: the end-of-run candidate's global fit to the cell's
   training rows (same prior, seed and default sampler as
-  :func:`hiscale.infer.choice.choose_and_fit`);
+  :func:`hiscale.infer.choice.choose_and_fit`), flagged also when the note
+  says a leave-future-out fit of the model choice was (bayes-auto makes it too);
 * every other row is copied with the method renamed;
 * ``--check N``: N copied cells (spread over families) are re-fitted too and
   must equal their copies (predicted value and interval bounds), which tests
@@ -41,7 +42,7 @@ from hiscale.backtesting.methods import CellPrediction, get_method
 from hiscale.backtesting.protocol import make_cells
 from hiscale.backtesting.runner import CellTask, run_cell
 from hiscale.data.curves import family_groups, load_curves
-from hiscale.infer.choice import CANDIDATES, candidate_priors
+from hiscale.infer.choice import CANDIDATES, LFO_FLAGGED, candidate_priors
 from hiscale.infer.fit import fit
 from hiscale.infer.settings import FitOptions
 
@@ -133,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             diff = max(abs(float(out[k]) - float(row[k])) for k in keys)
             compared.append({"family": fam, "k": row["k"], "p": row["p"], "max_abs_diff": diff})
         else:
-            out["status"] = "ok" if out["status"] == "ok" else out["status"]
+            # the end-of-run/whole-curve choice is bayes-auto's too: so is its LFO flag
+            out["flagged"] = bool(out["flagged"]) or LFO_FLAGGED in str(row["note"])
             derived.append(out)
     auto = pd.concat([copied.assign(method="bayes-auto"), pd.DataFrame(derived)], ignore_index=True)
     pd.concat([res, auto], ignore_index=True).to_csv(args.out, index=False)

@@ -74,6 +74,7 @@ def test_auto_records_lfo_scores_that_match_fits_by_hand(auto_fit, sim4):
     assert auto_fit.law == law and auto_fit.options.rows == rows
     notes = auto_fit.provenance["notes"]
     assert any(n.startswith(f"model chosen: {choice['chosen']}") for n in notes)
+    assert choice["inner_flagged"] == any(s["flagged"] for s in choice["scores"].values())
 
 
 def test_auto_choice_survives_save_and_load(auto_fit, tmp_path):
@@ -141,7 +142,32 @@ def test_cli_fit_law_auto_reports_the_choice(sim4, tmp_path, capsys):
     assert code != 0 and "--law auto chooses the rows" in capsys.readouterr().err
 
 
-def test_bayes_auto_cells_say_which_model_predicted(sim4):
+def test_bayes_auto_cells_say_which_model_predicted(sim4, monkeypatch):
+    """The note names the model; a flagged leave-future-out fit flags the cell.
+
+    The LFO fits are part of the prediction's evidence. The end-of-run LFO
+    fit's flag is forced (a wrapper around the real ``lfo_scores``) and the
+    thresholds opened so that no fit of the short test sampler is flagged on
+    its own: the k = 3 cell (choice measured) must be flagged, the k = 2 cell
+    (no LFO fit) not.
+    """
+    import hiscale.infer.choice as choice_mod
+    from hiscale.infer.choice import LFO_FLAGGED
+    from hiscale.infer.settings import THRESHOLDS
+
+    lax = {"rhat_max": np.inf, "ess_min": 0.0, "divergences": 10**9, "tree_depth_hits_frac": 1.0,
+           "chain_disagreement": np.inf, "bfmi_min": 0.0}  # fmt: skip
+    for key, value in lax.items():
+        monkeypatch.setitem(THRESHOLDS, key, value)
+    real = choice_mod.lfo_scores
+
+    def forced(*a, **kw):
+        scores, held = real(*a, **kw)
+        assert not any(s["flagged"] for s in scores.values())  # the thresholds are open
+        scores["end-of-run"]["flagged"] = True
+        return scores, held
+
+    monkeypatch.setattr(choice_mod, "lfo_scores", forced)
     res = backtest(
         load_curves(sim4),
         methods=["bayes-auto"],
@@ -151,9 +177,11 @@ def test_bayes_auto_cells_say_which_model_predicted(sim4):
         method_options={"bayes-auto": {"sampler": TEST_SAMPLER}},
     )
     assert res["status"].eq("ok").all()
-    by_k = res.set_index("k")["note"]
-    assert "leave-future-out on N = 4e+08" in by_k[3]
-    assert by_k[2].startswith("end-of-run model chosen: no choice measured: 2 size(s)")
+    by_k = res.set_index("k")
+    assert "leave-future-out on N = 4e+08" in by_k.loc[3, "note"]
+    assert by_k.loc[2, "note"].startswith("end-of-run model chosen: no choice measured: 2 size(s)")
+    assert LFO_FLAGGED in by_k.loc[3, "note"] and LFO_FLAGGED not in by_k.loc[2, "note"]
+    assert by_k.loc[3, "flagged"] and not by_k.loc[2, "flagged"]
 
 
 def test_bayes_auto_borrows_the_end_of_run_population_as_bayes_does(sim4):

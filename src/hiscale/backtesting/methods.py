@@ -542,7 +542,8 @@ class BayesCurveMethod:
     law : str
         A curve law (:data:`hiscale.laws.CURVE_LAWS`), or ``"auto"``: the
         end-of-run or the whole-curve model, chosen per cell by
-        leave-future-out (:mod:`hiscale.infer.choice`).
+        leave-future-out (:mod:`hiscale.infer.choice`); a flagged
+        leave-future-out fit flags the cell.
     options : FitOptions
         Rows and likelihood of the fit (default every row, AR(1) residuals).
     sampler : SamplerSettings
@@ -793,8 +794,11 @@ class BayesCurveMethod:
             pit=np.mean(new <= actual[None, :], axis=0),
             diagnostics={
                 **{k: d[k] for k in ("rhat_max", "ess_min", "divergences")},
-                # a global/local choice rests on its inner fits: their flag is the cell's
-                "flagged": bool(d["flagged"]) or bool(local is not None and local["inner_flagged"]),
+                # a choice rests on its inner fits (leave-future-out between the models,
+                # global/local): their flag is the cell's
+                "flagged": bool(d["flagged"])
+                or bool((choice or {}).get("inner_flagged"))
+                or bool(local is not None and local["inner_flagged"]),
             },
             n_fit_rows=len(f.data),
             note=note,

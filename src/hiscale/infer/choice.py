@@ -15,7 +15,9 @@ sizes and predicts the last checkpoint of every held run as a new run
 * ``log_score``: mean log predictive density of the held losses, with a
   Gaussian fitted to each row's log-loss draws
   (:math:`\log p(y) = \log\mathcal N(\ln y; m, s) - \ln y`);
-* the LFO fit's sampler flag.
+* the LFO fit's sampler flag. A choice resting on a flagged LFO fit says so
+  in its reason (:data:`LFO_FLAGGED`) and record (``inner_flagged``), and a
+  backtest cell that used it is flagged.
 
 **Leave one run out (PSIS-LOO).** On the same two fits (the sizes below the
 held one), each run's last checkpoint is predicted as a new run by the
@@ -79,6 +81,7 @@ import pandas as pd
 
 __all__ = [
     "CANDIDATES",
+    "LFO_FLAGGED",
     "LOO_K_MAX",
     "MIN_SIZES_LFO",
     "SIZE_TOL",
@@ -95,6 +98,10 @@ __all__ = [
 #: Sizes a family needs for a leave-future-out choice: the largest is held
 #: out, and the fits of the rest need at least two sizes to see a size trend.
 MIN_SIZES_LFO: int = 3
+
+#: Said in the choice's reason when a leave-future-out fit was flagged; the
+#: record's ``inner_flagged`` is then True (the choice rests on that fit).
+LFO_FLAGGED = "a leave-future-out fit was flagged"
 
 #: Pareto k above which a run's PSIS-LOO weights are unreliable (Vehtari et al. 2024).
 LOO_K_MAX: float = 0.7
@@ -426,7 +433,7 @@ def choose_and_fit(
     -------
     Fit
         The chosen model's fit to every row, with ``provenance["choice"]``
-        (``chosen``, ``rule``, ``reason``, ``scores``, ``held``) and a line in
+        (``chosen``, ``rule``, ``reason``, ``scores``, ``held``, ``inner_flagged``) and a line in
         ``provenance["notes"]``.
     """
     from hiscale.data.schedule import run_schedules
@@ -486,6 +493,8 @@ def choose_and_fit(
         reason += f"; leave-one-run-out (PSIS) ARE {la:.2f}% vs {lb:.2f}%"
         if (la < lb) != (a < b) and la != lb and a != b:
             reason += " (the two measurements disagree; the rule follows leave-future-out)"
+        if any(s["flagged"] for s in scores.values()):
+            reason += f"; {LFO_FLAGGED}"
     law, rows, residual = CANDIDATES[chosen]
     final = replace(options, rows=rows, residual=residual)
     local = None
@@ -509,6 +518,8 @@ def choose_and_fit(
         "priors": _prior_label(prior),
         "prior_given": _prior_label(given),
         "prior_note": prior_note,
+        # the choice rests on the leave-future-out fits: an unconverged one is reported
+        "inner_flagged": any(bool(s["flagged"]) for s in scores.values()),
         **({"local": local} if local is not None else {}),
     }
     if prior_note is not None:
