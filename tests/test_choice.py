@@ -75,6 +75,8 @@ def test_auto_records_lfo_scores_that_match_fits_by_hand(auto_fit, sim4):
     notes = auto_fit.provenance["notes"]
     assert any(n.startswith(f"model chosen: {choice['chosen']}") for n in notes)
     assert choice["inner_flagged"] == any(s["flagged"] for s in choice["scores"].values())
+    for s in choice["scores"].values():  # why a flagged LFO fit was flagged, "" if not
+        assert bool(s["flag_reasons"]) == s["flagged"]
 
 
 def test_auto_choice_survives_save_and_load(auto_fit, tmp_path):
@@ -180,7 +182,8 @@ def test_bayes_auto_cells_say_which_model_predicted(sim4, monkeypatch):
     by_k = res.set_index("k")
     assert "leave-future-out on N = 4e+08" in by_k.loc[3, "note"]
     assert by_k.loc[2, "note"].startswith("end-of-run model chosen: no choice measured: 2 size(s)")
-    assert LFO_FLAGGED in by_k.loc[3, "note"] and LFO_FLAGGED not in by_k.loc[2, "note"]
+    assert f"{LFO_FLAGGED} (end-of-run: flagged)" in by_k.loc[3, "note"]
+    assert LFO_FLAGGED not in by_k.loc[2, "note"]
     assert by_k.loc[3, "flagged"] and not by_k.loc[2, "flagged"]
 
 

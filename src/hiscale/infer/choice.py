@@ -362,8 +362,9 @@ def lfo_scores(
     Returns
     -------
     scores : dict
-        Candidate -> ``{"are_pct", "log_score", "flagged", "law", "fallback"}``
-        (``fallback``: the reason a candidate's fit used another model, or
+        Candidate -> ``{"are_pct", "log_score", "flagged", "flag_reasons", "law",
+        "fallback"}`` (``flag_reasons``: why the fit was flagged, "" if it was
+        not; ``fallback``: the reason a candidate's fit used another model, or
         None) and the PSIS-LOO scores of :func:`loo_run_scores` on the same
         fit.
     held : dict
@@ -390,6 +391,7 @@ def lfo_scores(
             "are_pct": float(np.mean(np.abs(med - actual) / actual) * 100),
             "log_score": log_score(new, actual),
             "flagged": bool(f.flagged),
+            "flag_reasons": str(f.diagnostics.get("reasons", "")) if f.flagged else "",
             "law": f.law,
             "fallback": fb.get("reason") if isinstance(fb, dict) else None,
             **loo_run_scores(f, seed=seed),
@@ -494,7 +496,12 @@ def choose_and_fit(
         if (la < lb) != (a < b) and la != lb and a != b:
             reason += " (the two measurements disagree; the rule follows leave-future-out)"
         if any(s["flagged"] for s in scores.values()):
-            reason += f"; {LFO_FLAGGED}"
+            which = ", ".join(
+                f"{name}: {s['flag_reasons'] or 'flagged'}"
+                for name, s in scores.items()
+                if s["flagged"]
+            )
+            reason += f"; {LFO_FLAGGED} ({which})"
     law, rows, residual = CANDIDATES[chosen]
     final = replace(options, rows=rows, residual=residual)
     local = None
