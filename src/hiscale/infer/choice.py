@@ -399,6 +399,11 @@ def lfo_scores(
     return scores, {"params": held_n, "runs": int(held["run"].nunique()), "rows": len(held)}
 
 
+def lfo_flagged(scores: Mapping[str, Mapping[str, Any]]) -> bool:
+    """Whether a leave-future-out fit of :func:`lfo_scores` was flagged (False if none ran)."""
+    return any(bool(s["flagged"]) for s in scores.values())
+
+
 def choose_and_fit(
     curves,
     fit: Callable,
@@ -495,7 +500,7 @@ def choose_and_fit(
         reason += f"; leave-one-run-out (PSIS) ARE {la:.2f}% vs {lb:.2f}%"
         if (la < lb) != (a < b) and la != lb and a != b:
             reason += " (the two measurements disagree; the rule follows leave-future-out)"
-        if any(s["flagged"] for s in scores.values()):
+        if lfo_flagged(scores):
             which = ", ".join(
                 f"{name}: {s['flag_reasons'] or 'flagged'}"
                 for name, s in scores.items()
@@ -526,7 +531,7 @@ def choose_and_fit(
         "prior_given": _prior_label(given),
         "prior_note": prior_note,
         # the choice rests on the leave-future-out fits: an unconverged one is reported
-        "inner_flagged": any(bool(s["flagged"]) for s in scores.values()),
+        "inner_flagged": lfo_flagged(scores),
         **({"local": local} if local is not None else {}),
     }
     if prior_note is not None:
