@@ -76,6 +76,7 @@ DEFINITIONS = {
     "low_budget": LOW_BUDGET,
     "k1": "one model size used (n_sizes_used = 1; the paper method's single-model regime)",
     "k2": "at most two model sizes used (n_sizes_used <= 2)",
+    "early": "p <= 0.3 (any number of model sizes)",
     "early_many": "p <= 0.3 and at least 4 model sizes used",
     "coverage": "share of scored target rows inside the new-run interval, averaged like ARE",
     "interval": "percentile interval of a family-group bootstrap (groups resampled with "

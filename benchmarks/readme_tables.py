@@ -27,6 +27,7 @@ QUANTITY_LABELS = {
     "are_pct_low_budget": "macro ARE, low budget (%)",
     "are_pct_k1": "macro ARE, k = 1 (%)",
     "are_pct_k2": "macro ARE, k ≤ 2 (%)",
+    "are_pct_early": "macro ARE, p ≤ 0.3 (%)",
     "are_pct_early_many": "macro ARE, p ≤ 0.3 and k ≥ 4 (%)",
     "covered80": "80% interval coverage",
     "covered50": "50% interval coverage",

@@ -78,6 +78,7 @@ QUANTITIES: dict[str, tuple[str, str]] = {
     "are_pct_low_budget": ("are_pct", "low_budget"),
     "are_pct_k1": ("are_pct", "k1"),
     "are_pct_k2": ("are_pct", "k2"),
+    "are_pct_early": ("are_pct", "early"),
     "are_pct_early_many": ("are_pct", "early_many"),
     "covered80": ("covered80", "all"),
     "covered50": ("covered50", "all"),
@@ -118,8 +119,9 @@ def quantity_rows(results: pd.DataFrame, quantity: str) -> pd.DataFrame:
     -------
     DataFrame
         All rows, the low-budget rows, or the rows that used one model size
-        (``k1``) or at most two (``k2``), or (``early_many``) cells with
-        ``p <= 0.3`` and at least 4 sizes used (issue 9's whole-curve cells).
+        (``k1``) or at most two (``k2``), or the cells with ``p <= 0.3``
+        (``early``), or (``early_many``) those with at least 4 sizes used too
+        (issue 9's whole-curve cells).
     """
     _, subset = QUANTITIES[quantity]
     if subset == "low_budget":
@@ -128,6 +130,8 @@ def quantity_rows(results: pd.DataFrame, quantity: str) -> pd.DataFrame:
         return results[results["n_sizes_used"] == 1]
     if subset == "k2":  # at most two sizes: where borrowing has to help (issue 10)
         return results[results["n_sizes_used"] <= 2]
+    if subset == "early":  # runs cut early, any number of sizes (issue 9's 0.6x goal)
+        return results[results["p"] <= 0.3]
     if subset == "early_many":  # runs cut early, many sizes: where whole curves must help
         return results[(results["p"] <= 0.3) & (results["n_sizes_used"] >= 4)]
     return results
