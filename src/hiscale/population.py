@@ -517,7 +517,8 @@ def summarise_family(
         single_row_runs=bool(counts.max() == 1),
         rows=len(f.data),
         runs=len(counts),
-        diagnostics={k: v for k, v in f.diagnostics.items()},
+        # "retried": why the first NUTS run was flagged and re-run ("" if not)
+        diagnostics={**f.diagnostics, "retried": f.retried},
         seconds=time.perf_counter() - t0,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1109,6 +1110,7 @@ def build_prior(
                 "runs": s.runs,
                 "rhat_max": s.diagnostics["rhat_max"],
                 "flagged": s.diagnostics["flagged"],
+                **({"retried": s.diagnostics["retried"]} if s.diagnostics.get("retried") else {}),
                 "fit_seconds": s.seconds,
             }
             for s in summaries

@@ -67,7 +67,7 @@ from hiscale.backtesting.loo_prior import leave_one_out_prior
 from hiscale.backtesting.paper import fit_paper, fit_paper_single
 from hiscale.backtesting.protocol import Cell
 from hiscale.data.curves import Curves, normalise_unit
-from hiscale.infer.fit import GIVEN_RULE, FitOptions, fit
+from hiscale.infer.fit import GIVEN_RULE, RETRY_RULE, FitOptions, fit
 from hiscale.infer.settings import CURVE_SAMPLER, SamplerSettings
 from hiscale.population import family_unit
 from hiscale.priors.prior import (
@@ -454,6 +454,7 @@ class BayesMethod:
             diagnostics["flagged"] = bool(d["flagged"]) or bool(extra["inner_flagged"])
         if inner_flagged:  # the choice rests on the inner fits
             diagnostics["flagged"] = True
+        note = _with_retry(note, f)
         return CellPrediction(
             median=np.median(new, axis=0),
             draws=new,
@@ -686,6 +687,7 @@ class BayesCurveMethod:
                 else {
                     "default": SamplerSettings().to_dict(),
                     "whole-curve": CURVE_SAMPLER.to_dict(),
+                    "retry": RETRY_RULE,  # a flagged default-sampler fit is re-run once
                 }
             ),
             "runs_extra": None if extra is None else str(extra),
@@ -788,6 +790,7 @@ class BayesCurveMethod:
             new = np.stack(draws, axis=1)
         actual = t["loss"].to_numpy()
         d = f.diagnostics
+        note = _with_retry(note, f)
         return CellPrediction(
             median=np.median(new, axis=0),
             draws=new,
@@ -803,6 +806,17 @@ class BayesCurveMethod:
             n_fit_rows=len(f.data),
             note=note,
         )
+
+
+def _with_retry(note: str, f) -> str:
+    """``note`` plus, when the cell's fit was re-run after a flag, why (:attr:`Fit.retried`)."""
+    if not f.retried:
+        return note
+    return "; ".join(x for x in (note, f"{RETRIED_NOTE} ({f.retried})") if x)
+
+
+#: In a cell's note when its fit's first NUTS run was flagged and re-run.
+RETRIED_NOTE = "the fit's first NUTS run was flagged and re-run"
 
 
 def _bayes(**kw: Any) -> BayesMethod:

@@ -351,8 +351,11 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
 SAMPLER_FLAGS = ("num_warmup", "num_samples", "num_chains", "target_accept_prob")
 
 
-def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
+def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS", retry: bool = True) -> None:
     """Add ``--num-warmup``, ``--num-samples``, ``--num-chains``, ``--target-accept``.
+
+    With ``retry``, also ``--no-retry`` (``args.retry`` False): one NUTS run,
+    not re-run when flagged (:func:`hiscale.infer.fit.fit`'s ``retry``).
 
     Their defaults are the fit's settings.
 
@@ -365,6 +368,9 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
         The command's parser.
     what : str, default "NUTS"
         The sampler's name in the help text.
+    retry : bool, default True
+        Add ``--no-retry`` (commands whose fits go through
+        :func:`hiscale.infer.fit.fit` with a ``retry`` argument).
     """
     d, c = SamplerSettings(), CURVE_SAMPLER
     for name, unit in (
@@ -389,6 +395,15 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS") -> None:
         f"{c.target_accept_prob:g} for whole curves and {LOCAL_SAMPLER.target_accept_prob:g} "
         "for local fits): higher means smaller steps, fewer divergences, more time",
     )
+    if retry:
+        p.add_argument(
+            "--no-retry",
+            dest="retry",
+            action="store_false",
+            help="do not re-run a flagged fit (by default, when no sampler flag is given, it "
+            "is re-run once with target acceptance 0.99, a longer warm-up and twice the "
+            "draws; the fit says so)",
+        )
 
 
 def fit_options(args: argparse.Namespace):

@@ -100,6 +100,7 @@ def run_fit(args: argparse.Namespace, curves, family: str):
             options=options,
             sampler=sampler,
             runs_extra=getattr(args, "runs_extra", None),
+            retry=None if getattr(args, "retry", True) else False,
         )
     progress(args, f"done in {time.perf_counter() - t0:.1f} s")
     return f

@@ -122,6 +122,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _choose_local(args: argparse.Namespace, curves, at) -> tuple[bool, str, bool]:
     """Run :func:`hiscale.infer.choice.choose_local` for ``--local-choice``; set the local fit."""
+    from functools import partial
+
     from hiscale.cli.args import fit_options, given_sampler
     from hiscale.infer.choice import choose_local
     from hiscale.infer.fit import fit
@@ -133,8 +135,9 @@ def _choose_local(args: argparse.Namespace, curves, at) -> tuple[bool, str, bool
         prior = prior.with_settings(df_law=args.prior_tails)
     progress(args, f"choosing a global or local fit by leave-future-out on {args.family!r} ...")
     local, note, flagged = choose_local(
-        curves.family(args.family), fit, family=args.family, prior=prior, law=args.law,
-        seed=args.seed, options=options, sampler=given_sampler(args), sd=args.local_choice,
+        curves.family(args.family), fit if args.retry else partial(fit, retry=False),
+        family=args.family, prior=prior, law=args.law, seed=args.seed, options=options,
+        sampler=given_sampler(args), sd=args.local_choice,
     )  # fmt: skip
     progress(args, note)
     if local:

@@ -122,7 +122,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "required with --covariate)",
     )
     b.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
-    add_sampler_args(b, what="step-1 NUTS")
+    add_sampler_args(b, what="step-1 NUTS", retry=False)
     add_scheduler_arg(b, what="the step-1 family fits")
     b.add_argument(
         "--no-cache",

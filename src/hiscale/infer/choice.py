@@ -103,6 +103,10 @@ MIN_SIZES_LFO: int = 3
 #: record's ``inner_flagged`` is then True (the choice rests on that fit).
 LFO_FLAGGED = "a leave-future-out fit was flagged"
 
+#: Said in the choice's reason when a leave-future-out fit was re-run after a
+#: flagged first run (:func:`hiscale.infer.fit.fit`'s ``retry``).
+LFO_RETRIED = "a leave-future-out fit was re-run after a flag"
+
 #: Pareto k above which a run's PSIS-LOO weights are unreliable (Vehtari et al. 2024).
 LOO_K_MAX: float = 0.7
 
@@ -362,11 +366,12 @@ def lfo_scores(
     Returns
     -------
     scores : dict
-        Candidate -> ``{"are_pct", "log_score", "flagged", "flag_reasons", "law",
-        "fallback"}`` (``flag_reasons``: why the fit was flagged, "" if it was
-        not; ``fallback``: the reason a candidate's fit used another model, or
-        None) and the PSIS-LOO scores of :func:`loo_run_scores` on the same
-        fit.
+        Candidate -> ``{"are_pct", "log_score", "flagged", "flag_reasons", "retried",
+        "law", "fallback"}`` (``flag_reasons``: why the fit was flagged, "" if it was
+        not; ``retried``: why its first NUTS run was flagged and re-run, "" if it
+        was not, :attr:`~hiscale.infer.result.Fit.retried`; ``fallback``: the
+        reason a candidate's fit used another model, or None) and the PSIS-LOO
+        scores of :func:`loo_run_scores` on the same fit.
     held : dict
         ``{"params", "runs", "rows"}``: the held size and how many runs/rows
         were scored.
@@ -392,6 +397,7 @@ def lfo_scores(
             "log_score": log_score(new, actual),
             "flagged": bool(f.flagged),
             "flag_reasons": str(f.diagnostics.get("reasons", "")) if f.flagged else "",
+            "retried": f.retried,
             "law": f.law,
             "fallback": fb.get("reason") if isinstance(fb, dict) else None,
             **loo_run_scores(f, seed=seed),
@@ -507,6 +513,9 @@ def choose_and_fit(
                 if s["flagged"]
             )
             reason += f"; {LFO_FLAGGED} ({which})"
+        again = [f"{name}: {s['retried']}" for name, s in scores.items() if s.get("retried")]
+        if again:
+            reason += f"; {LFO_RETRIED} (first run {', '.join(again)})"
     law, rows, residual = CANDIDATES[chosen]
     final = replace(options, rows=rows, residual=residual)
     local = None
@@ -626,7 +635,7 @@ def choose_local(
     held_n, inner, held = _hold_out_largest(curves, sel, "choose global or local", tol=SIZE_TOL)
     actual = held["loss"].to_numpy(float)
     at = (held_n, float(held["tokens"].max()))
-    scores, flagged = {}, False
+    scores, flagged, again = {}, False, []
     for name, opts in (
         ("global", options),
         ("local", replace(options, local_to=at, local_sd=sd)),
@@ -640,11 +649,14 @@ def choose_local(
         _, new = g.draws(held["params"].to_numpy(), held["tokens"].to_numpy(), seed=seed)
         scores[name] = log_score(new, actual)
         flagged = flagged or bool(g.flagged)
+        if g.retried:
+            again.append(f"{name}: {g.retried}")
     local = scores["local"] > scores["global"]
     note = (
         f"{'local' if local else 'global'} fit chosen by leave-future-out on N = "
         f"{held_n:.4g} ({len(held)} run(s)): log score global {scores['global']:.3f}, "
         f"local (sd {sd:g}) {scores['local']:.3f}"
         + ("; an inner fit was flagged" if flagged else "")
+        + (f"; an inner fit was re-run after a flag ({', '.join(again)})" if again else "")
     )
     return local, note, flagged

@@ -33,6 +33,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ from hiscale.infer.nuts import (
     run_nuts,
 )
 from hiscale.infer.result import Fit
-from hiscale.infer.settings import FitOptions, SamplerSettings, default_sampler
+from hiscale.infer.settings import FitOptions, SamplerSettings, default_sampler, retry_sampler
 from hiscale.laws import D0, N0, get_law
 from hiscale.modeling.curve import (
     CurveDesign,
@@ -78,7 +79,15 @@ from hiscale.modeling.family import make_family_model, prior_arrays
 from hiscale.priors.defaults import SINGLE_ROW_SIGMA_OBS
 from hiscale.priors.prior import Prior, PriorWarning, prior_overlap, resolve_prior
 
-__all__ = ["CURVE_CENTRED", "CURVE_MAP_GAP", "GIVEN_RULE", "FitOptions", "fit", "fit_design"]
+__all__ = [
+    "CURVE_CENTRED",
+    "CURVE_MAP_GAP",
+    "GIVEN_RULE",
+    "RETRY_RULE",
+    "FitOptions",
+    "fit",
+    "fit_design",
+]
 
 #: Whole-curve fits sample the size/data shares at the rows' centre
 #: (:func:`hiscale.modeling.curve.make_curve_model` with ``centred=True``;
@@ -295,6 +304,7 @@ def fit(
     sampler: SamplerSettings | None = None,
     metric: str = "primary",
     runs_extra: pd.DataFrame | str | Path | None = None,
+    retry: bool | None = None,
 ) -> Fit:
     """Fit one family's runs with NUTS under a (population) prior.
 
@@ -337,6 +347,14 @@ def fit(
         (:func:`hiscale.data.schedule.reconstruct`). A family where any run's
         schedule is unknown is fitted with the end-of-run model instead, and
         the fit says so (``provenance["fallback"]``, a note and a warning).
+    retry : bool, optional
+        Re-run a flagged fit once with more careful settings
+        (:func:`hiscale.infer.settings.retry_sampler`: smaller steps, longer
+        warm-up, twice the draws). The second run is the fit; the first run's
+        settings and verdict are in ``provenance["retry"]`` and a note, and the
+        fit stays flagged when the second run is too. None (default): re-run
+        when ``sampler`` is not given (settings the caller chose run as given);
+        ``False``: one run. ``law="auto"`` passes it to its inner fits.
 
     Returns
     -------
@@ -373,8 +391,8 @@ def fit(
                 "FitOptions.rows, residual and local_learn at their defaults"
             )
         return choose_and_fit(
-            c, fit, family=family, prior=prior, seed=seed, options=options, sampler=sampler,
-            runs_extra=runs_extra,
+            c, partial(fit, retry=retry), family=family, prior=prior,
+            seed=seed, options=options, sampler=sampler, runs_extra=runs_extra,
         )  # fmt: skip
     if isinstance(prior, Mapping):
         raise ValueError(f"prior: a prior per candidate needs law='auto', not law={law!r}")
@@ -388,6 +406,8 @@ def fit(
         # schedule terms are left to their priors (a ridge NUTS diverges on)
         c, law, options, curve_info, fallback = _single_row_fallback(c, family, law, options)
         selected = options.select(c)
+    if retry is None:
+        retry = sampler is None  # the caller's own settings run as given
     if sampler is None:
         sampler = default_sampler(options)
     pr = resolve_prior(prior, law=law)
@@ -427,6 +447,22 @@ def fit(
     samples, diag, stats_, timings, inits = fit_design(
         design, pr, law=law, seed=seed, sampler=sampler
     )
+    retried = None
+    if retry and diag["flagged"]:
+        # one re-run, recorded: the first run's verdict stays in the provenance
+        careful = retry_sampler(sampler)
+        retried = {
+            "rule": RETRY_RULE,
+            "first_sampler": sampler.to_dict(),
+            "first_diagnostics": {k: v for k, v in diag.items() if k != "worst_site"},
+            "first_seconds": time.perf_counter() - t0,
+        }
+        samples, diag, stats_, timings, inits = fit_design(
+            design, pr, law=law, seed=seed, sampler=careful
+        )
+        sampler = careful
+        retried["second_flagged"] = bool(diag["flagged"])
+        notes.append(retry_note(retried["first_diagnostics"]["reasons"], diag))
     timings["total_seconds"] = time.perf_counter() - t0
     data = selected.frame.sort_values(["params", "run", "tokens"]).reset_index(drop=True)
     return Fit.from_samples(
@@ -447,10 +483,29 @@ def fit(
             "notes": notes,
             "inits": inits,
             **({"fallback": fallback} if fallback is not None else {}),
+            **({"retry": retried} if retried is not None else {}),
             "choice": _given_choice(law, options, fallback),
         },
         sample_stats=stats_,
         curve=curve_info,
+    )
+
+
+#: ``provenance["retry"]["rule"]``: when and how a fit is re-run.
+RETRY_RULE = (
+    "a flagged NUTS run is re-run once with retry_sampler (target acceptance "
+    "max(1 - (1 - a) / 2, 0.99), "
+    ">= 1000 warm-up steps from the Laplace mass matrix, twice the draws); the second run "
+    "is the fit"
+)
+
+
+def retry_note(first_reasons: str, diag: Mapping[str, Any]) -> str:
+    """Return the note of a re-run fit: why, and whether the second run passed."""
+    second = f"still flagged ({diag['reasons']})" if diag["flagged"] else "not flagged"
+    return (
+        f"NUTS re-run once with smaller steps and twice the draws: the first run was "
+        f"flagged ({first_reasons}); the second run is {second}"
     )
 
 

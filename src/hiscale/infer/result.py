@@ -211,6 +211,16 @@ class Fit:
         return tuple(FilterRecord(**r) for r in self._json("log"))
 
     @property
+    def retried(self) -> str:
+        """Why the first NUTS run was flagged and re-run; "" when it was not.
+
+        :func:`hiscale.fit` re-runs a flagged fit once with more careful
+        settings (``provenance["retry"]``); this fit is the second run.
+        """
+        r = self.provenance.get("retry")
+        return "" if r is None else str(r["first_diagnostics"].get("reasons", "")) or "flagged"
+
+    @property
     def flagged(self) -> bool:
         """True when the sampler failed a convergence threshold."""
         return bool(self.diagnostics.get("flagged", False))
