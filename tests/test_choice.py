@@ -77,6 +77,33 @@ def test_auto_records_lfo_scores_that_match_fits_by_hand(auto_fit, sim4):
     assert choice["inner_flagged"] == any(s["flagged"] for s in choice["scores"].values())
     for s in choice["scores"].values():  # why a flagged LFO fit was flagged, "" if not
         assert bool(s["flag_reasons"]) == s["flagged"]
+        assert s["retried"] == ""  # the caller's sampler runs as given: no re-run
+
+
+def test_auto_reruns_flagged_inner_fits_and_says_so(sim4, monkeypatch):
+    """Every fit flagged (r-hat threshold 0): each LFO fit and the final one is re-run.
+
+    The default and the re-run settings are the short test sampler (so the test
+    is quick); the rule is the engine's: no sampler given, so a flag re-runs.
+    """
+    import hiscale.infer.fit as fit_mod
+    from hiscale.infer.choice import LFO_FLAGGED, LFO_RETRIED
+    from hiscale.infer.settings import THRESHOLDS
+
+    monkeypatch.setitem(THRESHOLDS, "rhat_max", 0.0)
+    monkeypatch.setattr(fit_mod, "default_sampler", lambda options: TEST_SAMPLER)
+    monkeypatch.setattr(fit_mod, "retry_sampler", lambda settings: TEST_SAMPLER)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        f = fit(sim4, family="simc", law="auto", prior="flat", seed=2)
+    choice = f.provenance["choice"]
+    for s in choice["scores"].values():
+        assert s["retried"].startswith("r_hat") and s["flagged"]
+    assert f"{LFO_RETRIED} (first run end-of-run: r_hat" in choice["reason"]
+    assert ", whole-curve: r_hat" in choice["reason"].split(LFO_RETRIED)[1]
+    assert LFO_FLAGGED in choice["reason"] and choice["inner_flagged"]
+    assert f.retried.startswith("r_hat") and f.flagged
+    assert f.provenance["retry"]["second_flagged"]
 
 
 def test_auto_choice_survives_save_and_load(auto_fit, tmp_path):

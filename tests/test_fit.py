@@ -303,6 +303,59 @@ def test_load_rejects_the_old_format(tmp_path):
     assert load_fit(path).to_datatree().attrs["hiscale_format"] == FIT_FORMAT
 
 
+def test_retry_sampler_takes_smaller_steps_and_more_draws():
+    from hiscale.infer.settings import CURVE_SAMPLER, retry_sampler
+
+    s = retry_sampler(SamplerSettings())
+    assert (s.num_warmup, s.num_samples, s.max_tree_depth) == (1000, 4000, 10)
+    assert s.target_accept_prob == pytest.approx(0.99) and s.init_mass == "laplace"
+    c = retry_sampler(CURVE_SAMPLER)  # already at 0.99: half its rejection rate
+    assert c.target_accept_prob == pytest.approx(0.995) and c.num_samples == 4000
+
+
+def test_flagged_fit_is_rerun_once_and_says_so(monkeypatch):
+    """A flagged default-sampler fit is re-run once; given settings run as given.
+
+    The r-hat threshold 0 flags every run, so the second run is flagged too;
+    the default settings are the short test sampler, to keep the test quick.
+    """
+    from dataclasses import replace
+
+    import hiscale.infer.fit as fit_mod
+    from hiscale.infer.settings import THRESHOLDS
+
+    frame = simulate_family(seed=0)
+    # the short test sampler stands in for the defaults, and a short careful one for
+    # retry_sampler's (tested above), to keep the test quick
+    careful = replace(SMALL, num_samples=2 * SMALL.num_samples, target_accept_prob=0.95)
+    monkeypatch.setattr(fit_mod, "default_sampler", lambda options: SMALL)
+    monkeypatch.setattr(fit_mod, "retry_sampler", lambda settings: careful)
+    monkeypatch.setitem(THRESHOLDS, "rhat_max", 0.0)
+    f = fit(frame, prior="flat", seed=0)  # no sampler given: a flag re-runs
+    r = f.provenance["retry"]
+    assert r["first_sampler"] == SMALL.to_dict() and r["first_diagnostics"]["flagged"]
+    assert f.retried == r["first_diagnostics"]["reasons"] and f.retried.startswith("r_hat")
+    assert f.sampler == careful
+    assert f.posterior["u_a"].shape == (careful.num_chains, 2 * SMALL.num_samples)
+    assert f.flagged and r["second_flagged"]
+    assert any("re-run once" in n and "still flagged" in n for n in f.provenance["notes"])
+    # the second run is a run with the careful settings (same seed), given explicitly
+    # here, so it is not re-run although flagged
+    g = fit(frame, prior="flat", seed=0, sampler=careful)
+    np.testing.assert_array_equal(f.posterior["u_a"], g.posterior["u_a"])
+    assert g.flagged and g.retried == "" and "retry" not in g.provenance
+    # retry=False: one run
+    h = fit(frame, prior="flat", seed=0, retry=False)
+    assert h.flagged and h.sampler == SMALL and "retry" not in h.provenance
+    # an unflagged fit is not re-run
+    monkeypatch.setitem(THRESHOLDS, "rhat_max", np.inf)
+    for key, value in {"ess_min": 0.0, "divergences": 10**9, "tree_depth_hits_frac": 1.0,
+                       "chain_disagreement": np.inf, "bfmi_min": 0.0}.items():  # fmt: skip
+        monkeypatch.setitem(THRESHOLDS, key, value)
+    k = fit(frame, prior="flat", seed=0)
+    assert not k.flagged and k.sampler == SMALL and "retry" not in k.provenance
+
+
 def test_fit_requires_family_when_several():
     frame = pd.concat([simulate_family("a"), simulate_family("b")])
     with pytest.raises(hiscale.CurvesError, match="pick one with family="):

@@ -294,7 +294,10 @@ def test_cli_predict_local_choice(capsys):
     from hiscale.cli import main
 
     demo = str(Path(__file__).resolve().parents[1] / "data" / "demo_curves.csv")
-    small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}"]
+    # short runs at the end-of-run default's step size: the choice's record is tested,
+    # not LOCAL_SAMPLER's convergence
+    small = [f"--num-warmup={SMALL.num_warmup}", f"--num-samples={SMALL.num_samples}",
+             "--target-accept", "0.9"]  # fmt: skip
     common = ["predict", demo, "--family", "sim1", "--at", "7e9", "1.4e11", "--prior", "flat"]
     assert main([*common, *small, "--local-choice", "0.01", "--json", "--quiet"]) == 0
     out = json.loads(capsys.readouterr().out)

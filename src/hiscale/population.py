@@ -517,8 +517,7 @@ def summarise_family(
         single_row_runs=bool(counts.max() == 1),
         rows=len(f.data),
         runs=len(counts),
-        # "retried": why the first NUTS run was flagged and re-run ("" if not)
-        diagnostics={**f.diagnostics, "retried": f.retried},
+        diagnostics={k: v for k, v in f.diagnostics.items()},
         seconds=time.perf_counter() - t0,
     )
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1110,7 +1109,6 @@ def build_prior(
                 "runs": s.runs,
                 "rhat_max": s.diagnostics["rhat_max"],
                 "flagged": s.diagnostics["flagged"],
-                **({"retried": s.diagnostics["retried"]} if s.diagnostics.get("retried") else {}),
                 "fit_seconds": s.seconds,
             }
             for s in summaries
@@ -1542,6 +1540,7 @@ def fit_borrowing(
     sampler: SamplerSettings | None = None,
     metric: str = "primary",
     runs_extra: Any = None,
+    retry: bool | None = None,
 ):
     """Fit one family, borrowing from a shipped prior or from donor families (``hiscale.fit``).
 
@@ -1561,7 +1560,7 @@ def fit_borrowing(
         not together with ``borrow_from``.
     borrow_from : sequence of str, optional
         Donor families (>= 2 independent groups, never ``family`` itself).
-    law, seed, options, sampler, metric, runs_extra
+    law, seed, options, sampler, metric, runs_extra, retry
         As in :func:`hiscale.infer.fit.fit` (``runs_extra``: the learning-rate
         schedules of whole-curve fits).
 
@@ -1591,6 +1590,7 @@ def fit_borrowing(
             sampler=sampler,
             metric=metric,
             runs_extra=runs_extra,
+            retry=retry,
         )
     if prior is not None:
         raise ValueError("give prior= or borrow_from=, not both")
@@ -1611,4 +1611,5 @@ def fit_borrowing(
         sampler=sampler,
         metric=metric,
         runs_extra=runs_extra,
+        retry=retry,
     )
