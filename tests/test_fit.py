@@ -339,6 +339,7 @@ def test_flagged_fit_is_rerun_once_and_says_so(monkeypatch):
     assert f.posterior["u_a"].shape == (careful.num_chains, 2 * SMALL.num_samples)
     assert f.flagged and r["second_flagged"]
     assert any("re-run once" in n and "still flagged" in n for n in f.provenance["notes"])
+    assert f.verdict().endswith(f"(second run; the first was flagged: {f.retried})")
     # the second run is a run with the careful settings (same seed), given explicitly
     # here, so it is not re-run although flagged
     g = fit(frame, prior="flat", seed=0, sampler=careful)

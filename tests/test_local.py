@@ -335,6 +335,8 @@ def test_learned_scale_adds_its_prior_and_nothing_else():
         FitOptions(local_learn=True)
 
 
+# a learned local scale (experimental, not adopted): ~18 s in CI, run with -m slow
+@pytest.mark.slow
 def test_learned_scale_fit_keeps_its_draws_and_loo():
     import warnings
 
@@ -436,6 +438,8 @@ def _jumped_family(jump: float = 1.06) -> tuple:
     return frame, (8e8, 40.0 * 8e8)
 
 
+# bayes-auto-local's global/local step (measured, not adopted): ~26 s, run with -m slow
+@pytest.mark.slow
 def test_law_auto_with_a_target_measures_global_or_local():
     """law="auto" + FitOptions(local_to, local_sd): the end-of-run model's global/local step.
 
@@ -487,6 +491,8 @@ def test_law_auto_with_a_target_measures_global_or_local():
         fit(frame, law="auto", options=FitOptions(local_to=at, local_sd=0.01, local_learn=True))
 
 
+# bayes-auto-local (measured, not adopted): ~33 s in CI, run with -m slow
+@pytest.mark.slow
 def test_bayes_auto_local_cells_and_cli(capsys, tmp_path):
     """Method bayes-auto-local: the row's note has both steps; the CLI's --law auto path."""
     import json

@@ -1015,10 +1015,14 @@ class Fit:
         -------
         str
             r̂, ESS, divergences, tree-depth hits, E-BFMI and chain
-            disagreement, ending in ``converged`` or ``NOT CONVERGED: reasons``.
+            disagreement, ending in ``converged`` or ``NOT CONVERGED: reasons``
+            (and, for a fit re-run after a flagged first run, ``(second run; the
+            first was flagged: reasons)``).
         """
         d = self.diagnostics
         verdict = "NOT CONVERGED: " + d.get("reasons", "") if self.flagged else "converged"
+        if self.retried:
+            verdict += f" (second run; the first was flagged: {self.retried})"
         return (
             f"sampler: r_hat max {d['rhat_max']:.3f}, ESS min {d['ess_min']:.0f} "
             f"(tail {d['ess_tail_min']:.0f}), divergences {d['divergences']}, "
