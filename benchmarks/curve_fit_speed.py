@@ -60,6 +60,7 @@ print(json.dumps({
     "steps_per_draw": round(float(np.asarray(f.dt["sample_stats"]["n_steps"]).mean()), 1),
     "rhat_max": round(float(f.diagnostics["rhat_max"]), 4),
     "divergences": int(f.diagnostics["divergences"]), "flagged": bool(f.flagged),
+    "retried": getattr(f, "retried", ""),
     "predicted": float(np.median(f.new_run_draws(target, seed=int(seed))[:, 0])),
     "actual": float(target["loss"].iloc[0]), "hiscale": hiscale.__file__,
 }))
