@@ -127,10 +127,15 @@ def main(argv: list[str] | None = None) -> int:
     updated.to_csv(args.out, index=False)
     before = int(flagged.sum())
     after = sum(bool(o["flagged"]) for o in new_rows.values())
+    old_are = [float(res.at[i, "are_pct"]) for i in new_rows]
+    new_are = [float(o["are_pct"]) for o in new_rows.values()]
+    changed = sum(a != b for a, b in zip(old_are, new_are, strict=True))
+    mean = (lambda v: sum(v) / len(v)) if new_rows else (lambda v: float("nan"))
     print(
         f"{args.method}: re-ran {len(new_rows)} flagged cells in "
         f"{time.perf_counter() - t_all:.0f} s: {after} still flagged (of {before}); "
-        f"check: {compared}"
+        f"ARE changed in {changed}, mean over the re-run cells {mean(old_are):.2f}% -> "
+        f"{mean(new_are):.2f}%; check: {compared}"
     )
     bad = [c for c in compared if c["max_abs_diff"] > 0]
     return 1 if bad else 0

@@ -401,8 +401,8 @@ def add_sampler_args(p: argparse.ArgumentParser, *, what: str = "NUTS", retry: b
             dest="retry",
             action="store_false",
             help="do not re-run a flagged fit (by default, when no sampler flag is given, it "
-            "is re-run once with target acceptance 0.99, a longer warm-up and twice the "
-            "draws; the fit says so)",
+            "is re-run once with smaller steps, target acceptance >= 0.99, a longer warm-up "
+            "and twice the draws; the fit says so)",
         )
 
 
