@@ -419,3 +419,24 @@ def test_process_demo(tmp_path):
     assert borrow["lower95"] < res["truth"] < borrow["upper95"]
     assert png.stat().st_size > 10_000
     assert res["seconds"] < 60
+
+
+def test_no_retry_reaches_the_fit(monkeypatch, tmp_path):
+    """``--no-retry`` passes ``retry=False``; without it the engine's rule (None) holds."""
+    import hiscale.infer.fit as fit_mod
+    from hiscale.cli import main
+
+    seen = {}
+
+    class Stop(Exception):
+        pass
+
+    def fake(*args, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    monkeypatch.setattr(fit_mod, "fit", fake)
+    for flags, want in (([], None), (["--no-retry"], False)):
+        with pytest.raises(Stop):
+            main(["fit", DEMO, "--family", "sim1", "--out", str(tmp_path / "f.nc"), *flags])
+        assert seen["retry"] is want
