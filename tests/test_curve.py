@@ -125,8 +125,11 @@ def test_vmap_over_draws_and_jit():
 
 
 def contiguous_rows(seed, sizes, n_pad_rows=7):
-    """Rows in a design's layout: runs adjacent, sorted by t, padding only at the end."""
+    """Rows in a design's layout: runs adjacent, sorted by t, padding only at the end
+    with the last run's index (the run column never decreases)."""
     resid, t, run, mask = make_rows(seed, sizes, n_pad_rows=n_pad_rows, mask_frac=0.0)
+    run = np.where(mask, run, len(sizes) - 1)
+    assert np.all(np.diff(run) >= 0)
     return resid, t, run, mask
 
 
@@ -172,6 +175,7 @@ def test_design_layout_is_what_the_total_needs():
     d = make_curve_design(curve_frame(5).sample(frac=1.0, random_state=0), "h-term")
     real = np.flatnonzero(d.mask)
     np.testing.assert_array_equal(real, np.arange(d.n_rows))
+    assert np.all(np.diff(d.run) >= 0)  # padding included: the sorted per-run sums need it
     runs = d.run[: d.n_rows]
     starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
     assert len(starts) == d.n_runs  # each run is one block
@@ -211,7 +215,7 @@ def test_large_curve_design_pads_finely_and_padding_does_not_change_the_density(
     args = (0.02, 0.007, 0.6, 1.3)
     total = ar1_loglik_total(resid, d.y, d.run, d.mask, d.n_runs_padded, *args)
     wide = ar1_loglik_total(
-        pad_to(resid, 2048, 0.0), pad_to(d.y, 2048, d.y[0]), pad_to(d.run, 2048, 0),
+        pad_to(resid, 2048, 0.0), pad_to(d.y, 2048, d.y[0]), pad_to(d.run, 2048, d.run[-1]),
         pad_to(d.mask, 2048, False), d.n_runs_padded, *args,
     )  # fmt: skip
     ref = loglik(resid, d.y, d.run, d.mask, d.n_runs_padded, *args)

@@ -170,7 +170,9 @@ def ar1_loglik_total(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell=1.0
 
     The same density, for the layout of :func:`make_curve_design`: the real
     rows of a run are *adjacent* (sorted by run, then ``t``) and masked rows
-    never sit between two real rows of one run (padding goes at the end).
+    never sit between two real rows of one run (padding goes at the end,
+    with the last run's index, so the run column never decreases and the
+    per-run sums are a sorted ``segment_sum``).
     Then a row's previous real row is the row above it, so the function
     shifts arrays by one row where :func:`run_loglik_ar1` finds the previous
     real row with a cumulative maximum and gathers, and it reduces per run
@@ -186,10 +188,12 @@ def ar1_loglik_total(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell=1.0
     dt = jnp.where(has_prev, t - _shift(t, 0.0), 0.0)
     phi = jnp.where(has_prev, jnp.exp(dt * (jnp.log(rho) / ell)), 0.0)
     one_m_phi2 = jnp.maximum(1.0 - phi**2, 1e-300)
-    inv_sd = jax.lax.rsqrt(one_m_phi2) / sigma
+    inv_sd = 1.0 / (sigma * jnp.sqrt(one_m_phi2))
     z_e = (resid - phi * _shift(resid, 0.0)) * inv_sd * m
     z_1 = (1.0 - phi) * inv_sd * m
-    ab = jax.ops.segment_sum(jnp.stack([z_1**2, z_1 * z_e], axis=1), run, n_runs)
+    ab = jax.ops.segment_sum(
+        jnp.stack([z_1**2, z_1 * z_e], axis=1), run, n_runs, indices_are_sorted=True
+    )
     s2 = sigma_run**2
     denom = 1.0 + s2 * ab[:, 0]
     n = jnp.sum(m)
@@ -306,7 +310,8 @@ def make_curve_design(frame: pd.DataFrame, law: str | Law) -> CurveDesign:
         x=pad(x, x[0]),
         y=pad(y, y[0]),
         covariates={c: pad(v, v[0]) for c, v in cov.items()},
-        run=pad(frame["run"].map(index).to_numpy(int), 0),
+        # padding takes the last run's index: the run column stays sorted (masked rows add 0)
+        run=pad(frame["run"].map(index).to_numpy(int), len(runs) - 1),
         mask=pad(np.ones(n, bool), False),
         log_loss=pad(ll, ll[0]),
         run_names=tuple(runs),
