@@ -278,7 +278,8 @@ def test_curve_laws_are_exact_when_terms_dominate_by_hundreds_of_e_folds():
     """The annealed form (scaled by one shift per call) against a log-space numpy
     reference: no overflow when a share dominates by e^300 or an exponent is large."""
     x, y = np.log(N / N0), np.log(D / D0)
-    for u_a, u_b, log_alpha in [(300.0, -300.0, 0.0), (-300.0, 300.0, np.log(0.3)), (5.0, 2.0, 4.0)]:
+    cases = [(300.0, -300.0, 0.0), (-300.0, 300.0, np.log(0.3)), (5.0, 2.0, 4.0)]
+    for u_a, u_b, log_alpha in cases:
         theta = {**CURVE_THETA, "u_a": u_a, "u_b": u_b, "log_alpha": log_alpha}
         ln_w = np.array([0.0, u_a, u_b]) - np.logaddexp.reduce([0.0, u_a, u_b])
         terms = np.stack([
