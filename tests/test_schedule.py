@@ -279,3 +279,22 @@ def test_reconstruct_corpus_families(corpus_file):
     np.testing.assert_allclose(known[known["family"] == "gpt3"]["lr_mult"], 0.1, atol=1e-9)
     olmo = out[out["family"] == "olmo"]
     assert not olmo["schedule_known"].any() and olmo["s1"].isna().all()
+
+
+def test_reconstruct_does_not_depend_on_row_order_or_index(corpus_file):
+    """Rows of many runs interleaved, with a non-default index: every row gets the
+    covariates it gets in run order (the per-run loop maps positions, not labels)."""
+    frame = pd.read_csv(corpus_file, low_memory=False)
+    frame = frame[frame["family"].isin(["gpt3", "misfitting"]) & frame["primary"]]
+    ordered = reconstruct(frame.sort_values(["run", "tokens"]))
+    shuffled = frame.sample(frac=1.0, random_state=0)
+    shuffled.index = np.arange(len(shuffled))[::-1] * 3  # labels unrelated to positions
+    out = reconstruct(shuffled)
+    # (not schedule_note: where a run's rows disagree on run_tokens, as in misfitting, the
+    # note quotes its first row's value)
+    cols = ["lr_mult", "s1", "s2", "anneal", "memory_tokens", "schedule_known"]
+    key = ["run", "tokens"]
+    a = out.sort_values(key)[key + cols].reset_index(drop=True)
+    b = ordered.sort_values(key)[key + cols].reset_index(drop=True)
+    pd.testing.assert_frame_equal(a, b)
+    assert out.index.equals(shuffled.index)

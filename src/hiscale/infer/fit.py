@@ -595,7 +595,7 @@ def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_
         return _end_of_run_instead(c, law_obj.name, options, reason)
     curve_info = {"ell": 1.0, "decay": DEFAULT_DECAY, "schedules": {}, "schedule_notes": {}}
     if law_obj.covariates:
-        rec = reconstruct(c.frame, runs_extra)
+        rec = reconstruct(c.frame, runs_extra, schedules=info)
         c = c.with_frame(
             rec,
             step="schedule",
