@@ -31,8 +31,6 @@ from hiscale.modeling.curve import (
     make_curve_design,
     make_curve_model,
     offset_posterior,
-    offset_posteriors,
-    run_ar1_paths,
     select_curve_rows,
     thin_log_tokens,
 )
@@ -130,60 +128,6 @@ def test_ar1_paths_have_the_ar1_covariance():
     u = ar1_paths(np.random.default_rng(1), t, None, np.full(s, 0.02), np.full(s, 0.8))
     # MC sd of an entry ~ 4e-4 x sqrt(2 / 40000) ~ 3e-6
     np.testing.assert_allclose(np.cov(u, rowvar=False), dense_cov(t, 0.0, 0.02, 0.8), atol=2e-5)
-
-
-def runs_in_blocks(seed, sizes, s=5):
-    """Rows of several runs as contiguous blocks (t increasing within a run), per-draw noise."""
-    rng = np.random.default_rng(seed)
-    t = np.concatenate([np.sort(rng.uniform(-3, 1, n)) for n in sizes])
-    starts = np.r_[0, np.cumsum(sizes)[:-1]]
-    resid = rng.normal(0, 0.02, (s, len(t)))
-    sr, sg = rng.uniform(0.005, 0.03, s), rng.uniform(0.002, 0.02, s)
-    rho = rng.uniform(0.2, 0.99, s)
-    return t, starts, resid, sr, sg, rho
-
-
-def test_offset_posteriors_are_offset_posterior_run_by_run():
-    t, starts, resid, sr, sg, rho = runs_in_blocks(0, [1, 4, 9, 2])
-    m, v = offset_posteriors(resid, t, starts, sr, sg, rho, 1.3)
-    for i, (a, b) in enumerate(zip(starts, np.r_[starts[1:], len(t)], strict=True)):
-        m_i, v_i = offset_posterior(resid[:, a:b], t[a:b], sr, sg, rho, 1.3)
-        np.testing.assert_allclose(m[:, i], m_i, rtol=1e-12, atol=1e-15)
-        np.testing.assert_allclose(v[:, i], v_i, rtol=1e-12)
-    with pytest.raises(ValueError, match="starts must begin at 0"):
-        offset_posteriors(resid, t, starts[1:], sr, sg, rho)
-    with pytest.raises(ValueError, match="t must increase strictly within each run"):
-        offset_posteriors(resid, t[::-1], starts, sr, sg, rho)
-
-
-class BlockRng:
-    """A stand-in generator whose normals are slices of one fixed block, in column order."""
-
-    def __init__(self, block):
-        self.block, self.col = block, 0
-
-    def standard_normal(self, shape):
-        out = self.block[:, self.col : self.col + shape[1]]
-        self.col += shape[1]
-        return out
-
-
-def test_run_ar1_paths_are_ar1_paths_run_by_run():
-    """Same innovations -> the same paths as ar1_paths run by run (stationary starts)."""
-    t, starts, _, _, sg, rho = runs_in_blocks(1, [3, 1, 12, 5])
-    block = np.random.default_rng(2).standard_normal((len(sg), len(t)))
-    u = run_ar1_paths(BlockRng(block), t, starts, sg, rho, 0.7)
-    ref_rng = BlockRng(block)
-    for a, b in zip(starts, np.r_[starts[1:], len(t)], strict=True):
-        ref = ar1_paths(ref_rng, t[a:b], None, sg, rho, 0.7)
-        np.testing.assert_allclose(u[:, a:b], ref, rtol=1e-12, atol=1e-15)
-    # and the covariance by Monte Carlo: within a run the AR(1) kernel, across runs 0
-    big = run_ar1_paths(np.random.default_rng(3), t[:4], [0, 3], np.full(40_000, 0.02),
-                        np.full(40_000, 0.8))  # fmt: skip
-    ref_cov = np.zeros((4, 4))
-    ref_cov[:3, :3] = dense_cov(t[:3], 0.0, 0.02, 0.8)
-    ref_cov[3, 3] = 0.02**2
-    np.testing.assert_allclose(np.cov(big, rowvar=False), ref_cov, atol=2e-5)
 
 
 def test_predict_run_draws_the_dense_conditional(curve_fit):

@@ -81,8 +81,6 @@ __all__ = [
     "make_curve_design",
     "make_curve_model",
     "offset_posterior",
-    "offset_posteriors",
-    "run_ar1_paths",
     "run_loglik_ar1",
     "select_curve_rows",
     "thin_log_tokens",
@@ -815,100 +813,4 @@ def ar1_paths(rng: np.random.Generator, t, start, sigma, rho, ell=1.0) -> np.nda
             phi = np.exp((tj - last_t) / ell * log_rho)
             out[:, j] = phi * last_u + sigma * np.sqrt(np.maximum(1 - phi**2, 0.0)) * eps[:, j]
         last_t, last_u = tj, out[:, j]
-    return out
-
-
-def _run_starts(t, starts) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Check ``starts``; return first-row flags, each row's run and ``dt`` from the row above."""
-    t = np.asarray(t, float)
-    starts = np.asarray(starts, int)
-    if len(starts) == 0 or starts[0] != 0 or np.any(np.diff(starts) <= 0) or starts[-1] >= len(t):
-        raise ValueError("starts must begin at 0 and increase strictly, within the rows")
-    first = np.zeros(len(t), bool)
-    first[starts] = True
-    run = np.cumsum(first) - 1
-    dt = np.diff(t, prepend=t[0])
-    if np.any(dt[~first] <= 0):
-        raise ValueError("t must increase strictly within each run")
-    dt[first] = 0.0
-    return first, run, dt
-
-
-def offset_posteriors(resid, t, starts, sigma_run, sigma, rho, ell=1.0):
-    """:func:`offset_posterior` of every run at once, runs as contiguous blocks of rows.
-
-    Parameters
-    ----------
-    resid : array (S, R)
-        Residuals per draw; run ``i`` holds rows ``starts[i]`` up to the next start,
-        sorted by ``t``.
-    t : array (R,)
-        ``ln D`` of the rows.
-    starts : int array (n_runs,)
-        First row of each run (0 first, increasing).
-    sigma_run, sigma, rho : array (S,)
-        Noise parameters per draw.
-    ell : float
-        Length scale of ``rho``.
-
-    Returns
-    -------
-    mean, var : ndarray (S, n_runs)
-        Same numbers as :func:`offset_posterior` run by run (tested), in a
-        few whole-array passes instead of a Python loop over runs.
-    """
-    first, _, dt = _run_starts(t, starts)
-    resid = np.atleast_2d(np.asarray(resid, float))
-    sigma = np.asarray(sigma, float).reshape(-1, 1)
-    log_rho = np.log(np.asarray(rho, float)).reshape(-1, 1)
-    phi = np.exp(dt[None, :] / ell * log_rho)
-    phi[:, first] = 0.0
-    sd = sigma * np.sqrt(np.maximum(1.0 - phi**2, 1e-300))
-    prev = np.concatenate([np.zeros((resid.shape[0], 1)), resid[:, :-1]], 1)
-    z1 = (1.0 - phi) / sd
-    ze = (resid - phi * prev) / sd
-    a = np.add.reduceat(z1**2, starts, axis=1)
-    b = np.add.reduceat(z1 * ze, starts, axis=1)
-    s2 = np.asarray(sigma_run, float).reshape(-1, 1) ** 2
-    denom = 1.0 + s2 * a
-    return s2 * b / denom, s2 / denom
-
-
-def run_ar1_paths(rng: np.random.Generator, t, starts, sigma, rho, ell=1.0) -> np.ndarray:
-    """Stationary AR(1) paths of every run at once (runs as contiguous blocks of rows).
-
-    Each run's path is independent of the others and starts stationary
-    (``u ~ N(0, σ²)`` at its first row), as :func:`ar1_paths` with
-    ``start=None`` run by run; the innovations are one ``(S, R)`` standard
-    normal block drawn from ``rng``, and the recursion steps through the
-    position within the run (at most the longest run's length), all runs
-    together.
-
-    Parameters
-    ----------
-    rng : numpy.random.Generator
-        Source of the innovations.
-    t : array (R,)
-        ``ln D`` of the rows, increasing within each run.
-    starts : int array (n_runs,)
-        First row of each run.
-    sigma, rho : array (S,)
-        Stationary sd and correlation per ``ell`` of each draw.
-    ell : float
-        Length scale.
-
-    Returns
-    -------
-    ndarray (S, R)
-    """
-    _, run, dt = _run_starts(t, starts)
-    sigma = np.asarray(sigma, float).reshape(-1, 1)
-    log_rho = np.log(np.asarray(rho, float)).reshape(-1, 1)
-    eps = rng.standard_normal((sigma.shape[0], len(dt)))
-    out = sigma * eps  # first rows: stationary; the others are overwritten in order
-    pos = np.arange(len(dt)) - np.asarray(starts)[run]
-    for k in range(1, int(pos.max()) + 1):
-        rows = np.flatnonzero(pos == k)
-        phi = np.exp(dt[rows][None, :] / ell * log_rho)
-        out[:, rows] = phi * out[:, rows - 1] + np.sqrt(np.maximum(1 - phi**2, 0.0)) * out[:, rows]
     return out
