@@ -31,6 +31,7 @@ from hiscale.modeling.curve import (
     make_curve_design,
     make_curve_model,
     offset_posterior,
+    replicate_runs,
     select_curve_rows,
     thin_log_tokens,
 )
@@ -128,6 +129,85 @@ def test_ar1_paths_have_the_ar1_covariance():
     u = ar1_paths(np.random.default_rng(1), t, None, np.full(s, 0.02), np.full(s, 0.8))
     # MC sd of an entry ~ 4e-4 x sqrt(2 / 40000) ~ 3e-6
     np.testing.assert_allclose(np.cov(u, rowvar=False), dense_cov(t, 0.0, 0.02, 0.8), atol=2e-5)
+
+
+class _GivenNormals:
+    """Stands in for a Generator: returns the given standard normals."""
+
+    def __init__(self, z):
+        self.z = z
+
+    def standard_normal(self, shape):
+        assert tuple(shape) == self.z.shape
+        return self.z
+
+
+def test_replicate_runs_draws_each_runs_conditional_offset_and_a_fresh_path():
+    """All runs at once, by blocks of draws, equal run-by-run draws from the same normals.
+
+    The reference is the run-by-run computation: the offset's conditional
+    (:func:`offset_posterior`, tested against the dense Gaussian above) and
+    :func:`ar1_paths` (tested for the AR(1) covariance above), fed the normals
+    in the order ``replicate_runs`` documents.
+    """
+    rng = np.random.default_rng(3)
+    lengths, n_draws, block, ell = [1, 4, 7], 5, 2, 0.7
+    run_idx = np.repeat(np.arange(3), lengths)
+    t = np.concatenate([np.sort(rng.uniform(-3, 0, k)) for k in lengths])
+    mu = 1.0 + 0.01 * rng.standard_normal((n_draws, len(t)))
+    obs = 1.0 + 0.01 * rng.standard_normal(len(t))
+    sr, so, rho = (
+        rng.uniform(0.005, 0.02, n_draws),
+        rng.uniform(0.002, 0.01, n_draws),
+        rng.uniform(0.2, 0.95, n_draws),
+    )
+    loglik, rep, run_rep = replicate_runs(
+        mu, obs, t, run_idx, sr, so, rho, ell, rng=np.random.default_rng(9), block=block
+    )
+    # each run's log density: the dense multivariate normal of its residuals
+    for s in range(n_draws):
+        for i in range(3):
+            rows = run_idx == i
+            cov = dense_cov(t[rows], sr[s], so[s], rho[s], ell)
+            dens = multivariate_normal(np.zeros(rows.sum()), cov).logpdf(obs[rows] - mu[s, rows])
+            assert loglik[s, i] == pytest.approx(dens, rel=1e-10)
+    g = np.random.default_rng(9)
+    for lo in range(0, n_draws, block):
+        d = slice(lo, min(lo + block, n_draws))
+        b = d.stop - lo
+        z_off, e1 = g.standard_normal((b, 3)), g.standard_normal((b, len(t)))
+        z_new, e2 = g.standard_normal((b, 3)), g.standard_normal((b, len(t)))
+        for i in range(3):
+            rows = run_idx == i
+            m, v = offset_posterior(obs[rows] - mu[d][:, rows], t[rows], sr[d], so[d], rho[d], ell)
+            u1 = ar1_paths(_GivenNormals(e1[:, rows]), t[rows], None, so[d], rho[d], ell)
+            expected = mu[d][:, rows] + (m + np.sqrt(v) * z_off[:, i])[:, None] + u1
+            np.testing.assert_allclose(rep[d][:, rows], expected, rtol=1e-13, atol=1e-15)
+            u2 = ar1_paths(_GivenNormals(e2[:, rows]), t[rows], None, so[d], rho[d], ell)
+            new_mean = (mu[d][:, rows] + u2).mean(axis=1) + sr[d] * z_new[:, i]
+            np.testing.assert_allclose(run_rep[d][:, i], new_mean, rtol=1e-13, atol=1e-15)
+
+
+def test_replicate_runs_refuses_runs_whose_rows_are_not_adjacent():
+    args = (np.zeros((2, 4)), np.zeros(4), np.array([0.0, 1.0, 0.5, 2.0]))
+    with pytest.raises(ValueError, match="adjacent"):
+        replicate_runs(
+            *args,
+            np.array([0, 1, 0, 1]),
+            [0.01] * 2,
+            [0.01] * 2,
+            [0.9] * 2,
+            rng=np.random.default_rng(0),
+        )
+    with pytest.raises(ValueError, match="increase strictly"):
+        replicate_runs(
+            *args,
+            np.array([0, 0, 0, 0]),
+            [0.01] * 2,
+            [0.01] * 2,
+            [0.9] * 2,
+            rng=np.random.default_rng(0),
+        )
 
 
 def test_predict_run_draws_the_dense_conditional(curve_fit):

@@ -69,7 +69,12 @@ from hiscale._version import __version__
 from hiscale.data.curves import FilterRecord
 from hiscale.infer.settings import FitOptions, SamplerSettings
 from hiscale.laws import D0, N0, get_law
-from hiscale.modeling.curve import ar1_paths, make_curve_design, offset_posterior, run_loglik_ar1
+from hiscale.modeling.curve import (
+    ar1_paths,
+    make_curve_design,
+    offset_posterior,
+    replicate_runs,
+)
 from hiscale.modeling.design import make_design
 from hiscale.modeling.family import run_loglik
 from hiscale.priors.prior import Prior
@@ -1285,16 +1290,6 @@ def _local_arrays(local: dict) -> dict:
     return {k: jnp.asarray(local[k]) for k in ("U", "bridge", "sd")}
 
 
-@partial(jax.jit, static_argnums=4)
-def _run_loglik_ar1_draws(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell):
-    """:func:`~hiscale.modeling.curve.run_loglik_ar1` of every draw: ``(S, n_runs)``."""
-
-    def one(r, sr, so, rh):
-        return run_loglik_ar1(r, t, run, mask, n_runs, sr, so, rh, ell)
-
-    return jax.vmap(one)(resid, sigma_run, sigma, rho)
-
-
 #: Schedule covariates stored per row in ``constant_data`` of whole-curve fits.
 _COVARIATE_COLUMNS = ("lr_mult", "s1", "s2", "anneal", "memory_tokens")
 
@@ -1304,14 +1299,11 @@ def _curve_groups(data, law_obj, post, obs, run_idx, runs, seed, curve) -> dict:
 
     ``log_likelihood.run_log_loss``: each run's exact offset + AR(1) log
     density (:func:`~hiscale.modeling.curve.run_loglik_ar1`), so ``az.loo``
-    on it is leave-one-run-out. Replicates, from
-    ``numpy.random.default_rng(seed)`` in this order: the fitted runs'
-    offsets from their Gaussian conditional given each run's rows
-    (:func:`~hiscale.modeling.curve.offset_posterior`; standard normals
-    ``(S, run)``), then a fresh stationary AR(1) path per run (run by run,
-    :func:`~hiscale.modeling.curve.ar1_paths`) for ``log_loss``; then a new
-    run's offset (``(S, run)``) and fresh AR(1) paths for ``run_log_loss``
-    (the mean log loss of a new run at each run's rows).
+    on it is leave-one-run-out. Replicates from
+    ``numpy.random.default_rng(seed)`` (:func:`~hiscale.modeling.curve.replicate_runs`):
+    ``log_loss``, each fitted run with its offset drawn from its Gaussian
+    conditional and a fresh stationary AR(1) path; ``run_log_loss``, the mean
+    log loss of a new run (new offset, fresh path) at each run's rows.
     """
     n_rows, n_runs = len(data), len(runs)
     ell = float(curve.get("ell", 1.0))
@@ -1321,46 +1313,19 @@ def _curve_groups(data, law_obj, post, obs, run_idx, runs, seed, curve) -> dict:
     mu = post["mu"]
     c, d = mu.shape[:2]
     flat_mu = mu.reshape(c * d, n_rows)
-    resid = obs[None, :] - flat_mu
     sr = post["sigma_run"].reshape(-1)
     so = post["sigma_obs"].reshape(-1)
     rho = post["rho"].reshape(-1)
-    padded = np.zeros((c * d, len(design.mask)))
-    padded[:, :n_rows] = resid
-    loglik = np.asarray(
-        _run_loglik_ar1_draws(
-            jnp.asarray(padded),
-            jnp.asarray(design.y),
-            jnp.asarray(design.run),
-            jnp.asarray(design.mask),
-            design.n_runs_padded,
-            jnp.asarray(sr),
-            jnp.asarray(so),
-            jnp.asarray(rho),
-            ell,
-        )
-    )[:, :n_runs].reshape(c, d, n_runs)
     t = np.log(data["tokens"].to_numpy(float) / D0)
-    rows_of = [np.flatnonzero(run_idx == i) for i in range(n_runs)]
-    rng = np.random.default_rng(seed)
-    z_off = rng.standard_normal((c * d, n_runs))
-    rep = np.empty_like(flat_mu)
-    for i, rows in enumerate(rows_of):
-        m, v = offset_posterior(resid[:, rows], t[rows], sr, so, rho, ell)
-        u = ar1_paths(rng, t[rows], None, so, rho, ell)
-        rep[:, rows] = flat_mu[:, rows] + (m + np.sqrt(v) * z_off[:, i])[:, None] + u
-    z_new = rng.standard_normal((c * d, n_runs))
-    new_rows = np.empty_like(flat_mu)
-    for i, rows in enumerate(rows_of):
-        u = ar1_paths(rng, t[rows], None, so, rho, ell)
-        new_rows[:, rows] = flat_mu[:, rows] + (sr * z_new[:, i])[:, None] + u
-    new_rows = new_rows.reshape(c, d, n_rows)
+    loglik, rep, run_rep = replicate_runs(
+        flat_mu, obs, t, run_idx, sr, so, rho, ell, rng=np.random.default_rng(seed)
+    )
     const = {k: data[k].to_numpy(float) for k in _COVARIATE_COLUMNS if k in data}
     return {
-        "log_likelihood": {"run_log_loss": loglik},
+        "log_likelihood": {"run_log_loss": loglik.reshape(c, d, n_runs)},
         "posterior_predictive": {
             "log_loss": rep.reshape(c, d, n_rows),
-            "run_log_loss": _run_means(new_rows, run_idx, n_runs),
+            "run_log_loss": run_rep.reshape(c, d, n_runs),
         },
         "constant_data": const,
     }

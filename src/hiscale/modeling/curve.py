@@ -81,6 +81,7 @@ __all__ = [
     "make_curve_design",
     "make_curve_model",
     "offset_posterior",
+    "replicate_runs",
     "run_loglik_ar1",
     "select_curve_rows",
     "thin_log_tokens",
@@ -814,3 +815,122 @@ def ar1_paths(rng: np.random.Generator, t, start, sigma, rho, ell=1.0) -> np.nda
             out[:, j] = phi * last_u + sigma * np.sqrt(np.maximum(1 - phi**2, 0.0)) * eps[:, j]
         last_t, last_u = tj, out[:, j]
     return out
+
+
+#: Draws per block of :func:`replicate_runs`: its arrays, ``(rows, block)``,
+#: stay in cache instead of allocating (and page-faulting) whole
+#: ``draws x rows`` temporaries.
+REPLICATE_BLOCK = 128
+
+
+def replicate_runs(mu, obs, t, run_idx, sigma_run, sigma, rho, ell=1.0, *, rng, block=None):
+    r"""Each run's log density per draw, replicates of the runs, a new run's mean at their rows.
+
+    Per draw: each run's exact offset + AR(1) log density of its residuals
+    ``obs - mu`` (:func:`run_loglik_ar1`; leave-one-run-out PSIS-LOO uses it);
+    each fitted run's offset from its Gaussian conditional given the
+    run's residuals ``obs - mu`` (:func:`offset_posterior`) plus a fresh
+    stationary AR(1) path (:func:`ar1_paths`) gives ``log_loss``; a new run's
+    offset ``N(0, σ_run²)`` plus another fresh path, averaged over each run's
+    rows, gives ``run_log_loss``. All runs at once, a block of draws at a time
+    (:data:`REPLICATE_BLOCK`); per block, from ``rng`` in this order: the
+    offsets' standard normals ``(block, run)``, the first paths' innovations
+    ``(block, row)``, the new offsets ``(block, run)``, the second paths'.
+
+    Parameters
+    ----------
+    mu : array (S, n)
+        The law's ``ln L`` per draw and row.
+    obs : array (n,)
+        Observed ``ln L``.
+    t : array (n,)
+        ``ln D`` of the rows.
+    run_idx : int array (n,)
+        Run of each row, ``0 .. R - 1``; a run's rows adjacent and sorted by ``t``.
+    sigma_run, sigma, rho : array (S,)
+        Noise parameters per draw.
+    ell : float
+        Length scale of ``rho``.
+    rng : numpy.random.Generator
+        Source of the standard normals.
+    block : int, optional
+        Draws per block (default :data:`REPLICATE_BLOCK`); the numbers depend on it.
+
+    Returns
+    -------
+    loglik : ndarray (S, R)
+    log_loss : ndarray (S, n)
+    run_log_loss : ndarray (S, R)
+
+    Raises
+    ------
+    ValueError
+        If a run's rows are not adjacent or not strictly increasing in ``t``.
+    """
+    mu = np.asarray(mu, float)
+    obs, t = np.asarray(obs, float), np.asarray(t, float)
+    run_idx = np.asarray(run_idx)
+    n_draws, n_rows = mu.shape
+    starts = np.flatnonzero(np.r_[True, run_idx[1:] != run_idx[:-1]])
+    lengths = np.diff(np.r_[starts, n_rows])
+    n_runs = len(starts)
+    if not np.array_equal(run_idx[starts], np.arange(n_runs)):
+        raise ValueError("replicate_runs: each run's rows must be adjacent, runs numbered in order")
+    first = np.zeros(n_rows, bool)
+    first[starts] = True
+    dt = np.where(first, 0.0, t - np.r_[t[:1], t[:-1]])
+    if np.any(dt[~first] <= 0):
+        raise ValueError("replicate_runs: t must increase strictly within each run")
+    sigma_run, sigma, rho = (np.asarray(a, float).reshape(-1) for a in (sigma_run, sigma, rho))
+    loglik = np.empty((n_draws, n_runs))
+    log_loss = np.empty_like(mu)
+    run_log_loss = np.empty((n_draws, n_runs))
+    block = block or REPLICATE_BLOCK
+    for lo in range(0, n_draws, block):
+        d = slice(lo, min(lo + block, n_draws))
+        # (row, draw) layout: a run's rows are adjacent rows of every array
+        mu_t = mu[d].T
+        phi = np.exp(dt[:, None] / ell * np.log(rho[d])[None, :])
+        phi[first] = 0.0
+        root = np.sqrt(np.maximum(1.0 - phi**2, 1e-300))
+        sd = sigma[d][None, :] * root
+        resid = obs[:, None] - mu_t
+        prev = np.zeros_like(resid)
+        prev[1:] = resid[:-1]
+        prev[first] = 0.0
+        z_1 = (1.0 - phi) / sd
+        z_e = (resid - phi * prev) / sd
+        s2 = sigma_run[d] ** 2
+        denom = 1.0 + s2 * np.add.reduceat(z_1**2, starts, axis=0)
+        b = np.add.reduceat(z_1 * z_e, starts, axis=0)
+        loglik[d] = (
+            -0.5 * lengths[:, None] * _LOG_2PI
+            - np.add.reduceat(np.log(sd), starts, axis=0)
+            - 0.5 * np.add.reduceat(z_e**2, starts, axis=0)
+            - 0.5 * np.log(denom)
+            + 0.5 * s2 * b**2 / denom
+        ).T
+        mean = s2 * b / denom
+        sd_offset = np.sqrt(s2 / denom)
+        z_off = rng.standard_normal((d.stop - lo, n_runs)).T
+        path = _ar1_rows(phi, sd, rng.standard_normal((d.stop - lo, n_rows)).T, starts, lengths)
+        log_loss[d] = (mu_t + (mean + sd_offset * z_off)[run_idx] + path).T
+        z_new = rng.standard_normal((d.stop - lo, n_runs)).T
+        path = _ar1_rows(phi, sd, rng.standard_normal((d.stop - lo, n_rows)).T, starts, lengths)
+        sums = np.add.reduceat(mu_t + path, starts, axis=0)
+        run_log_loss[d] = (sums / lengths[:, None] + sigma_run[d][None, :] * z_new).T
+    return loglik, log_loss, run_log_loss
+
+
+def _ar1_rows(phi, sd, eps, starts, lengths) -> np.ndarray:
+    """Stationary AR(1) paths of every run, ``(row, draw)``: position by position.
+
+    ``u`` at a run's first row is ``sd * eps`` (``sd`` = ``σ`` there), then
+    ``u_i = φ_i u_{i-1} + sd_i eps_i`` (``sd_i = σ sqrt(1 - φ_i²)``).
+    """
+    u = np.empty_like(eps)
+    u[starts] = sd[starts] * eps[starts]
+    for p in range(1, int(lengths.max())):
+        rows = starts[lengths > p] + p
+        u[rows] = phi[rows] * u[rows - 1] + sd[rows] * eps[rows]
+    return u
