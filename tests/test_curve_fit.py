@@ -579,6 +579,19 @@ def test_curves_figure_draws_the_law_through_every_fitted_run(curve_fit, sim):
     plt.close(fig)
 
 
+def test_run_lines_are_the_per_run_law_times_offset_medians(curve_fit):
+    runs = list(dict.fromkeys(curve_fit.data["run"]))
+    grids = {r: np.geomspace(1e9, 2e10, 7 + i) for i, r in enumerate(runs)}
+    lines = curve_fit.run_lines(grids)
+    assert list(lines) == runs
+    for run, grid in grids.items():
+        shift = np.exp(curve_fit.run_offset(run)[0])[:, None]
+        expected = np.median(curve_fit.expected_along_run(run, grid) * shift, axis=0)
+        np.testing.assert_array_equal(lines[run], expected)
+    with pytest.raises(ValueError, match="not in the fit"):
+        curve_fit.run_lines({"no-such-run": [1e9]})
+
+
 def test_cli_fit_whole_curves(sim, tmp_path, capsys):
     frame, _ = sim
     csv = tmp_path / "simc.csv"

@@ -51,7 +51,7 @@ state).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -362,8 +362,12 @@ class Fit:
         sched = named_schedule(str(schedule), run_tokens, tokens_per_step=tps)
         return sched, f"{schedule}: {NAMED_SCHEDULES[str(schedule)]}, {run_tokens:.4g} tokens"
 
-    def _log_mu(self, params, tokens, sched) -> np.ndarray:
-        """``ln L̂`` per draw at ``(params, tokens)`` under ``sched``: ``(S, M)``."""
+    def _log_mu(self, params, tokens, sched, theta=None, decay=None) -> np.ndarray:
+        """``ln L̂`` per draw at ``(params, tokens)`` under ``sched``: ``(S, M)``.
+
+        ``theta`` (:meth:`theta`) and ``decay`` (``curve["decay"]``), passed by
+        callers that evaluate many runs, save reading the fit again.
+        """
         from hiscale.data.schedule import schedule_covariates
 
         law = get_law(self.law)
@@ -371,12 +375,74 @@ class Fit:
         d = np.asarray(tokens, float)
         cov = None
         if law.covariates:
-            cov_np, _ = schedule_covariates(sched, d, decay=self.curve.get("decay", 0.999))
+            if decay is None:
+                decay = self.curve.get("decay", 0.999)
+            cov_np, _ = schedule_covariates(sched, d, decay=decay)
             cov = {k: jnp.asarray(cov_np[k])[None, :] for k in law.covariates}
-        theta = {k: jnp.asarray(v)[:, None] for k, v in self.theta().items()}
+        theta = self.theta() if theta is None else theta
+        theta = {k: jnp.asarray(v)[:, None] for k, v in theta.items()}
         x = jnp.log(n / N0)[None, :]
         y = jnp.log(d / D0)[None, :]
         return np.asarray(law.log_loss(x, y, theta, cov))
+
+    def run_lines(self, grids: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        """Per fitted run, the law along its own schedule times the run's offset: posterior medians.
+
+        What the curves figure draws for a whole-curve fit, for many runs at
+        once: ``median over draws of exp(ln L̂(N_run, D) + δ_run)``, with
+        :meth:`expected_along_run` and the conditional mean ``δ_run`` of
+        :meth:`run_offset` (tested equal to them run by run); the posterior is
+        read once, not once per run.
+
+        Parameters
+        ----------
+        grids : mapping of str to array_like
+            Run -> tokens at which to draw its line.
+
+        Returns
+        -------
+        dict of str to numpy.ndarray
+            Run -> median loss at its tokens.
+
+        Raises
+        ------
+        ValueError
+            If a run is not in the fit, this is not a whole-curve fit, or a
+            run's schedule is unknown.
+        """
+        if not self.is_curve:
+            raise ValueError("run_lines: a whole-curve fit is needed (rows='all', residual='ar1')")
+        from hiscale.data.schedule import Schedule
+
+        data = self.data
+        curve = self.curve
+        theta = self.theta()
+        runs = data["run"].to_numpy().astype(str)
+        tokens = data["tokens"].to_numpy(float)
+        log_obs = np.log(data["loss"].to_numpy(float))
+        mu = np.asarray(self._dt["posterior"]["mu"].values).reshape(-1, len(data))
+        out = {}
+        for run, grid in grids.items():
+            rows = np.flatnonzero(runs == str(run))
+            if not len(rows):
+                raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
+            fields = curve.get("schedules", {}).get(str(run))
+            if fields is None:
+                raise ValueError(f"run {run!r}: schedule unknown")
+            rows = rows[np.argsort(tokens[rows], kind="stable")]
+            offset, _ = offset_posterior(
+                log_obs[rows][None, :] - mu[:, rows],
+                np.log(tokens[rows] / D0),
+                theta["sigma_run"],
+                theta["sigma_obs"],
+                theta["rho"],
+                curve["ell"],
+            )
+            grid = np.atleast_1d(np.asarray(grid, float))
+            n = float(data["params"].to_numpy()[rows[0]])
+            log_mu = self._log_mu(n, grid, Schedule(**fields), theta, curve.get("decay", 0.999))
+            out[str(run)] = np.median(np.exp(log_mu) * np.exp(offset)[:, None], axis=0)
+        return out
 
     def expected_along_run(self, run: str, tokens) -> np.ndarray:
         """Draws of the law along a fitted run, under that run's own schedule.

@@ -154,17 +154,21 @@ def plot_curves(
         # fit over the run's whole token range (where it did not look, too), a whole-curve
         # fit over the rows it fitted, under the run's own schedule
         fitted = set(used["run"])
+        grids, sizes = {}, {}
         for run, g in (used if fit.is_curve else frame).groupby("run", sort=False):
-            if run not in fitted:
-                continue
-            grid = np.geomspace(g["tokens"].min(), g["tokens"].max(), n_grid)
-            n = float(g["params"].iloc[0])
+            if run in fitted:
+                grids[run] = np.geomspace(g["tokens"].min(), g["tokens"].max(), n_grid)
+                sizes[run] = float(g["params"].iloc[0])
+        if fit.is_curve:
+            lines = fit.run_lines(grids)  # the posterior read once for all runs
+        for run, grid in grids.items():
+            n = sizes[run]
             if fit.is_curve:
-                expected = fit.expected_along_run(run, grid)
+                line = lines[str(run)]
             else:
                 expected, _ = fit.draws(np.full_like(grid, n), grid, seed=seed)
-            offset, _ = fit.run_offset(run)
-            line = np.median(expected * np.exp(offset)[:, None], axis=0)
+                offset, _ = fit.run_offset(run)
+                line = np.median(expected * np.exp(offset)[:, None], axis=0)
             ax.plot(grid, line, "--", color=cmap(norm(n)), lw=1.3)
         handles.append(
             Line2D([], [], color="grey", ls="--", label="fitted law + run offset (post. median)")
