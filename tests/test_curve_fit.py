@@ -188,26 +188,17 @@ def test_replicate_runs_draws_each_runs_conditional_offset_and_a_fresh_path():
             np.testing.assert_allclose(run_rep[d][:, i], new_mean, rtol=1e-13, atol=1e-15)
 
 
-def test_replicate_runs_refuses_runs_whose_rows_are_not_adjacent():
-    args = (np.zeros((2, 4)), np.zeros(4), np.array([0.0, 1.0, 0.5, 2.0]))
-    with pytest.raises(ValueError, match="adjacent"):
+@pytest.mark.parametrize(
+    "run_idx, message",
+    [([0, 1, 0, 1], "adjacent"), ([0, 0, 0, 0], "increase strictly")],
+)
+def test_replicate_runs_refuses_rows_out_of_order(run_idx, message):
+    t = np.array([0.0, 1.0, 0.5, 2.0])  # run 0 of the second case goes back at row 2
+    with pytest.raises(ValueError, match=message):
         replicate_runs(
-            *args,
-            np.array([0, 1, 0, 1]),
-            [0.01] * 2,
-            [0.01] * 2,
-            [0.9] * 2,
-            rng=np.random.default_rng(0),
-        )
-    with pytest.raises(ValueError, match="increase strictly"):
-        replicate_runs(
-            *args,
-            np.array([0, 0, 0, 0]),
-            [0.01] * 2,
-            [0.01] * 2,
-            [0.9] * 2,
-            rng=np.random.default_rng(0),
-        )
+            np.zeros((2, 4)), np.zeros(4), t, np.array(run_idx), [0.01] * 2, [0.01] * 2,
+            [0.9] * 2, rng=np.random.default_rng(0),
+        )  # fmt: skip
 
 
 def test_predict_run_draws_the_dense_conditional(curve_fit):
