@@ -547,6 +547,14 @@ def test_curves_figure_draws_the_law_through_every_fitted_run(curve_fit, sim):
     frame, _ = sim
     fig = plot_curves(frame, curve_fit, at=(2e9, 3e10), ci_prob=0.8)
     ax = fig.axes[0]
+    # the title counts the table's runs and sizes (one run per size here; a run the fit
+    # did not see, at a new size, must count too)
+    first = frame[frame["run"] == frame["run"].iloc[0]]
+    extra = first.assign(run="unseen", params=4 * frame["params"].max())
+    fig2 = plot_curves(pd.concat([frame, extra]), curve_fit, ci_prob=0.8)
+    n_sizes = frame["params"].nunique() + 1
+    assert f"{frame['run'].nunique() + 1} runs, {n_sizes} sizes" in fig2.axes[0].get_title()
+    plt.close(fig2)
     dashed = [ln for ln in ax.get_lines() if ln.get_linestyle() == "--"]
     runs = curve_fit.data.groupby("run", sort=False)
     assert len(dashed) == runs.ngroups

@@ -154,15 +154,15 @@ def plot_curves(
         # fit over the run's whole token range (where it did not look, too), a whole-curve
         # fit over the rows it fitted, under the run's own schedule
         fitted = set(used["run"])
-        grids, sizes = {}, {}
+        grids, run_size = {}, {}
         for run, g in (used if fit.is_curve else frame).groupby("run", sort=False):
             if run in fitted:
                 grids[run] = np.geomspace(g["tokens"].min(), g["tokens"].max(), n_grid)
-                sizes[run] = float(g["params"].iloc[0])
+                run_size[run] = float(g["params"].iloc[0])
         if fit.is_curve:
             lines = fit.run_lines(grids)  # the posterior read once for all runs
         for run, grid in grids.items():
-            n = sizes[run]
+            n = run_size[run]
             if fit.is_curve:
                 line = lines[str(run)]
             else:
