@@ -417,21 +417,16 @@ class Fit:
         data = self.data
         curve = self.curve
         theta = self.theta()
-        runs = data["run"].to_numpy().astype(str)
         tokens = data["tokens"].to_numpy(float)
-        log_obs = np.log(data["loss"].to_numpy(float))
-        mu = np.asarray(self._dt["posterior"]["mu"].values).reshape(-1, len(data))
+        mu = np.asarray(self._dt["posterior"]["mu"].values)
         out = {}
         for run, grid in grids.items():
-            rows = np.flatnonzero(runs == str(run))
-            if not len(rows):
-                raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
+            rows, resid = _run_residuals(data, mu, run, self.family)
             fields = curve.get("schedules", {}).get(str(run))
             if fields is None:
                 raise ValueError(f"run {run!r}: schedule unknown")
-            rows = rows[np.argsort(tokens[rows], kind="stable")]
             offset, _ = offset_posterior(
-                log_obs[rows][None, :] - mu[:, rows],
+                resid,
                 np.log(tokens[rows] / D0),
                 theta["sigma_run"],
                 theta["sigma_obs"],
@@ -503,12 +498,9 @@ class Fit:
             If the run is not in the fit.
         """
         data = self.data
-        rows = np.flatnonzero(data["run"].to_numpy() == str(run))
-        if not len(rows):
-            raise ValueError(f"run {run!r} is not in the fit of {self.family!r}")
-        rows = rows[np.argsort(data["tokens"].to_numpy()[rows], kind="stable")]
-        mu_obs = np.asarray(self._dt["posterior"]["mu"].values).reshape(-1, len(data))[:, rows]
-        resid = np.log(data["loss"].to_numpy(float)[rows])[None, :] - mu_obs
+        rows, resid = _run_residuals(
+            data, np.asarray(self._dt["posterior"]["mu"].values), run, self.family
+        )
         th = self.theta()
         if self.is_curve:
             t_obs = np.log(data["tokens"].to_numpy(float)[rows] / D0)
@@ -1354,6 +1346,20 @@ def _run_loglik_draws(
 def _local_arrays(local: dict) -> dict:
     """Return the local fit's arrays for the per-run likelihood (no prior entry)."""
     return {k: jnp.asarray(local[k]) for k in ("U", "bridge", "sd")}
+
+
+def _run_residuals(data: pd.DataFrame, mu, run, family) -> tuple[np.ndarray, np.ndarray]:
+    """Return a fitted run's rows sorted by tokens and its residuals ``ln L - ln L̂`` per draw.
+
+    ``mu``: the posterior's ``mu`` (any leading chain/draw shape, rows last).
+    Returns ``rows (n,)`` and ``resid (S, n)``; one-line error if ``run`` is not in ``data``.
+    """
+    rows = np.flatnonzero(data["run"].to_numpy().astype(str) == str(run))
+    if not len(rows):
+        raise ValueError(f"run {run!r} is not in the fit of {family!r}")
+    rows = rows[np.argsort(data["tokens"].to_numpy()[rows], kind="stable")]
+    mu_obs = np.asarray(mu).reshape(-1, len(data))[:, rows]
+    return rows, np.log(data["loss"].to_numpy(float)[rows])[None, :] - mu_obs
 
 
 #: Schedule covariates stored per row in ``constant_data`` of whole-curve fits.
