@@ -190,7 +190,10 @@ def test_replicate_runs_draws_each_runs_conditional_offset_and_a_fresh_path():
 
 @pytest.mark.parametrize(
     "run_idx, message",
-    [([0, 1, 0, 1], "adjacent"), ([0, 0, 0, 0], "increase strictly")],
+    [
+        ([0, 1, 0, 1], r"run_idx 0 at row 2: .*adjacent"),
+        ([0, 0, 0, 0], r"t 0\.5 at row 2 \(run 0\) does not exceed the row before \(1\)"),
+    ],
 )
 def test_replicate_runs_refuses_rows_out_of_order(run_idx, message):
     t = np.array([0.0, 1.0, 0.5, 2.0])  # run 0 of the second case goes back at row 2

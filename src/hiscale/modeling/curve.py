@@ -874,13 +874,23 @@ def replicate_runs(mu, obs, t, run_idx, sigma_run, sigma, rho, ell=1.0, *, rng, 
     starts = np.flatnonzero(np.r_[True, run_idx[1:] != run_idx[:-1]])
     lengths = np.diff(np.r_[starts, n_rows])
     n_runs = len(starts)
-    if not np.array_equal(run_idx[starts], np.arange(n_runs)):
-        raise ValueError("replicate_runs: each run's rows must be adjacent, runs numbered in order")
+    bad = np.flatnonzero(run_idx[starts] != np.arange(n_runs))
+    if len(bad):
+        row = int(starts[bad[0]])
+        raise ValueError(
+            f"replicate_runs: run_idx {run_idx[row]} at row {row}: each run's rows must be "
+            f"adjacent and runs numbered 0, 1, ... in order (expected {bad[0]})"
+        )
     first = np.zeros(n_rows, bool)
     first[starts] = True
     dt = np.where(first, 0.0, t - np.r_[t[:1], t[:-1]])
-    if np.any(dt[~first] <= 0):
-        raise ValueError("replicate_runs: t must increase strictly within each run")
+    bad = np.flatnonzero(~first & (dt <= 0))
+    if len(bad):
+        row = int(bad[0])
+        raise ValueError(
+            f"replicate_runs: t {t[row]:.6g} at row {row} (run {run_idx[row]}) does not exceed "
+            f"the row before ({t[row - 1]:.6g}); t must increase strictly within each run"
+        )
     sigma_run, sigma, rho = (np.asarray(a, float).reshape(-1) for a in (sigma_run, sigma, rho))
     loglik = np.empty((n_draws, n_runs))
     log_loss = np.empty_like(mu)
