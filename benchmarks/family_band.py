@@ -94,7 +94,7 @@ def summarise(
     return out
 
 
-def campaign(path: str, corpus: str) -> dict:
+def campaign(path: str, corpus: str | list[str]) -> dict:
     """Issue 11's coverage band for a planner campaign: one target per family and budget."""
     from hiscale.data.curves import family_groups, load_curves
 
@@ -161,7 +161,11 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", nargs="+", help="the common cells are those all of these fitted")
     ap.add_argument("--report", nargs="+", help="methods whose coverage and correlation are read")
     ap.add_argument("--campaign", help="a benchmarks/plan_backtest.py result JSON instead")
-    ap.add_argument("--corpus", help="with --campaign: the curves table (for the family groups)")
+    ap.add_argument(
+        "--corpus",
+        nargs="+",
+        help="with --campaign: the curves table(s) the campaign read (for the family groups)",
+    )
     ap.add_argument("--rhos", nargs="+", type=float, default=[0.5, 0.9])
     ap.add_argument("--out", default=None, help="write the JSON here")
     args = ap.parse_args(argv)

@@ -95,19 +95,39 @@ def _fit(curves, family, runs, args, target=None):
         )
 
 
-def _score(f, target):
+def _score(f, target, h=None, table=None, runs=None):
+    """ARE, 80% coverage and width of the fit's new-run interval at the target.
+
+    With ``h`` (the discrepancy's 80% half-width per unit ln compute, the
+    planner's): also ``covered80_disc`` / ``width80_disc``, the interval the
+    planner states, widened by ``h`` times the target's distance in ln(6ND) to
+    the nearest of ``runs`` (rows of ``table``), as the planner computes it.
+    """
+    from hiscale.planning.preposterior import widen_log_interval
+
     p = (
         f.predict((target["params"], target["tokens"]), ci_prob=0.8, seed=0)
         .query("kind == 'new_run'")
         .iloc[0]
     )
     loss = target["loss"]
-    return {
+    out = {
         "are": 100 * abs(p["median"] - loss) / loss,
         "covered80": bool(p["lower"] <= loss <= p["upper"]),
         "width80": float((p["upper"] - p["lower"]) / p["median"]),
         "flagged": bool(f.flagged),
     }
+    if h is not None:
+        r = table.set_index("label").loc[list(runs)]
+        at = np.log(6.0 * target["params"] * target["tokens"])
+        d = float(np.min(np.abs(np.log(6.0 * r["params"] * r["tokens"]) - at)))
+        lo, hi = widen_log_interval(p["lower"], p["median"], p["upper"], h * d)
+        out.update(
+            covered80_disc=bool(lo <= loss <= hi),
+            width80_disc=float((hi - lo) / p["median"]),
+            distance=d,
+        )
+    return out
 
 
 def _within(order, table, budget):
@@ -196,6 +216,16 @@ def run_family(curves, family, args) -> dict:
         # family's own group left out), as a user's DATA with donor families gives it
         disc = population_discrepancy(curves, family, distance=args.discrepancy_distance)
         out["discrepancy"] = {"label": disc.label, "m": disc.m, "s": disc.s}
+    # every strategy's fit is also scored with the interval the planner states
+    # (law + discrepancy at the fitted runs' distance from the target)
+    from hiscale.planning.preposterior import discrepancy_halfwidth
+
+    h = None if disc is None else discrepancy_halfwidth(disc, 0.8)
+    out["discrepancy_halfwidth80"] = h
+
+    def score(f, runs):
+        return _score(f, target, h, table, runs)
+
     old = None
     if args.rules_from:
         # the rules do not depend on the planner's settings: reuse an earlier run's cells
@@ -212,7 +242,7 @@ def run_family(curves, family, args) -> dict:
     else:
         ref = _fit(curves, family, pool["label"].tolist(), args, target)
         out["all_runs"] = {
-            **_score(ref, target),
+            **score(ref, pool["label"].tolist()),
             "flops_frac": pool["flops"].sum() / target["flops"],
         }
     print(f"{family}: all runs {out['all_runs']}", file=sys.stderr, flush=True)
@@ -239,7 +269,7 @@ def run_family(curves, family, args) -> dict:
             runs = [start, *rest["label"].iloc[idx].tolist()]
             cells[name] = {
                 "runs": runs,
-                **_score(_fit(curves, family, runs, args, target), target),
+                **score(_fit(curves, family, runs, args, target), runs),
             }
         variants = {"planner": disc}
         if disc is not None and not args.local_sd > 0 and old is None:
@@ -251,18 +281,20 @@ def run_family(curves, family, args) -> dict:
             cells[name] = {
                 "runs": used,
                 "rounds": steps,
-                **_score(_fit(curves, family, used, args, target), target),
+                **score(_fit(curves, family, used, args, target), used),
             }
         rnd = []
         for r in range(args.random if old is None else 0):
             order = np.random.default_rng(args.seed + 1000 + r).permutation(len(rest))
             runs = [start, *rest["label"].iloc[_within(order, rest, budget_left)].tolist()]
-            rnd.append(_score(_fit(curves, family, runs, args, target), target))
+            rnd.append(score(_fit(curves, family, runs, args, target), runs))
         if rnd:
             cells["random"] = {
-                "are": float(np.mean([x["are"] for x in rnd])),
-                "covered80": float(np.mean([x["covered80"] for x in rnd])),
-                "width80": float(np.mean([x["width80"] for x in rnd])),
+                **{
+                    k: float(np.mean([x[k] for x in rnd]))
+                    for k in ("are", "covered80", "width80", "covered80_disc", "width80_disc")
+                    if k in rnd[0]
+                },
                 "flagged": int(sum(x["flagged"] for x in rnd)),
                 "draws": len(rnd),
             }
@@ -339,6 +371,9 @@ def refit_check(seeds, args) -> list[dict]:
 
 
 STRATEGIES = ("planner", "planner-law-only", "hitchhiker", "cheapest-first", "random")
+# per cell: the fit's interval, and (campaigns since 2026-12-02) the interval the planner
+# states, widened by its discrepancy (``_score``)
+QUANTITIES = ("are", "covered80", "width80", "covered80_disc", "width80_disc")
 
 
 def summarise(result: dict, groups: dict[str, str], n_boot: int = 2000, seed: int = 0) -> dict:
@@ -363,9 +398,7 @@ def summarise(result: dict, groups: dict[str, str], n_boot: int = 2000, seed: in
                         "family": fam["family"],
                         "budget": cell["budget_frac"],
                         "strategy": name,
-                        "are": float(c["are"]),
-                        "covered80": float(c["covered80"]),
-                        "width80": float(c["width80"]),
+                        **{q: float(c.get(q, np.nan)) for q in QUANTITIES},
                     }
                 )
         rows.append(
@@ -374,21 +407,17 @@ def summarise(result: dict, groups: dict[str, str], n_boot: int = 2000, seed: in
                 "family": fam["family"],
                 "budget": "all",
                 "strategy": "all-runs",
-                "are": float(fam["all_runs"]["are"]),
-                "covered80": float(fam["all_runs"]["covered80"]),
-                "width80": float(fam["all_runs"]["width80"]),
+                **{q: float(fam["all_runs"].get(q, np.nan)) for q in QUANTITIES},
             }
         )
     t = pd.DataFrame(rows)
-    fam = t.groupby(["budget", "strategy", "group", "family"])[["are", "covered80", "width80"]]
+    quantities = [q for q in QUANTITIES if t[q].notna().all()]
+    fam = t.groupby(["budget", "strategy", "group", "family"])[quantities]
     per_group = fam.mean().groupby(["budget", "strategy", "group"]).mean()
     out = {"groups": sorted(set(t["group"])), "families": sorted(set(t["family"])), "cells": []}
     for (budget, strategy), g in per_group.groupby(level=["budget", "strategy"]):
         gv = g.droplevel(["budget", "strategy"])
-        stats = {
-            ("macro", q, strategy): (lambda df, q=q: df[q].to_numpy())
-            for q in ("are", "covered80", "width80")
-        }
+        stats = {("macro", q, strategy): (lambda df, q=q: df[q].to_numpy()) for q in quantities}
         b = group_bootstrap(gv, stats, n_boot=n_boot, seed=seed, level=0.9)
         for r in b.table.to_dict(orient="records"):
             out["cells"].append({"budget": budget, **r})
@@ -427,29 +456,34 @@ def summarise(result: dict, groups: dict[str, str], n_boot: int = 2000, seed: in
 
 
 def summary_table(summ: dict) -> str:
-    """Markdown: macro ARE [90% interval] / coverage / width per budget and strategy."""
+    """Markdown: macro ARE [90% interval] / coverage / width per budget and strategy.
+
+    With the discrepancy scores (campaigns since 2026-12-02) two more columns: the
+    80% coverage and width of the interval the planner states (law + discrepancy).
+    """
     cell = {(c["budget"], c["method"], c["quantity"]): c for c in summ["cells"]}
     budgets = sorted({c["budget"] for c in summ["cells"] if c["budget"] != "all"})
-    lines = [
-        "| budget | strategy | macro ARE % [90%] | 80% coverage | 80% width |",
-        "|---|---|---|---|---|",
-    ]
+    disc = any(q == "covered80_disc" for (_, _, q) in cell)
+    qs = ("are", "covered80", "width80", *(("covered80_disc", "width80_disc") if disc else ()))
+    head = "| budget | strategy | macro ARE % [90%] | 80% coverage | 80% width |"
+    if disc:
+        head += " 80% coverage, + discrepancy | 80% width, + discrepancy |"
+    lines = [head, "|---" * head.count(" | ") + "|---|"]
+
+    def row(b, s, label):
+        v = [cell[(b, s, q)] for q in qs]
+        a = v[0]
+        out = f"| {label} | {a['estimate']:.2f} [{a['lower']:.2f}, {a['upper']:.2f}] |"
+        for x, q in zip(v[1:], qs[1:], strict=True):
+            out += f" {x['estimate']:.3f} |" if q.startswith("width") else f" {x['estimate']:.2f} |"
+        return out
+
     for b in budgets:
         for s in STRATEGIES:
-            if (b, s, "are") not in cell:
-                continue
-            a, c, w = (cell[(b, s, q)] for q in ("are", "covered80", "width80"))
-            lines.append(
-                f"| {b:.0%} | {s} | {a['estimate']:.2f} [{a['lower']:.2f}, {a['upper']:.2f}] | "
-                f"{c['estimate']:.2f} | {w['estimate']:.3f} |"
-            )
+            if (b, s, "are") in cell:
+                lines.append(row(b, s, f"{b:.0%} | {s}"))
     if ("all", "all-runs", "are") in cell:
-        a = cell[("all", "all-runs", "are")]
-        lines.append(
-            f"| all runs | (no budget) | {a['estimate']:.2f} [{a['lower']:.2f}, {a['upper']:.2f}] "
-            f"| {cell[('all', 'all-runs', 'covered80')]['estimate']:.2f} | "
-            f"{cell[('all', 'all-runs', 'width80')]['estimate']:.3f} |"
-        )
+        lines.append(row("all", "all-runs", "all runs | (no budget)"))
     return "\n".join(lines)
 
 
@@ -460,6 +494,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("corpus", nargs="?", default=os.environ.get("HISCALE_CORPUS"))
     p.add_argument("--family", nargs="+", default=["overtrain-c4"])
+    p.add_argument(
+        "--extra",
+        nargs="+",
+        default=[],
+        metavar="CSV",
+        help="more curve tables read with the corpus (e.g. ../shared/corpus/curves_extra.csv "
+        "for its sweep families); the leave-one-group-out populations and discrepancies are "
+        "then learned from every table given",
+    )
     p.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.3])
     p.add_argument(
         "--prior",
@@ -540,7 +583,7 @@ def main(argv=None) -> int:
         from hiscale.data.curves import family_groups, load_curves
 
         result = json.loads(open(args.summarise).read())
-        groups = family_groups(load_curves(args.corpus))
+        groups = family_groups(load_curves([args.corpus, *args.extra]))
         summ = summarise(result, groups)
         result["summary"] = summ
         if args.out:
@@ -564,7 +607,7 @@ def main(argv=None) -> int:
     hiscale.configure()
     from _machine import emit, machine
 
-    curves = hiscale.load_curves(args.corpus)
+    curves = hiscale.load_curves([args.corpus, *args.extra])
     result = {
         "benchmark": "plan_backtest",
         "command": "python benchmarks/plan_backtest.py " + " ".join(argv or sys.argv[1:]),
