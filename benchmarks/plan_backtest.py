@@ -27,6 +27,14 @@ document (no losses, only scores). Small sampler settings by default; use
     nice python benchmarks/plan_backtest.py ../shared/corpus/curves.csv \
         --family overtrain-c4 --budgets 0.01 0.05 0.1 0.3
 
+With ``--extra ../shared/corpus/curves_extra.csv`` the sweep families of that
+table (``farseer``, ``lrsched-sp-*``, ``mpl-*``) can be campaigned too;
+``--population-from corpus`` learns every family's population and discrepancy
+from the first table's families only (the shipped prior's). Every cell is also
+scored with the interval the planner states (``covered80_disc``,
+``width80_disc``: the fit's interval widened by the planner's discrepancy at the
+fitted runs' distance from the target).
+
 ``--refit-check SEED ...`` instead checks the planner's cheap update
 (importance reweighting) against NUTS refits on simulated families.
 """
@@ -173,6 +181,23 @@ def _planner(curves, family, start, pool, budget_left, target, args, discrepancy
     return used, steps
 
 
+def _population_curves(curves, family, args):
+    """The table the family's population and discrepancy are learned from.
+
+    ``--population-from all``: every table read; ``corpus``: the first table's
+    families only (plus the family's own rows, which leave-one-group-out drops
+    with its group), so a family from an ``--extra`` table borrows from what the
+    shipped corpus knows, and the first table's families are unchanged by ``--extra``.
+    """
+    if args.population_from == "all":
+        return curves
+    keep = set(args.corpus_families) | {family}
+    f = curves.frame
+    return curves.with_frame(
+        f[f["family"].isin(keep)], step="population", reason="family of an --extra table"
+    )
+
+
 def _prior(curves, family, args):
     """The prior every fit of ``family`` uses, and its label.
 
@@ -207,14 +232,15 @@ def run_family(curves, family, args) -> dict:
         "cells": [],
     }
     t0 = time.perf_counter()
-    args.prior_obj, out["prior"] = _prior(curves, family, args)
+    donors = _population_curves(curves, family, args)
+    args.prior_obj, out["prior"] = _prior(donors, family, args)
     disc = None
     if args.discrepancy == "population":
         from hiscale.backtesting.discrepancy import population_discrepancy
 
         # learned from the other families' leave-largest-size-out errors (the
         # family's own group left out), as a user's DATA with donor families gives it
-        disc = population_discrepancy(curves, family, distance=args.discrepancy_distance)
+        disc = population_discrepancy(donors, family, distance=args.discrepancy_distance)
         out["discrepancy"] = {"label": disc.label, "m": disc.m, "s": disc.s}
     # every strategy's fit is also scored with the interval the planner states
     # (law + discrepancy at the fitted runs' distance from the target)
@@ -501,7 +527,14 @@ def main(argv=None) -> int:
         metavar="CSV",
         help="more curve tables read with the corpus (e.g. ../shared/corpus/curves_extra.csv "
         "for its sweep families); the leave-one-group-out populations and discrepancies are "
-        "then learned from every table given",
+        "then learned from every table given (see --population-from)",
+    )
+    p.add_argument(
+        "--population-from",
+        choices=["all", "corpus"],
+        default="all",
+        help="with --extra: learn the populations and discrepancies from every table (all, "
+        "default) or from the corpus (first table) only, as the shipped prior does",
     )
     p.add_argument("--budgets", nargs="+", type=float, default=[0.01, 0.05, 0.1, 0.3])
     p.add_argument(
@@ -608,12 +641,17 @@ def main(argv=None) -> int:
     from _machine import emit, machine
 
     curves = hiscale.load_curves([args.corpus, *args.extra])
+    args.corpus_families = hiscale.load_curves(args.corpus).families
     result = {
         "benchmark": "plan_backtest",
         "command": "python benchmarks/plan_backtest.py " + " ".join(argv or sys.argv[1:]),
         "measured_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": machine(),
-        "settings": {k: v for k, v in vars(args).items() if k not in ("corpus", "prior_obj")},
+        "settings": {
+            k: v
+            for k, v in vars(args).items()
+            if k not in ("corpus", "prior_obj", "corpus_families")
+        },
         "families": [run_family(curves, fam, args) for fam in args.family],
     }
     emit(result, args.out)
