@@ -48,15 +48,16 @@ def main(argv=None) -> int:
 
     hiscale.configure()
     from _machine import emit, machine
+    from plan_backtest import _population_curves
 
     curves = hiscale.load_curves([args.corpus, *args.extra])
-    base = set(hiscale.load_curves(args.corpus).families)
     fam = args.family
     f = curves.frame
-    donors = curves.with_frame(
-        f[f["family"].isin(base | {fam})], step="population", reason="family of an --extra table"
+    # the campaign's population: the corpus's families outside the family's group
+    opts = argparse.Namespace(
+        population_from="corpus", corpus_families=hiscale.load_curves(args.corpus).families
     )
-    prior = leave_one_out_prior(donors, fam)
+    prior = leave_one_out_prior(_population_curves(curves, fam, opts), fam)
     campaign = json.loads(open(args.campaign).read())
     rec = next((x for x in campaign["families"] if x["family"] == fam), None)
     if rec is None:
