@@ -5,7 +5,10 @@ the run's last tokens. For a warmup-stable-decay run with a 20% cooldown that
 window is the cooldown itself, where the loss falls because the learning rate
 goes to 0, not because of more data. This refits the runs each strategy picked
 in a planner campaign (``benchmarks/plan_backtest.py`` JSON) for one family,
-once with the default window and once with each run's last checkpoint only
+with the token window alone (the default until 2026-12-02:
+``FitOptions(end_lr_tolerance=None)``), with the default (the token window and,
+where the schedule is known, a learning rate within 0.1 x peak of the run's
+last checkpoint's) and with each run's last checkpoint only
 (``FitOptions(end_of_run=1.0)``), under the same leave-one-group-out
 population as the campaign (``--population-from corpus``), and prints the
 signed relative error (%) of the new-run median at the campaign's target::
@@ -65,7 +68,11 @@ def main(argv=None) -> int:
     target = rec["target"]
     rows = f[(f["family"] == fam) & (f["run"] == target["label"])].sort_values("tokens")
     loss = float(rows["loss"].iloc[-1])
-    windows = {"default (0.8)": FitOptions(), "last checkpoint": FitOptions(end_of_run=1.0)}
+    windows = {
+        "tokens only (0.8)": FitOptions(end_lr_tolerance=None),
+        "default (0.8, LR within 0.1)": FitOptions(),
+        "last checkpoint": FitOptions(end_of_run=1.0),
+    }
     sampler = SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples)
     cells = []
     for cell in rec["cells"]:

@@ -100,6 +100,7 @@ def _fit(curves, family, runs, args, target=None):
             seed=args.seed,
             options=options,
             sampler=SamplerSettings(num_warmup=args.num_warmup, num_samples=args.num_samples),
+            runs_extra=getattr(args, "runs_extra_df", None),
         )
 
 
@@ -530,6 +531,13 @@ def main(argv=None) -> int:
         "then learned from every table given (see --population-from)",
     )
     p.add_argument(
+        "--runs-extra",
+        metavar="CSV",
+        help="the corpus's runs_extra.csv: learning-rate schedules of the --extra families' "
+        "runs, so the end-of-run rows of a run with a known schedule leave out its cooldown "
+        "(FitOptions.end_lr_tolerance)",
+    )
+    p.add_argument(
         "--population-from",
         choices=["all", "corpus"],
         default="all",
@@ -642,6 +650,11 @@ def main(argv=None) -> int:
 
     curves = hiscale.load_curves([args.corpus, *args.extra])
     args.corpus_families = hiscale.load_curves(args.corpus).families
+    args.runs_extra_df = None
+    if args.runs_extra is not None:
+        import pandas as pd
+
+        args.runs_extra_df = pd.read_csv(args.runs_extra)
     result = {
         "benchmark": "plan_backtest",
         "command": "python benchmarks/plan_backtest.py " + " ".join(argv or sys.argv[1:]),
@@ -650,7 +663,7 @@ def main(argv=None) -> int:
         "settings": {
             k: v
             for k, v in vars(args).items()
-            if k not in ("corpus", "prior_obj", "corpus_families")
+            if k not in ("corpus", "prior_obj", "corpus_families", "runs_extra_df")
         },
         "families": [run_family(curves, fam, args) for fam in args.family],
     }

@@ -498,9 +498,11 @@ def test_curve_law_needs_the_ar1_likelihood(sim):
 
 
 def test_default_options_keep_their_provenance_keys():
-    # cache keys of end-of-run fits hold FitOptions().to_dict(): unchanged by the curve fields
+    # cache keys of end-of-run fits hold FitOptions().to_dict(): unchanged by the curve
+    # fields; end_lr_tolerance (2026-12-02) changes which end-of-run rows are fitted, so it
+    # is recorded
     assert set(FitOptions().to_dict()) == {
-        "min_tokens", "end_of_run", "max_rows_per_run", "n_eff_per_run"
+        "min_tokens", "end_of_run", "max_rows_per_run", "n_eff_per_run", "end_lr_tolerance"
     }  # fmt: skip
     assert CURVE.to_dict()["rows"] == "all"
 

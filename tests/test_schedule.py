@@ -5,6 +5,7 @@ adaptive quadrature (scipy.integrate.quad) or a brute-force double sum.
 """
 
 import math
+import os
 
 import numpy as np
 import pandas as pd
@@ -18,6 +19,7 @@ from hiscale.data.schedule import (
     lr_multiplier,
     parse_schedule,
     reconstruct,
+    run_schedules,
     schedule_from_runs_extra,
 )
 
@@ -201,6 +203,96 @@ def test_parse_vocabulary():
     assert any("floor not given" in n for n in chin.notes)
     const = parse_schedule("constant (no cooldown), half the main-suite LR", run_tokens=1e10)
     assert const.schedule.decay_shape == "none"
+
+
+def test_parse_sweep_texts_by_hand():
+    """The curves_extra texts, positions in steps (1000 tokens per step), checked at points."""
+    wsd = parse_schedule(
+        "WSD: 300-step linear warmup from 0.01x peak, constant, linear cooldown to 0 over "
+        "last 20% (steps 2400-3000)",
+        tokens_per_step=1000.0,
+    ).schedule
+    # warmup 0.01 -> 1 over 300 steps, 1 until step 2400, then (3000 - step) / 600
+    h = wsd.multiplier(np.array([0, 150, 1000, 2400, 2700, 2940, 3000]) * 1000.0)
+    np.testing.assert_allclose(h, [0.01, 0.505, 1, 1, 0.5, 0.1, 0], atol=1e-12)
+    sqrt = parse_schedule(
+        "WSD: 300-step linear warmup from 0.01x peak, constant, 1-sqrt cooldown to 0 over "
+        "last 20% (steps 20000-25000)",
+        tokens_per_step=10.0,
+    ).schedule
+    assert sqrt.multiplier(np.array([21250.0 * 10]))[0] == pytest.approx(0.5)  # 1 - sqrt(1/4)
+    cos = parse_schedule(
+        "cosine to ~0 (1e-07) at step 25000; 300-step cosine-shaped warmup from 0.01x peak",
+        tokens_per_step=1.0,
+        lr=1e-4,
+    ).schedule
+    assert (cos.floor, cos.warmup_shape, cos.horizon) == (pytest.approx(1e-3), "cosine", 25000)
+    mpl = parse_schedule(
+        "WSD: 2160-step linear warmup from 0, constant 0.0003, exponential decay to 3e-05 "
+        "over steps 20000-24000",
+        tokens_per_step=1.0,
+    ).schedule
+    # exponential from 1 to 0.1 over 4000 steps: 0.1 ** 0.5 half-way
+    assert mpl.multiplier(np.array([22000.0]))[0] == pytest.approx(0.1**0.5)
+    mcos = parse_schedule(
+        "cosine from 0.0003 to 3e-05 over steps 2160-24000 after 2160-step linear warmup from 0",
+        tokens_per_step=1.0,
+    ).schedule
+    assert mcos.multiplier(np.array([13080.0]))[0] == pytest.approx(0.55)  # half-way: (1+0.1)/2
+    const = parse_schedule(
+        "constant 0.0003 after 2160-step linear warmup from 0 (no decay; run length 24000 steps)",
+        tokens_per_step=2.0,
+    ).schedule
+    assert (const.horizon, const.warmup, const.decay_shape) == (48000.0, 4320.0, "none")
+    # positions in steps need the tokens per step; an absolute floor needs the peak
+    assert (
+        "tokens per step unknown"
+        in parse_schedule(
+            "WSD: 2160-step linear warmup from 0, constant 0.0003, linear decay to 3e-05 over "
+            "steps 20000-24000"
+        ).notes[0]
+    )
+    assert (
+        "lr column"
+        in parse_schedule(
+            "cosine to ~0 (1e-07) at step 25000; 300-step cosine-shaped warmup from 0.01x peak",
+            tokens_per_step=1.0,
+        ).notes[0]
+    )
+
+
+def test_parse_named_schedules():
+    wsd = parse_schedule("WSD", run_tokens=1000.0)
+    assert (
+        wsd.known and wsd.schedule.decay_start == 800.0 and "named schedule 'wsd'" in wsd.notes[0]
+    )
+    assert not parse_schedule("cosine").known  # no horizon
+
+
+def test_sweep_texts_agree_with_runs_extra(corpus_file):
+    """Every curves_extra run whose text is read gets runs_extra.csv's schedule (to 1e-9)."""
+    extra = corpus_file.with_name("curves_extra.csv")
+    table = corpus_file.with_name("runs_extra.csv")
+    for path in (extra, table):
+        if not path.exists():
+            msg = f"{path} not found beside the corpus"
+            if os.environ.get("CI"):
+                pytest.fail(msg)
+            pytest.skip(msg)
+    frame = pd.read_csv(extra, low_memory=False)
+    from_text = run_schedules(frame)
+    from_table = run_schedules(frame, pd.read_csv(table))
+    unread = {r: si.notes[0] for r, si in from_text.items() if not si.known}
+    # only the farseer sweep (no schedule) and the two-stage texts are not read
+    fams = frame.groupby("run")["family"].first()
+    assert set(fams[list(unread)]) == {"farseer", "lrsched-ext-wsd2stage", "mpl-two-stage"}
+    read = [r for r in from_text if r not in unread]
+    assert len(read) >= 200
+    for run in read:
+        a, b = from_text[run].schedule, from_table[run].schedule
+        u = np.linspace(0.0, 1.1 * b.horizon, 2001)
+        np.testing.assert_allclose(a.multiplier(u), b.multiplier(u), atol=1e-9, err_msg=run)
+        assert a.tokens_per_step == pytest.approx(b.tokens_per_step)
 
 
 @pytest.mark.parametrize(

@@ -405,6 +405,7 @@ def engine_revision() -> str:
         "modeling/design.py",
         "modeling/family.py",
         "data/selection.py",
+        "data/schedule.py",
         "infer/settings.py",
         "infer/nuts.py",
         "infer/diagnostics.py",

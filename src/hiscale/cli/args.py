@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from hiscale.data.selection import END_LR_TOLERANCE
 from hiscale.infer.settings import (
     CURVE_SAMPLER,
     LOCAL_SAMPLER,
@@ -344,6 +345,22 @@ def add_model_args(p: argparse.ArgumentParser, *, auto: bool = False) -> None:
         help="fit only each run's rows with tokens >= FRACTION x its last checkpoint: "
         "mid-schedule checkpoints sit above the law (default: 0.8; 0 = all rows)",
     )
+    p.add_argument(
+        "--end-lr-tolerance",
+        type=nonneg_float,
+        default=END_LR_TOLERANCE,
+        metavar="H",
+        help="of those rows, in runs with a known learning-rate schedule, fit only those whose "
+        "LR is at most H x peak above the last checkpoint's, so a cooldown's inside is not "
+        f"read as end of run (default: {END_LR_TOLERANCE:g}; --no-end-lr: tokens alone)",
+    )
+    p.add_argument(
+        "--no-end-lr",
+        dest="end_lr_tolerance",
+        action="store_const",
+        const=None,
+        help="select end-of-run rows by tokens alone (the rule before 2026-12-02)",
+    )
     add_sampler_args(p)
 
 
@@ -435,6 +452,7 @@ def fit_options(args: argparse.Namespace):
 
     if args.end_of_run > 1:
         raise ValueError(f"--end-of-run must be in [0, 1], got {args.end_of_run}")
+    lr_tol = getattr(args, "end_lr_tolerance", END_LR_TOLERANCE)
     from hiscale.laws import CURVE_LAWS
 
     rows = getattr(args, "rows", "end")
@@ -454,6 +472,7 @@ def fit_options(args: argparse.Namespace):
         return FitOptions(
             min_tokens=args.min_tokens,
             end_of_run=args.end_of_run,
+            end_lr_tolerance=lr_tol,
             local_to=tuple(args.local_to),
             local_sd=local_sd,
             local_learn=bool(getattr(args, "local_learn", False)),
@@ -462,11 +481,15 @@ def fit_options(args: argparse.Namespace):
     budget = getattr(args, "max_curve_rows", 512)
     if rows == "end" and residual == "iid":  # the budget serves law auto's whole-curve candidate
         return FitOptions(
-            min_tokens=args.min_tokens, end_of_run=args.end_of_run, max_curve_rows=budget
+            min_tokens=args.min_tokens,
+            end_of_run=args.end_of_run,
+            end_lr_tolerance=lr_tol,
+            max_curve_rows=budget,
         )
     return FitOptions(
         min_tokens=args.min_tokens,
         end_of_run=args.end_of_run,
+        end_lr_tolerance=lr_tol,
         rows=rows,
         residual=residual,
         max_curve_rows=budget,

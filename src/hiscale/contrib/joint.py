@@ -39,7 +39,7 @@ from numpyro.infer import init_to_median
 from hiscale._config import require_x64
 from hiscale.data.curves import Curves, load_curves
 from hiscale.infer.diagnostics import diagnose
-from hiscale.infer.fit import FitOptions
+from hiscale.infer.fit import FitOptions, _end_schedules
 from hiscale.infer.settings import JOINT_SAMPLER, SamplerSettings
 from hiscale.laws import get_law
 from hiscale.modeling.design import bucket, make_design
@@ -171,7 +171,11 @@ def fit_joint(
     if len(fams) < 2:
         raise ValueError(f"a joint fit needs >= 2 families, got {fams}")
     designs = [
-        make_design(options.select(c.family(f)), n_eff_per_run=options.n_eff_per_run) for f in fams
+        make_design(
+            options.select(c.family(f), _end_schedules(c.family(f), options, None)),
+            n_eff_per_run=options.n_eff_per_run,
+        )
+        for f in fams
     ]
     rows = max(bucket(d.n_rows, 16) for d in designs)
     runs = max(d.n_runs_padded for d in designs)

@@ -364,8 +364,12 @@ def parse_schedule(
     id's ``cooldown-from-STEP``); ``cosine matched to run length``;
     ``cosine to P% over XB tokens, YM-token warm-up``; ``cosine to Fx peak over
     total_steps (K warm-up steps)`` (horizon from the run id's ``NNNsteps``);
-    ``cosine(min_lr=X)`` (floor ``X / lr``). Anything else, or an empty text,
-    gives an unknown schedule with the reason.
+    ``cosine(min_lr=X)`` (floor ``X / lr``); the sweep families' texts of
+    ``curves_extra.csv`` (constant, cosine and WSD runs with their warmups,
+    positions in steps: :data:`_SWEEP_TEXTS`); a bare schedule name of
+    :data:`NAMED_SCHEDULES` (``cosine``, ``wsd``, ...) over ``run_tokens``,
+    without warmup (noted). Anything else, or an empty text, gives an
+    unknown schedule with the reason.
 
     Parameters
     ----------
@@ -457,7 +461,101 @@ def parse_schedule(
             tokens_per_step=tps,
         )
         return ScheduleInfo(sched, "schedule text", (no_warmup,))
+    sweep = _parse_sweep_text(t, tps, _num(lr))
+    if sweep is not None:
+        return sweep
+    if t.lower() in NAMED_SCHEDULES:
+        if horizon is None:
+            return ScheduleInfo(None, "unknown", (f"{t!r} without run_tokens",))
+        sched = named_schedule(t.lower(), horizon, tokens_per_step=tps)
+        note = f"named schedule {t.lower()!r}: {NAMED_SCHEDULES[t.lower()]}; {no_warmup}"
+        return ScheduleInfo(sched, "schedule text", (note,))
     return ScheduleInfo(None, "unknown", (f"schedule text not understood: {t!r}",))
+
+
+_FLOAT = r"([\deE.+-]+)"
+
+#: The sweep families' texts (``curves_extra.csv``), positions in optimizer steps.
+_SWEEP_TEXTS = {
+    "lrsched-constant": re.compile(
+        r"constant after (\d+)-step linear warmup from ([\d.]+)x peak "
+        r"\(no cooldown; run length (\d+) steps\)"
+    ),
+    "lrsched-cosine": re.compile(
+        rf"cosine to (?:([\d.]+)x peak|~0 \({_FLOAT}\)) at step (\d+); "
+        r"(\d+)-step (cosine-shaped|linear) warmup from ([\d.]+)x peak"
+    ),
+    "lrsched-wsd": re.compile(
+        r"WSD: (\d+)-step linear warmup from ([\d.]+)x peak, constant, (linear|1-sqrt) "
+        r"cooldown to 0 over last [\d.]+% \(steps (\d+)-(\d+)\)"
+    ),
+    "mpl-constant": re.compile(
+        rf"constant {_FLOAT} after (\d+)-step linear warmup from 0 "
+        r"\(no decay; run length (\d+) steps\)"
+    ),
+    "mpl-cosine": re.compile(
+        rf"cosine from {_FLOAT} to {_FLOAT} over steps (\d+)-(\d+) "
+        r"after (\d+)-step linear warmup from 0"
+    ),
+    "mpl-wsd": re.compile(
+        rf"WSD: (\d+)-step linear warmup from 0, constant {_FLOAT}, (linear|exponential) "
+        rf"decay to {_FLOAT} over steps (\d+)-(\d+)"
+    ),
+}
+
+
+def _parse_sweep_text(t: str, tps: float | None, peak: float | None) -> ScheduleInfo | None:
+    """Read a sweep family's schedule text (:data:`_SWEEP_TEXTS`); None if it is none of them.
+
+    Positions are in steps, so the run's tokens per step are needed; a floor
+    given as an absolute learning rate (``cosine to ~0 (1e-07)``) needs the
+    run's peak (``lr`` column). Two-stage texts are not read (``runs_extra.csv``
+    has them).
+    """
+    kind, m = next(((k, m) for k, r in _SWEEP_TEXTS.items() if (m := r.fullmatch(t))), ("", None))
+    if m is None:
+        return None
+    if not tps:
+        return ScheduleInfo(
+            None, "unknown", (f"{t!r}: positions in steps, tokens per step unknown",)
+        )
+    g = m.groups()
+    if kind == "lrsched-constant":
+        sched = Schedule(
+            horizon=float(g[2]) * tps, warmup=float(g[0]) * tps, warmup_init=float(g[1])
+        )
+    elif kind == "lrsched-cosine":
+        if g[0] is not None:
+            floor = float(g[0])
+        elif peak:
+            floor = float(g[1]) / peak
+        else:
+            return ScheduleInfo(
+                None, "unknown", (f"{t!r}: an absolute floor without the lr column",)
+            )
+        sched = Schedule(
+            horizon=float(g[2]) * tps, decay_shape="cosine", floor=floor,
+            warmup=float(g[3]) * tps, warmup_init=float(g[5]),
+            warmup_shape="cosine" if g[4] == "cosine-shaped" else "linear",
+        )  # fmt: skip
+    elif kind == "lrsched-wsd":
+        sched = Schedule(
+            horizon=float(g[4]) * tps, decay_shape=g[2], floor=0.0, decay_start=float(g[3]) * tps,
+            warmup=float(g[0]) * tps, warmup_init=float(g[1]),
+        )  # fmt: skip
+    elif kind == "mpl-constant":
+        sched = Schedule(horizon=float(g[2]) * tps, warmup=float(g[1]) * tps)
+    elif kind == "mpl-cosine":
+        sched = Schedule(
+            horizon=float(g[3]) * tps, decay_shape="cosine", floor=float(g[1]) / float(g[0]),
+            decay_start=float(g[2]) * tps, warmup=float(g[4]) * tps,
+        )  # fmt: skip
+    else:
+        sched = Schedule(
+            horizon=float(g[5]) * tps, decay_shape=g[2], floor=float(g[3]) / float(g[1]),
+            decay_start=float(g[4]) * tps, warmup=float(g[0]) * tps,
+        )  # fmt: skip
+    return ScheduleInfo(replace(sched, tokens_per_step=tps), "schedule text", ())
 
 
 def schedule_from_runs_extra(row: Mapping) -> ScheduleInfo:

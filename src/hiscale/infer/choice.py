@@ -523,6 +523,7 @@ def choose_and_fit(
         local = _local_record(
             curves, fit, chosen=chosen, family=family, prior=candidate_prior(prior, chosen),
             seed=seed, options=final, sampler=sampler, sd=local_sd, to=local_to,
+            runs_extra=runs_extra,
         )  # fmt: skip
         if local["local"]:
             final = replace(final, local_to=local_to, local_sd=local_sd)
@@ -552,8 +553,9 @@ def choose_and_fit(
 
 
 def _local_record(
-    curves, fit: Callable, *, chosen, family, prior, seed, options, sampler, sd, to
-) -> dict[str, Any]:
+    curves, fit: Callable, *, chosen, family, prior, seed, options, sampler, sd, to,
+    runs_extra=None,
+) -> dict[str, Any]:  # fmt: skip
     """Run the global/local step of ``law="auto"`` with ``FitOptions(local_to, local_sd)``.
 
     The end-of-run model is global or local to ``to`` by :func:`choose_local`;
@@ -570,7 +572,7 @@ def _local_record(
     law = CANDIDATES["end-of-run"][0]
     is_local, note, flagged = choose_local(
         curves, fit, family=family, prior=prior, law=law, seed=seed, options=options,
-        sampler=sampler, sd=sd,
+        sampler=sampler, sd=sd, runs_extra=runs_extra,
     )  # fmt: skip
     return {**base, "local": bool(is_local), "note": note, "inner_flagged": bool(flagged)}
 
@@ -586,6 +588,7 @@ def choose_local(
     options,
     sampler,
     sd: float,
+    runs_extra=None,
 ) -> tuple[bool, str, bool]:
     """Global or local end-of-run fit, by leave-future-out on the family's own runs.
 
@@ -616,6 +619,8 @@ def choose_local(
         Row selection of both candidates (its local fields unset).
     sd : float
         Scale of the local candidate (``FitOptions.local_sd``).
+    runs_extra : DataFrame, optional
+        Schedules of the runs (the inner fits' end-of-run selection uses them).
 
     Returns
     -------
@@ -644,7 +649,7 @@ def choose_local(
             warnings.simplefilter("ignore")  # flags are recorded below
             g = fit(
                 inner, family=family, prior=prior, law=law, seed=seed, options=opts,
-                sampler=sampler,
+                sampler=sampler, runs_extra=runs_extra,
             )  # fmt: skip
         _, new = g.draws(held["params"].to_numpy(), held["tokens"].to_numpy(), seed=seed)
         scores[name] = log_score(new, actual)

@@ -398,14 +398,14 @@ def fit(
         raise ValueError(f"prior: a prior per candidate needs law='auto', not law={law!r}")
     data_hash = c.data_hash()
     c, law, options, curve_info, fallback = _prepare_curves(c, family, law, options, runs_extra)
-    selected = options.select(c)
+    selected = options.select(c, _end_schedules(c, options, runs_extra))
     if len(selected) == 0:
         raise CurvesError(f"column 'tokens': no rows of family {family!r} left after filters")
     if options.curve and selected.frame.groupby("run").size().max() < 2:
         # final-only families: no curve to fit, and the offset/AR(1) split and the
         # schedule terms are left to their priors (a ridge NUTS diverges on)
         c, law, options, curve_info, fallback = _single_row_fallback(c, family, law, options)
-        selected = options.select(c)
+        selected = options.select(c, _end_schedules(c, options, runs_extra))
     if retry is None:
         retry = sampler is None  # the caller's own settings run as given
     if sampler is None:
@@ -555,6 +555,26 @@ def _single_row_fallback(c: Curves, family: str, law: str, options: FitOptions):
         "model (law 'chinchilla', rows='end', residual='iid') instead"
     )
     return _end_of_run_instead(c, get_law(law).name, options, reason)
+
+
+def _end_schedules(c: Curves, options: FitOptions, runs_extra) -> dict | None:
+    """``{run: ScheduleInfo}`` for the end-of-run selection, or None when it needs none.
+
+    None for whole-curve fits and with ``end_lr_tolerance=None``; an empty
+    dict (every run unknown, which the selection log says) when the table has
+    no ``schedule`` column and no ``runs_extra`` is given.
+    """
+    from hiscale.data.schedule import run_schedules
+
+    if options.curve or options.end_lr_tolerance is None:
+        return None
+    if runs_extra is not None and not isinstance(runs_extra, pd.DataFrame):
+        runs_extra = pd.read_csv(runs_extra)
+    if runs_extra is not None and "run" in runs_extra:
+        runs_extra = runs_extra[runs_extra["run"].isin(set(c.frame["run"]))]
+    if "schedule" not in c.frame.columns and (runs_extra is None or not len(runs_extra)):
+        return {}
+    return run_schedules(c.frame, runs_extra)
 
 
 def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_extra):

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+from hiscale.data.selection import END_LR_TOLERANCE
+
 __all__ = [
     "CURVE_SAMPLER",
     "DEMO_SAMPLER",
@@ -277,6 +279,12 @@ class FitOptions:
     local_learn : bool
         Learn the scale per family: ``ln local_sd ~ N(ln local_sd, 0.5)`` with
         ``local_sd`` the prior median (:data:`hiscale.modeling.local.LOCAL_SD_PRIOR_SD`).
+    end_lr_tolerance : float or None
+        End-of-run model, runs with a known learning-rate schedule: of the
+        end-of-run rows keep those whose LR multiplier is at most this much
+        (in units of the peak LR) above the run's last checkpoint's, so a WSD
+        run's cooldown is not read as end-of-run points
+        (:data:`hiscale.data.selection.END_LR_TOLERANCE`); None: tokens alone.
 
     Raises
     ------
@@ -298,6 +306,7 @@ class FitOptions:
     local_to: tuple[float, float] | None = None
     local_sd: float = 0.0
     local_learn: bool = False
+    end_lr_tolerance: float | None = END_LR_TOLERANCE
 
     def __post_init__(self):
         """Check ``rows``, ``residual`` and the local-fit fields."""
@@ -319,6 +328,9 @@ class FitOptions:
             object.__setattr__(self, "local_to", tuple(float(v) for v in self.local_to))
         elif self.local_learn:
             raise ValueError("FitOptions(local_learn=True) needs local_sd > 0 (the prior median)")
+        tol = self.end_lr_tolerance
+        if tol is not None and not (math.isfinite(tol) and tol >= 0):
+            raise ValueError(f"FitOptions.end_lr_tolerance must be finite and >= 0, got {tol!r}")
 
     @property
     def curve(self) -> bool:
@@ -363,13 +375,16 @@ class FitOptions:
             "local_learn": self.local_learn,
         }
 
-    def select(self, curves):
+    def select(self, curves, schedules: dict | None = None):
         """Select this fit's rows of ``curves`` (:func:`hiscale.data.selection.select_rows`).
 
         Parameters
         ----------
         curves : Curves
             Rows of one family.
+        schedules : dict, optional
+            ``{run: ScheduleInfo}`` of its runs: the end-of-run model then
+            also drops rows inside a decay (``end_lr_tolerance``).
 
         Returns
         -------
@@ -393,6 +408,8 @@ class FitOptions:
             min_tokens=self.min_tokens,
             end_fraction=self.end_of_run,
             max_rows_per_run=self.max_rows_per_run,
+            schedules=schedules,
+            lr_tolerance=self.end_lr_tolerance,
         )
 
 
