@@ -301,6 +301,14 @@ def main(argv=None) -> int:
         choices=["all", "end"],
         help="rows of bayes-curve (ablations; its residual is always the AR(1) one)",
     )
+    ap.add_argument(
+        "--end-lr-tolerance",
+        default=None,
+        metavar="H|none",
+        help="bayes's FitOptions.end_lr_tolerance (default: the engine's, 0.1; 'none' selects "
+        "end-of-run rows by tokens alone, the rule before 2026-12-02), in its fits and in "
+        "its populations' step-1 fits",
+    )
     ap.add_argument("--target", default="last30")
     ap.add_argument("--direction", default="up")
     ap.add_argument(
@@ -356,6 +364,10 @@ def main(argv=None) -> int:
         return 0
     curves = load_curves([args.corpus, *args.extra])
     runs_extra = None if args.runs_extra is None else pd.read_csv(args.runs_extra)
+    bayes_options = {}
+    if args.end_lr_tolerance is not None:
+        tol = None if args.end_lr_tolerance == "none" else float(args.end_lr_tolerance)
+        bayes_options["options"] = FitOptions(end_lr_tolerance=tol)
     t0 = time.perf_counter()
     res = backtest(
         curves,
@@ -372,6 +384,7 @@ def main(argv=None) -> int:
             # with --extra the populations are rebuilt from every table given ("loo"),
             # not taken from the shipped corpus-v1
             "bayes": {
+                **bayes_options,
                 "min_span": args.min_span,
                 "covariate": args.covariate,
                 **({"prior": "loo"} if args.extra else {}),

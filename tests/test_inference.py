@@ -386,3 +386,25 @@ def test_released_programs_free_their_memory_mappings_and_refit_identically():
     again = hiscale.fit(simulate_family(seed=4), prior="flat", seed=11, sampler=smp)
     np.testing.assert_array_equal(again.posterior["u_a"], first.posterior["u_a"])
     assert nuts.release_if_crowded(fraction=0.0) >= 1  # "crowded" at any count: released
+
+
+def test_one_chain_after_two_chains_of_the_same_draw_count():
+    """A program traced for chains spread over two devices is not reused for one chain.
+
+    2 x 50 and 1 x 100 draws give the constrain step arrays of one shape; it
+    used to load the two-device program and fail on a one-device array.
+    """
+    import hiscale
+
+    assert jax.local_device_count() >= 2  # conftest: two host devices
+    data = simulate_family(seed=5)
+    two = hiscale.fit(
+        data, prior="flat", seed=0, sampler=SamplerSettings(num_warmup=40, num_samples=50)
+    )
+    one = hiscale.fit(
+        data,
+        prior="flat",
+        seed=0,
+        sampler=SamplerSettings(num_warmup=40, num_samples=100, num_chains=1),
+    )
+    assert two.posterior["u_a"].shape == (2, 50) and one.posterior["u_a"].shape == (1, 100)

@@ -194,8 +194,15 @@ def _environment_key() -> str:
 
 
 def _signature(args: tuple) -> tuple:
+    """``(tree, types, devices)`` of ``args``: what a traced program is specific to.
+
+    The devices each leaf is spread over count: a program traced for chains
+    sharded over two devices cannot run on one (the constrain step of a
+    2 x 50-draw fit and of a 1 x 100-draw fit see arrays of one shape).
+    """
     leaves, tree = jax.tree.flatten(args)
-    return tree, tuple(jax.typeof(x) for x in leaves)
+    devices = tuple(len(x.sharding.device_set) if isinstance(x, jax.Array) else 1 for x in leaves)
+    return tree, tuple(jax.typeof(x) for x in leaves), devices
 
 
 class _StoredJit:
@@ -231,7 +238,9 @@ class _StoredJit:
         folder = program_cache_dir()
         if folder is None or self._static is None:
             return None
-        key = repr([self._static, str(sig[0]), [str(a) for a in sig[1]], _environment_key()])
+        key = repr(
+            [self._static, str(sig[0]), [str(a) for a in sig[1]], sig[2], _environment_key()]
+        )
         name = self._static.split("|", 1)[0]
         return folder / f"{name}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.pkl"
 
