@@ -60,16 +60,25 @@ def test_wsd_cooldown_rows_leave_the_end_of_run_window():
     assert "1 of 4 runs without a known schedule kept by tokens alone" in lr_step.reason
 
 
-def test_tolerance_is_relative_to_the_last_checkpoint_and_can_be_disabled():
-    # a WSD run cut at 900 (h = 0.4 there): rows with h <= 0.5 are D >= 875
-    c = curves_of({"cut": 900})
-    sched = {"cut": wsd(1000.0, 0.25)}
-    assert kept(end_of_run(c, 0.8, schedules=sched), "cut") == [880.0, 890.0, 900.0]
-    # a wider tolerance keeps more: h <= 0.7 is D >= 825
-    wide = end_of_run(c, 0.8, schedules=sched, lr_tolerance=0.3)
-    assert kept(wide, "cut")[0] == 830.0
+def test_only_runs_that_reached_the_end_of_their_schedule_are_trimmed():
+    sched = wsd(1000.0, 0.25)  # h = (1000 - D) / 250 from D = 750
+    # a run cut at 900 (a backtest cell's p cut) keeps its token window: 720 ... 900
+    cut = end_of_run(curves_of({"cut": 900}), 0.8, schedules={"cut": sched})
+    assert kept(cut, "cut") == [float(t) for t in range(720, 901, 10)]
+    assert "1 of 1 runs stopped before the end of their schedule" in cut.log[-1].reason
+    # a run whose last evaluation is one spacing short of the horizon reached it:
+    # h(990) = 0.04, rows with h <= 0.14 are D >= 965
+    short = end_of_run(curves_of({"r": 990}), 0.8, schedules={"r": sched})
+    assert kept(short, "r") == [970.0, 980.0, 990.0]
+
+
+def test_tolerance_and_disabling():
+    c = curves_of({"r": 1000})
+    sched = {"r": wsd(1000.0, 0.25)}
+    # h <= 0.3 is D >= 925
+    assert kept(end_of_run(c, 0.8, schedules=sched, lr_tolerance=0.3), "r")[0] == 930.0
     off = end_of_run(c, 0.8, schedules=sched, lr_tolerance=None)
-    assert off.log[-1].reason == "disabled" and kept(off, "cut")[0] == 720.0
+    assert off.log[-1].reason == "disabled" and kept(off, "r")[0] == 800.0
     # no schedules: one step, as before
     plain = end_of_run(c, 0.8)
     assert [r.step for r in plain.log][-1] == "end_of_run"
