@@ -557,6 +557,15 @@ def _single_row_fallback(c: Curves, family: str, law: str, options: FitOptions):
     return _end_of_run_instead(c, get_law(law).name, options, reason)
 
 
+def _runs_extra_for(c: Curves, runs_extra) -> pd.DataFrame | None:
+    """``runs_extra`` (a table or a CSV path) restricted to the runs of ``c``."""
+    if runs_extra is not None and not isinstance(runs_extra, pd.DataFrame):
+        runs_extra = pd.read_csv(runs_extra)
+    if runs_extra is not None and "run" in runs_extra:
+        runs_extra = runs_extra[runs_extra["run"].isin(set(c.frame["run"]))]
+    return runs_extra
+
+
 def _end_schedules(c: Curves, options: FitOptions, runs_extra) -> dict | None:
     """``{run: ScheduleInfo}`` for the end-of-run selection, or None when it needs none.
 
@@ -568,10 +577,7 @@ def _end_schedules(c: Curves, options: FitOptions, runs_extra) -> dict | None:
 
     if options.curve or options.end_lr_tolerance is None:
         return None
-    if runs_extra is not None and not isinstance(runs_extra, pd.DataFrame):
-        runs_extra = pd.read_csv(runs_extra)
-    if runs_extra is not None and "run" in runs_extra:
-        runs_extra = runs_extra[runs_extra["run"].isin(set(c.frame["run"]))]
+    runs_extra = _runs_extra_for(c, runs_extra)
     if "schedule" not in c.frame.columns and (runs_extra is None or not len(runs_extra)):
         return {}
     return run_schedules(c.frame, runs_extra)
@@ -598,10 +604,7 @@ def _prepare_curves(c: Curves, family: str, law: str, options: FitOptions, runs_
         )
     if not options.curve:
         return c, law, options, None, None
-    if runs_extra is not None and not isinstance(runs_extra, pd.DataFrame):
-        runs_extra = pd.read_csv(runs_extra)
-    if runs_extra is not None and "run" in runs_extra:
-        runs_extra = runs_extra[runs_extra["run"].isin(set(c.frame["run"]))]
+    runs_extra = _runs_extra_for(c, runs_extra)
     info = run_schedules(c.frame, runs_extra)
     unknown = [r for r, si in info.items() if not si.known]
     if law_obj.covariates and unknown:
