@@ -18,6 +18,7 @@ from scipy.stats import multivariate_normal, norm
 from hiscale.laws import D0, N0
 from hiscale.modeling.curve import (
     ar1_loglik_total,
+    curve_factors,
     curve_prior_arrays,
     make_curve_design,
     make_curve_model,
@@ -221,6 +222,99 @@ def test_large_curve_design_pads_finely_and_padding_does_not_change_the_density(
     ref = loglik(resid, d.y, d.run, d.mask, d.n_runs_padded, *args)
     assert float(total) == pytest.approx(float(wide), rel=1e-12)
     assert float(total) == pytest.approx(float(jnp.sum(ref)), rel=1e-12)
+
+
+def grid_frame(seed=0, n_runs=12):
+    """Runs that share a checkpoint grid (as real families do): few distinct D and spacings."""
+    rng = np.random.default_rng(seed)
+    grid = np.geomspace(1e9, 2e10, 10)
+    rows = []
+    for i in range(n_runs):
+        keep = grid[: 4 + i % 7] if i % 3 else grid[::2]
+        horizon = keep[-1]
+        for d in keep:
+            rows.append(
+                {"family": "f", "run": f"r{i}", "params": (5e7, 2e8, 8e8)[i % 3], "tokens": d,
+                 "loss": 3.0 + rng.normal(0, 0.03), "schedule_known": True, "schedule_note": "",
+                 "lr_mult": 0.1 + 0.45 * (1 + np.cos(np.pi * d / horizon))}
+            )  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_curve_factors_rebuild_every_row():
+    """The distinct values and indices give back each row's x, y and AR(1) spacing exactly."""
+    d = make_curve_design(grid_frame(), "h-term")
+    f = d.factors
+    assert f is not None and d.n_rows < len(d.mask)  # padding rows present
+    again = curve_factors(d.x, d.y, d.run, d.mask)
+    assert all(np.array_equal(again[k], f[k]) for k in f)
+    np.testing.assert_array_equal(f["x_u"][f["x_i"]], d.x)
+    np.testing.assert_array_equal(f["y_u"][f["y_i"]], d.y)
+    assert len(set(d.x)) == 3 and len(f["x_u"]) == 16  # padded with copies of a value
+    assert f["x_u"].max() == d.x.max() and f["y_u"].max() == d.y.max()
+    # spacings, from the definition: a real row after a real row of its run
+    has_prev = np.zeros(len(d.mask), bool)
+    for i in range(1, len(d.mask)):
+        has_prev[i] = d.mask[i] and d.mask[i - 1] and d.run[i] == d.run[i - 1]
+    ok = f["dt_ok"][f["dt_i"]]
+    np.testing.assert_array_equal(ok, has_prev)
+    np.testing.assert_array_equal(f["dt_u"][f["dt_i"]][has_prev], np.diff(d.y)[has_prev[1:]])
+    assert f["dt_n"].sum() == d.n_rows and len(np.unique(f["dt_i"])) < d.n_rows // 2
+    for k in ("x_u", "y_u", "dt_u"):
+        assert len(f[k]) == bucket(len(f[k]), 16)
+
+
+@pytest.mark.parametrize(("rho", "ell"), [(0.6, 1.0), (0.95, 0.3)])
+def test_factored_ar1_total_equals_the_per_row_total(rho, ell):
+    """ar1_loglik_total with curve_factors: the same density and gradient as row by row."""
+    d = make_curve_design(grid_frame(1), "h-term")
+    rng = np.random.default_rng(0)
+    resid = rng.normal(0, 0.02, len(d.mask))
+
+    def total(p, factors):
+        return ar1_loglik_total(
+            resid, d.y, d.run, d.mask, d.n_runs_padded, p[0], p[1], p[2], ell, factors=factors
+        )
+
+    p = jnp.array([0.02, 0.007, rho])
+    f = {k: jnp.asarray(v) for k, v in d.factors.items()}
+    assert float(total(p, f)) == pytest.approx(float(total(p, None)), rel=1e-13)
+    np.testing.assert_allclose(
+        np.asarray(jax.grad(total)(p, f)), np.asarray(jax.grad(total)(p, None)), rtol=1e-11
+    )
+
+
+def test_factored_h_term_is_the_same_numbers():
+    """Law.log_loss_factored: every row's value identical to log_loss's, gradients equal."""
+    from hiscale.laws import get_law
+
+    law = get_law("h-term")
+    d = make_curve_design(grid_frame(2), "h-term")
+    theta0 = {"u_a": 0.4, "u_b": -0.3, "log_alpha": np.log(0.3), "log_beta": np.log(0.35),
+              "u_f": -2.0, "r_f": 0.1, "log_scale": 1.1}  # fmt: skip
+    f = {k: jnp.asarray(v) for k, v in d.factors.items()}
+
+    def rows(theta, factors):
+        return law.log_loss_factored(d.x, d.y, theta, d.covariates, factors)
+
+    np.testing.assert_array_equal(np.asarray(rows(theta0, f)), np.asarray(rows(theta0, None)))
+    for fac in (None, f):  # no factored form or no factors: log_loss itself
+        np.testing.assert_array_equal(
+            np.asarray(get_law("momentum").log_loss_factored(
+                d.x, d.y, theta0, {"s1": np.exp(d.y) * D0, "anneal": d.covariates["lr_mult"]}, fac
+            )),
+            np.asarray(get_law("momentum").log_loss(
+                d.x, d.y, theta0, {"s1": np.exp(d.y) * D0, "anneal": d.covariates["lr_mult"]}
+            )),
+        )  # fmt: skip
+    w = np.random.default_rng(0).normal(size=len(d.mask))
+
+    def score(theta, factors):
+        return jnp.sum(w * rows(theta, factors))
+
+    g1, g0 = jax.grad(score)(theta0, f), jax.grad(score)(theta0, None)
+    for k in theta0:
+        assert float(g1[k]) == pytest.approx(float(g0[k]), rel=1e-11, abs=1e-12), k
 
 
 # --- the whole-curve family model ---------------------------------------------------------

@@ -156,6 +156,36 @@ def _log_loss_annealed(x, y_data, bonus, theta):
     return theta["log_scale"] + ln_e + big + jnp.log(jnp.maximum(p - q, (1.0 - _MAX_BONUS) * p))
 
 
+def _log_loss_annealed_factored(factors, bonus, theta):
+    """:func:`_log_loss_annealed` with the size and data terms per distinct value.
+
+    ``factors`` (:func:`hiscale.modeling.curve.curve_factors`) gives the
+    distinct ``x`` and ``y`` and each row's index: the three ``exp`` are taken
+    on the distinct values (a family has few sizes and few distinct token
+    counts) and gathered, leaving one ``log`` per row. The distinct values
+    are the rows' own (padded with copies), so ``big`` and every row's value
+    are the same numbers as :func:`_log_loss_annealed`'s; only the gradient
+    sums in another order.
+    """
+    x_u, x_i = jnp.asarray(factors["x_u"]), jnp.asarray(factors["x_i"])
+    y_u, y_i = jnp.asarray(factors["y_u"]), jnp.asarray(factors["y_i"])
+    ln_e = _shares(theta["u_a"], theta["u_b"])[0]
+    alpha = jnp.exp(theta["log_alpha"])
+    beta = jnp.exp(theta["log_beta"])
+    d_a = theta["u_a"] - alpha * x_u
+    d_b = theta["u_b"] - beta * y_u
+    big = jnp.maximum(jnp.maximum(jnp.max(d_a), jnp.max(d_b)), 0.0)
+    big = jax.lax.stop_gradient(big)
+    p = jnp.exp(-big) + jnp.exp(d_a - big)[x_i] + jnp.exp(d_b - big)[y_i]
+    q = bonus * jnp.exp(theta["u_f"] + theta["r_f"] * x_u - big)[x_i]
+    return theta["log_scale"] + ln_e + big + jnp.log(jnp.maximum(p - q, (1.0 - _MAX_BONUS) * p))
+
+
+def _log_loss_h_term_factored(factors, theta, covariates):
+    """:func:`_log_loss_h_term` from :func:`~hiscale.modeling.curve.curve_factors`."""
+    return _log_loss_annealed_factored(factors, 1.0 - jnp.asarray(covariates["lr_mult"]), theta)
+
+
 def _log_loss_momentum(x, y, theta, covariates):
     """Momentum law: data term in ``S1``, bonus ``anneal = S2/τ``."""
     y1 = jnp.log(jnp.asarray(covariates["s1"]) / D0)
@@ -202,6 +232,10 @@ class Law:
     covariates : tuple of str
         Per-row inputs besides ``x, y`` (columns of
         :func:`hiscale.data.schedule.reconstruct`); empty for end-of-run laws.
+    log_loss_factored_fn : callable, optional
+        ``(factors, theta, covariates) -> ln L``: the same values from the
+        distinct sizes and token counts of
+        :func:`hiscale.modeling.curve.curve_factors` (cheaper per row).
     """
 
     name: str
@@ -209,6 +243,7 @@ class Law:
     log_loss_fn: Callable
     description: str
     covariates: tuple[str, ...] = ()
+    log_loss_factored_fn: Callable | None = None
 
     def _covariates(self, covariates: Mapping | None) -> dict:
         missing = [c for c in self.covariates if covariates is None or c not in covariates]
@@ -228,6 +263,17 @@ class Law:
         if not self.covariates:
             return self.log_loss_fn(x, y, theta)
         return self.log_loss_fn(x, y, theta, self._covariates(covariates))
+
+    def log_loss_factored(self, x, y, theta: Mapping, covariates=None, factors=None):
+        """:meth:`log_loss` of rows given with their :func:`~hiscale.modeling.curve.curve_factors`.
+
+        The same values: laws with a factored form (``h-term``) evaluate their
+        size and data terms once per distinct value; the others, or
+        ``factors=None``, evaluate :meth:`log_loss` per row.
+        """
+        if factors is None or self.log_loss_factored_fn is None:
+            return self.log_loss(x, y, theta, covariates)
+        return self.log_loss_factored_fn(factors, theta, self._covariates(covariates))
 
     def loss(self, params, tokens, theta: Mapping, covariates: Mapping | None = None):
         """Predicted loss at raw ``params`` (N) and ``tokens`` (D)."""
@@ -274,6 +320,7 @@ CURVE_LAWS: dict[str, Law] = {
             "e + a + b = 1, f = e exp(u_f)"
         ),
         covariates=("lr_mult",),
+        log_loss_factored_fn=_log_loss_h_term_factored,
     ),
     "h-rel": Law(
         name="h-rel",

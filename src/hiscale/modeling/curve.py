@@ -77,6 +77,7 @@ __all__ = [
     "ar1_paths",
     "centred_xi",
     "continuation_moments",
+    "curve_factors",
     "curve_prior_arrays",
     "make_curve_design",
     "make_curve_model",
@@ -166,7 +167,7 @@ def _shift(v, fill):
     return jnp.concatenate([jnp.full((1,), fill, v.dtype), v[:-1]])
 
 
-def ar1_loglik_total(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell=1.0):
+def ar1_loglik_total(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell=1.0, factors=None):
     """Sum over runs of :func:`run_loglik_ar1` for rows laid out as a design's.
 
     The same density, for the layout of :func:`make_curve_design`: the real
@@ -182,14 +183,27 @@ def ar1_loglik_total(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell=1.0
     whole-curve speed bullet). Parameters as :func:`run_loglik_ar1`; returns
     a scalar. Used by :func:`make_curve_model`; tested against
     :func:`run_loglik_ar1` and a dense multivariate normal.
+
+    With ``factors`` (:func:`curve_factors` of the same rows) the spacings'
+    ``exp``, ``sqrt`` and ``log`` are taken once per distinct spacing and
+    gathered (a design's rows share few spacings: misfitting's 3,030 rows
+    have 146); the same values, summed in another order.
     """
     resid, t, run, mask = (jnp.asarray(v) for v in (resid, t, run, mask))
     m = mask.astype(resid.dtype)
-    has_prev = mask & _shift(mask, False) & (run == _shift(run, -1))
-    dt = jnp.where(has_prev, t - _shift(t, 0.0), 0.0)
-    phi = jnp.where(has_prev, jnp.exp(dt * (jnp.log(rho) / ell)), 0.0)
-    one_m_phi2 = jnp.maximum(1.0 - phi**2, 1e-300)
-    inv_sd = 1.0 / (sigma * jnp.sqrt(one_m_phi2))
+    if factors is None:
+        has_prev = mask & _shift(mask, False) & (run == _shift(run, -1))
+        dt = jnp.where(has_prev, t - _shift(t, 0.0), 0.0)
+        phi = jnp.where(has_prev, jnp.exp(dt * (jnp.log(rho) / ell)), 0.0)
+        one_m_phi2 = jnp.maximum(1.0 - phi**2, 1e-300)
+        inv_sd = 1.0 / (sigma * jnp.sqrt(one_m_phi2))
+        log_det = jnp.sum(jnp.log(one_m_phi2) * m)
+    else:
+        ok, dt_u, i = (jnp.asarray(factors[k]) for k in ("dt_ok", "dt_u", "dt_i"))
+        phi_u = jnp.where(ok, jnp.exp(jnp.where(ok, dt_u, 0.0) * (jnp.log(rho) / ell)), 0.0)
+        om_u = jnp.maximum(1.0 - phi_u**2, 1e-300)
+        phi, inv_sd = phi_u[i], (1.0 / (sigma * jnp.sqrt(om_u)))[i]
+        log_det = jnp.sum(jnp.log(om_u) * jnp.asarray(factors["dt_n"]))
     z_e = (resid - phi * _shift(resid, 0.0)) * inv_sd * m
     z_1 = (1.0 - phi) * inv_sd * m
     ab = jax.ops.segment_sum(
@@ -201,11 +215,69 @@ def ar1_loglik_total(resid, t, run, mask, n_runs, sigma_run, sigma, rho, ell=1.0
     return (
         -0.5 * n * _LOG_2PI
         - n * jnp.log(sigma)
-        - 0.5 * jnp.sum(jnp.log(one_m_phi2) * m)
+        - 0.5 * log_det
         - 0.5 * jnp.sum(z_e**2)
         - 0.5 * jnp.sum(jnp.log(denom))
         + 0.5 * s2 * jnp.sum(ab[:, 1] ** 2 / denom)
     )
+
+
+def _distinct(v: np.ndarray, minimum: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """Distinct values of ``v`` (padded to a power of two with copies of the first) and indices."""
+    u, i = np.unique(v, return_inverse=True)
+    out = np.full(bucket(len(u), minimum), u[0])
+    out[: len(u)] = u
+    return out, i.astype(np.int32).reshape(v.shape)
+
+
+def curve_factors(x, y, run, mask) -> dict[str, np.ndarray]:
+    """Distinct sizes, token counts and AR(1) spacings of a design's rows, for the model.
+
+    The whole-curve model's cost is per row and per leapfrog step; most of it
+    is ``exp`` and ``log`` of quantities that take few distinct values: the
+    size terms (one per model size), the data term (one per distinct token
+    count) and the AR(1) spacing terms (one per distinct spacing in ``ln D``).
+    This gives them once each, with each row's index, so the model evaluates
+    those functions on the distinct values and gathers (the same values; see
+    :func:`hiscale.laws.Law.log_loss_factored` and :func:`ar1_loglik_total`).
+
+    Parameters
+    ----------
+    x, y : array (R,)
+        ``ln(N/N0)`` and ``ln(D/D0)`` of the padded rows.
+    run, mask : array (R,)
+        Run index and real-row mask of the padded rows (the design's layout:
+        a run's rows adjacent, sorted by ``y``).
+
+    Returns
+    -------
+    dict
+        ``x_u, x_i``, ``y_u, y_i``: distinct values (padded to a power of two
+        with copies of the first, so their maximum is the rows') and each
+        row's index; ``dt_u, dt_ok, dt_i, dt_n``: distinct spacings ``y_i -
+        y_{i-1}`` of rows that follow a real row of the same run, whether an
+        entry is one (the last entries and a spacing-less entry are not),
+        each row's index and the number of real rows per entry.
+    """
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    run, mask = np.asarray(run), np.asarray(mask, bool)
+    x_u, x_i = _distinct(x)
+    y_u, y_i = _distinct(y)
+    has_prev = mask & np.r_[False, mask[:-1]] & (run == np.r_[-1, run[:-1]])
+    dt = np.where(has_prev, y - np.r_[0.0, y[:-1]], 0.0)
+    # rows without a previous real row share one entry, marked not a spacing
+    u, i = np.unique(np.where(has_prev, dt, -np.inf), return_inverse=True)
+    n_u = len(u)
+    size = bucket(n_u, 16)
+    dt_u = np.zeros(size)
+    dt_ok = np.zeros(size, bool)
+    dt_u[:n_u] = np.where(np.isfinite(u), u, 0.0)
+    dt_ok[:n_u] = np.isfinite(u)
+    dt_n = np.bincount(i, weights=mask.astype(float), minlength=size)
+    return {
+        "x_u": x_u, "x_i": x_i, "y_u": y_u, "y_i": y_i,
+        "dt_u": dt_u, "dt_ok": dt_ok, "dt_i": i.astype(np.int32), "dt_n": dt_n,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------
@@ -234,6 +306,10 @@ class CurveDesign:
         Real counts and the padded number of runs.
     log_scale_loc : float
         ``ln median(loss)`` of the real rows.
+    factors : dict, optional
+        :func:`curve_factors` of the rows (the model then evaluates the
+        law's and the AR(1)'s transcendental functions once per distinct
+        value); None: per row.
     """
 
     x: np.ndarray
@@ -247,6 +323,7 @@ class CurveDesign:
     n_runs: int
     n_runs_padded: int
     log_scale_loc: float
+    factors: dict | None = None
 
     def model_args(self) -> dict:
         """Keyword arrays of :func:`make_curve_model`'s model (except priors, data)."""
@@ -257,6 +334,7 @@ class CurveDesign:
             "run": self.run,
             "mask": self.mask,
             "run_mask": np.arange(self.n_runs_padded) < self.n_runs,
+            **({"factors": self.factors} if self.factors is not None else {}),
         }
 
 
@@ -307,13 +385,19 @@ def make_curve_design(frame: pd.DataFrame, law: str | Law) -> CurveDesign:
     y = np.log(frame["tokens"].to_numpy(float) / D0)
     ll = np.log(frame["loss"].to_numpy(float))
     cov = {c: frame[c].to_numpy(float) for c in law.covariates}
+    x_p, y_p = pad(x, x[0]), pad(y, y[0])
+    # padding takes the last run's index: the run column stays sorted (masked rows add 0)
+    run_p, mask_p = (
+        pad(frame["run"].map(index).to_numpy(int), len(runs) - 1),
+        pad(np.ones(n, bool), False),
+    )
     return CurveDesign(
-        x=pad(x, x[0]),
-        y=pad(y, y[0]),
+        x=x_p,
+        y=y_p,
         covariates={c: pad(v, v[0]) for c, v in cov.items()},
-        # padding takes the last run's index: the run column stays sorted (masked rows add 0)
-        run=pad(frame["run"].map(index).to_numpy(int), len(runs) - 1),
-        mask=pad(np.ones(n, bool), False),
+        run=run_p,
+        mask=mask_p,
+        factors=curve_factors(x_p, y_p, run_p, mask_p),
         log_loss=pad(ll, ll[0]),
         run_names=tuple(runs),
         n_rows=n,
@@ -480,7 +564,7 @@ def make_curve_model(law: str | Law, ell: float = 1.0, centred: bool = False) ->
     law = get_law(law)
     names = law.params
 
-    def curve_model(x, y, covariates, run, mask, run_mask, prior, log_loss=None):
+    def curve_model(x, y, covariates, run, mask, run_mask, prior, log_loss=None, factors=None):
         """Whole-curve family model; see :func:`make_curve_model`."""
         k = len(names)
         if centred:
@@ -518,7 +602,7 @@ def make_curve_model(law: str | Law, ell: float = 1.0, centred: bool = False) ->
         sigma_run = numpyro.deterministic("sigma_run", jnp.exp(jnp.clip(log_sigma_run, -20.0, 3.0)))
         sigma = numpyro.deterministic("sigma_obs", jnp.exp(jnp.clip(log_sigma, -20.0, 3.0)))
         rho = numpyro.deterministic("rho", jax.nn.sigmoid(jnp.clip(logit_rho, -30.0, 30.0)))
-        mu = numpyro.deterministic("mu", law.log_loss(x, y, theta, covariates))
+        mu = numpyro.deterministic("mu", law.log_loss_factored(x, y, theta, covariates, factors))
         n_runs = run_mask.shape[0]
         if log_loss is None:
             with numpyro.plate("run", n_runs):
@@ -527,7 +611,9 @@ def make_curve_model(law: str | Law, ell: float = 1.0, centred: bool = False) ->
             numpyro.deterministic("log_loss", mu + delta[run] + u)
             return
         # runs without a real row add 0, so the padded runs need no mask
-        ll = ar1_loglik_total(log_loss - mu, y, run, mask, n_runs, sigma_run, sigma, rho, ell)
+        ll = ar1_loglik_total(
+            log_loss - mu, y, run, mask, n_runs, sigma_run, sigma, rho, ell, factors=factors
+        )
         numpyro.factor("run_loglik", ll)
 
     curve_model.__name__ = f"curve_model_{law.name.replace('-', '_')}" + (
